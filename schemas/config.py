@@ -1,0 +1,232 @@
+"""The run config: one YAML file, validated here before any expensive work.
+
+Unknown keys are errors (a typo must not silently disable a filter). `load_config` turns
+pydantic's errors into one message per problem that names the YAML path of the field.
+Relative paths in the config are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]
+InputShape = Literal[
+    "auto",
+    "text",
+    "alpaca",
+    "dolly",
+    "selfinstruct",
+    "sharegpt",
+    "messages",
+    "prompt_response",
+    "preference",
+    "openai_dpo",
+    "oasst",
+]
+# Which part of a record a text-level stage looks at: everything, only the user turns, or only
+# the answers (assistant turns, and `chosen` for preference rows). Raw text is the same in all.
+TextView = Literal["all", "user", "assistant"]
+
+
+class ConfigError(Exception):
+    """A fatal, user-facing problem with the config or its inputs (exit code 2, no traceback)."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(Strict):
+    path: str = Field(description="File, glob or directory, relative to the config file.")
+    format: InputFormat = "auto"
+    shape: InputShape = "auto"
+    txt_split: Literal["file", "paragraph"] = Field(
+        "file", description="Plain text: one document per file, or per blank-line paragraph."
+    )
+
+
+class Bounds(Strict):
+    min_words: int | None = Field(None, ge=0)
+    max_words: int | None = Field(None, ge=1)
+    min_chars: int | None = Field(None, ge=0)
+    max_chars: int | None = Field(None, ge=1)
+    min_tokens: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Bounds:
+        for unit in ("words", "chars", "tokens"):
+            low, high = getattr(self, f"min_{unit}"), getattr(self, f"max_{unit}")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_{unit} ({low}) is greater than max_{unit} ({high})")
+        return self
+
+    def uses_tokens(self) -> bool:
+        return self.min_tokens is not None or self.max_tokens is not None
+
+
+class LengthFilter(Bounds):
+    """Bounds on the whole record's text, and optionally on every turn of a given role."""
+
+    roles: dict[Literal["system", "user", "assistant"], Bounds] = {}
+    tokenizer: str | None = Field(
+        None, description="Local tokenizer path for token bounds; null = the bundled SmolLM2 one."
+    )
+
+    def uses_tokens(self) -> bool:
+        return super().uses_tokens() or any(b.uses_tokens() for b in self.roles.values())
+
+
+class KeywordFilter(Strict):
+    exclude: list[str] = []
+    exclude_file: str | None = Field(None, description="One phrase per line; # starts a comment.")
+    refusals: bool = Field(False, description="Also drop common refusal/boilerplate phrases.")
+    view: TextView = "all"
+
+
+class FormatFilter(Strict):
+    json_: bool = Field(False, alias="json", description="JSON answers and ```json blocks must load.")
+    code: bool = Field(False, description="Fenced python code must parse; fences must balance.")
+
+
+class RepetitionFilter(Strict):
+    max_dup_line_frac: float | None = Field(0.3, gt=0, le=1)
+    max_top_ngram_frac: float | None = Field(0.2, gt=0, le=1)
+    ngram: int = Field(2, ge=1, le=10)
+
+
+class Filters(Strict):
+    length: LengthFilter | None = None
+    keywords: KeywordFilter | None = None
+    format: FormatFilter | None = None
+    repetition: RepetitionFilter | None = None
+
+
+Normalisation = Literal["case", "whitespace", "punctuation"]
+
+
+class ExactDedup(Strict):
+    normalize: list[Normalisation] = ["case", "whitespace", "punctuation"]
+    view: TextView = "all"
+
+
+class MinHashDedup(Strict):
+    threshold: float = Field(0.8, gt=0, lt=1)
+    num_perm: int = Field(128, ge=16, le=1024)
+    ngram: int = Field(5, ge=1, le=20)
+    verify: bool = Field(True, description="Confirm LSH candidates by true Jaccard.")
+    view: TextView = "all"
+
+
+class SemanticDedup(Strict):
+    threshold: float = Field(0.9, gt=0, le=1)
+    model: str | None = Field(None, description="Local sentence-transformers path; null = bundled.")
+    batch_size: int = Field(64, ge=1)
+    clusters: int | None = Field(None, ge=1, description="k-means partitions; null = auto.")
+    view: TextView = "all"
+
+
+class Dedup(Strict):
+    exact: ExactDedup | None = None
+    minhash: MinHashDedup | None = None
+    semantic: SemanticDedup | None = None
+
+
+class CurateConfig(Strict):
+    inputs: list[InputSpec] = Field(min_length=1)
+    filters: Filters | None = None
+    dedup: Dedup | None = None
+
+
+def load_config(path: str | Path) -> CurateConfig:
+    """Read, validate and resolve a config file; raise ConfigError with a readable message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        config = CurateConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config\n" + format_errors(exc)) from None
+    return resolve_paths(config, path.parent)
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = yaml_path(err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling)"
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def yaml_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("json" if part == "json_" else str(part))
+    return out
+
+
+def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
+    """Make input and file paths absolute and check that every input matches something."""
+    for i, spec in enumerate(config.inputs):
+        spec.path = str(_resolve(spec.path, base))
+        if not expand_input(spec.path):
+            raise ConfigError(f"inputs[{i}].path: no file matches {spec.path}")
+    keywords = config.filters.keywords if config.filters else None
+    if keywords and keywords.exclude_file:
+        keywords.exclude_file = str(_resolve(keywords.exclude_file, base))
+        if not Path(keywords.exclude_file).is_file():
+            raise ConfigError(f"filters.keywords.exclude_file: file not found: {keywords.exclude_file}")
+    for where, model_path in _model_paths(config):
+        resolved = _resolve(model_path, base)
+        if not resolved.exists():
+            raise ConfigError(f"{where}: path not found: {resolved}")
+    return config
+
+
+def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
+    found = []
+    if config.filters and config.filters.length and config.filters.length.tokenizer:
+        found.append(("filters.length.tokenizer", config.filters.length.tokenizer))
+    if config.dedup and config.dedup.semantic and config.dedup.semantic.model:
+        found.append(("dedup.semantic.model", config.dedup.semantic.model))
+    return found
+
+
+def _resolve(value: str, base: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def expand_input(path: str) -> list[Path]:
+    """The files an input path names: a file, every file under a directory, or a glob.
+
+    A directory written by `datasets.save_to_disk` counts as one input (its dataset_info.json
+    marks it), so it is returned as the directory itself.
+    """
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
+            return [p]
+        return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    return sorted(Path(m) for m in glob.glob(path, recursive=True))
