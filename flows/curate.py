@@ -1,0 +1,53 @@
+"""The curate flow: one Prefect task per pipeline stage, calling the plain stage functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from curation.ingest import IngestResult, ingest
+from curation.pipeline import RunLedger, build_stages, write_run
+from curation.stage import Stage, StageResult
+from schemas.config import CurateConfig, load_config
+
+
+# Stage inputs are DataFrames: hashing them for a cache key would cost more than the stage.
+@task(name="ingest", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def ingest_task(config: CurateConfig, progress: bool) -> IngestResult:
+    return ingest(config.inputs, progress=progress)
+
+
+@task(cache_policy=NO_CACHE)
+def stage_task(stage: Stage, records: pl.DataFrame) -> StageResult:
+    return stage(records)
+
+
+@task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
+    return write_run(out_dir, ledger, config_path)
+
+
+def _summary(name: str, stats: dict) -> str:
+    reasons = ", ".join(f"{r} {n}" for r, n in stats["removed_by_reason"].items())
+    return f"{name}: {stats['in']} in, {stats['out']} out" + (f" (removed: {reasons})" if reasons else "")
+
+
+@flow(name="curate", log_prints=False)
+def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict:
+    """Ingest -> filters -> exact / MinHash / semantic dedup -> run directory."""
+    logger = get_run_logger()
+    config = load_config(config_path)
+    ledger = RunLedger.from_ingest(ingest_task(config, progress))
+    logger.info(_summary("ingest", ledger.stages[-1]))
+    for stage in build_stages(config, progress=progress):
+        rows_in = ledger.records.height
+        ledger.record(stage.name, rows_in, stage_task.with_options(name=stage.name)(stage, ledger.records))
+        logger.info(_summary(stage.name, ledger.stages[-1]))
+    stats = write_task(Path(out_dir), ledger, Path(config_path))
+    totals = stats["totals"]
+    logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out_dir}/rejected.parquet")
+    return stats

@@ -1,0 +1,128 @@
+"""The `curate` command as a user runs it: validation errors, and one real end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def curate(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def write_config(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_validate_accepts_the_demo_config() -> None:
+    done = curate("validate", str(DEMO))
+    assert done.returncode == 0, done.stderr
+    assert "valid" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"inputs": [{"path": "x.jsonl"}], "filters": {"length": {"min_wrods": 3}}}, "filters.length.min_wrods: unknown key"),
+        ({"inputs": [{"path": "{data}"}], "filters": {"length": {"min_words": 9, "max_words": 2}}}, "filters.length: min_words (9) is greater than max_words (2)"),
+        ({"inputs": [{"path": "{data}"}], "dedup": {"minhash": {"threshold": 1.5}}}, "dedup.minhash.threshold: Input should be less than 1"),
+        ({"inputs": [{"path": "{data}", "format": "xml"}]}, "inputs[0].format: Input should be"),
+        ({"inputs": [{"path": "missing/*.jsonl"}]}, "inputs[0].path: no file matches"),
+        ({"inputs": []}, "inputs: List should have at least 1 item"),
+    ],
+)
+def test_invalid_configs_fail_with_one_clear_message(tmp_path: Path, config: dict, expected: str) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "a small document"}\n')
+    for spec in config["inputs"]:
+        spec["path"] = spec["path"].replace("{data}", str(data))
+    path = write_config(tmp_path, config)
+    for command in ("validate", "run"):
+        done = curate(command, str(path), "--out", str(tmp_path / "run")) if command == "run" else curate(command, str(path))
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    done = curate("run", str(tmp_path / "nope.yaml"))
+    assert done.returncode == 2
+    assert "config file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_unknown_input_format_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "data.xyz").write_text("hello")
+    done = curate("validate", str(write_config(tmp_path, {"inputs": [{"path": "data.xyz"}]})))
+    assert done.returncode == 2
+    assert "data.xyz" in done.stderr and "format" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    out = tmp_path / "run"
+    done = curate("run", str(DEMO), "--out", str(out), "--no-progress", env=prefect_server)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    kept = pl.read_parquet(out / "kept.parquet")
+    rejected = pl.read_parquet(out / "rejected.parquet")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["invariant"]["holds"]
+    assert stats["totals"]["ingested"] == kept.height + rejected.height
+    assert [s["stage"] for s in stats["stages"]] == [
+        "ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic",
+    ]
+    # Every record is accounted for exactly once, by id.
+    assert kept["id"].n_unique() == kept.height
+    assert set(kept["id"]).isdisjoint(rejected["id"])
+    # Input ids survive: self-instruct instance ids and oasst leaf message ids.
+    assert kept.filter(pl.col("id").str.starts_with("user_oriented_task_")).height > 200
+    assert set(kept["kind"]) == {"raw", "sft", "preference"}
+    # Rejects say why and where; duplicates name what they duplicate.
+    assert rejected["reason"].null_count() == 0 and rejected["source"].null_count() == 0
+    dups = rejected.filter(pl.col("stage").str.starts_with("dedup"))
+    assert dups.height > 0 and dups["duplicate_of"].null_count() == 0
+    assert dups["duplicate_of"].is_in(kept["id"].implode()).all()
+    # The ShareGPT dummy set repeats its identity questions: exact dedup must catch them.
+    assert stats["totals"]["removed_by_stage"]["dedup_exact"] > 50
+
+    # The run is visible through the Prefect API as a completed flow with one task per stage.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def runs() -> tuple:
+        async with get_client() as client:
+            flow_runs = await client.read_flow_runs()
+            tasks = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id]))
+            )
+            return flow_runs, tasks
+
+    import asyncio
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        flow_runs, tasks = asyncio.run(runs())
+    assert len(flow_runs) == 1 and flow_runs[0].state.is_completed()
+    names = {t.name.rsplit("-", 1)[0] for t in tasks}
+    assert {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "write-run"} <= names
