@@ -20,7 +20,8 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null || true)" = "$stamp" ]; then
   exit 0
 fi
 
-pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
+# (This machine's pip config names local mirrors that warn about every package they lack.)
+pip() { .venv/bin/python -m pip --disable-pip-version-check "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 echo "setup: installing dependencies into .venv (first run takes a few minutes)" >&2
 pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulled in by another package would be a multi-GB
