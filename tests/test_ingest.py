@@ -1,0 +1,556 @@
+"""Ingest: real public files of every shape, every table format, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from curation.ingest import IngestResult, check_inputs, detect_format, ingest
+from schemas.config import ConfigError, InputSpec
+from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
+
+
+def run(path: Path | str, **spec: Any) -> IngestResult:
+    result = ingest([InputSpec(path=str(path), **spec)], progress=False)
+    assert result.records.schema == pl.Schema(RECORD_SCHEMA)
+    assert result.rejected.schema == pl.Schema(REJECT_SCHEMA)
+    assert result.records["id"].is_unique().all()
+    assert result.rejected["source"].null_count() == 0
+    assert (result.rejected["stage"] == "ingest").all()
+    return result
+
+
+def metas(result: IngestResult) -> list[dict]:
+    return [json.loads(m) for m in result.records["meta"]]
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def one(rows: list[dict], tmp_path: Path, **spec: Any) -> IngestResult:
+    return run(write_jsonl(tmp_path / "rows.jsonl", rows), **spec)
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def bot(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def system(text: str) -> dict:
+    return {"role": "system", "content": text}
+
+
+def turn(who: str, text: str) -> dict:
+    return {"from": who, "value": text}
+
+
+# --- formats and config errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("a.jsonl", "jsonl"),
+        ("a.NDJSON", "jsonl"),
+        ("a.json", "json"),
+        ("a.parquet", "parquet"),
+        ("a.csv", "csv"),
+        ("a.txt", "txt"),
+        ("a.md", "txt"),
+        ("a.rst", "txt"),
+    ],
+)
+def test_detect_format_from_extension(name: str, fmt: str) -> None:
+    assert detect_format(Path(name)) == fmt
+
+
+def test_unknown_extension_is_a_config_error(tmp_path: Path) -> None:
+    good, odd = tmp_path / "a.jsonl", tmp_path / "notes.xlsx"
+    good.write_text("")
+    odd.write_text("")
+    with pytest.raises(ConfigError, match=r"notes\.xlsx.*set `format:`"):
+        detect_format(odd)
+    with pytest.raises(ConfigError, match=r"^inputs\[1\]: .*notes\.xlsx.*`format:`"):
+        check_inputs([InputSpec(path=str(good)), InputSpec(path=str(tmp_path / "*.xlsx"))])
+    with pytest.raises(ConfigError, match=r"^inputs\[0\]: no file matches"):
+        ingest([InputSpec(path=str(tmp_path / "missing*.jsonl"))], progress=False)
+    check_inputs([InputSpec(path=str(odd), format="txt")])  # an explicit format is trusted
+
+
+def test_a_file_that_cannot_be_read_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "a_gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")  # a glob still lists it
+    (tmp_path / "b_ok.jsonl").write_text('{"text": "fine"}\n')
+    result = ingest([InputSpec(path=str(tmp_path / "*.jsonl"))], progress=False)
+    assert result.rejected.select("source", "reason").rows() == [
+        (str(tmp_path / "a_gone.jsonl"), "unreadable_file")
+    ]
+    assert result.records["text"].to_list() == ["fine"]
+
+
+# --- real data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "kind", "kept", "rejected"),
+    [
+        ("sft/gsm8k_test.jsonl", "prompt_response", "sft", 1319, {}),
+        ("sft/llamafactory_glaive_toolcall_en_demo.json", "sharegpt", "sft", 300, {}),
+        ("sft/fastchat_dummy_conversation_sharegpt.json", "sharegpt", "sft", 500, {}),
+        ("sft/llamafactory_alpaca_en_demo.json", "alpaca", "sft", 999, {}),
+        # Two code_alpaca rows really have an empty output.
+        ("sft/code_alpaca_2k.json", "alpaca", "sft", 2015, {"empty_content": 2}),
+        ("pref/orca_dpo_pairs_validation_283.jsonl", "openai_dpo", "preference", 284, {}),
+        ("pref/llamafactory_dpo_en_demo.json", "sharegpt", "preference", 300, {}),
+        ("raw/c4_demo.jsonl", "text", "raw", 300, {}),
+        ("raw/wiki_demo.txt", "text", "raw", 1, {}),
+        ("raw/peps/*.rst", "text", "raw", 737, {}),
+        # Six speeches are Latin-1, not UTF-8: each is rejected whole, never decoded wrongly.
+        ("raw/state_union/*.txt", "text", "raw", 59, {"bad_encoding": 6}),
+        # Questions without answers fit no shape.
+        ("sft/mt_bench_question.jsonl", None, None, 0, {"unknown_shape": 80}),
+    ],
+)
+def test_real_file(
+    shared_data: Path, name: str, shape: str, kind: str, kept: int, rejected: dict
+) -> None:
+    result = run(shared_data / name)
+    assert result.records.height == kept
+    assert result.stats()["removed_by_reason"] == rejected
+    assert result.records.height + result.rejected.height == result.rows_read  # 1 row, 1 outcome
+    if kept:
+        assert set(result.records["kind"]) == {kind}
+        assert {m["shape"] for m in metas(result)} == {shape}
+    sources = result.records["source"].to_list() + result.rejected["source"].to_list()
+    assert all(s.startswith(str(shared_data / name.split("*")[0])) for s in sources)
+    sep = ":" if name.endswith((".jsonl", ".txt", ".rst")) else "#"
+    assert all(re.search(rf"{sep}\d+$", s) for s in sources)
+
+
+def test_real_ids_and_meta(shared_data: Path) -> None:
+    fastchat = run(shared_data / "sft/fastchat_dummy_conversation_sharegpt.json")
+    assert fastchat.records["id"][:2].to_list() == ["identity_0", "identity_1"]
+
+    glaive = run(shared_data / "sft/llamafactory_glaive_toolcall_en_demo.json")
+    tools = [json.loads(m["tools"]) for m in metas(glaive)]  # ShareGPT extras stay in meta
+    assert tools[0][0]["name"] == "search_recipes"
+    roles = glaive.records["messages"].list.eval(pl.element().struct.field("role")).explode()
+    assert set(roles) == {"user", "assistant", "tool"}  # function_call/observation mapped
+
+    gsm8k = run(shared_data / "sft/gsm8k_test.jsonl")
+    assert metas(gsm8k)[0] == {"shape": "prompt_response"}
+    assert gsm8k.records["id"].str.contains(r"^[0-9a-f]{16}$").all()
+    assert run(shared_data / "sft/gsm8k_test.jsonl").records["id"].equals(gsm8k.records["id"])
+
+
+def test_real_selfinstruct_one_record_per_instance(shared_data: Path) -> None:
+    path = shared_data / "sft/selfinstruct_user_oriented_252.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    result = run(path)
+    assert result.rows_read == 252
+    expected = [f"{r['id']}/{k}" for r in rows for k in range(len(r["instances"]))]
+    assert result.records["id"].to_list() == expected
+    assert metas(result)[0] == {"motivation_app": "Grammarly", "shape": "selfinstruct"}
+    first, instance = result.records["messages"][0].to_list(), rows[0]["instances"][0]
+    ask = rows[0]["instruction"] + "\n\n" + instance["input"]
+    assert first == [user(ask), bot(instance["output"])]
+
+
+def test_real_orca_dpo_prompt_ends_on_user(shared_data: Path) -> None:
+    result = run(shared_data / "pref/orca_dpo_pairs_validation_283.jsonl")
+    assert (result.records["messages"].list.last().struct.field("role") == "user").all()
+    assert result.records["messages"].list.first().struct.field("role")[0] == "system"
+    for side in ("chosen", "rejected"):
+        assert (result.records[side].list.len() == 1).all()
+
+
+def test_real_oasst_paths(shared_data: Path) -> None:
+    path = shared_data / "sft/oasst_en_100_tree.jsonl"
+    trees = [json.loads(line) for line in path.read_text().splitlines()]
+
+    # A conversation ends on each assistant leaf, and once on each assistant reply that has an
+    # unanswered prompter leaf below it (the trailing user turn is dropped).
+    def ends(node: dict) -> int:
+        replies = node["replies"]
+        unanswered = any(r["role"] == "prompter" and not r["replies"] for r in replies)
+        own = node["role"] == "assistant" and (not replies or unanswered)
+        return own + sum(ends(r) for r in replies)
+
+    result = run(path)
+    assert result.rows_read == 100
+    assert result.rejected.height == 0
+    assert result.records.height == sum(ends(t["prompt"]) for t in trees) > 400
+    meta = pl.Struct(
+        {"tree_id": pl.String, "message_ids": pl.List(pl.String), "ranks": pl.List(pl.Int64)}
+    )
+    records = result.records.with_columns(pl.col("meta").str.json_decode(meta)).unnest("meta")
+    turns = records["messages"].list.len()
+    assert (records["id"] == records["message_ids"].list.last()).all()
+    assert (records["message_ids"].list.len() == turns).all()
+    assert (records["ranks"].list.len() == turns).all()
+    assert (records["messages"].list.last().struct.field("role") == "assistant").all()
+    assert records["ranks"].list.first().null_count() == records.height  # the root has no rank
+    # Sibling replies share the prompt prefix and carry their human ranks: preference material.
+    prefix = pl.col("message_ids").list.slice(0, pl.col("message_ids").list.len() - 1)
+    siblings = records.group_by(prefix).agg(pl.col("ranks").list.last())
+    ranked = siblings.filter(pl.col("ranks").list.len() > 1)
+    assert ranked.height > 50
+    assert ranked["ranks"].list.contains(0).sum() > 50
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "shape", "expected"),
+    [
+        (
+            {"instruction": "Add", "input": "1+1", "output": "2", "system": "Be brief."},
+            "alpaca",
+            {"messages": [system("Be brief."), user("Add\n\n1+1"), bot("2")]},
+        ),
+        (
+            {"instruction": "Sum up", "context": "Text.", "response": "Short.", "category": "c"},
+            "dolly",
+            {"messages": [user("Sum up\n\nText."), bot("Short.")], "meta": {"category": "c"}},
+        ),
+        (
+            {"question": "2+2?", "answer": "4"},
+            "prompt_response",
+            {"messages": [user("2+2?"), bot("4")]},
+        ),
+        (
+            {"prompt": "Hi", "completion": "Hello"},
+            "prompt_response",
+            {"messages": [user("Hi"), bot("Hello")]},
+        ),
+        (
+            {"query": "Why?", "response": "Because."},
+            "prompt_response",
+            {"messages": [user("Why?"), bot("Because.")]},
+        ),
+        (
+            {
+                "messages": [
+                    system("S"),
+                    {"role": "user", "content": [{"type": "text", "text": t} for t in "ab"]},
+                    bot("call"),
+                    {"role": "function", "content": "42"},
+                    bot("It is 42."),
+                ]
+            },
+            "messages",
+            {
+                "messages": [
+                    system("S"),
+                    user("a\nb"),
+                    bot("call"),
+                    {"role": "tool", "content": "42"},
+                    bot("It is 42."),
+                ]
+            },
+        ),
+        (
+            {"id": 7, "system": "Sys", "conversations": [turn("human", "q"), turn("chatgpt", "a")]},
+            "sharegpt",
+            {"id": "7", "messages": [system("Sys"), user("q"), bot("a")]},
+        ),
+        (
+            {"prompt": "Q", "chosen": "good", "rejected": "bad"},
+            "preference",
+            {"kind": "preference", "messages": [user("Q")], "chosen": [bot("good")],
+             "rejected": [bot("bad")]},
+        ),
+        (  # TRL explicit conversational form
+            {"prompt": [user("Q")], "chosen": [bot("good")], "rejected": [bot("bad")],
+             "system": "S"},
+            "preference",
+            {"kind": "preference", "messages": [system("S"), user("Q")], "chosen": [bot("good")],
+             "rejected": [bot("bad")]},
+        ),
+        (  # TRL implicit form: the shared head of both conversations is the prompt
+            {"chosen": [user("Q"), bot("A"), user("Q2"), bot("good")],
+             "rejected": [user("Q"), bot("A"), user("Q2"), bot("bad")]},
+            "preference",
+            {"kind": "preference", "messages": [user("Q"), bot("A"), user("Q2")],
+             "chosen": [bot("good")], "rejected": [bot("bad")]},
+        ),
+        (  # full conversations next to a prompt (UltraFeedback-binarized style)
+            {"prompt": "Q", "chosen": [user("Q"), bot("good")],
+             "rejected": [user("Q"), bot("bad")]},
+            "preference",
+            {"kind": "preference", "messages": [user("Q")], "chosen": [bot("good")],
+             "rejected": [bot("bad")]},
+        ),
+        (
+            {"question_id": 3, "input": {"messages": [user("Q")]},
+             "preferred_output": [bot("good")], "non_preferred_output": [bot("bad")]},
+            "openai_dpo",
+            {"id": "3", "kind": "preference", "messages": [user("Q")], "chosen": [bot("good")],
+             "rejected": [bot("bad")]},
+        ),
+        (
+            {"text": "A document.", "url": "http://x"},
+            "text",
+            {"kind": "raw", "text": "A document.", "meta": {"url": "http://x"}},
+        ),
+    ],
+)
+def test_shape(tmp_path: Path, row: dict, shape: str, expected: dict) -> None:
+    result = one([row], tmp_path)
+    assert result.rejected.height == 0, result.rejected.to_dicts()
+    record = result.records.row(0, named=True)
+    assert record["kind"] == expected.get("kind", "sft")
+    assert json.loads(record["meta"]) == {**expected.get("meta", {}), "shape": shape}
+    for column in ("id", "text", "messages", "chosen", "rejected"):
+        if column in expected:
+            assert record[column] == expected[column], column
+    assert record["source"] == f"{tmp_path / 'rows.jsonl'}:1"
+
+
+def test_shape_override_and_misfit_rows(tmp_path: Path) -> None:
+    rows = [{"text": "ok"}, {"instruction": "i", "output": "o"}]
+    auto = one(rows, tmp_path)
+    assert auto.records["text"].to_list() == ["ok"]
+    assert auto.rejected.select("reason", "detail").row(0) == ("missing_fields", "text")
+    forced = one(rows, tmp_path, shape="alpaca")
+    assert forced.records["messages"].to_list() == [[user("i"), bot("o")]]
+    assert forced.rejected.select("reason", "detail").row(0) == (
+        "missing_fields",
+        "instruction, output",
+    )
+
+
+def test_selfinstruct_rejects_a_bad_instance_alone(tmp_path: Path) -> None:
+    instances = [{"input": "", "output": "done"}, {"input": "x", "output": ""}]
+    result = one([{"id": "t", "instruction": "Do", "instances": instances}], tmp_path)
+    assert result.records.select("id", "messages").rows() == [("t/0", [user("Do"), bot("done")])]
+    assert result.rejected.select("id", "reason", "detail").rows() == [
+        ("t/1", "empty_content", "instances[1].output")
+    ]
+
+
+def test_ids_hash_and_repeat_suffixes(tmp_path: Path) -> None:
+    same = {"instruction": "i", "output": "o"}
+    other = {"instruction": "j", "output": "p"}
+    rows = [{"id": "a", **same}, {"id": "a", **other}, same, same, {"id": "a~2", **same}]
+    result = one(rows, tmp_path)
+    ids = result.records["id"].to_list()
+    digest = ids[2]
+    assert re.fullmatch(r"[0-9a-f]{16}", digest)
+    assert ids == ["a", "a~2", digest, f"{digest}~2", "a~2~2"]
+    assert [m.get("input_id") for m in metas(result)] == [None, "a", None, digest, "a~2"]
+
+
+# --- tables, datasets, text -----------------------------------------------------------------
+
+
+def test_parquet_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    frame = pl.DataFrame(
+        {"prompt": ["p1", "p2", "p3"], "response": ["r1", None, "r3"], "n": [1, 2, None]}
+    )
+    frame.write_parquet("t.parquet")
+    frame.write_csv("t.csv")
+    parquet = run("t.parquet")
+    assert parquet.records["source"].to_list() == ["t.parquet#0", "t.parquet#2"]
+    assert metas(parquet) == [{"n": 1, "shape": "prompt_response"}, {"shape": "prompt_response"}]
+    assert parquet.rejected.select("source", "reason", "detail").row(0) == (
+        "t.parquet#1",
+        "missing_fields",
+        "response|completion",
+    )
+    csv = run(tmp_path / "t.csv")  # an absolute path below the cwd is still shown relative
+    assert csv.records["source"].to_list() == ["t.csv#0", "t.csv#2"]
+    assert metas(csv)[0] == {"n": "1", "shape": "prompt_response"}  # CSV columns stay strings
+    assert csv.rejected["reason"].to_list() == ["missing_fields"]
+
+
+def test_hf_save_to_disk(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = [{"id": f"r{i}", "messages": [user("q"), bot(f"a{i}")], "lang": "en"} for i in range(3)]
+    single = datasets.Dataset.from_list(rows)
+    single.save_to_disk(str(tmp_path / "single"))
+    splits = datasets.DatasetDict({"train": single, "test": single.select([0])})
+    splits.save_to_disk(str(tmp_path / "dict"))
+
+    assert detect_format(tmp_path / "dict") == "hf_disk"
+    result = run(tmp_path / "single")
+    assert result.records["id"].to_list() == ["r0", "r1", "r2"]
+    assert metas(result)[0] == {"lang": "en", "shape": "messages"}
+    result = run(tmp_path / "dict")
+    assert [s.rsplit("/", 1)[1] for s in result.records["source"]] == [
+        "dict[train]#0",
+        "dict[train]#1",
+        "dict[train]#2",
+        "dict[test]#0",
+    ]
+    assert result.records["id"].to_list() == ["r0", "r1", "r2", "r0~2"]
+
+
+def test_txt_file_and_paragraphs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = b"# Title\r\n\r\nFirst para\r\nstill first.\r\n\r\n\r\n  \r\nSecond.\r\n\r\nThird\n"
+    Path("doc.md").write_bytes(text)
+    whole = run("doc.md")
+    assert whole.records.select("source", "kind").rows() == [("doc.md:1", "raw")]
+    paragraphs = run("doc.md", txt_split="paragraph")
+    assert paragraphs.records.select("source", "text").rows() == [
+        ("doc.md:1", "# Title"),
+        ("doc.md:3", "First para\nstill first."),
+        ("doc.md:8", "Second."),
+        ("doc.md:10", "Third"),
+    ]
+    Path("mixed.txt").write_bytes(b"good one\n\nbad \xff byte\n\nlast")
+    mixed = run("mixed.txt", txt_split="paragraph")
+    assert mixed.records["source"].to_list() == ["mixed.txt:1", "mixed.txt:5"]
+    assert mixed.rejected.select("source", "reason").rows() == [("mixed.txt:3", "bad_encoding")]
+    assert "can't decode byte 0xff" in mixed.rejected["detail"][0]
+
+
+def test_json_container_and_json_lines_named_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    splits = {"version": 2, "train": [{"text": "a"}, {"text": "b"}], "test": [{"text": "c"}]}
+    Path("splits.json").write_text(json.dumps(splits))
+    assert run("splits.json").records["source"].to_list() == [
+        "splits.json#train[0]",
+        "splits.json#train[1]",
+        "splits.json#test[0]",
+    ]
+    single = {"id": "s", "conversations": [turn("human", "q"), turn("gpt", "a")]}
+    Path("single.json").write_text(json.dumps(single))  # an object that is itself a row
+    assert run("single.json").records.select("id", "source").rows() == [("s", "single.json#0")]
+    write_jsonl(Path("lines.json"), [{"text": "a"}, {"text": "b"}])  # what Dataset.to_json writes
+    assert run("lines.json").records["source"].to_list() == ["lines.json:1", "lines.json:2"]
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    good = {"instruction": "Name a colour.", "output": "Blue."}
+    lines = [
+        json.dumps({"id": "g1", **good}).encode(),  # 1: good, sets the file's shape (alpaca)
+        b'{"instruction": "broken", ',  # 2: bad_json
+        b'["not", "an", "object"]',  # 3: not_an_object
+        json.dumps({"id": "m1", "instruction": "no answer"}).encode(),  # 4: missing_fields
+        json.dumps({"instruction": ["a", "list"], "output": "x"}).encode(),  # 5: wrong_type
+        json.dumps({"instruction": "   ", "output": "x"}).encode(),  # 6: empty_content
+        b'{"instruction": "caf\xe9", "output": "x"}',  # 7: bad_encoding (a Latin-1 byte)
+        b"",  # 8: a blank line is not a row
+        json.dumps({"id": "g2", **good}).encode(),  # 9: good
+    ]
+    Path("rows.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    image = {"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}
+    robot = {"conversations": [turn("human", "q"), turn("robot", "a")]}
+    write_jsonl(
+        Path("chat.jsonl"),
+        [
+            {"messages": [user("hi"), bot("hello")]},  # 1: good
+            {"messages": [user("only a question")]},  # 2: invalid_record (no assistant turn)
+            {"messages": [image, bot("a")]},  # 3: wrong_type
+            robot,  # 4: a ShareGPT row in a messages file: missing_fields
+        ],
+    )
+    write_jsonl(Path("gpt.jsonl"), [robot])  # wrong_type: unknown role
+    write_jsonl(Path("odd.jsonl"), [{"foo": 1, "bar": 2}, {"baz": 3}])  # unknown_shape
+    Path("truncated.json").write_text('[{"text": "a"}, {"text": "b"')  # bad_json, whole file
+    Path("corrupt.parquet").write_bytes(b"PAR1 this is not parquet")  # unreadable_file
+    leaf = {"role": "assistant", "replies": [], "deleted": False, "review_result": True}
+    replies = [
+        {**leaf, "message_id": "ok", "text": "fine", "rank": 0},
+        {**leaf, "message_id": "del", "text": "gone", "deleted": True},
+        {**leaf, "message_id": "rev", "text": "spam", "review_result": False},
+    ]
+    root = {"message_id": "t", "role": "prompter", "text": "Q", "replies": replies}
+    lone = {"message_id": "u", "role": "prompter", "text": "Unanswered", "replies": []}
+    write_jsonl(
+        Path("oasst.jsonl"),
+        [{"message_tree_id": "t", "prompt": root}, {"message_tree_id": "u", "prompt": lone}],
+    )
+
+    names = ["rows.jsonl", "chat.jsonl", "gpt.jsonl", "odd.jsonl", "truncated.json"]
+    names += ["corrupt.parquet", "oasst.jsonl"]
+    result = ingest([InputSpec(path=n) for n in names], progress=False)
+
+    assert result.records.select("id", "source").rows() == [
+        ("g1", "rows.jsonl:1"),
+        ("g2", "rows.jsonl:9"),
+        (result.records["id"][2], "chat.jsonl:1"),
+        ("ok", "oasst.jsonl:1"),
+    ]
+    rejects = result.rejected.select("source", "reason", "detail", "raw", "id").rows()
+    assert [(source, reason) for source, reason, *_ in rejects] == [
+        ("rows.jsonl:2", "bad_json"),
+        ("rows.jsonl:3", "not_an_object"),
+        ("rows.jsonl:4", "missing_fields"),
+        ("rows.jsonl:5", "wrong_type"),
+        ("rows.jsonl:6", "empty_content"),
+        ("rows.jsonl:7", "bad_encoding"),
+        ("chat.jsonl:2", "invalid_record"),
+        ("chat.jsonl:3", "wrong_type"),
+        ("chat.jsonl:4", "missing_fields"),
+        ("gpt.jsonl:1", "wrong_type"),
+        ("odd.jsonl:1", "unknown_shape"),
+        ("odd.jsonl:2", "unknown_shape"),
+        ("truncated.json", "bad_json"),
+        ("corrupt.parquet", "unreadable_file"),
+        ("oasst.jsonl:1", "oasst_deleted"),
+        ("oasst.jsonl:1", "oasst_review_failed"),
+        ("oasst.jsonl:2", "invalid_record"),
+    ]
+    detail = {f"{source}/{reason}": d for source, reason, d, _, _ in rejects}
+    assert detail["rows.jsonl:4/missing_fields"] == "output"
+    assert detail["rows.jsonl:5/wrong_type"] == "instruction: expected string, got list"
+    assert detail["rows.jsonl:6/empty_content"] == "instruction"
+    assert "invalid continuation byte" in detail["rows.jsonl:7/bad_encoding"]
+    assert detail["chat.jsonl:2/invalid_record"] == "sft record has no assistant turn"
+    assert detail["chat.jsonl:3/wrong_type"] == (
+        "messages[0].content[0]: unsupported content part 'image_url'"
+    )
+    assert detail["chat.jsonl:4/missing_fields"] == "messages"
+    assert detail["gpt.jsonl:1/wrong_type"] == "conversations[1].from: unknown role 'robot'"
+    assert detail["odd.jsonl:2/unknown_shape"].startswith("no shape fits keys: baz")
+    assert detail["oasst.jsonl:1/oasst_deleted"] == "prompt.replies[1] (del)"
+    assert detail["oasst.jsonl:1/oasst_review_failed"] == "prompt.replies[2] (rev)"
+    # Rows that never became a record keep their input text; a file that failed whole has none.
+    raw = {f"{source}/{reason}": r for source, reason, _, r, _ in rejects}
+    assert raw["rows.jsonl:2/bad_json"] == '{"instruction": "broken", '
+    assert raw["rows.jsonl:7/bad_encoding"] == '{"instruction": "caf\ufffd", "output": "x"}'
+    assert raw["truncated.json/bad_json"] == '[{"text": "a"}, {"text": "b"'
+    assert raw["corrupt.parquet/unreadable_file"] is None
+    assert rejects[2][4] == "m1"  # an input id is kept on its reject
+    # oasst rejects are whole conversations, traceable to their message ids.
+    deleted = result.rejected.filter(pl.col("reason") == "oasst_deleted").row(0, named=True)
+    assert (deleted["id"], deleted["kind"]) == ("del", "sft")
+    assert deleted["messages"] == [user("Q"), bot("gone")]
+    assert json.loads(deleted["meta"])["message_ids"] == ["t", "del"]
+
+    stats = result.stats()
+    assert stats["in"] == stats["out"] + stats["removed"] == 4 + 17
+    assert stats["removed_by_reason"]["unknown_shape"] == 2
+    assert result.rows_read == 8 + 4 + 1 + 2 + 1 + 1 + 2
+
+
+def test_raw_is_truncated(tmp_path: Path) -> None:
+    result = one([{"instruction": "x" * 5000}], tmp_path, shape="alpaca")
+    assert len(result.rejected["raw"][0]) == 2000
+
+
+def test_100k_rows_in_seconds(tmp_path: Path) -> None:
+    rows = [{"question": f"What is {i}+{i}?", "answer": f"{2 * i}."} for i in range(100_000)]
+    result = one(rows, tmp_path)
+    assert result.records.height == 100_000
+    assert result.seconds < 25  # ~4 s on a busy 2-core machine; catches anything quadratic
