@@ -50,10 +50,8 @@ class RunLedger:
 
     @classmethod
     def from_ingest(cls, result: IngestResult) -> RunLedger:
-        ledger = cls(records=result.records, ingested=result.records.height + result.rejected.height)
-        ledger.record("ingest", ledger.ingested, StageResult(result.records, result.rejected, result.seconds))
-        ledger.stages[-1]["rows_read"] = result.rows_read
-        return ledger
+        ingested = result.records.height + result.rejected.height
+        return cls(records=result.records, rejects=[result.rejected], stages=[result.stats()], ingested=ingested)
 
     def record(self, name: str, rows_in: int, result: StageResult) -> None:
         self.records = result.kept

@@ -7,10 +7,11 @@ DataFrames with `RECORD_SCHEMA`; the pydantic models validate rows at the ingest
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
+import orjson
 import polars as pl
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -100,8 +101,13 @@ class Record(BaseModel):
 
     def to_row(self) -> dict[str, Any]:
         row = self.model_dump(exclude={"meta"})
-        row["meta"] = json.dumps(self.meta, ensure_ascii=False, sort_keys=True)
+        row["meta"] = meta_json(self.meta)
         return row
+
+
+def meta_json(meta: dict[str, Any]) -> str:
+    """The one spelling of `meta` every stage writes: compact JSON with sorted keys."""
+    return orjson.dumps(meta, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _contents(turns: list[Message] | None) -> list[str]:
@@ -109,8 +115,13 @@ def _contents(turns: list[Message] | None) -> list[str]:
 
 
 def records_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """A DataFrame in RECORD_SCHEMA from `Record.to_row()` dicts (empty list -> empty frame)."""
-    return pl.DataFrame(rows, schema=RECORD_SCHEMA)
+    """A DataFrame in RECORD_SCHEMA from `Record.to_row()`-shaped dicts.
+
+    Built column-wise through Arrow (several times faster than row-wise on nested messages):
+    Arrow infers the types, all-null columns come out as null, and the cast sets the schema.
+    """
+    arrays = {name: pa.array([r[name] for r in rows]) for name in RECORD_SCHEMA}
+    return pl.from_arrow(pa.table(arrays)).cast(RECORD_SCHEMA)  # type: ignore[union-attr]
 
 
 def rejects_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
