@@ -48,7 +48,7 @@ class StageError(RuntimeError):
 class Stage:
     name: str
     run: Callable[[pl.DataFrame], StageResult]
-    reads: tuple[str, ...] = ("id", "kind", "text", "messages", "chosen", "rejected")
+    reads: tuple[str, ...] = tuple(RECORD_SCHEMA)
     writes: tuple[str, ...] = ()
 
     def __call__(self, records: pl.DataFrame) -> StageResult:

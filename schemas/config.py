@@ -98,6 +98,8 @@ class RepetitionFilter(Strict):
     max_dup_line_frac: float | None = Field(0.3, gt=0, le=1)
     max_top_ngram_frac: float | None = Field(0.2, gt=0, le=1)
     ngram: int = Field(2, ge=1, le=10)
+    # Answers by default: rewrite/translate prompts legitimately repeat the user's text.
+    view: TextView = "assistant"
 
 
 class Filters(Strict):

