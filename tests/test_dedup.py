@@ -1,0 +1,261 @@
+"""Dedup stages on real paragraphs from ../shared/data/raw with planted duplicates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curation.dedup import build_exact_stage, build_minhash_stage, build_semantic_stage
+from curation.dedup.common import earliest_roots
+from curation.dedup.minhash import ShingleSets, permutations, shingle_hashes, signatures
+from curation.dedup.semantic import greedy_duplicates
+from curation.stage import StageResult
+from schemas.config import ExactDedup, MinHashDedup, SemanticDedup
+from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, records_frame
+
+SOURCES = [
+    "state_union/1961-Kennedy.txt",
+    "state_union/2005-GWBush.txt",
+    "gutenberg/austen-emma.txt",
+    "gutenberg/melville-moby_dick.txt",
+    "gutenberg/chesterton-brown.txt",
+    "gutenberg/whitman-leaves.txt",
+    "gutenberg/shakespeare-hamlet.txt",
+    "peps/pep-0008.rst",
+    "peps/pep-0343.rst",
+    "peps/pep-0572.rst",
+]
+
+
+@pytest.fixture(scope="module")
+def paragraphs(shared_data: Path) -> list[str]:
+    """Two long distinct paragraphs (80-300 words) from each of ten different real texts."""
+    found = []
+    for name in SOURCES:
+        path = shared_data / "raw" / name
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+        found += [p for p in paras if 80 <= len(p.split()) <= 300 and "::" not in p][:2]
+    assert len(found) == 2 * len(SOURCES)
+    return found
+
+
+def row(doc_id: str, kind: str, **fields) -> dict:
+    empty = {"text": None, "messages": None, "chosen": None, "rejected": None}
+    return {"id": doc_id, "source": f"test#{doc_id}", "kind": kind, **empty, **fields, "meta": "{}"}
+
+
+def frame(texts: list[str | None]) -> pl.DataFrame:
+    return records_frame([row(f"r{i}", "raw", text=t) for i, t in enumerate(texts)])
+
+
+def conversation(i: int, user: str, answer: str, kind: str = "sft") -> dict:
+    def turn(role: str, content: str) -> list[dict]:
+        return [{"role": role, "content": content}]
+
+    if kind == "sft":
+        return row(f"c{i}", kind, messages=turn("user", user) + turn("assistant", answer))
+    prompt, chosen, rejected = turn("user", user), turn("assistant", answer), turn("assistant", "No.")
+    return row(f"c{i}", kind, messages=prompt, chosen=chosen, rejected=rejected)
+
+
+def check(records: pl.DataFrame, result: StageResult) -> dict[str, str]:
+    """The contract every dedup result meets; returns {removed id: duplicate_of}."""
+    assert result.kept.height + result.rejected.height == records.height
+    assert result.kept.columns == list(RECORD_SCHEMA)
+    assert result.rejected.columns == list(REJECT_SCHEMA)
+    order = {doc_id: i for i, doc_id in enumerate(records["id"])}
+    kept = result.kept["id"].to_list()
+    assert [order[k] for k in kept] == sorted(order[k] for k in kept)  # input order kept
+    removed = dict(zip(result.rejected["id"], result.rejected["duplicate_of"]))
+    for doc_id, original in removed.items():
+        assert original in kept and order[original] < order[doc_id]
+    assert result.rejected["detail"].null_count() == 0
+    return removed
+
+
+def run_twice(stage, records: pl.DataFrame) -> StageResult:
+    first, second = stage(records), stage(records)
+    assert first.kept.equals(second.kept) and first.rejected.equals(second.rejected)
+    return first
+
+
+# --- exact ----------------------------------------------------------------------------------
+
+
+def test_exact_finds_normalisation_variants(paragraphs: list[str]) -> None:
+    p = paragraphs
+    variants = [
+        p[2].upper(),
+        "  " + p[2].replace(" ", "\n\t ", 5) + "\n",
+        re.sub(r"[,.;:!?]", "", p[2]),
+        p[2].replace(" ", " , ", 3).replace("e", "e\u2019", 1),  # unicode punctuation too
+    ]
+    texts = [p[0], p[1], p[2], *variants, p[3], p[5].lower(), p[5], p[4]]
+    records = frame(texts)
+    result = run_twice(build_exact_stage(ExactDedup()), records)
+    removed = check(records, result)
+    assert removed == {"r3": "r2", "r4": "r2", "r5": "r2", "r6": "r2", "r9": "r8"}
+    assert set(result.rejected["reason"]) == {"exact_duplicate"}
+
+
+def test_exact_without_normalisation_needs_equal_text(paragraphs: list[str]) -> None:
+    records = frame([paragraphs[0], paragraphs[0].upper(), paragraphs[0]])
+    removed = check(records, build_exact_stage(ExactDedup(normalize=[]))(records))
+    assert removed == {"r2": "r0"}
+
+
+# --- minhash --------------------------------------------------------------------------------
+
+
+def edit(text: str, positions: list[int], word: str = "zebra") -> str:
+    words = text.split()
+    for i in positions:
+        words[i] = word
+    return " ".join(words)
+
+
+def test_minhash_finds_near_duplicates_and_verifies(paragraphs: list[str]) -> None:
+    long = max(paragraphs, key=lambda t: len(t.split()))
+    p = [t for t in paragraphs if t != long]
+    n = len(long.split())
+    near_a = edit(long, [10, 60])
+    near_b = " ".join(long.split()[:-3]) + " and so on"  # another ending
+    mid = edit(long, list(range(5, n, 30)))  # Jaccard ~0.7: an LSH candidate, not a duplicate
+    texts = [p[0], near_a, p[1], long, near_b, mid, *p[2:8], long.upper()]
+    records = frame(texts)
+    result = run_twice(build_minhash_stage(MinHashDedup(), progress=False), records)
+    removed = check(records, result)
+    assert removed == {"r3": "r1", "r4": "r1", "r12": "r1"}
+    assert set(result.rejected["reason"]) == {"near_duplicate"}
+    assert all(0.8 <= float(d.removeprefix("jaccard ")) < 1 for d in result.rejected["detail"])
+    # Unverified, every LSH candidate pair is a duplicate: a superset.
+    unverified = check(records, build_minhash_stage(MinHashDedup(verify=False), progress=False)(records))
+    assert removed.items() <= unverified.items()
+
+
+def test_clusters_keep_their_earliest_row() -> None:
+    left, right = np.array([5, 3, 9, 7, 2]), np.array([3, 9, 1, 8, 2])  # a chain, a pair, a loop
+    assert earliest_roots(10, left, right).tolist() == [0, 1, 2, 1, 4, 1, 6, 7, 7, 1]
+
+
+def test_minhash_jaccard_matches_python_sets(paragraphs: list[str]) -> None:
+    texts = [*paragraphs[:6], edit(paragraphs[0], [5]), "One two", "one, TWO!", "", "...", "a b c d e"]
+    series = pl.Series(texts)
+
+    def shingles(text: str) -> set[str]:
+        words = re.findall(r"\w+", text.lower())
+        grams = {" ".join(words[i : i + 5]) for i in range(len(words) - 4)}
+        return grams or ({" ".join(words)} if words else set())
+
+    counts, _ = shingle_hashes(series, 5)
+    words = [len(re.findall(r"\w+", t)) for t in texts]
+    assert counts.tolist() == [max(w - 4, min(w, 1)) for w in words]
+    rows = np.arange(len(texts))
+    left, right = np.repeat(rows, len(rows)), np.tile(rows, len(rows))
+    got = ShingleSets(series, rows, 5).jaccard(left, right)
+    for i, j, value in zip(left, right, got):
+        a, b = shingles(texts[i]), shingles(texts[j])
+        assert value == pytest.approx(len(a & b) / len(a | b) if a | b else 0.0)
+
+
+def test_minhash_signatures_estimate_jaccard(paragraphs: list[str]) -> None:
+    long = max(paragraphs, key=lambda t: len(t.split()))
+    texts = [long, edit(long, [20]), edit(long, list(range(0, len(long.split()), 25))), paragraphs[0]]
+    series = pl.Series(texts)
+    docs, sigs = signatures(series, 5, permutations(256), progress=False)
+    sets = ShingleSets(series, docs, 5)
+    for j in range(1, 4):
+        estimate = (sigs[:, 0] == sigs[:, j]).mean()
+        assert estimate == pytest.approx(sets.jaccard(np.array([0]), np.array([j]))[0], abs=0.1)
+
+
+# --- semantic -------------------------------------------------------------------------------
+
+THRESHOLD = 0.85  # MiniLM: these paraphrases score 0.90-0.94, the real paragraphs at most ~0.6
+
+PARAPHRASES = [
+    (
+        "The city council approved the new budget on Tuesday, raising spending on public schools.",
+        "On Tuesday the municipal council passed the new budget, which increases funding for state schools.",
+    ),
+    (
+        "The train to Boston was cancelled because of the heavy snow.",
+        "Heavy snowfall led to the cancellation of the Boston train.",
+    ),
+    (
+        "To install the package, run pip install followed by the package name in a terminal.",
+        "You can install the package by typing pip install and then its name in your terminal.",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def semantic_stage():
+    return build_semantic_stage(SemanticDedup(threshold=THRESHOLD), progress=False)
+
+
+def test_semantic_finds_paraphrases(paragraphs: list[str], semantic_stage) -> None:
+    (a1, a2), (b1, b2), (c1, c2) = PARAPHRASES
+    p = paragraphs[::2]  # one per source: embedding long paragraphs is the slow part
+    texts = [p[0], a1, b2, p[1], p[2], p[3], a2, c1, b1, p[4], c2, *p[5:]]
+    records = frame(texts)
+    result = run_twice(semantic_stage, records)
+    removed = check(records, result)
+    assert removed == {"r6": "r1", "r8": "r2", "r10": "r7"}
+    assert set(result.rejected["reason"]) == {"semantic_duplicate"}
+    assert all(float(d.removeprefix("cosine ")) >= THRESHOLD for d in result.rejected["detail"])
+
+
+# --- all stages -----------------------------------------------------------------------------
+
+
+def test_semantic_duplicates_point_at_kept_records() -> None:
+    # b is close to a, c is close to b but not to a: b goes, c stays (b is no longer kept).
+    def at(degrees: float) -> list[float]:
+        return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees))]
+
+    embeddings = np.array([at(0), at(20), at(40), at(5)], np.float32)
+    kept_as, cosine = greedy_duplicates(embeddings, threshold=float(np.cos(np.radians(25))))
+    assert kept_as.tolist() == [0, 0, 2, 0]
+    assert cosine[1] == pytest.approx(np.cos(np.radians(20)))
+
+
+def test_views_pick_the_compared_turns() -> None:
+    # Short turns: a long one would fill the embedding model's 256-token window on its own.
+    question = "What causes the seasons on Earth?"
+    answer = "The tilt of the Earth's axis changes how directly sunlight reaches each hemisphere."
+    rows = [
+        conversation(0, question, answer),
+        conversation(1, question, "Bake the bread for forty minutes until the crust turns golden brown."),
+        conversation(2, "Can you recommend a good book about medieval history?", answer),
+        conversation(3, question, answer, kind="preference"),
+        conversation(4, "How do I sort a list of numbers in Python?", answer, kind="preference"),
+    ]
+    records = records_frame(rows)
+    builders = [
+        lambda view: build_exact_stage(ExactDedup(view=view)),
+        lambda view: build_minhash_stage(MinHashDedup(view=view), progress=False),
+        lambda view: build_semantic_stage(SemanticDedup(threshold=THRESHOLD, view=view), progress=False),
+    ]
+    for build in builders:
+        name = build("all").name
+        assert check(records, build("user")(records)) == {"c1": "c0", "c3": "c0"}, name
+        assert check(records, build("assistant")(records)) == {"c2": "c0", "c3": "c0", "c4": "c0"}, name
+        assert check(records, build("all")(records)) == {"c3": "c0"}, name
+
+
+def test_empty_views_are_never_duplicates(paragraphs: list[str], semantic_stage) -> None:
+    texts = ["", None, "   ", "", "\n", None, paragraphs[0], paragraphs[0]]
+    records = frame(texts)
+    minhash = build_minhash_stage(MinHashDedup(), progress=False)
+    for stage in (build_exact_stage(ExactDedup()), minhash, semantic_stage):
+        assert check(records, stage(records)) == {"r7": "r6"}, stage.name
+        empty = stage(records.head(0))
+        assert empty.kept.height == 0 and empty.rejected.height == 0
