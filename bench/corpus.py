@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-RAW_DIR = Path("/work/shared/data/raw")
+RAW_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw"  # ../shared beside the repo
 WORD = re.compile(r"\w+")
 
 

@@ -35,6 +35,8 @@ def _offline_defaults() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     # Prefect's embedded server needs 15-25 s to start on a small machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Offline by design; its start-up write also races the embedded server's SQLite database.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def validate(config_path: Path) -> int:

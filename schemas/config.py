@@ -129,6 +129,9 @@ class SemanticDedup(Strict):
     threshold: float = Field(0.9, gt=0, le=1)
     model: str | None = Field(None, description="Local sentence-transformers path; null = bundled.")
     batch_size: int = Field(64, ge=1)
+    max_seq_length: int | None = Field(
+        128, ge=8, description="Tokens embedded per text (its beginning); null = the model's limit."
+    )
     clusters: int | None = Field(None, ge=1, description="k-means partitions; null = auto.")
     view: TextView = "all"
 

@@ -2,8 +2,8 @@
 
 1. Embed every record's view text with a sentence-transformers model (cfg.model, or the bundled
    all-MiniLM-L6-v2; on CUDA when available), L2-normalised so a dot product is the cosine.
-   The model reads the first max_seq_length tokens only (256 for MiniLM): longer texts are
-   compared by their beginning.
+   The model reads the first cfg.max_seq_length tokens only (default 128; MiniLM's own limit is
+   256): longer texts are compared by their beginning.
 2. Partition the embeddings with k-means (k = cfg.clusters, or ~sqrt(n)/2, fixed seed) and only
    compare records inside a partition: ~n^2/k similarities instead of n^2. The trade-off:
    duplicates that k-means puts into different partitions are missed.
@@ -69,20 +69,26 @@ def embed(texts: list[str], cfg: SemanticDedup, progress: bool) -> np.ndarray:
     """L2-normalised float32 embeddings, one row per text."""
     if not texts:
         return np.zeros((0, 1), np.float32)
-    return load_model(cfg.model).encode(
+    return load_model(cfg.model, cfg.max_seq_length).encode(
         texts, batch_size=cfg.batch_size, normalize_embeddings=True, show_progress_bar=progress
     )
 
 
 @lru_cache(maxsize=2)
-def load_model(path: str | None = None) -> SentenceTransformer:
-    """A local sentence-transformers model; None = the bundled all-MiniLM-L6-v2. Never a hub."""
+def load_model(path: str | None = None, max_seq_length: int | None = None) -> SentenceTransformer:
+    """A local sentence-transformers model; None = the bundled all-MiniLM-L6-v2. Never a hub.
+
+    max_seq_length caps the tokens read per text (never above the model's own limit): cost
+    grows with it, and the beginning of a text is enough to spot duplicates.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before sentence_transformers imports the hub
     import torch
     from sentence_transformers import SentenceTransformer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return SentenceTransformer(str(path or bundled_model_dir()), device=device, local_files_only=True)
+    model = SentenceTransformer(str(path or bundled_model_dir()), device=device, local_files_only=True)
+    model.max_seq_length = min(max_seq_length or model.max_seq_length, model.max_seq_length)
+    return model
 
 
 def bundled_model_dir() -> Path:
