@@ -113,12 +113,16 @@ def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     # The run is visible through the Prefect API as a completed flow with one task per stage.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
 
     async def runs() -> tuple:
         async with get_client() as client:
-            flow_runs = await client.read_flow_runs()
+            # Explicit sort and limit: this server version rejects the client's null defaults.
+            flow_runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=10)
             tasks = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id]))
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=50,
             )
             return flow_runs, tasks
 
