@@ -1,0 +1,134 @@
+"""The `train:` section of the run config: LoRA / QLoRA fine-tuning with SFT, DPO or ORPO.
+
+Validated like the rest of the config (unknown keys are errors, messages name the YAML path).
+A stage section (`sft`, `dpo`, `orpo`) that the chosen `method` never runs is an error too:
+settings that are silently ignored are worse than a refusal. The output directory is the
+caller's (the CLI's run directory), not part of this section.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from schemas.config import ConfigError, Strict
+
+Method = Literal["sft_dpo", "sft", "dpo", "orpo"]
+Quantization = Literal["none", "4bit"]
+Reporter = Literal["tensorboard", "wandb", "mlflow"]
+
+# The stage sections each method runs, in order.
+METHOD_STAGES: dict[str, tuple[str, ...]] = {
+    "sft_dpo": ("sft", "dpo"),
+    "sft": ("sft",),
+    "dpo": ("dpo",),
+    "orpo": ("orpo",),
+}
+
+
+class TrainingInputError(ConfigError):
+    """Training cannot start with these inputs (data, model, adapter); raised before any step."""
+
+
+class Lora(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear", description="'all-linear' (every linear layer but the LM head) or module names."
+    )
+
+    @model_validator(mode="after")
+    def _some_modules(self) -> Lora:
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("target_modules is empty: name modules or use 'all-linear'")
+        if isinstance(self.target_modules, list) and "lm_head" in self.target_modules:
+            # TRL computes log-probs from lm_head.weight directly, so an adapter there never trains.
+            raise ValueError("the LM head cannot take an adapter (TRL bypasses it): remove 'lm_head'")
+        return self
+
+
+class Stage(Strict):
+    """What every training stage has; the stage sections add their own knobs."""
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, ge=-1, description="-1 = run `epochs`; else stop after this many steps.")
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    gradient_checkpointing: bool = True
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(100, ge=1, description="Checkpoint (and evaluate) every this many steps.")
+
+    @model_validator(mode="after")
+    def _steps_not_zero(self) -> Stage:
+        if self.max_steps == 0:
+            raise ValueError("max_steps is 0: use -1 to train by epochs, or a positive step count")
+        return self
+
+
+class Sft(Stage):
+    learning_rate: float = Field(2e-4, gt=0)
+    packing: bool = False
+    assistant_only_loss: bool = Field(True, description="Loss on assistant tokens only.")
+
+
+class Dpo(Stage):
+    learning_rate: float = Field(5e-6, gt=0)
+    beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
+
+
+class Orpo(Stage):
+    learning_rate: float = Field(8e-6, gt=0)
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (lambda in the paper).")
+
+
+class TrainConfig(Strict):
+    base_model: str | None = Field(
+        None, description="Local model directory; null = bundled SmolLM2-135M-Instruct."
+    )
+    method: Method = "sft_dpo"
+    quantization: Quantization = Field(
+        "none", description="4bit = QLoRA: NF4 base weights, double quantisation."
+    )
+    lora: Lora = Lora()
+    max_seq_length: int = Field(1024, ge=16)
+    truncation: Literal["truncate", "drop"] = Field(
+        "truncate", description="Rows longer than max_seq_length: cut them, or leave them out."
+    )
+    sft: Sft = Sft()
+    dpo: Dpo = Dpo()
+    orpo: Orpo = Orpo()
+    seed: int = 42
+    report_to: list[Reporter] = Field(["tensorboard"], validate_default=True, description="[] = no logger.")
+    save_merged: bool = Field(False, description="After the last stage, also save base + adapter merged.")
+
+    @field_validator("quantization")
+    @classmethod
+    def _bitsandbytes_installed(cls, value: Quantization) -> Quantization:
+        if value == "4bit" and importlib.util.find_spec("bitsandbytes") is None:
+            raise ValueError("'4bit' needs bitsandbytes: pip install bitsandbytes, or use 'none'")
+        return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _reporters_installed(cls, value: list[Reporter]) -> list[Reporter]:
+        for reporter in value:
+            if importlib.util.find_spec(reporter) is None:
+                raise ValueError(f"'{reporter}' is not installed: pip install {reporter}, or remove it")
+        return value
+
+    @model_validator(mode="after")
+    def _sections_match_method(self) -> TrainConfig:
+        stages = METHOD_STAGES[self.method]
+        for section in ("sft", "dpo", "orpo"):
+            if section in self.model_fields_set and section not in stages:
+                raise ValueError(
+                    f"a '{section}' section is set but method '{self.method}' runs only"
+                    f" {' + '.join(stages)}: remove the section or change the method"
+                )
+        return self
