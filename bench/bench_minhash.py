@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import resource
 import statistics
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import polars as pl
 
 from bench.corpus import build_corpus, jaccard, score_edges, shingles, to_records
+from bench.measure import in_fresh_process, measured
 from curation.dedup.exact import normalised_text
 from schemas.config import ExactDedup
 
@@ -62,9 +58,9 @@ def main() -> None:
     n_base = min(args.baseline_docs or len(texts), len(texts))
     load = [round(x, 2) for x in os.getloadavg()]
 
-    ours = _in_fresh_process(_run_stage, texts, "minhash", cfg, args.repeats)
-    exact = _in_fresh_process(_run_stage, texts, "exact", {}, args.repeats)
-    base = _in_fresh_process(_run_baseline, texts[:n_base], cfg)
+    ours = in_fresh_process(_run_stage, texts, "minhash", cfg, args.repeats)
+    exact = in_fresh_process(_run_stage, texts, "exact", {}, args.repeats)
+    base = in_fresh_process(_run_baseline, texts[:n_base], cfg)
 
     def confirm(i: int, j: int) -> bool:
         return jaccard(shingles(texts[i], args.ngram), shingles(texts[j], args.ngram)) >= thr
@@ -125,46 +121,6 @@ def _table(r: dict) -> str:
     return "\n".join(rows)
 
 
-# --- measured in a fresh process ------------------------------------------------------------
-
-
-def _in_fresh_process(fn: Callable[..., dict], *args) -> dict:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
-    return usage.ru_utime + usage.ru_stime
-
-
-def _measured(call: Callable[[], object]) -> tuple[object, float, float, float]:
-    """call()'s result, wall seconds, CPU seconds and peak RSS growth in MB."""
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
-
-    before, peak, done = rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            peak[0] = max(peak[0], rss())
-
-    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    result = call()
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-    done.set()
-    sampler.join()
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    top = max(peak[0], maxrss if maxrss > maxrss_before else 0)
-    return result, seconds, cpu, (top - before) / 2**20
-
-
 def _run_stage(texts: list[str], which: str, cfg: dict, repeats: int) -> dict:
     from curation.dedup import build_exact_stage, build_minhash_stage
     from schemas.config import MinHashDedup
@@ -174,7 +130,7 @@ def _run_stage(texts: list[str], which: str, cfg: dict, repeats: int) -> dict:
         "minhash": lambda: build_minhash_stage(MinHashDedup(**cfg), progress=False),
         "exact": lambda: build_exact_stage(ExactDedup()),
     }
-    runs = [_measured(lambda: build[which]()(records)) for _ in range(repeats)]
+    runs = [measured(lambda: build[which]()(records)) for _ in range(repeats)]
     result, memory = runs[0][0], runs[0][3]
     index = {doc_id: i for i, doc_id in enumerate(records["id"].to_list())}
     rejected = result.rejected
@@ -208,7 +164,7 @@ def _run_baseline(texts: list[str], cfg: dict) -> dict:
             lsh.insert(i, m)
         return edges
 
-    edges, seconds, cpu, memory = _measured(loop)
+    edges, seconds, cpu, memory = measured(loop)
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": memory, "removed": len(edges), "edges": edges}
 
 
