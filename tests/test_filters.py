@@ -158,7 +158,7 @@ def test_token_bounds_use_the_bundled_tokenizer() -> None:
 def test_missing_bundled_model_names_the_setup_script(monkeypatch: pytest.MonkeyPatch) -> None:
     from curation import models
 
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(models, "smollm2_gguf", lambda: None)
     with pytest.raises(ConfigError, match="scripts/setup.sh"):
         models.bundled_smollm2_gguf()
 

@@ -30,7 +30,7 @@ from trl.data_utils import is_conversational
 
 from schemas.train import METHOD_STAGES, Lora, Stage, TrainConfig, TrainingInputError
 from training.hardware import Device, estimate_gpu_memory_gb, memory_report, model_shape
-from training.models import load_tokenizer, merge_adapter, resolve_base_model
+from training.models import load_model, load_tokenizer, merge_adapter, resolve_base_model
 
 Messages = list[dict[str, str]]
 
@@ -56,6 +56,17 @@ def lora_config(lora: Lora) -> LoraConfig:
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def trainer_parts(cfg: TrainConfig, params: Stage, inputs: Inputs, device: Device) -> dict[str, Any]:
+    """The keyword arguments every TRL trainer here takes: model, data, tokenizer, LoRA."""
+    return {
+        "model": load_model(inputs.base_dir, cfg.quantization, device, params.gradient_checkpointing),
+        "train_dataset": inputs.train,
+        "eval_dataset": inputs.eval,
+        "processing_class": inputs.tokenizer,
+        "peft_config": lora_config(cfg.lora),
+    }
 
 
 @dataclass(frozen=True)

