@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +59,7 @@ CURLY_APOSTROPHE = "\u2019"
 
 FENCE_LINE = r"(?m)^[ \t]*```"
 FENCED_BLOCK = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)
+PARALLEL_MIN_ROWS = 10_000  # below this, one slice: threads cost more than they save
 JSON_LANGS = ("json",)
 PYTHON_LANGS = ("python", "python3", "py")
 
@@ -150,13 +153,26 @@ def build_filter_stage(cfg: Filters) -> Stage:
     if cfg.repetition:
         sections.append(_repetition_section(cfg.repetition))
 
-    def run(records: pl.DataFrame) -> StageResult:
+    def label(records: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         work = Work(records)
-        checks = [check for section in sections for check in section(work)]
-        reason, detail = _label(work.frame, checks)
+        checks = [check for section in sections for check in section(work)]  # extends work.frame
+        return _label(work.frame, checks)
+
+    def run(records: pl.DataFrame) -> StageResult:
+        # Rows are judged independently and most list expressions run on one core, so slices
+        # labelled on parallel threads (polars releases the GIL) use every core.
+        slices = records.iter_slices(max(PARALLEL_MIN_ROWS, -(-records.height // _threads())))
+        with ThreadPoolExecutor(_threads()) as pool:
+            labels = list(pool.map(label, slices))
+        reason = pl.concat([r for r, _ in labels]) if labels else pl.Series([], dtype=pl.String)
+        detail = pl.concat([d for _, d in labels]) if labels else pl.Series([], dtype=pl.String)
         return split_rejects(records, STAGE, pl.lit(reason), pl.lit(detail))
 
     return Stage(name=STAGE, run=run)
+
+
+def _threads() -> int:
+    return max(1, min(os.cpu_count() or 1, pl.thread_pool_size()))
 
 
 def _label(frame: pl.DataFrame, checks: list[Check]) -> tuple[pl.Series, pl.Series]:

@@ -470,3 +470,22 @@ def test_real_data_keeps_most_records(shared_data: Path) -> None:
         "repeated_ngrams",
     }
     assert result.rejected["detail"].null_count() == 0
+
+
+def test_large_inputs_are_labelled_in_parallel_slices_with_the_same_outcome() -> None:
+    # Above PARALLEL_MIN_ROWS the stage labels slices on threads: results must not change.
+    from curation.filters import PARALLEL_MIN_ROWS
+
+    kinds = [
+        (lambda i: raw(f"short{i}", "too short"), ("too_few_words", "2 words < min_words 3")),
+        (lambda i: sft(f"kw{i}", "Tell me.", f"{CLEAN} forbidden {i}"), ("excluded_keyword", "forbidden")),
+        (lambda i: raw(f"ok{i}", f"{CLEAN} {i}"), None),
+    ]
+    rows, expected = [], {}
+    for i in range(PARALLEL_MIN_ROWS):  # 3x the threshold: several slices
+        for make, want in kinds:
+            rows.append(make(i))
+            expected[rows[-1]["id"]] = want
+    result = run(FULL, rows)
+    assert outcome(FULL, rows) == expected
+    assert result.kept["id"].to_list() == [r["id"] for r in rows if expected[r["id"]] is None]
