@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+
+from schemas.base import ConfigError, Strict
 
 InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]
 InputShape = Literal[
@@ -31,14 +33,6 @@ InputShape = Literal[
 # Which part of a record a text-level stage looks at: everything, only the user turns, or only
 # the answers (assistant turns, and `chosen` for preference rows). Raw text is the same in all.
 TextView = Literal["all", "user", "assistant"]
-
-
-class ConfigError(Exception):
-    """A fatal, user-facing problem with the config or its inputs (exit code 2, no traceback)."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class InputSpec(Strict):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.config import ConfigError, Strict
+from schemas.base import ConfigError, Strict
 
 Method = Literal["sft_dpo", "sft", "dpo", "orpo"]
 Quantization = Literal["none", "4bit"]
@@ -87,6 +87,14 @@ class Orpo(Stage):
     beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (lambda in the paper).")
 
 
+class Eval(Strict):
+    """Post-training evaluation on the held-out rows (training/evaluate.py)."""
+
+    enabled: bool = True
+    rouge_sample: int = Field(16, ge=0, description="Held-out conversations to answer for ROUGE-L; 0 = none.")
+    max_new_tokens: int = Field(128, ge=1, description="Tokens per generated answer, within max_seq_length.")
+
+
 class TrainConfig(Strict):
     base_model: str | None = Field(
         None, description="Local model directory; null = bundled SmolLM2-135M-Instruct."
@@ -106,6 +114,7 @@ class TrainConfig(Strict):
     seed: int = 42
     report_to: list[Reporter] = Field(["tensorboard"], validate_default=True, description="[] = no logger.")
     save_merged: bool = Field(False, description="After the last stage, also save base + adapter merged.")
+    eval: Eval = Eval()
 
     @field_validator("quantization")
     @classmethod
