@@ -1,0 +1,149 @@
+"""Evaluation after training, on the held-out rows: SFT before vs after, DPO reward accuracy.
+
+Each stage's own trainer (`build_sft_trainer`, `build_dpo_trainer`) is built on the held-out
+rows, so they get the same checks, chat-template route, loss masking and length limit as in
+training, and `trainer.evaluate()` computes the metrics. The trained adapter's weights go into
+the trainer's "default" adapter (the one its training trains), so only one model is in memory:
+"before" is the same model with the adapter switched off. For DPO the reference is what training
+compared against (the SFT adapter, else the base model).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset
+from peft import PeftModel
+from rouge_score.rouge_scorer import RougeScorer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from schemas.train import TrainConfig, TrainingInputError
+from training.dpo import build_dpo_trainer
+from training.sft import build_sft_trainer
+
+Prompt = list[int]
+
+
+def sft_eval(cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path) -> dict[str, float | int | None]:
+    """Eval loss and perplexity on `eval_ds` (a `messages` column), and ROUGE-L F1 of greedy answers
+    on a seeded sample of `cfg.eval.rouge_sample` conversations, for the base model and with the
+    SFT adapter in `adapter_dir`. The ROUGE-L values are None when no conversation is sampled."""
+    with tempfile.TemporaryDirectory() as scratch:  # the trainer saves nothing; it only needs a dir
+        trainer, _ = build_sft_trainer(
+            _eval_config(cfg, "sft", len(eval_ds)), eval_ds, eval_ds, Path(scratch)
+        )
+        model, tokenizer = trainer.model, trainer.processing_class
+        _load_trained(model, adapter_dir)
+        prompts, references = _rouge_sample(eval_ds, tokenizer, cfg)
+        batch = trainer.args.per_device_eval_batch_size
+        with model.disable_adapter():
+            loss_before = trainer.evaluate()["eval_loss"]
+            answers_before = _answers(model, tokenizer, prompts, cfg, batch)
+        loss_after = trainer.evaluate()["eval_loss"]
+        answers_after = _answers(model, tokenizer, prompts, cfg, batch)
+    return {
+        "eval_loss_before": loss_before,
+        "eval_loss_after": loss_after,
+        "perplexity_before": math.exp(loss_before),
+        "perplexity_after": math.exp(loss_after),
+        "rouge_l_before": rouge_l(answers_before, references),
+        "rouge_l_after": rouge_l(answers_after, references),
+        "rouge_samples": len(references),
+    }
+
+
+def dpo_eval(
+    cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path, sft_adapter_dir: Path | None
+) -> dict[str, float]:
+    """DPO loss, reward accuracy (share of pairs where chosen out-rewards rejected) and mean reward
+    margin of the DPO adapter in `adapter_dir` on held-out pairs, against the reference training
+    used: the SFT adapter in `sft_adapter_dir`, or the base model when None."""
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer, _ = build_dpo_trainer(
+            _eval_config(cfg, "dpo", len(eval_ds)), eval_ds, eval_ds, sft_adapter_dir, Path(scratch)
+        )
+        _load_trained(trainer.model, adapter_dir)
+        metrics = trainer.evaluate()
+    return {
+        "eval_loss": metrics["eval_loss"],
+        "reward_accuracy": metrics["eval_rewards/accuracies"],
+        "reward_margin": metrics["eval_rewards/margins"],
+    }
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> float | None:
+    """Mean ROUGE-L F1 (rouge-score: lowercased word tokens, no stemming); None for no pairs."""
+    if not references:
+        return None
+    scorer = RougeScorer(["rougeL"])
+    pairs = zip(predictions, references, strict=True)
+    scores = [scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in pairs]
+    return sum(scores) / len(scores)
+
+
+def _eval_config(cfg: TrainConfig, stage: str, rows: int) -> TrainConfig:
+    """The run's config for an evaluation-only trainer: no logger (it would record "before" and
+    "after" as one curve at step 0), and a batch no larger than the held-out set, which the
+    builders also check as train rows (they need one full batch)."""
+    params = getattr(cfg, stage)
+    batch = params.model_copy(update={"batch_size": max(1, min(params.batch_size, rows))})
+    return cfg.model_copy(update={"report_to": [], stage: batch})
+
+
+def _load_trained(model: PeftModel, adapter_dir: Path) -> None:
+    loaded = model.load_adapter(str(adapter_dir), adapter_name="default")
+    # Another LoRA layout than the trainer's would leave modules at their fresh (zero) update.
+    if loaded.missing_keys or loaded.unexpected_keys:
+        raise TrainingInputError(
+            f"adapter {adapter_dir} does not match train.lora and the base model: evaluate with the"
+            " config it was trained with"
+        )
+
+
+def _rouge_sample(
+    eval_ds: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig
+) -> tuple[list[Prompt], list[str]]:
+    """Up to `rouge_sample` conversations, shuffled with the run's seed: the turns before the last
+    answer rendered as a generation prompt, and that answer. Conversations without an answer, or
+    whose prompt leaves no room for one within max_seq_length, are passed over. Sorted by prompt
+    length, so that batches need little padding."""
+    picked: list[tuple[Prompt, str]] = []
+    for row in eval_ds.select_columns(["messages"]).shuffle(seed=cfg.seed):
+        if len(picked) == cfg.eval.rouge_sample:
+            break
+        messages = row["messages"]
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        if last is None:
+            continue
+        ids = tokenizer.apply_chat_template(messages[:last], add_generation_prompt=True, return_dict=False)
+        if len(ids) < cfg.max_seq_length:
+            picked.append((ids, messages[last]["content"]))
+    picked.sort(key=lambda p: len(p[0]))
+    return [ids for ids, _ in picked], [answer for _, answer in picked]
+
+
+def _answers(
+    model: PeftModel | PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    cfg: TrainConfig,
+    batch: int,
+) -> list[str]:
+    """Greedy answers, `batch` prompts at a time, left-padded so every answer starts right after its
+    prompt; at most max_new_tokens each, and prompt + answer never longer than max_seq_length."""
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch):
+        inputs = tokenizer.pad(
+            {"input_ids": prompts[start : start + batch]}, padding_side="left", return_tensors="pt"
+        ).to(model.device)
+        width = inputs["input_ids"].shape[1]
+        out = model.generate(
+            **inputs,
+            do_sample=False,
+            max_new_tokens=min(cfg.eval.max_new_tokens, cfg.max_seq_length - width),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        answers += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [a.strip() for a in answers]
