@@ -24,6 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path)
     run.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
+    train.add_argument("config", type=Path)
+    train.add_argument("--data", type=Path, help="curated run directory (default: the latest for CONFIG)")
+    train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+    everything = commands.add_parser("all", help="curate, then train: one command")
+    everything.add_argument("config", type=Path)
+    everything.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
+    everything.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    everything.add_argument("--no-resume", action="store_true", help="start training over")
     validate = commands.add_parser("validate", help="check a config and its inputs, run nothing")
     validate.add_argument("config", type=Path)
     return parser
@@ -44,7 +53,7 @@ def validate(config_path: Path) -> int:
 
     config = load_config(config_path)
     check_inputs(config.inputs)
-    sections = [name for name in ("filters", "dedup") if getattr(config, name)]
+    sections = [name for name in ("filters", "dedup", "export", "train") if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     return 0
 
@@ -54,12 +63,61 @@ def run(config_path: Path, out: Path | None, progress: bool) -> int:
 
     config = load_config(config_path)
     check_inputs(config.inputs)  # every fatal input problem surfaces before any work
-    out = out or Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or _new_run_dir(config_path)
     from flows.curate import curate_flow
 
     stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress)
     print(_funnel(stats, out))
     return 0
+
+
+def train(config_path: Path, data: Path | None, resume: bool) -> int:
+    config = load_config(config_path)
+    if config.train is None:
+        raise ConfigError(f"{config_path}: no `train:` section to train with")
+    data = data or _latest_run_dir(config_path)
+    from flows.train import train_flow
+
+    print(_training(train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume), data))
+    return 0
+
+
+def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool) -> int:
+    from curation.ingest import check_inputs
+
+    config = load_config(config_path)
+    if config.train is None:
+        raise ConfigError(f"{config_path}: `curate all` needs a `train:` section (or use `curate run`)")
+    check_inputs(config.inputs)
+    out = out or _new_run_dir(config_path)
+    from flows.train import curate_then_train
+
+    stats, results = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume)
+    print(_funnel(stats, out))
+    print(_training(results, out))
+    return 0
+
+
+def _new_run_dir(config_path: Path) -> Path:
+    return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _latest_run_dir(config_path: Path) -> Path:
+    runs = sorted(p.parent.parent.parent for p in Path("runs").glob(f"{config_path.stem}*/export/hf/sft"))
+    if not runs:
+        raise ConfigError(f"no curated run of {config_path.stem} under runs/: pass --data RUN_DIR")
+    return max(runs, key=lambda p: p.stat().st_mtime)
+
+
+def _training(results: dict, run_dir: Path) -> str:
+    lines = []
+    for stage, r in results.items():
+        loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
+        lines.append(f"{stage}: {r['steps']} steps, train loss {loss}, adapter {r['adapter_dir']}")
+        for key, value in r.get("eval", {}).items():
+            lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    lines.append(f"summary: {run_dir}/train/summary.json")
+    return "\n".join(lines)
 
 
 def _funnel(stats: dict, out: Path) -> str:
@@ -78,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return validate(args.config)
+        if args.command == "train":
+            return train(args.config, args.data, resume=not args.no_resume)
+        if args.command == "all":
+            return run_all(args.config, args.out, not args.no_progress, resume=not args.no_resume)
         return run(args.config, args.out, progress=not args.no_progress)
     except ConfigError as exc:
         print(f"curate: error: {exc}", file=sys.stderr)

@@ -9,10 +9,13 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from curation.export import export_run
 from curation.ingest import IngestResult, ingest
+from curation.models import load_tokenizer
 from curation.pipeline import RunLedger, build_stages, write_run
 from curation.stage import Stage, StageResult
 from schemas.config import CurateConfig, load_config
+from schemas.export import ExportConfig
 
 
 # Stage inputs are DataFrames: hashing them for a cache key would cost more than the stage.
@@ -31,6 +34,17 @@ def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
     return write_run(out_dir, ledger, config_path)
 
 
+def export_stage(cfg: ExportConfig, out_dir: Path, ledger: RunLedger) -> Stage:
+    """The export as the last stage: rows it cannot format correctly become rejects."""
+    tokenizer = load_tokenizer(cfg.tokenizer)
+
+    def run(records: pl.DataFrame) -> StageResult:
+        # ledger.stages is read when export runs, so the dataset card sees every earlier stage.
+        return export_run(records, cfg, out_dir, tokenizer, run_stats={"stages": ledger.stages})
+
+    return Stage("export", run)
+
+
 def _summary(name: str, stats: dict) -> str:
     reasons = ", ".join(f"{r} {n}" for r, n in stats["removed_by_reason"].items())
     return f"{name}: {stats['in']} in, {stats['out']} out" + (f" (removed: {reasons})" if reasons else "")
@@ -43,7 +57,10 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict:
     config = load_config(config_path)
     ledger = RunLedger.from_ingest(ingest_task(config, progress))
     logger.info(_summary("ingest", ledger.stages[-1]))
-    for stage in build_stages(config, progress=progress):
+    stages = build_stages(config, progress=progress)
+    if config.export:
+        stages.append(export_stage(config.export, Path(out_dir) / "export", ledger))
+    for stage in stages:
         rows_in = ledger.records.height
         ledger.record(stage.name, rows_in, stage_task.with_options(name=stage.name)(stage, ledger.records))
         logger.info(_summary(stage.name, ledger.stages[-1]))

@@ -15,6 +15,8 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from schemas.base import ConfigError, Strict
+from schemas.export import ExportConfig
+from schemas.train import TrainConfig
 
 InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]
 InputShape = Literal[
@@ -140,6 +142,38 @@ class CurateConfig(Strict):
     inputs: list[InputSpec] = Field(min_length=1)
     filters: Filters | None = None
     dedup: Dedup | None = None
+    export: ExportConfig | None = None
+    train: TrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _export_matches_training(self) -> CurateConfig:
+        """Training reads the exported sets, so export must render and measure them the same way.
+
+        With a train section, export is on (defaults when absent); its tokenizer, length budget
+        and overlength rule follow train's unless set, and a set value that disagrees is an error.
+        """
+        if self.train is None:
+            return self
+        if self.export is None:
+            self.export = ExportConfig()
+        export, train = self.export, self.train
+        follows = {
+            "max_seq_length": (train.max_seq_length, "max_seq_length"),
+            "overlength": ({"truncate": "truncate", "drop": "drop"}[train.truncation], "truncation"),
+            "chat_template": (train.chat_template, "chat_template"),
+        }
+        for field, (value, train_field) in follows.items():
+            if field not in export.model_fields_set:
+                setattr(export, field, value)
+            elif getattr(export, field) != value and train_field in train.model_fields_set:
+                raise ValueError(
+                    f"export.{field} ({getattr(export, field)}) disagrees with train.{train_field}"
+                    f" ({value}): training reads the exported sets, so set one value"
+                )
+        train.chat_template = export.chat_template
+        if export.tokenizer is None:
+            export.tokenizer = train.base_model
+        return self
 
 
 def load_config(path: str | Path) -> CurateConfig:
@@ -198,6 +232,10 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
         resolved = _resolve(model_path, base)
         if not resolved.exists():
             raise ConfigError(f"{where}: path not found: {resolved}")
+    if config.export and config.export.tokenizer:
+        config.export.tokenizer = str(_resolve(config.export.tokenizer, base))
+    if config.train and config.train.base_model:
+        config.train.base_model = str(_resolve(config.train.base_model, base))
     return config
 
 
@@ -207,6 +245,10 @@ def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
         found.append(("filters.length.tokenizer", config.filters.length.tokenizer))
     if config.dedup and config.dedup.semantic and config.dedup.semantic.model:
         found.append(("dedup.semantic.model", config.dedup.semantic.model))
+    if config.export and config.export.tokenizer:
+        found.append(("export.tokenizer", config.export.tokenizer))
+    if config.train and config.train.base_model:
+        found.append(("train.base_model", config.train.base_model))
     return found
 
 

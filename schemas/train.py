@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from schemas.base import ConfigError, Strict
+from schemas.chat import TemplateName
 
 Method = Literal["sft_dpo", "sft", "dpo", "orpo"]
 Quantization = Literal["none", "4bit"]
@@ -104,6 +105,9 @@ class TrainConfig(Strict):
         "none", description="4bit = QLoRA: NF4 base weights, double quantisation."
     )
     lora: Lora = Lora()
+    chat_template: TemplateName | None = Field(
+        None, description="Named chat template; null = the tokenizer's own. Set from export.chat_template."
+    )
     max_seq_length: int = Field(1024, ge=16)
     truncation: Literal["truncate", "drop"] = Field(
         "truncate", description="Rows longer than max_seq_length: cut them, or leave them out."

@@ -98,7 +98,7 @@ def prepare_inputs(
         if dataset is not None:
             _check_columns(dataset, name, columns)
     base_dir = resolve_base_model(cfg.base_model)
-    tokenizer = load_tokenizer(base_dir)
+    tokenizer = load_tokenizer(base_dir, cfg.chat_template)
 
     def rows(dataset: Dataset, name: str, needed: int, why: str) -> tuple[Dataset, int]:
         converted = dataset.select_columns(list(columns))

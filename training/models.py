@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from schemas.bundled import SMOLLM2_GGUF, smollm2_gguf
+from schemas.chat import TemplateName, apply_template
 from schemas.train import Quantization, TrainingInputError
 from training.hardware import Device
 
@@ -91,12 +92,15 @@ def resolve_base_model(name_or_path: str | None) -> Path:
     return path
 
 
-def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(model_dir: Path, template: TemplateName | None = None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer rendering with `template` (schemas/chat_templates), else its own."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    if not tokenizer.chat_template:
+    if template is not None:  # the same template export rendered with: byte-identical text
+        tokenizer = apply_template(tokenizer, template)
+    elif not tokenizer.chat_template:
         raise TrainingInputError(
             f"{model_dir}: the tokenizer has no chat template, so conversations cannot be rendered;"
-            " use an instruct/chat model or add chat_template.jinja to the directory"
+            " use an instruct/chat model, add chat_template.jinja, or set export.chat_template"
         )
     if tokenizer.pad_token is None:  # TRL's SFT and DPO trainers do the same; ORPO does not
         tokenizer.pad_token = tokenizer.eos_token
