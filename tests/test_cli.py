@@ -78,9 +78,10 @@ def test_unknown_input_format_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    """`curate all` on the demo config: curation, export, then SFT + DPO of the real 135M model."""
     out = tmp_path / "run"
-    done = curate("run", str(DEMO), "--out", str(out), "--no-progress", env=prefect_server)
+    done = curate("all", str(DEMO), "--out", str(out), "--no-progress", env=prefect_server)
     assert done.returncode == 0, done.stderr[-4000:]
 
     kept = pl.read_parquet(out / "kept.parquet")
@@ -89,7 +90,7 @@ def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     assert stats["invariant"]["holds"]
     assert stats["totals"]["ingested"] == kept.height + rejected.height
     assert [s["stage"] for s in stats["stages"]] == [
-        "ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic",
+        "ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "export",
     ]
     # Every record is accounted for exactly once, by id.
     assert kept["id"].n_unique() == kept.height
@@ -110,6 +111,25 @@ def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     # The ShareGPT dummy set repeats its identity questions: exact dedup must catch them.
     assert stats["totals"]["removed_by_stage"]["dedup_exact"] > 50
 
+    # Exported sets load back in the shapes TRL reads.
+    from datasets import load_from_disk
+
+    sft, preference = load_from_disk(str(out / "export" / "hf" / "sft")), load_from_disk(str(out / "export" / "hf" / "preference"))
+    assert sft["train"][0]["messages"][-1]["role"] == "assistant"
+    assert preference["train"][0]["prompt"][-1]["role"] == "user"
+    assert preference["train"][0]["chosen"][0]["role"] == "assistant"
+    assert {"alpaca.json", "sharegpt.json", "openai.jsonl", "preference.jsonl", "README.md"} <= {
+        p.name for p in (out / "export").iterdir()
+    }
+    # Training produced real adapters and evaluated them.
+    summary = json.loads((out / "train" / "summary.json").read_text())
+    assert list(summary) == ["sft", "dpo"]
+    for stage in ("sft", "dpo"):
+        assert (out / "train" / stage / "adapter" / "adapter_model.safetensors").is_file()
+        assert summary[stage]["steps"] > 0
+    assert summary["sft"]["eval"]["eval_loss_after"] < 20
+    assert 0 <= summary["dpo"]["eval"]["reward_accuracy"] <= 1
+
     # The run is visible through the Prefect API as a completed flow with one task per stage.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -120,7 +140,7 @@ def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
             # Explicit sort and limit: this server version rejects the client's null defaults.
             flow_runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=10)
             tasks = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_runs[0].id])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in flow_runs])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC,
                 limit=50,
             )
@@ -132,6 +152,7 @@ def test_curate_run_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
         flow_runs, tasks = asyncio.run(runs())
-    assert len(flow_runs) == 1 and flow_runs[0].state.is_completed()
+    assert all(r.state.is_completed() for r in flow_runs)
+    assert len(flow_runs) == 3  # curate-then-train with its curate and train subflows
     names = {t.name.rsplit("-", 1)[0] for t in tasks}
-    assert {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "write-run"} <= names
+    assert {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "export", "write-run", "sft", "dpo"} <= names
