@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
