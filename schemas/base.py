@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
+
+# Which part of a record a text-level stage looks at: everything, only the user turns, or only
+# the answers (assistant turns, and `chosen` for preference rows). Raw text is the same in all.
+TextView = Literal["all", "user", "assistant"]
 
 
 class ConfigError(Exception):

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from schemas.base import ConfigError, Strict
+from schemas.base import ConfigError, Strict, TextView
 from schemas.export import ExportConfig
 from schemas.train import TrainConfig
 
@@ -32,9 +32,6 @@ InputShape = Literal[
     "openai_dpo",
     "oasst",
 ]
-# Which part of a record a text-level stage looks at: everything, only the user turns, or only
-# the answers (assistant turns, and `chosen` for preference rows). Raw text is the same in all.
-TextView = Literal["all", "user", "assistant"]
 
 
 class InputSpec(Strict):

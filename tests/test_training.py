@@ -28,7 +28,7 @@ from training import hardware, sft
 from training.common import TrainOutcome, run
 from training.dpo import build_dpo_trainer, train_dpo, train_orpo
 from training.hardware import Device, ModelShape, estimate_gpu_memory_gb, memory_report, model_shape
-from training.models import bundled_gguf, bundled_model_dir
+from schemas.bundled import bundled_gguf, bundled_model_dir
 from training.sft import build_sft_trainer, loss_route, train_sft
 
 FAST = {

