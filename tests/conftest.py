@@ -78,3 +78,14 @@ def prefect_server() -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+# The OpenAI-compatible test server. pytest puts tests/ (no __init__.py) on sys.path.
+from openai_server import FakeOpenAI
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAI]:
+    """A started FakeOpenAI on 127.0.0.1; it echoes the last message until a test sets `.handler`."""
+    with FakeOpenAI() as server:
+        yield server

@@ -64,8 +64,15 @@ class CachedModel:
         self.model = model
         self.cache = cache
         self.identity = model.identity
-        self.supports_json_schema = model.supports_json_schema
-        self.supports_logprobs = model.supports_logprobs
+
+    # Read through: an endpoint may find out mid-run that it lacks structured output.
+    @property
+    def supports_json_schema(self) -> bool:
+        return self.model.supports_json_schema
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.model.supports_logprobs
 
     @property
     def usage(self) -> Usage:

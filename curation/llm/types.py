@@ -30,7 +30,9 @@ class ChatRequest:
 
     def key(self) -> str:
         """A stable hash of everything that decides the answer (for the cache)."""
-        return hashlib.sha256(orjson.dumps(asdict(self), option=orjson.OPT_SORT_KEYS)).hexdigest()
+        # vars(), not asdict(): asdict deep-copies the JSON schema on every call (the cost of a
+        # fully cached re-run); orjson writes the tuples as lists either way.
+        return hashlib.sha256(orjson.dumps(vars(self), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
     def openai_messages(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
