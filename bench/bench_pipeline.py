@@ -78,7 +78,7 @@ def _run_pipeline(path: str) -> list[dict]:
     ingested, seconds, cpu, memory = measured(lambda: ingest(config.inputs, progress=False))
     ledger = RunLedger.from_ingest(ingested)  # type: ignore[arg-type]
     rows = [_row("ingest", ledger.ingested, ledger.records.height, seconds, cpu, memory)]
-    for stage in build_stages(config, progress=False):
+    for stage in build_stages(config, Path(tempfile.mkdtemp()), progress=False):
         rows_in = ledger.records.height
         _, seconds, cpu, memory = measured(lambda: ledger.apply(stage))  # noqa: B023
         rows.append(_row(stage.name, rows_in, ledger.records.height, seconds, cpu, memory))

@@ -1,9 +1,16 @@
-"""Which stages a config asks for, in pipeline order, and the run directory they produce."""
+"""Which stages a config asks for, in pipeline order, and the run directory they produce.
+
+Most stages only split records into kept and rejected. Two add records instead (Expansion):
+synthesis (new sft pairs from raw text, before the filters so they get the same checks) and
+preference (pairs built after the jury). The ledger counts what they add, so the run's invariant
+is ingested + generated == kept + rejected.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,18 +21,42 @@ from curation.dedup.minhash import build_minhash_stage
 from curation.dedup.semantic import build_semantic_stage
 from curation.filters import build_filter_stage
 from curation.ingest import IngestResult
+from curation.jury.stage import Jury, build_jury_stage, default_cache
+from curation.llm.endpoint import Budget
+from curation.llm.models import open_model
+from curation.models import load_tokenizer
+from curation.preference import add_generated, build_pairs, group_prompts
 from curation.stage import Stage, StageResult
+from curation.synthesis import synthesize
 from schemas.config import CurateConfig
+from schemas.jury import Local, ModelSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
 class InvariantError(RuntimeError):
-    """ingested != kept + rejected: a row was lost or invented. Never silently tolerated."""
+    """ingested + generated != kept + rejected: a row was lost or invented. Never tolerated."""
 
 
-def build_stages(config: CurateConfig, progress: bool = True) -> list[Stage]:
-    """Stages after ingest, cheapest first; absent config sections are skipped."""
-    stages = []
+@dataclass(frozen=True)
+class Expansion:
+    """A step that adds records (and rejects none): returns the new records and its stats."""
+
+    name: str
+    run: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]
+
+
+def build_stages(config: CurateConfig, out_dir: Path, progress: bool = True) -> list[Stage | Expansion]:
+    """Steps after ingest in pipeline order; absent config sections are skipped.
+
+    Synthesis first (its pairs then meet the filters, dedup and jury), cheap filters before
+    dedup, the jury on what survives, preference pairs from the jury's ratings.
+    """
+    stages: list[Stage | Expansion] = []
+    llm = config.synthesis or config.jury or config.preference
+    cache = default_cache(config.jury.cache_dir if config.jury else None) if llm else None
+    budget = Budget(config.jury.budget_usd) if config.jury else None
+    if config.synthesis:
+        stages.append(_synthesis(config, cache, budget, out_dir, progress))
     if config.filters:
         stages.append(build_filter_stage(config.filters))
     dedup = config.dedup
@@ -35,7 +66,48 @@ def build_stages(config: CurateConfig, progress: bool = True) -> list[Stage]:
         stages.append(build_minhash_stage(dedup.minhash, progress=progress))
     if dedup and dedup.semantic:
         stages.append(build_semantic_stage(dedup.semantic, progress=progress))
+    jury = Jury(config.jury, cache, budget) if config.jury else None
+    if config.jury and jury:
+        stages.append(build_jury_stage(config.jury, jury, out_dir, progress=progress))
+    if config.preference:
+        stages.append(_preference(config, jury, cache, budget, progress))
     return stages
+
+
+def _synthesis(config: CurateConfig, cache, budget, out_dir: Path, progress: bool) -> Expansion:
+    cfg = config.synthesis
+    assert cfg is not None
+
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        generator = open_model(cfg.generator, cache, budget)
+        local = cfg.generator.local
+        tokenizer = load_tokenizer(local.path if local else None)  # endpoints: chunk with SmolLM2's
+        return synthesize(records.filter(pl.col("kind") == "raw"), cfg, generator, tokenizer, out_dir, progress)
+
+    return Expansion("synthesis", run)
+
+
+def _preference(config: CurateConfig, jury: Jury | None, cache, budget, progress: bool) -> Expansion:
+    cfg = config.preference
+    assert cfg is not None
+
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        prompts = group_prompts(records, cfg.candidates.existing)
+        if cfg.max_prompts is not None:
+            prompts = prompts[: cfg.max_prompts]
+        failed = 0
+        for spec in cfg.candidates.generators:
+            model = open_model(spec, cache, budget)
+            failed += add_generated(prompts, model, 0.7, cfg.candidates.max_tokens, "answers" if progress else None)
+        for temperature in cfg.candidates.local_temperatures:
+            model = open_model(ModelSpec(local=Local()), cache, budget)
+            bar = f"answers t={temperature}" if progress else None
+            failed += add_generated(prompts, model, temperature, cfg.candidates.max_tokens, bar)
+        pairs, stats = build_pairs(prompts, cfg, jury, progress)
+        stats["failed_generations"] = failed
+        return pairs, stats
+
+    return Expansion("preference", run)
 
 
 @dataclass
@@ -46,6 +118,7 @@ class RunLedger:
     rejects: list[pl.DataFrame] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     ingested: int = 0
+    generated: int = 0  # records added by synthesis and preference
     started: float = field(default_factory=time.time)
 
     @classmethod
@@ -57,6 +130,13 @@ class RunLedger:
         self.records = result.kept
         self.rejects.append(result.rejected)
         self.stages.append(result.stats(name, rows_in))
+
+    def extend(self, name: str, rows_in: int, added: pl.DataFrame, stats: dict) -> None:
+        self.records = pl.concat([self.records, added.select(self.records.columns)])
+        self.generated += added.height
+        self.stages.append(
+            {"in": rows_in, "out": self.records.height, "removed": 0, "removed_by_reason": {}, **stats, "stage": name}
+        )
 
     def apply(self, stage: Stage) -> StageResult:
         rows_in = self.records.height
@@ -71,26 +151,29 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
     kept = ledger.records.select(list(RECORD_SCHEMA))
     rejected = pl.concat(ledger.rejects) if ledger.rejects else pl.DataFrame(schema=REJECT_SCHEMA)
     accounted = kept.height + rejected.height
+    expected = ledger.ingested + ledger.generated
     stats = {
         "config": str(config_path),
         "stages": ledger.stages,
         "totals": {
             "ingested": ledger.ingested,
+            "generated": ledger.generated,
             "kept": kept.height,
             "rejected": rejected.height,
             "removed_by_stage": {s["stage"]: s["removed"] for s in ledger.stages},
         },
         "invariant": {
-            "rule": "ingested == kept + rejected",
-            "holds": accounted == ledger.ingested,
+            "rule": "ingested + generated == kept + rejected",
+            "holds": accounted == expected,
         },
         "seconds": round(time.time() - ledger.started, 3),
     }
     kept.write_parquet(out_dir / "kept.parquet")
     rejected.write_parquet(out_dir / "rejected.parquet")
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    if accounted != ledger.ingested:
+    if accounted != expected:
         raise InvariantError(
-            f"{ledger.ingested} records ingested but {kept.height} kept + {rejected.height} rejected"
+            f"{ledger.ingested} records ingested + {ledger.generated} generated but"
+            f" {kept.height} kept + {rejected.height} rejected"
         )
     return stats

@@ -20,7 +20,7 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="curate: ingest -> filters -> dedup -> run directory")
+    run = commands.add_parser("run", help="curate: ingest -> filters -> dedup -> jury -> export")
     run.add_argument("config", type=Path)
     run.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -46,6 +46,8 @@ def _offline_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # Offline by design; its start-up write also races the embedded server's SQLite database.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The stages log through the standard library (`curation.*`); show those lines in Prefect.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "curation")
 
 
 def validate(config_path: Path) -> int:
@@ -53,7 +55,8 @@ def validate(config_path: Path) -> int:
 
     config = load_config(config_path)
     check_inputs(config.inputs)
-    sections = [name for name in ("filters", "dedup", "export", "train") if getattr(config, name)]
+    names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "train")
+    sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     return 0
 

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from curation.export import export_run
 from curation.ingest import IngestResult, ingest
 from curation.models import load_tokenizer
-from curation.pipeline import RunLedger, build_stages, write_run
+from curation.pipeline import Expansion, RunLedger, build_stages, write_run
 from curation.stage import Stage, StageResult
 from schemas.config import CurateConfig, load_config
 from schemas.export import ExportConfig
@@ -27,6 +27,12 @@ def ingest_task(config: CurateConfig, progress: bool) -> IngestResult:
 @task(cache_policy=NO_CACHE)
 def stage_task(stage: Stage, records: pl.DataFrame) -> StageResult:
     return stage(records)
+
+
+# LLM steps retry cheaply: every answer already received comes back from the answer cache.
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def expansion_task(step: Expansion, records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    return step.run(records)
 
 
 @task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -47,22 +53,27 @@ def export_stage(cfg: ExportConfig, out_dir: Path, ledger: RunLedger) -> Stage:
 
 def _summary(name: str, stats: dict) -> str:
     reasons = ", ".join(f"{r} {n}" for r, n in stats["removed_by_reason"].items())
-    return f"{name}: {stats['in']} in, {stats['out']} out" + (f" (removed: {reasons})" if reasons else "")
+    added = f", {stats['generated']} generated" if stats.get("generated") else ""
+    return f"{name}: {stats['in']} in, {stats['out']} out{added}" + (f" (removed: {reasons})" if reasons else "")
 
 
 @flow(name="curate", log_prints=False)
 def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict:
-    """Ingest -> filters -> exact / MinHash / semantic dedup -> run directory."""
+    """Ingest -> synthesis -> filters -> dedup -> jury -> preference pairs -> export -> run directory."""
     logger = get_run_logger()
     config = load_config(config_path)
     ledger = RunLedger.from_ingest(ingest_task(config, progress))
     logger.info(_summary("ingest", ledger.stages[-1]))
-    stages = build_stages(config, progress=progress)
+    stages = build_stages(config, Path(out_dir), progress=progress)
     if config.export:
         stages.append(export_stage(config.export, Path(out_dir) / "export", ledger))
     for stage in stages:
         rows_in = ledger.records.height
-        ledger.record(stage.name, rows_in, stage_task.with_options(name=stage.name)(stage, ledger.records))
+        if isinstance(stage, Expansion):
+            added, step_stats = expansion_task.with_options(name=stage.name)(stage, ledger.records)
+            ledger.extend(stage.name, rows_in, added, step_stats)
+        else:
+            ledger.record(stage.name, rows_in, stage_task.with_options(name=stage.name)(stage, ledger.records))
         logger.info(_summary(stage.name, ledger.stages[-1]))
     stats = write_task(Path(out_dir), ledger, Path(config_path))
     totals = stats["totals"]

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from schemas.base import ConfigError, Strict, TextView
 from schemas.export import ExportConfig
+from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.train import TrainConfig
 
 InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]
@@ -139,8 +140,26 @@ class CurateConfig(Strict):
     inputs: list[InputSpec] = Field(min_length=1)
     filters: Filters | None = None
     dedup: Dedup | None = None
+    synthesis: SynthesisConfig | None = None
+    jury: JuryConfig | None = None
+    preference: PreferenceConfig | None = None
     export: ExportConfig | None = None
     train: TrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _preference_has_a_ranking(self) -> CurateConfig:
+        pref = self.preference
+        if pref is None:
+            return self
+        if pref.ranking != "human" and self.jury is None:
+            raise ValueError(
+                f"preference.ranking '{pref.ranking}' rates candidates with the jury: add a `jury:`"
+                " section, or set ranking: human (oasst ranks only)"
+            )
+        c = pref.candidates
+        if not (c.existing or c.generators or c.local_temperatures):
+            raise ValueError("preference.candidates: no source of answers (existing, generators, local_temperatures)")
+        return self
 
     @model_validator(mode="after")
     def _export_matches_training(self) -> CurateConfig:
@@ -171,6 +190,10 @@ class CurateConfig(Strict):
         if export.tokenizer is None:
             export.tokenizer = train.base_model
         return self
+
+
+# The bundled prompt files live with the stages that use them (curation/resources).
+RESOURCES = Path(__file__).resolve().parents[1] / "curation" / "resources"
 
 
 def load_config(path: str | Path) -> CurateConfig:
@@ -229,6 +252,18 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
         resolved = _resolve(model_path, base)
         if not resolved.exists():
             raise ConfigError(f"{where}: path not found: {resolved}")
+    for where, spec in _model_specs(config):
+        if spec.local and spec.local.path:
+            spec.local.path = str(_resolve(spec.local.path, base))
+            if not Path(spec.local.path).exists():
+                raise ConfigError(f"{where}.local.path: path not found: {spec.local.path}")
+    if config.jury:
+        for i, judge in enumerate(config.jury.judges):
+            judge.rubric = _prompt_file(judge.rubric, "rubrics", base, f"jury.judges[{i}].rubric")
+        if config.jury.cache_dir:
+            config.jury.cache_dir = str(_resolve(config.jury.cache_dir, base))
+    if config.synthesis:
+        config.synthesis.template = _prompt_file(config.synthesis.template, "prompts", base, "synthesis.template")
     if config.export and config.export.tokenizer:
         config.export.tokenizer = str(_resolve(config.export.tokenizer, base))
     if config.train and config.train.base_model:
@@ -247,6 +282,28 @@ def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
     if config.train and config.train.base_model:
         found.append(("train.base_model", config.train.base_model))
     return found
+
+
+def _model_specs(config: CurateConfig) -> list[tuple[str, ModelSpec]]:
+    specs = []
+    if config.jury:
+        specs += [(f"jury.judges[{i}].model", j.model) for i, j in enumerate(config.jury.judges)]
+    if config.synthesis:
+        specs.append(("synthesis.generator", config.synthesis.generator))
+    if config.preference:
+        specs += [(f"preference.candidates.generators[{i}]", g) for i, g in enumerate(config.preference.candidates.generators)]
+    return specs
+
+
+def _prompt_file(value: str, folder: str, base: Path, where: str) -> str:
+    """A bundled prompt name stays a name; anything else is a file relative to the config."""
+    if (RESOURCES / folder / f"{value}.jinja").is_file():
+        return value
+    path = _resolve(value, base)
+    if not path.is_file():
+        bundled = sorted(p.stem for p in (RESOURCES / folder).glob("*.jinja"))
+        raise ConfigError(f"{where}: {value!r} is neither a bundled prompt ({', '.join(bundled)}) nor a file")
+    return str(path)
 
 
 def _resolve(value: str, base: Path) -> Path:

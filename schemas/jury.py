@@ -97,7 +97,9 @@ class JuryConfig(Strict):
     min_score: float | None = Field(None, description="Records scored below this are rejected.")
     kinds: list[Literal["sft", "raw"]] = Field(["sft"], description="Record kinds the jury rates.")
     max_chars: int = Field(6000, ge=100, description="Per text shown to a judge (longer is cut).")
-    cache_dir: str | None = Field(None, description="SQLite cache folder; null = <run>/cache.")
+    cache_dir: str | None = Field(
+        None, description="Answer cache folder; null = one shared by all runs (<repo>/.cache/llm)."
+    )
     budget_usd: float | None = Field(None, gt=0, description="Stop calling endpoints past this.")
     distill: Distill | None = None
 
@@ -142,6 +144,7 @@ class Candidates(Strict):
 
 class PreferenceConfig(Strict):
     candidates: Candidates = Candidates()
+    max_prompts: int | None = Field(None, ge=1, description="Cap on prompts (generation cost).")
     ranking: Literal["jury", "human", "human_then_jury"] = Field(
         "human_then_jury", description="Human ranks (oasst) where present, else the jury."
     )

@@ -1,0 +1,165 @@
+"""Preference pairs: gather candidate answers per prompt, rank them, pair the best with a worse one.
+
+Candidates for a prompt (the turns before an sft record's last answer) are: the answers already
+in the data for that same prompt (oasst sibling replies carry their human rank), answers from the
+configured generator models, and the bundled local model sampled at each `local_temperatures`.
+The jury rates every candidate (answers it already rated in the jury stage come from the cache),
+and `curation.jury.pairs.choose_pair` applies the rules: human ranks and/or jury scores, ties
+dropped, a minimum margin and a minimum chosen score. Each pair is a new preference record whose
+`meta.preference` keeps every candidate with its origin, human rank and per-judge scores.
+Prompts that yield no pair are counted per reason; the sft records stay in the run either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import orjson
+import polars as pl
+
+from curation.jury.judge import JudgeItem, render_conversation
+from curation.jury.pairs import Candidate, PairDecision, choose_pair
+from curation.jury.stage import Jury
+from curation.llm.types import ChatModel, ChatRequest
+from schemas.jury import PreferenceConfig
+from schemas.record import Record, records_frame
+
+STAGE = "preference"
+
+
+@dataclass
+class Prompt:
+    turns: list[dict]  # the conversation up to (not including) the answer
+    first_id: str
+    candidates: list[Candidate] = field(default_factory=list)
+    judges: dict[str, dict] = field(default_factory=dict)  # per candidate origin: each judge's score
+
+
+def group_prompts(records: pl.DataFrame, existing: bool) -> list[Prompt]:
+    """One Prompt per distinct conversation prefix of the sft records, in first-seen order."""
+    prompts: dict[bytes, Prompt] = {}
+    for row in records.filter(pl.col("kind") == "sft").iter_rows(named=True):
+        messages = row["messages"]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
+        if not turns or turns[-1]["role"] != "user":
+            continue  # a preference prompt must end with the user's turn
+        prompt = prompts.setdefault(orjson.dumps(turns), Prompt(turns, row["id"]))
+        if existing:
+            meta = orjson.loads(row["meta"]) if row["meta"] else {}
+            jury = meta.get("jury") or {}
+            origin = f"data:{row['id']}"
+            prompt.candidates.append(Candidate(messages[last]["content"], origin, jury.get("score"), _rank(meta)))
+            if jury.get("judges"):
+                prompt.judges[origin] = jury["judges"]
+    return list(prompts.values())
+
+
+def _rank(meta: dict) -> int | None:
+    ranks = meta.get("ranks")  # oasst: the human rank of each turn among its siblings
+    return ranks[-1] if isinstance(ranks, list) and ranks and isinstance(ranks[-1], int) else None
+
+
+def add_generated(prompts: list[Prompt], model: ChatModel, temperature: float, max_tokens: int, progress: str | None) -> int:
+    """Ask `model` for one answer per prompt; returns how many requests failed."""
+    requests = [
+        ChatRequest(
+            messages=tuple((t["role"], t["content"]) for t in p.turns),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=0,
+        )
+        for p in prompts
+    ]
+    failed = 0
+    for prompt, answer in zip(prompts, model.complete(requests, progress=progress), strict=True):
+        if answer.text and answer.text.strip():
+            origin = model.identity if temperature == 0 else f"{model.identity} t={temperature}"
+            prompt.candidates.append(Candidate(answer.text.strip(), origin))
+        else:
+            failed += 1
+    return failed
+
+
+def build_pairs(
+    prompts: list[Prompt], cfg: PreferenceConfig, jury: Jury | None, progress: bool
+) -> tuple[pl.DataFrame, dict]:
+    """Rate the candidates that need it, choose a pair per prompt; new preference records and stats."""
+    if jury is not None:
+        _rate(prompts, cfg, jury, progress)
+    rng = random.Random(cfg.seed)
+    rows, reasons = [], Counter()
+    for p, prompt in enumerate(prompts):
+        decision = choose_pair(prompt.candidates, cfg.ranking, cfg.rejected, cfg.min_margin, cfg.min_chosen_score, rng)
+        if decision.reason is not None:
+            reasons[decision.reason] += 1
+            continue
+        rows.append(_pair_record(prompt, decision))
+    stats = {
+        "prompts": len(prompts),
+        "candidates": sum(len(p.candidates) for p in prompts),
+        "generated": len(rows),
+        "no_pair_by_reason": dict(reasons.most_common()),
+    }
+    return records_frame(rows), stats
+
+
+def _needs_jury(prompt: Prompt, ranking: str) -> bool:
+    if len(prompt.candidates) < 2 or ranking == "human":
+        return False
+    ranked = sum(c.human_rank is not None for c in prompt.candidates)
+    return ranking == "jury" or ranked < 2
+
+
+def _rate(prompts: list[Prompt], cfg: PreferenceConfig, jury: Jury, progress: bool) -> None:
+    """Give a jury score to every candidate that needs one and has none yet (answers from the
+    data carry the jury stage's score already)."""
+    where = [
+        (p, c)
+        for p, prompt in enumerate(prompts)
+        if _needs_jury(prompt, cfg.ranking)
+        for c, candidate in enumerate(prompt.candidates)
+        if candidate.score is None
+    ]
+    if not where:
+        return
+    items = [JudgeItem(render_conversation(prompts[p].turns), prompts[p].candidates[c].text) for p, c in where]
+    verdicts = jury.rate(items, progress)
+    for k, (p, c) in enumerate(where):
+        old = prompts[p].candidates[c]
+        score = None if math.isnan(verdicts.scores[k]) else float(verdicts.scores[k])
+        prompts[p].candidates[c] = Candidate(old.text, old.origin, score, old.human_rank)
+        prompts[p].judges[old.origin] = {
+            n: None if math.isnan(s) else round(float(s), 4) for n, s in zip(jury.names, verdicts.by_judge[k], strict=True)
+        }
+
+
+def _pair_record(prompt: Prompt, decision: PairDecision) -> dict:
+    chosen, rejected = decision.chosen, decision.rejected
+    key = orjson.dumps([prompt.turns, chosen.text, rejected.text])
+
+    def described(c: Candidate) -> dict:
+        return {"origin": c.origin, "score": c.score, "human_rank": c.human_rank, "judges": prompt.judges.get(c.origin)}
+
+
+    return Record(
+        id="pref-" + hashlib.sha1(key).hexdigest()[:16],
+        source=f"{STAGE}:{prompt.first_id}",
+        kind="preference",
+        messages=prompt.turns,
+        chosen=[{"role": "assistant", "content": chosen.text}],
+        rejected=[{"role": "assistant", "content": rejected.text}],
+        meta={
+            "preference": {
+                "ranking": decision.ranking,
+                "margin": decision.margin,
+                "chosen": described(chosen),
+                "rejected": described(rejected),
+                "candidates": [described(c) for c in prompt.candidates],
+            }
+        },
+    ).to_row()

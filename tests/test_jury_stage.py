@@ -1,0 +1,355 @@
+"""The LLM stages inside the pipeline: jury, synthesis and preference pairs, against a real
+OpenAI-compatible HTTP server on 127.0.0.1 (tests/openai_server.py) and real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+import yaml
+
+from curation.ingest import ingest
+from curation.pipeline import Expansion, RunLedger, build_stages, write_run
+from openai_server import FakeOpenAI, Reply, rating_reply
+from schemas.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+QUALITY = re.compile(r"quality=(\d)")
+
+
+def sft_rows(n: int, quality: list[int]) -> list[dict]:
+    return [
+        {"instruction": f"Question number {i}: explain topic {i * 7919 % 1000}.",
+         "output": f"Answer {i} with its own words about topic {i * 7919 % 1000}. quality={quality[i % len(quality)]}"}
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run_pipeline(tmp_path: Path, config: dict) -> tuple[dict, Path]:
+    """Ingest and every configured step through the plain stage functions (no Prefect)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cfg = load_config(path)
+    out = tmp_path / "run"
+    ledger = RunLedger.from_ingest(ingest(cfg.inputs, progress=False))
+    for step in build_stages(cfg, out, progress=False):
+        rows_in = ledger.records.height
+        if isinstance(step, Expansion):
+            ledger.extend(step.name, rows_in, *step.run(ledger.records))
+        else:
+            ledger.apply(step)
+    return write_run(out, ledger, path), out
+
+
+def endpoint(server: FakeOpenAI, model: str, **extra) -> dict:
+    """A model section for the test server (the scripted server ignores the rubric text)."""
+    return {"endpoint": {"base_url": server.base_url, "model": model, "max_retries": 2, "timeout": 5, **extra}}
+
+
+def conversation(body: dict) -> str:
+    return "\n".join(m["content"] for m in body["messages"])
+
+
+def quality_of(body: dict) -> int | None:
+    found = QUALITY.findall(conversation(body))
+    return int(found[-1]) if found else None
+
+
+# --- jury -------------------------------------------------------------------------------------
+
+
+def test_jury_survives_a_misbehaving_endpoint_and_loses_nothing(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    rows = sft_rows(12, [5, 4, 1, 3, 2, 5])
+    rows[5]["output"] = "Answer 5 (the judge cannot read this one). quality=5"
+    rows[7]["output"] = "Answer 7 (the server fails on this one). quality=4"
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    seen: dict[str, int] = {}
+
+    def handler(body: dict) -> Reply:
+        text = conversation(body)
+        key = body["model"] + str(quality_of(body)) + text[:200]
+        seen[key] = seen.get(key, 0) + 1
+        if body["model"] == "judge-c" and "cannot read" in text:
+            return Reply(text="Hmm, hard to say. It depends on many things.")
+        if body["model"] == "judge-c" and "server fails" in text:
+            return Reply(status=500)
+        if body["model"] == "judge-a" and "Question number 3" in text and seen[key] == 1:
+            return Reply(status=429, headers={"retry-after": "0"})
+        return rating_reply(body, quality_of(body) or 3)
+
+    openai_server.handler = handler
+    config = {
+        "inputs": [{"path": str(data)}],
+        "jury": {
+            "judges": [
+                {"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", json_schema=True)},
+                {"name": "b", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-b", json_schema=False, logprobs=True)},
+                {"name": "c", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-c", json_schema=False, max_retries=1)},
+            ],
+            "min_score": 3,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+    }
+    stats, out = run_pipeline(tmp_path, config)
+
+    assert stats["invariant"]["holds"] and stats["totals"]["ingested"] == 12
+    kept = pl.read_parquet(out / "kept.parquet")
+    rejected = pl.read_parquet(out / "rejected.parquet")
+    assert kept.height + rejected.height == 12
+    assert set(rejected["reason"]) == {"low_jury_score"}
+    low = [m for m in rejected["messages"].to_list() if QUALITY.search(m[-1]["content"])]
+    assert sorted(int(QUALITY.search(m[-1]["content"]).group(1)) for m in low) == [1, 1, 2, 2]
+    assert all("judge" not in d and "a " in d for d in rejected["detail"]), rejected["detail"].to_list()
+
+    metas = {r["id"]: orjson.loads(r["meta"]) for r in kept.iter_rows(named=True)}
+    by_answer = {r["messages"][-1]["content"]: metas[r["id"]]["jury"] for r in kept.iter_rows(named=True)}
+    unreadable = next(v for k, v in by_answer.items() if "cannot read" in k)
+    assert unreadable["judges"]["c"] is None and unreadable["failed"]["c"]["error"] == "unparsable"
+    assert "hard to say" in unreadable["failed"]["c"]["raw"]
+    assert unreadable["score"] == pytest.approx(5, abs=0.5)  # the other two judges still count
+    failing = next(v for k, v in by_answer.items() if "server fails" in k)
+    assert failing["failed"]["c"]["error"] == "http 500" and failing["judges"]["a"] == 4
+
+    ratings = pl.read_parquet(out / "jury" / "ratings.parquet")
+    assert ratings.height == 36 and set(ratings["judge"]) == {"a", "b", "c"}
+    assert set(ratings.filter(pl.col("judge") == "b")["method"]) == {"logprobs"}
+    assert set(ratings.filter(pl.col("judge") == "a")["method"]) == {"json"}
+    jury = next(s for s in stats["stages"] if s["stage"] == "jury")
+    assert jury["unscored"] == 0 and jury["agreement_alpha"] > 0.8
+    assert jury["usage"]["c"]["failures"] >= 1
+
+    # A re-run calls the server only for what failed (500s are not cached; answers are).
+    before = openai_server.call_count
+    run_pipeline(tmp_path, config)
+    again = openai_server.calls[before:]
+    assert again and all(b["model"] == "judge-c" and "server fails" in b["messages"][-1]["content"] for b in again)
+
+
+def test_budget_stops_cleanly_and_keeps_what_was_done(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(30, [4]))
+    openai_server.handler = lambda body: Reply(**{**rating_reply(body, 4).__dict__, "prompt_tokens": 1000})
+    price = {"input_per_million": 1000.0, "output_per_million": 0.0}  # 1 USD per request
+    config = {
+        "inputs": [{"path": str(data)}],
+        "jury": {
+            "judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", max_concurrency=1, price=price)}],
+            "budget_usd": 5,
+            "min_score": 2,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+    }
+    stats, out = run_pipeline(tmp_path, config)
+    jury = next(s for s in stats["stages"] if s["stage"] == "jury")
+    assert 5 <= openai_server.call_count <= 6
+    assert jury["unscored"] == 30 - openai_server.call_count
+    assert pl.read_parquet(out / "kept.parquet").height == 30  # unscored records are kept, not lost
+    errors = pl.read_parquet(out / "jury" / "ratings.parquet")["error"].drop_nulls().unique().to_list()
+    assert errors == ["budget exhausted"]
+    assert jury["estimated_cost_usd"] > 0
+
+
+def test_distillation_scores_the_rest_and_reports_agreement(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    rows = [
+        {"instruction": f"Tell me about item {i}.",
+         "output": ("A careful, correct and complete explanation with examples. " if i % 2 else "no idea lol ")
+         + f"quality={5 if i % 2 else 1} item {i}"}
+        for i in range(80)
+    ]
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    openai_server.handler = lambda body: rating_reply(body, quality_of(body) or 3)
+    config = {
+        "inputs": [{"path": str(data)}],
+        "jury": {
+            "judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}],
+            "min_score": 3,
+            "distill": {"sample": 40, "holdout": 0.25},
+            "cache_dir": str(tmp_path / "cache"),
+        },
+    }
+    stats, out = run_pipeline(tmp_path, config)
+    assert openai_server.call_count == 40
+    jury = next(s for s in stats["stages"] if s["stage"] == "jury")
+    assert jury["distill"]["spearman"] > 0.8 and jury["distill"]["accuracy_at_min_score"] >= 0.9
+    kept = pl.read_parquet(out / "kept.parquet")
+    methods = [orjson.loads(m)["jury"]["method"] for m in kept["meta"]]
+    assert "distilled" in methods
+    assert all("quality=5" in m[-1]["content"] for m in kept["messages"].to_list())
+
+
+def test_a_killed_run_resumes_without_asking_twice(tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict) -> None:
+    n = 40
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(n, [4, 2]))
+    openai_server.latency = 0.15
+    openai_server.handler = lambda body: rating_reply(body, quality_of(body) or 3)
+    config = tmp_path / "config.yaml"
+    cache = tmp_path / "cache"
+    config.write_text(yaml.safe_dump({
+        "inputs": [{"path": str(data)}],
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", max_concurrency=2)}],
+                 "cache_dir": str(cache), "min_score": 3},
+    }))
+    command = [sys.executable, "-m", "flows.cli", "run", str(config), "--out", str(tmp_path / "run"), "--no-progress"]
+    env = {**os.environ, **prefect_server}
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while openai_server.call_count < 12 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert openai_server.call_count < n, "the run finished before it could be killed"
+    with sqlite3.connect(cache / "llm_cache.sqlite") as db:
+        cached = db.execute("SELECT count(*) FROM answers").fetchone()[0]
+    assert cached >= 10
+    before = openai_server.call_count
+
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert openai_server.call_count - before == n - cached  # only what was not cached
+    kept = pl.read_parquet(tmp_path / "run" / "kept.parquet")
+    rejected = pl.read_parquet(tmp_path / "run" / "rejected.parquet")
+    assert kept.height == n // 2 and rejected.height == n // 2
+
+
+# --- synthesis --------------------------------------------------------------------------------
+
+
+def test_synthesis_turns_raw_text_into_traceable_pairs_that_meet_the_filters(
+    tmp_path: Path, openai_server: FakeOpenAI, shared_data: Path
+) -> None:
+    peps = sorted((shared_data / "raw" / "peps").glob("pep-0*.rst"))[:3]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for pep in peps:
+        (raw / pep.name.replace(".rst", ".txt")).write_text(pep.read_text(encoding="utf-8"))
+    calls = {"n": 0}
+
+    def handler(body: dict) -> Reply:
+        calls["n"] += 1
+        chunk = body["messages"][-1]["content"].split("TEXT:", 1)[1]
+        words = re.findall(r"[A-Za-z]{6,}", chunk)
+        if calls["n"] % 5 == 0:
+            return Reply(text="Sorry, here are some thoughts without any JSON.")
+        pairs = [
+            {"instruction": f"What does the document say about {words[0]}?", "answer": f"It discusses {words[0]} and {words[1]}."},
+            {"instruction": "Write something.", "answer": "As an AI language model, I cannot."},
+        ]
+        return Reply(text=json.dumps({"pairs": pairs}))
+
+    openai_server.handler = handler
+    config = {
+        "inputs": [{"path": str(raw)}],
+        "synthesis": {
+            "generator": endpoint(openai_server, "writer"),
+            "chunk_tokens": 256,
+            "chunk_overlap": 16,
+            "pairs_per_chunk": 2,
+            "max_chunks": 12,
+        },
+        "filters": {"keywords": {"refusals": True}},
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}], "cache_dir": str(tmp_path / "cache")},
+    }
+    openai_server.handler = lambda body: handler(body) if body["model"] == "writer" else rating_reply(body, 4)
+    stats, out = run_pipeline(tmp_path, config)
+    synthesis = next(s for s in stats["stages"] if s["stage"] == "synthesis")
+    assert synthesis["chunks"] == 12 and synthesis["failed_chunks"] == 2
+    assert synthesis["generated"] == 20 and stats["totals"]["generated"] == 20
+    assert stats["invariant"]["holds"]
+    kept = pl.read_parquet(out / "kept.parquet").filter(pl.col("id").str.starts_with("syn-"))
+    rejected = pl.read_parquet(out / "rejected.parquet").filter(pl.col("id").str.starts_with("syn-"))
+    assert kept.height == 10 and set(rejected["reason"]) == {"excluded_keyword"}  # the filters saw them
+    texts = {p.name.replace(".rst", ".txt"): p.read_text(encoding="utf-8") for p in peps}
+    for row in kept.iter_rows(named=True):
+        meta = orjson.loads(row["meta"])
+        start, end = meta["synthesis"]["span"]
+        doc = texts[Path(row["source"].split(":")[0].split("@")[0]).name]
+        topic = re.search(r"about (\w+)\?", row["messages"][0]["content"]).group(1)
+        assert topic in doc[start:end]  # grounded in the chunk it names
+        assert meta["synthesis"]["generator"].endswith("writer") and "jury" in meta
+    failures = [json.loads(line) for line in (out / "synthesis" / "failures.jsonl").read_text().splitlines()]
+    assert len(failures) == 2 and all("without any JSON" in f["raw"] for f in failures)
+
+
+# --- preference -------------------------------------------------------------------------------
+
+
+def test_preference_pairs_from_oasst_ranks_and_generated_answers(
+    tmp_path: Path, openai_server: FakeOpenAI, shared_data: Path
+) -> None:
+    trees = (shared_data / "sft" / "oasst_en_100_tree.jsonl").read_text().splitlines()[:6]
+    data = tmp_path / "oasst.jsonl"
+    data.write_text("\n".join(trees) + "\n")
+
+    def handler(body: dict) -> Reply:
+        if body["model"] == "writer":
+            return Reply(text="A short generated answer. quality=2")
+        return rating_reply(body, quality_of(body) or 4)
+
+    openai_server.handler = handler
+    config = {
+        "inputs": [{"path": str(data)}],
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}], "cache_dir": str(tmp_path / "cache")},
+        "preference": {
+            "candidates": {"existing": True, "generators": [endpoint(openai_server, "writer")]},
+            "ranking": "human_then_jury",
+            "min_margin": 1,
+        },
+    }
+    stats, out = run_pipeline(tmp_path, config)
+    pref = next(s for s in stats["stages"] if s["stage"] == "preference")
+    pairs = pl.read_parquet(out / "kept.parquet").filter(pl.col("kind") == "preference")
+    assert pairs.height == pref["generated"] > 0 and stats["invariant"]["holds"]
+    rankings = set()
+    for row in pairs.iter_rows(named=True):
+        meta = orjson.loads(row["meta"])["preference"]
+        rankings.add(meta["ranking"])
+        assert row["messages"][-1]["role"] == "user"
+        assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+        origins = {c["origin"] for c in meta["candidates"]}
+        assert any(o.endswith("writer t=0.7") for o in origins)
+        if meta["ranking"] == "human":
+            assert meta["chosen"]["human_rank"] < meta["rejected"]["human_rank"]
+        else:  # the generated answer scores 2, the data's answers 4
+            assert meta["chosen"]["score"] - meta["rejected"]["score"] >= 1
+    assert rankings == {"human", "jury"}
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ({"jury": {"judges": [{"name": "a", "rubric": "helpfullness"}]}}, "jury.judges[0].rubric: 'helpfullness' is neither"),
+        ({"jury": {"judges": [{"name": "a", "model": {"endpoint": {"base_url": "http://x", "model": "m", "api_key_env": "sk-abc123secret"}}}]}},
+         "endpoint.api_key_env: must be the NAME"),
+        ({"jury": {"min_score": 7}}, "jury: min_score (7.0) is outside the scale 1..5"),
+        ({"jury": {"budget_usd": 3}}, "budget_usd needs a price"),
+        ({"preference": {}}, "preference.ranking 'human_then_jury' rates candidates with the jury"),
+        ({"jury": {"judges": [{"name": "a", "model": {"local": {"path": "nowhere"}}}]}}, "jury.judges[0].model.local.path: path not found"),
+        ({"synthesis": {"chunk_tokens": 64, "chunk_overlap": 64}}, "chunk_overlap (64) must be below chunk_tokens (64)"),
+        ({"jury": {"judges": [{"name": "a", "temprature": 0.2}]}}, "jury.judges[0].temprature: unknown key"),
+    ],
+)
+def test_llm_config_errors_name_the_field(tmp_path: Path, section: dict, expected: str) -> None:
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(1, [3]))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [{"path": str(data)}], **section}))
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert expected in str(error.value)
+    assert "sk-abc123secret" not in str(error.value)
