@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from curation.validate import ValidationFailed
 from schemas.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
+EXIT_VALIDATION = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     everything.add_argument("--no-resume", action="store_true", help="start training over")
     validate = commands.add_parser("validate", help="check a config and its inputs, run nothing")
     validate.add_argument("config", type=Path)
+    report = commands.add_parser("report", help="(re)write RUN_DIR/report.html, the quality report")
+    report.add_argument("run_dir", type=Path)
     return parser
 
 
@@ -55,9 +59,18 @@ def validate(config_path: Path) -> int:
 
     config = load_config(config_path)
     check_inputs(config.inputs)
-    names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "train")
+    names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "validation", "train")
     sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
+    return 0
+
+
+def report(run_dir: Path) -> int:
+    from curation.report import write_report
+
+    if not (run_dir / "stats.json").is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no stats.json)")
+    print(write_report(run_dir))
     return 0
 
 
@@ -71,6 +84,7 @@ def run(config_path: Path, out: Path | None, progress: bool) -> int:
 
     stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress)
     print(_funnel(stats, out))
+    print(f"report: {out / 'report.html'}")
     return 0
 
 
@@ -139,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "validate":
             return validate(args.config)
+        if args.command == "report":
+            return report(args.run_dir)
         if args.command == "train":
             return train(args.config, args.data, resume=not args.no_resume)
         if args.command == "all":
@@ -147,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except ValidationFailed as exc:
+        print(f"curate: {exc}", file=sys.stderr)
+        return EXIT_VALIDATION
 
 
 if __name__ == "__main__":

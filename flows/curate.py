@@ -8,14 +8,18 @@ import polars as pl
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from curation.export import export_run
 from curation.ingest import IngestResult, ingest
 from curation.models import load_tokenizer
 from curation.pipeline import Expansion, RunLedger, build_stages, write_run
 from curation.stage import Stage, StageResult
+from curation.report import write_report
+from curation.validate import ValidationFailed, enforce, validate_run
 from schemas.config import CurateConfig, load_config
 from schemas.export import ExportConfig
+from schemas.validation import ValidationConfig
 
 
 # Stage inputs are DataFrames: hashing them for a cache key would cost more than the stage.
@@ -40,6 +44,16 @@ def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
     return write_run(out_dir, ledger, config_path)
 
 
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_task(out_dir: Path, cfg: ValidationConfig) -> dict:
+    return validate_run(out_dir, cfg)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(out_dir: Path) -> Path:
+    return write_report(out_dir)
+
+
 def export_stage(cfg: ExportConfig, out_dir: Path, ledger: RunLedger) -> Stage:
     """The export as the last stage: rows it cannot format correctly become rejects."""
     tokenizer = load_tokenizer(cfg.tokenizer)
@@ -58,7 +72,7 @@ def _summary(name: str, stats: dict) -> str:
 
 
 @flow(name="curate", log_prints=False)
-def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict:
+def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict | Failed:
     """Ingest -> synthesis -> filters -> dedup -> jury -> preference pairs -> export -> run directory."""
     logger = get_run_logger()
     config = load_config(config_path)
@@ -78,4 +92,18 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict:
     stats = write_task(Path(out_dir), ledger, Path(config_path))
     totals = stats["totals"]
     logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out_dir}/rejected.parquet")
+    failure = None
+    if config.validation:
+        summary = validate_task(Path(out_dir), config.validation)
+        logger.info("validation: " + ", ".join(f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"]))
+        try:
+            enforce(summary)
+        except ValidationFailed as exc:
+            failure = exc
+    report = report_task(Path(out_dir))  # also after a failed validation: it shows what failed
+    logger.info(f"report: {report}")
+    if failure is not None:
+        # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
+        logger.error(str(failure))
+        return Failed(message=str(failure), data=failure)
     return stats

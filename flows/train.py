@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_from_disk
-from prefect import flow, get_run_logger, task
+from prefect import State, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.curate import curate_flow
@@ -96,7 +96,9 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True) -> dict:
 
 
 @flow(name="curate-then-train")
-def curate_then_train(config_path: str, run_dir: str, progress: bool = True, resume: bool = True) -> tuple[dict, dict]:
+def curate_then_train(config_path: str, run_dir: str, progress: bool = True, resume: bool = True) -> tuple[dict, dict] | State:
     """`curate all`: the curate flow, then the train flow on its run directory."""
-    stats = curate_flow(config_path, run_dir, progress=progress)
-    return stats, train_flow(config_path, run_dir, resume=resume)
+    curated = curate_flow(config_path, run_dir, progress=progress, return_state=True)
+    if curated.is_failed():
+        return curated  # e.g. a failed validation: nothing to train on, and the reason is its own
+    return curated.result(), train_flow(config_path, run_dir, resume=resume)

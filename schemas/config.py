@@ -18,6 +18,7 @@ from schemas.base import ConfigError, Strict, TextView
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.train import TrainConfig
+from schemas.validation import ValidationConfig
 
 InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]
 InputShape = Literal[
@@ -144,7 +145,14 @@ class CurateConfig(Strict):
     jury: JuryConfig | None = None
     preference: PreferenceConfig | None = None
     export: ExportConfig | None = None
+    validation: ValidationConfig | None = None
     train: TrainConfig | None = None
+
+    @model_validator(mode="after")
+    def _score_range_follows_the_jury(self) -> CurateConfig:
+        if self.validation and self.jury and "score_range" not in self.validation.model_fields_set:
+            self.validation.score_range = (1, self.jury.scale_max)
+        return self
 
     @model_validator(mode="after")
     def _preference_has_a_ranking(self) -> CurateConfig:

@@ -77,6 +77,27 @@ def test_unknown_input_format_exits_2(tmp_path: Path) -> None:
     assert "data.xyz" in done.stderr and "format" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(("severity", "code"), [("fail", 3), ("warn", 0)])
+def test_validation_stops_or_warns_as_configured(tmp_path: Path, prefect_server: dict[str, str], severity: str, code: int) -> None:
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi there, how are you?"}, {"role": "assistant", "content": "Fine, thanks for asking."}]},
+        {"messages": [{"role": "user", "content": "Question one?"}, {"role": "user", "content": "And two?"},
+                      {"role": "assistant", "content": "Both answered here."}]},
+    ]
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_config(tmp_path, {"inputs": [{"path": str(data)}], "validation": {"suites": {"sft": {"severity": severity}}}})
+    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
+    assert done.returncode == code, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "validation" / "summary.json").read_text())
+    (sft,) = summary["suites"]
+    assert not sft["success"] and [f["column"] for f in sft["failed"]] == ["roles_alternate"]
+    assert (tmp_path / "run" / sft["data_docs"]).is_file()
+    if severity == "fail":
+        assert "suite sft" in done.stderr and "roles_alternate" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 @pytest.mark.slow
 def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str, str]) -> None:
     """`curate all` on the demo config: curation, export, then SFT + DPO of the real 135M model."""

@@ -1,0 +1,321 @@
+"""The HTML run report: built from a small but complete run directory, rendered in headless
+Chromium (the page must draw offline, show every section and never run text from the data)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from curation.report import histogram, write_report
+from schemas.record import Record, records_frame, rejects_frame
+
+SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "jury", "sources", "validation"]
+CHARTED = ["funnel", "reasons", "lengths", "duplicates", "jury", "sources"]
+TITLE = "curate report: run"
+# Data that would act if the report did not escape it.
+SCRIPT = "<script>document.title='pwned'</script><script>alert(1)</script>"
+IMG = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+BAD_FILE = "data/bad<script>alert(2)</script>.jsonl"  # file names reach the charts' SVG labels
+KEPT_BLUE, REMOVED_RED, LENGTH_PURPLE = (37, 99, 235), (220, 38, 38), (124, 58, 237)
+JUDGES = ["helpfulness", "accuracy"]
+
+
+# --- a run directory ----------------------------------------------------------------------------
+
+
+def sft(rid: str, line: int, user: str, answer: str, jury: dict | None = None) -> dict:
+    meta = {"shape": "alpaca", **({"jury": jury} if jury else {})}
+    return Record(
+        id=rid, source=f"data/alpaca.jsonl:{line}", kind="sft", meta=meta,
+        messages=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+    ).to_row()
+
+
+def raw(rid: str, line: int, text: str) -> dict:
+    return Record(id=rid, source=f"data/raw.jsonl:{line}", kind="raw", text=text, meta={"shape": "text"}).to_row()
+
+
+def jury_meta(scores: dict[str, float | None]) -> dict:
+    valid = [s for s in scores.values() if s is not None]
+    return {"score": sum(valid) / len(valid), "judges": scores, "spread": max(valid) - min(valid), "method": "jury"}
+
+
+SCORES = {  # record -> judge scores (None: the judge's answer could not be parsed)
+    "a1": [4, 4], "a4": [2, 1], "a5": [5, 4], "a6": [3, None], "a7": [4, 3], "a8": [5, 2], "syn-1": [4, 4], "syn-2": [3, 3],
+}
+
+
+def build_run(run: Path) -> None:
+    answer = "Rust guarantees memory safety through ownership, borrowing and lifetimes checked at compile time. " * 3
+    jury = {rid: jury_meta(dict(zip(JUDGES, s, strict=True))) for rid, s in SCORES.items()}
+    kept = [
+        sft("a1", 1, "Explain ownership in Rust.", answer, jury["a1"]),
+        sft("a5", 5, "Write a web page that greets the user.", f"Here it is: {SCRIPT} {IMG} done.", jury["a5"]),
+        sft("a6", 6, "What is a borrow checker?", "It is the compiler pass that enforces borrowing rules " * 4, jury["a6"]),
+        sft("a7", 7, "Close this tag: </pre></div><script>alert(1)</script>", "Use </div> to close it. " * 5, jury["a7"]),
+        sft("a8", 8, "Summarise the history of the printing press in detail.", "Gutenberg's press, about 1440. " * 40, jury["a8"]),
+        raw("r1", 1, "The harbour town woke slowly under a grey sky, fishing boats already out. " * 6),
+        raw("r3", 3, "Volunteers planted four hundred trees along the river bank on Saturday morning. " * 3),
+        raw("r4", 4, "A short note on compilers: parsing, analysis, optimisation and code generation. " * 12),
+        {**Record(id="syn-1", source="data/raw.jsonl:1@0-400", kind="sft", meta={"jury": jury["syn-1"]},
+                  messages=[{"role": "user", "content": "When did the boats leave?"},
+                            {"role": "assistant", "content": "Before the town woke, under a grey sky."}]).to_row()},
+        {**Record(id="syn-2", source="data/raw.jsonl:1@400-800", kind="sft", meta={"jury": jury["syn-2"]},
+                  messages=[{"role": "user", "content": "Describe the sky."},
+                            {"role": "assistant", "content": "It was grey over the harbour town that morning."}]).to_row()},
+        Record(id="pref-1", source="preference:a1", kind="preference", meta={"preference": {"margin": 1.5}},
+               messages=[{"role": "user", "content": "Explain ownership in Rust."}],
+               chosen=[{"role": "assistant", "content": answer}],
+               rejected=[{"role": "assistant", "content": "Rust has a garbage collector."}]).to_row(),
+    ]
+    rejected = [
+        {"id": None, "source": f"{BAD_FILE}:1", "stage": "ingest", "reason": "bad_json",
+         "detail": "unexpected character: line 1 column 2", "raw": '{"instruction": ' + IMG},
+        {**sft("a9", 9, "Hi", "Ok."), "stage": "filters", "reason": "too_few_words", "detail": "2 words < 3"},
+        {**sft("a10", 10, "Who are you?", "As an AI language model I cannot have opinions about that topic."),
+         "stage": "filters", "reason": "excluded_keyword", "detail": "as an ai language model"},
+        *[{**sft(rid, line, "Explain ownership in Rust.", answer), "stage": "dedup_exact", "reason": "exact_duplicate",
+           "detail": "same text after normalising case, whitespace", "duplicate_of": "a1"} for rid, line in (("a2", 2), ("a3", 3))],
+        {**raw("r2", 2, "The harbour town woke slowly under a grey sky, fishing boats already out! " * 6),
+         "stage": "dedup_minhash", "reason": "near_duplicate", "detail": "jaccard 0.93", "duplicate_of": "r1"},
+        {**sft("a4", 4, "Tell me a joke.", "No.", jury["a4"]), "stage": "jury", "reason": "low_jury_score",
+         "detail": "score 1.50 < 3.0 (helpfulness 2.00, accuracy 1.00)"},
+    ]
+    run.mkdir(parents=True)
+    records_frame(kept).write_parquet(run / "kept.parquet")
+    rejects_frame(rejected).write_parquet(run / "rejected.parquet")
+    (run / "stats.json").write_text(json.dumps(stats(len(kept), len(rejected))))
+    write_ratings(run / "jury")
+    write_validation(run / "validation")
+
+
+def stage(name: str, rows_in: int, out: int, reasons: dict[str, int], **extra: object) -> dict:
+    removed = sum(reasons.values())
+    return {"stage": name, "in": rows_in, "out": out, "removed": removed, "removed_by_reason": reasons, "seconds": 0.5, **extra}
+
+
+def stats(kept: int, rejected: int) -> dict:
+    usage = {"requests": 8, "failures": 0, "cached": 0, "prompt_tokens": 2400, "completion_tokens": 80,
+             "cost_usd": 0.0006, "by_error": {}}
+    stages = [
+        stage("ingest", 15, 14, {"bad_json": 1}, rows_read=15),
+        stage("synthesis", 14, 16, {}, documents=3, chunks=2, generated=2, failed_chunks=0, generator="local:smollm2"),
+        stage("filters", 16, 14, {"too_few_words": 1, "excluded_keyword": 1}),
+        stage("dedup_exact", 14, 12, {"exact_duplicate": 2}),
+        stage("dedup_minhash", 12, 11, {"near_duplicate": 1}, candidate_pairs=3, confirmed_pairs=1),
+        stage("jury", 11, 10, {"low_jury_score": 1}, judges=JUDGES, rated=8, unscored=0, agreement_alpha=0.612,
+              mean_spread=0.875, histogram={"1": 0, "2": 1, "3": 2, "4": 4, "5": 1, "unscored": 0},
+              usage={j: {"model": "endpoint:gpt-4o-mini", **usage} for j in JUDGES}, estimated_cost_usd=0.0013,
+              distill={"sample": 6, "n_train": 4, "n_holdout": 2, "spearman": 0.8, "mae": 0.41,
+                       "accuracy_at_min_score": 1.0, "ridge_alpha": 10.0}),
+        stage("preference", 10, 11, {}, prompts=1, candidates=2, generated=1, no_pair_by_reason={}),
+    ]
+    return {
+        "config": "configs/report.yaml",
+        "stages": stages,
+        "totals": {"ingested": 15, "generated": 3, "kept": kept, "rejected": rejected,
+                   "removed_by_stage": {s["stage"]: s["removed"] for s in stages}},
+        "invariant": {"rule": "ingested + generated == kept + rejected", "holds": 15 + 3 == kept + rejected},
+        "seconds": 12.5,
+    }
+
+
+def write_ratings(folder: Path) -> None:
+    rows = [
+        {"id": rid, "judge": judge, "score": score, "method": "json",
+         "error": None if score is not None else "unparsable", "raw": f'{{"score": {score}}}' if score else "great <b>answer</b>",
+         "attempts": 1 if score is not None else 3}
+        for rid, scores in SCORES.items()
+        for judge, score in zip(JUDGES, scores, strict=True)
+    ]
+    folder.mkdir()
+    schema = {"id": pl.String, "judge": pl.String, "score": pl.Float64, "method": pl.String,
+              "error": pl.String, "raw": pl.String, "attempts": pl.Int64}
+    pl.DataFrame(rows, schema=schema).write_parquet(folder / "ratings.parquet")
+
+
+def write_validation(folder: Path) -> None:
+    (folder / "docs").mkdir(parents=True)
+    (folder / "docs" / "index.html").write_text("<html><body>Data Docs</body></html>")
+    suites = [
+        {"name": "kept_records", "severity": "fail", "success": True, "expectations": 12, "failed": [],
+         "data_docs": "validation/docs/index.html"},
+        {"name": "export_sets", "severity": "warn", "success": False, "expectations": 5,
+         "failed": [{"expectation": "expect_column_value_lengths_to_be_between", "column": "text",
+                     "details": "2 of 11 values <b>outside</b> [1, 4000]"}],
+         "data_docs": "https://example.com/docs/index.html"},  # not relative: must not become a link
+        {"name": "preference", "severity": "fail", "success": True, "expectations": 0, "failed": [],
+         "data_docs": "validation/docs/index.html", "note": "no preference records: suite skipped"},
+    ]
+    (folder / "summary.json").write_text(json.dumps({"suites": suites}))
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def chromium_binary() -> str:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium not installed (scripts/test.sh installs it: apt-get install -y chromium)")
+    return binary
+
+
+def chromium(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--hide-scrollbars", f"--user-data-dir={tmp / 'chromium-profile'}",
+    ]
+    try:
+        return subprocess.run(
+            [chromium_binary(), *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=45, check=True
+        )
+    except subprocess.TimeoutExpired:
+        # A modal alert() from unescaped data blocks headless Chromium until it is killed.
+        pytest.fail(f"chromium did not finish rendering {page.name}: did a script from the data open a dialog?")
+
+
+def dump_dom(page: Path, tmp: Path) -> str:
+    return chromium(page, tmp, "--virtual-time-budget=2000", "--dump-dom").stdout
+
+
+class Elements(HTMLParser):
+    """Every start tag as (tag, attrs, id of the enclosing <section>)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None], str | None]] = []
+        self.section: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "section":
+            self.section = values.get("id")
+        self.found.append((tag, values, self.section))
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("report")
+    build_run(tmp / "run")
+    page = write_report(tmp / "run")
+    shot = tmp / "shot.png"
+    chromium(page, tmp, "--window-size=1280,2400", f"--screenshot={shot}")
+    return {"page": page, "html": page.read_text(encoding="utf-8"), "dom": dump_dom(page, tmp), "shot": shot}
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_report_written_into_the_run_directory(rendered: dict) -> None:
+    assert rendered["page"].name == "report.html" and rendered["page"].parent.name == "run"
+    assert rendered["page"].stat().st_size < 200_000
+
+
+def test_every_section_is_in_the_rendered_dom(rendered: dict) -> None:
+    sections = {a.get("id") for tag, a, _ in Elements(rendered["dom"]).found if tag == "section"}
+    assert set(SECTIONS) <= sections
+    assert "not in this run" not in rendered["dom"]  # every part of this run directory is there
+
+
+def test_no_external_references(rendered: dict) -> None:
+    for tag, attrs, _ in Elements(rendered["html"]).found:
+        for name in ("src", "href", "xlink:href", "action", "poster", "srcset"):
+            value = attrs.get(name)
+            if value is not None:
+                assert not re.match(r"^\s*([a-z][a-z0-9+.-]*:|//)", value, re.IGNORECASE) or value.startswith("data:"), (tag, name, value)
+    assert "@import" not in rendered["html"] and not re.search(r"url\(\s*['\"]?(https?:)?//", rendered["html"])
+    assert re.search(r"<link\b", rendered["html"]) is None
+
+
+def test_text_from_the_data_is_shown_never_run(rendered: dict) -> None:
+    dom = rendered["dom"]
+    tags = Elements(dom).found
+    assert not [t for t in tags if t[0] == "script"], "no script element may reach the DOM"
+    assert not [t for t in tags if t[0] == "img"]
+    assert re.search(r"<title>\s*" + re.escape(TITLE) + r"\s*</title>", dom), "the page title was changed"
+    body = next(attrs for tag, attrs, _ in tags if tag == "body")
+    assert "data-pwned" not in body
+    # The payloads are visible as text (escaped in the serialised DOM).
+    assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
+    assert "&lt;img src=x onerror=" in dom
+    assert "great &lt;b&gt;answer&lt;/b&gt;" in dom  # a judge's raw answer
+    assert "values &lt;b&gt;outside&lt;/b&gt;" in dom  # a validation detail
+
+
+def test_charts_drew_bars_in_every_charted_section(rendered: dict) -> None:
+    bars: dict[str, int] = {}
+    for tag, attrs, section in Elements(rendered["dom"]).found:
+        if tag == "rect" and float(attrs.get("width") or 0) > 0 and float(attrs.get("height") or 0) > 0:
+            bars[section or ""] = bars.get(section or "", 0) + 1
+    for section in CHARTED:
+        assert bars.get(section, 0) >= 2, f"no chart bars drawn in #{section}"
+
+
+def test_screenshot_shows_the_page_and_its_charts(rendered: dict) -> None:
+    image = Image.open(rendered["shot"]).convert("RGB")
+    pixels = np.asarray(image).reshape(-1, 3)
+    assert (pixels.min(axis=1) < 200).mean() > 0.02, "the screenshot is (nearly) blank"
+    packed = pixels.astype(np.int32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int32)
+    wanted = [r << 16 | g << 8 | b for r, g, b in (KEPT_BLUE, REMOVED_RED, LENGTH_PURPLE)]
+    assert np.isin(wanted, packed).all(), "funnel or length chart bars were not painted"
+
+
+def test_report_content(rendered: dict) -> None:
+    dom = rendered["dom"]
+    assert 'id="invariant" data-holds="true"' in dom
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+    for shown in (
+        "data/alpaca.jsonl 5 5 50.0%",  # per source: kept, rejected, kept share
+        "data/raw.jsonl (synthesis) 2 0",
+        "data/bad&lt;script&gt;alert(2)&lt;/script&gt;.jsonl 0 1",
+        "(preference pairs) 1 0",
+        "too_few_words",
+        "2 words &lt; 3",  # a removal detail
+        "cluster of 3",  # a1 and its two exact duplicates
+        "0.612",  # Krippendorff's alpha
+        "accuracy_at_min_score 1",  # distillation agreement
+        "unparsable",  # a failed rating
+    ):
+        assert shown in text, shown
+    links = [a["href"] for tag, a, s in Elements(dom).found if tag == "a" and s == "validation"]
+    assert links == ["validation/docs/index.html"] * 2
+    assert "suite skipped" in text
+    assert (rendered["page"].parent / links[0]).is_file()
+
+
+def test_a_run_with_only_stats_json_renders(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    summary = stats(11, 7)
+    summary["stages"] = [s for s in summary["stages"] if s["stage"] != "jury"]
+    (run / "stats.json").write_text(json.dumps(summary))
+    dom = dump_dom(write_report(run), tmp_path)
+    found = Elements(dom).found
+    assert set(SECTIONS) <= {a.get("id") for tag, a, _ in found if tag == "section"}
+    missing = {s for tag, a, s in found if tag == "p" and "missing" in (a.get("class") or "")}
+    assert {"lengths", "duplicates", "jury", "sources", "validation"} <= missing
+    assert any(tag == "rect" and s == "funnel" for tag, _, s in found)  # stats.json alone draws the funnel
+
+
+def test_stats_json_is_required(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path)
+
+
+def test_length_histogram_bins() -> None:
+    values = np.array([*range(100), 5000])
+    bars = histogram(values, bins=10)
+    assert sum(count for _, _, count in bars) == len(values)
+    assert bars[0][1] == "0-9 words" and bars[-1][0].startswith("≥")  # the tail bin
+    assert histogram(np.array([1, 2, 3]), bins=10) == [(str(i), f"{i} words", float(i > 0)) for i in range(4)]
