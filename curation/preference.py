@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import orjson
 import polars as pl
 
+from curation.jury.aggregate import length_preference_rate
 from curation.jury.judge import JudgeItem, render_conversation
 from curation.jury.pairs import Candidate, PairDecision, choose_pair
 from curation.jury.stage import Jury
@@ -104,6 +105,10 @@ def build_pairs(
         "candidates": sum(len(p.candidates) for p in prompts),
         "generated": len(rows),
         "no_pair_by_reason": dict(reasons.most_common()),
+        # Judges favour longer answers; how often the chosen one is the longer shows that bias.
+        "chosen_is_longer": length_preference_rate(
+            [len(r["chosen"][0]["content"]) for r in rows], [len(r["rejected"][0]["content"]) for r in rows]
+        ),
     }
     return records_frame(rows), stats
 

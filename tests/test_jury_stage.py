@@ -313,6 +313,7 @@ def test_preference_pairs_from_oasst_ranks_and_generated_answers(
     pref = next(s for s in stats["stages"] if s["stage"] == "preference")
     pairs = pl.read_parquet(out / "kept.parquet").filter(pl.col("kind") == "preference")
     assert pairs.height == pref["generated"] > 0 and stats["invariant"]["holds"]
+    assert 0 <= pref["chosen_is_longer"] <= 1
     rankings = set()
     for row in pairs.iter_rows(named=True):
         meta = orjson.loads(row["meta"])["preference"]

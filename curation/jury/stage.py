@@ -193,8 +193,10 @@ def score_items(cfg: JuryConfig, jury: Jury, items: list[JudgeItem], progress: b
 def _embed(items: list[JudgeItem], model: str | None, progress: bool) -> np.ndarray:
     from curation.dedup.semantic import load_model
 
-    texts = [f"{item.prompt}\n\n{item.answer}".strip() for item in items]
-    return load_model(model, 256).encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=progress)
+    # The answer first: the model reads only the first 128 tokens (the semantic dedup default,
+    # so both stages share one loaded model), and the answer is what the jury scored.
+    texts = [f"{item.answer}\n\n{item.prompt}".strip() for item in items]
+    return load_model(model, 128).encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=progress)
 
 
 def _with_jury(meta: str | None, score: float, method: str, verdicts: Verdicts, at: int | None, names: list[str]) -> str:
