@@ -13,6 +13,9 @@ duplicates.
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import polars as pl
 
 from curation.dedup.common import split_duplicates
@@ -57,3 +60,38 @@ def build_exact_stage(cfg: ExactDedup) -> Stage:
         return split_duplicates(records, STAGE, "exact_duplicate", roots, detail)
 
     return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+
+
+# --- published index (incremental refresh): persisted hashes, looked up by later runs -------
+
+INDEX_HASH = "blake2b-64"  # stable across processes and library versions (polars' hash is not)
+
+
+def index_settings(cfg: ExactDedup) -> dict:
+    """What produced an exact index: a stored index with other settings must be rebuilt."""
+    return {"view": cfg.view, "normalize": sorted(set(cfg.normalize)), "hash": INDEX_HASH}
+
+
+def index_keys(records: pl.DataFrame, cfg: ExactDedup) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose normalised view text is not blank, and a stable 64-bit hash of that text.
+
+    blake2b (8 bytes) instead of polars' hash: the keys are stored with a published version and
+    compared in later processes, possibly under another polars version.
+    """
+    texts = records.select(normalised_text(cfg).alias("text")).to_series()
+    rows = np.flatnonzero((texts.str.strip_chars() != "").fill_null(False).to_numpy())
+    keys = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts.gather(rows)),
+        np.uint64,
+        count=len(rows),
+    )
+    return rows, keys
+
+
+def match_index(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """For each key, the position of the first equal key in `index`, or -1."""
+    if not len(index) or not len(keys):
+        return np.full(len(keys), -1, np.int64)
+    order = np.argsort(index, kind="stable")  # stable: equal keys keep their index order
+    at = np.minimum(np.searchsorted(index[order], keys), len(index) - 1)
+    return np.where(index[order][at] == keys, order[at], -1).astype(np.int64)

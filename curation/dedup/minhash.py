@@ -246,3 +246,82 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
     x *= np.uint64(0xC4CEB9FE1A85EC53)
     x ^= x >> np.uint64(33)
     return x
+
+
+# --- published index (incremental refresh): stored signatures, new records looked up --------
+
+PUBLISHED_BUCKET_CAP = 64  # published documents paired with a new one per shared band key
+
+
+def index_settings(cfg: MinHashDedup) -> dict:
+    """What produced stored signatures. Words are hashed with polars' hash, which polars does not
+    promise to keep across versions, so its version is part of the settings."""
+    return {"view": cfg.view, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "seed": SEED, "polars": pl.__version__}
+
+
+def index_signatures(texts: pl.Series, cfg: MinHashDedup, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the texts that have shingles, and their signatures under all cfg.num_perm
+    permutations (num_perm x rows, u32): stored whole, so LSH settings can change freely."""
+    return signatures(texts, cfg.ngram, permutations(cfg.num_perm), progress)
+
+
+def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    keys = np.empty((bands, sigs.shape[1]), np.uint64)
+    for j in range(bands):
+        key = np.full(sigs.shape[1], j, np.uint64)
+        for row in sigs[j * rows : (j + 1) * rows]:
+            key = key * FOLD + row
+        keys[j] = key
+    return keys
+
+
+def match_index(
+    texts: pl.Series,
+    docs: np.ndarray,
+    sigs: np.ndarray,
+    index_texts: pl.Series,
+    index_docs: np.ndarray,
+    index_sigs: np.ndarray,
+    cfg: MinHashDedup,
+) -> tuple[np.ndarray, np.ndarray]:
+    """New documents against published ones: for each new text, the position (in index_docs) of
+    the earliest published document it near-duplicates, or -1, and the Jaccard (or, verify off,
+    the MinHash estimate of it).
+
+    `docs`/`sigs` as from `index_signatures(texts)`; `index_docs` are rows of `index_texts` (the
+    published records' view texts) with signatures `index_sigs`. Candidates share a band key
+    (at most PUBLISHED_BUCKET_CAP published documents per key), then are verified as the stage
+    verifies its pairs.
+    """
+    match, score = np.full(len(texts), -1, np.int64), np.zeros(len(texts))
+    if not len(docs) or not len(index_docs):
+        return match, score
+    bands, rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.verify)
+    new_keys, old_keys = _band_keys(sigs, bands, rows), _band_keys(index_sigs, bands, rows)
+    left, right = [], []
+    for j in range(bands):
+        order = np.argsort(old_keys[j], kind="stable")
+        sorted_keys = old_keys[j][order]
+        lo = np.searchsorted(sorted_keys, new_keys[j], "left")
+        count = np.minimum(np.searchsorted(sorted_keys, new_keys[j], "right") - lo, PUBLISHED_BUCKET_CAP)
+        new = np.repeat(np.arange(len(docs)), count)
+        offset = np.arange(len(new)) - np.repeat(np.cumsum(count) - count, count)
+        left.append(new)
+        right.append(order[np.repeat(lo, count) + offset])
+    pair = _unique(np.concatenate(left).astype(np.uint64) << np.uint64(32) | np.concatenate(right).astype(np.uint64))
+    new, old = (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    if cfg.verify:
+        # One text series for both sides: published rows first, then the new ones.
+        both = pl.concat([index_texts.gather(index_docs[np.unique(old)]), texts.gather(docs[np.unique(new)])])
+        left_rows = np.searchsorted(np.unique(old), old)
+        right_rows = len(np.unique(old)) + np.searchsorted(np.unique(new), new)
+        sets = ShingleSets(both, np.arange(len(both)), cfg.ngram)
+        sim = sets.jaccard(right_rows, left_rows)
+        ok = sim >= cfg.threshold
+    else:
+        sim = (sigs[:, new] == index_sigs[:, old]).mean(0)
+        ok = np.ones(len(new), bool)
+    new, old, sim = new[ok], old[ok], sim[ok]
+    first = _run_starts(new)  # pairs are sorted by (new, old): the earliest published match
+    match[docs[new[first]]], score[docs[new[first]]] = old[first], sim[first]
+    return match, score

@@ -127,3 +127,31 @@ def greedy_duplicates(embeddings: np.ndarray, threshold: float) -> tuple[np.ndar
             if len(match):
                 kept_as[i], sim[i], kept[i] = match[0], sims[offset, match[0]], False
     return kept_as, sim
+
+
+# --- published index (incremental refresh): stored embeddings, new records looked up --------
+
+
+def index_settings(cfg: SemanticDedup) -> dict:
+    """What produced stored embeddings (the model and how much of each text it reads)."""
+    return {"view": cfg.view, "model": cfg.model or "bundled:all-MiniLM-L6-v2", "max_seq_length": cfg.max_seq_length}
+
+
+def match_index(embeddings: np.ndarray, index: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each new (L2-normalised) embedding, the first row of `index` with cosine >= threshold
+    (the earliest published record), or -1, and that cosine. Exhaustive, in blocks of
+    BLOCK_SIMILARITIES: no partitions, so no match is missed across k-means cells."""
+    n = len(embeddings)
+    match, cosine = np.full(n, -1, np.int64), np.zeros(n, np.float32)
+    if not n or not len(index):
+        return match, cosine
+    block = max(1, BLOCK_SIMILARITIES // len(index))
+    for lo in range(0, n, block):
+        sims = embeddings[lo : lo + block] @ index.T
+        hit = sims >= threshold
+        found = hit.any(axis=1)
+        first = hit.argmax(axis=1)
+        rows = np.flatnonzero(found)
+        match[lo + rows] = first[rows]
+        cosine[lo + rows] = sims[rows, first[rows]]
+    return match, cosine

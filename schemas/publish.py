@@ -1,0 +1,23 @@
+"""The `publish:` section: where a curated dataset is published as numbered versions.
+
+```yaml
+publish:
+  dir: datasets/demo     # relative to the config file; holds v0001/, v0002/, ... and LATEST
+```
+
+A run with this section is a refresh: it ingests only the input files the latest version has
+not consumed yet (by content hash), dedups them against that version's stored indexes as well
+as against each other, and publishes a new version (curation/refresh.py).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.base import Strict
+
+
+class PublishConfig(Strict):
+    dir: str = Field(
+        description="Publish directory (versions v0001, v0002, ... and the LATEST pointer), relative to the config file."
+    )

@@ -1,0 +1,280 @@
+"""Incremental refresh: versions with their dedup indexes (curation/refresh.py).
+
+Real files and the real pipeline pieces the flow uses (ingest, the dedup stages, write_run),
+Alpaca records from ../shared/data, the bundled MiniLM for the semantic index.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curation import refresh
+from curation.dedup import semantic
+from curation.ingest import ingest
+from curation.pipeline import RunLedger, build_stages, write_run
+from curation.refresh import (
+    build_published_stage,
+    latest_version,
+    load_version,
+    new_inputs,
+    publish,
+    refresh_inputs,
+)
+from schemas.config import load_config
+from schemas.record import meta_json
+
+PARA = (
+    "The city council approved the new budget on Tuesday, raising spending on public schools.",
+    "On Tuesday the municipal council passed the new budget, which increases funding for state schools.",
+)
+QUESTION = "Summarise today's local news in one sentence."
+
+CONFIG = """
+inputs:
+  - path: data/*.jsonl
+dedup:
+  exact: {{}}
+  minhash: {{threshold: 0.8, num_perm: {num_perm}, ngram: 5}}
+  semantic: {{threshold: 0.85}}
+"""
+
+
+@pytest.fixture(scope="module")
+def alpaca(shared_data: Path) -> list[dict]:
+    rows = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text())
+    # Long enough answers that near-duplicate edits stay above the Jaccard threshold.
+    return [r for r in rows if len(r["output"]) > 300][:50]
+
+
+def row(rid: str, source: dict) -> dict:
+    return {"id": rid, "instruction": source["instruction"], "input": source["input"], "output": source["output"]}
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def edit_words(text: str, every: int = 100) -> str:
+    words = text.split(" ")
+    return " ".join("zebra" if i % every == 7 else w for i, w in enumerate(words))
+
+
+class Embeds:
+    """Counts the texts the semantic index embeds (monkeypatched over semantic.embed)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.texts: list[str] = []
+        real = semantic.embed
+
+        def counted(texts, cfg, progress):
+            self.texts += texts
+            return real(texts, cfg, progress)
+
+        monkeypatch.setattr(semantic, "embed", counted)
+
+
+def run_refresh(root: Path, run: str, embeds: Embeds | None = None):
+    """What the flow does: only new files -> in-run dedup -> dedup_published -> write -> publish."""
+    config = load_config(root / "config.yaml")
+    publish_dir, run_dir = root / "published", root / "runs" / run
+    previous = load_version(publish_dir)
+    specs = refresh_inputs(publish_dir, config.inputs)
+    ledger = RunLedger.from_ingest(ingest(specs, progress=False))
+    for stage in build_stages(config, run_dir, progress=False):
+        ledger.apply(stage)
+    if embeds:
+        embeds.texts.clear()  # count from here: what the refresh itself embeds
+    published = ledger.apply(build_published_stage(previous, config.dedup, progress=False))
+    write_run(run_dir, ledger, root / "config.yaml")
+    version = publish(publish_dir, run_dir, config, previous)
+    return specs, ledger, published, version
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def published(alpaca: list[dict], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """v1 from A + B; then file C arrives and a refresh publishes v2."""
+    mp = pytest.MonkeyPatch()
+    try:
+        root = tmp_path_factory.mktemp("refresh")
+        (root / "config.yaml").write_text(CONFIG.format(num_perm=128))
+        para_a = {"id": "a_para", "instruction": QUESTION, "input": "", "output": PARA[0]}
+        write(root / "data" / "a.jsonl", [row(f"a{i:02d}", r) for i, r in enumerate(alpaca[:12])] + [para_a])
+        write(root / "data" / "b.jsonl", [row(f"b{i:02d}", r) for i, r in enumerate(alpaca[12:24])])
+        embeds = Embeds(mp)
+        specs1, ledger1, _, v1 = run_refresh(root, "r1", embeds)
+        v1_bytes = snapshot(v1)
+
+        upper = dict(row("c_exact", alpaca[3]), output=alpaca[3]["output"].upper() + " !!")
+        near = dict(row("c_near", alpaca[14]), output=edit_words(alpaca[14]["output"]))
+        para_c = {"id": "c_para", "instruction": QUESTION, "input": "", "output": PARA[1]}
+        new = [row(f"c{i:02d}", r) for i, r in enumerate(alpaca[30:38])]
+        copy = dict(new[2], id="c_copy")  # C's own duplicate of c02
+        conflict = row("b05", alpaca[40])  # new content under a published id
+        write(root / "data" / "c.jsonl", [upper, new[0], near, new[1], para_c, new[2], copy, *new[3:], conflict])
+        specs2, ledger2, stage2, v2 = run_refresh(root, "r2", embeds)
+        yield {
+            "root": root, "v1": v1, "v2": v2, "v1_bytes": v1_bytes, "specs1": specs1, "specs2": specs2,
+            "ledger1": ledger1, "ledger2": ledger2, "stage2": stage2, "embedded2": list(embeds.texts),
+            "new_ids": [r["id"] for r in new],
+        }  # fmt: skip
+    finally:
+        mp.undo()
+
+
+def test_first_version_holds_everything(published: dict) -> None:
+    v1 = published["v1"]
+    assert [Path(s.path).name for s in published["specs1"]] == ["a.jsonl", "b.jsonl"]
+    kept = pl.read_parquet(v1 / "kept.parquet")
+    assert kept.height == 25  # nothing in A + B is a duplicate
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    assert manifest["version"] == 1 and manifest["parent"] is None
+    assert [Path(d["path"]).name for d in manifest["inputs"]] == ["a.jsonl", "b.jsonl"]
+    index = json.loads((v1 / "index" / "index.json").read_text())
+    assert set(index) == {"exact", "minhash", "semantic"}
+    assert index["minhash"]["settings"]["num_perm"] == 128
+    assert np.load(v1 / "index" / "minhash.npy").shape == (128, 25)
+    assert np.load(v1 / "index" / "semantic.npy").shape == (25, 384)
+    diff = json.loads((v1 / "diff.json").read_text())
+    assert diff["added"] == kept["id"].to_list() and diff["removed"] == []
+
+
+def test_refresh_ingests_only_new_files(published: dict) -> None:
+    assert [Path(s.path).name for s in published["specs2"]] == ["c.jsonl"]
+    ingested = published["ledger2"].ingested
+    assert ingested == 13
+    manifest = json.loads((published["v2"] / "manifest.json").read_text())
+    assert [(Path(d["path"]).name, d["version"]) for d in manifest["inputs"]] == [
+        ("a.jsonl", 1), ("b.jsonl", 1), ("c.jsonl", 2)
+    ]  # fmt: skip
+    root = published["root"]
+    files = sorted((root / "data").glob("*.jsonl"))
+    assert new_inputs(root / "published", files) == []
+    assert refresh_inputs(root / "published", load_config(root / "config.yaml").inputs) == []
+
+
+def test_duplicates_of_published_records_are_rejected(published: dict) -> None:
+    rejected = pl.read_parquet(published["root"] / "runs" / "r2" / "rejected.parquet")
+    by_id = {r["id"]: r for r in rejected.to_dicts()}
+    assert set(by_id) == {"c_exact", "c_near", "c_para", "c_copy", "b05"}
+    assert (by_id["c_copy"]["stage"], by_id["c_copy"]["duplicate_of"]) == ("dedup_exact", "c02")  # in-run
+    expected = {"c_exact": ("a03", "exact"), "c_near": ("b02", "minhash"), "c_para": ("a_para", "semantic")}
+    for rid, (old, kind) in expected.items():
+        r = by_id[rid]
+        assert (r["stage"], r["reason"], r["duplicate_of"]) == ("dedup_published", "duplicate_of_published", old)
+        assert r["detail"].startswith(f"{kind}:") and r["detail"].endswith("in v0001")
+    assert (by_id["b05"]["reason"], by_id["b05"]["duplicate_of"]) == ("published_id", "b05")
+    stats = published["ledger2"].stages[-1]
+    assert stats["stage"] == "dedup_published"
+    assert stats["matched"] == {"exact": 1, "minhash": 1, "semantic": 1} and stats["id_conflicts"] == 1
+    assert stats["rebuilt_indexes"] == []
+
+
+def test_new_version_is_old_plus_new(published: dict) -> None:
+    v1, v2 = published["v1"], published["v2"]
+    old, new = pl.read_parquet(v1 / "kept.parquet"), pl.read_parquet(v2 / "kept.parquet")
+    assert new.head(old.height).equals(old)  # published records first, unchanged
+    assert new["id"].to_list()[old.height :] == published["new_ids"]
+    diff = json.loads((v2 / "diff.json").read_text())
+    assert diff == {"version": 2, "parent": 1, "added": published["new_ids"], "removed": [], "score_shifts": []}
+    assert latest_version(v2.parent) == 2 and (v2.parent / "LATEST").read_text() == "v0002\n"
+    assert snapshot(v1) == published["v1_bytes"]  # v1 untouched
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    assert manifest["counts"]["records"] == 33 and manifest["counts"]["added"] == 8
+    assert not [p for p in v2.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_index_rows_are_reused(published: dict) -> None:
+    v1, v2 = published["v1"], published["v2"]
+    n1 = pl.read_parquet(v1 / "kept.parquet").height
+    meta = json.loads((v2 / "index" / "index.json").read_text())
+    for kind in ("exact", "minhash", "semantic"):
+        assert (meta[kind]["rows"], meta[kind]["reused_rows"], meta[kind]["computed_rows"]) == (n1 + 8, n1, 8)
+        ids = pl.read_parquet(v2 / "index" / f"{kind}_ids.parquet")["id"].to_list()
+        assert ids == pl.read_parquet(v2 / "kept.parquet")["id"].to_list()
+    # Published embeddings are copied, not recomputed; the refresh embedded only C's records that
+    # reached the semantic check (once: publish reused them).
+    assert np.array_equal(np.load(v2 / "index" / "semantic.npy")[:n1], np.load(v1 / "index" / "semantic.npy"))
+    assert np.array_equal(np.load(v2 / "index" / "minhash.npy")[:, :n1], np.load(v1 / "index" / "minhash.npy"))
+    assert len(published["embedded2"]) == 8 + 2  # the new records, c_para and the b05 conflict
+    fresh = semantic.embed(published["embedded2"][:1], semantic.SemanticDedup(), False)
+    assert np.allclose(np.load(v2 / "index" / "semantic.npy")[n1], fresh[0], atol=1e-5)
+
+
+def test_settings_change_rebuilds_that_index(published: dict, alpaca: list[dict], monkeypatch) -> None:
+    root = published["root"]
+    (root / "config.yaml").write_text(CONFIG.format(num_perm=64))
+    near = dict(row("d_near", alpaca[31]), output=edit_words(alpaca[31]["output"]))
+    write(root / "data" / "d.jsonl", [near, row("d00", alpaca[45]), row("d01", alpaca[46])])
+    embeds = Embeds(monkeypatch)
+    specs, _, stage, v3 = run_refresh(root, "r3", embeds)
+    assert [Path(s.path).name for s in specs] == ["d.jsonl"]
+    assert stage.extra["rebuilt_indexes"] == ["minhash"]
+    rejected = stage.rejected.to_dicts()
+    assert [(r["id"], r["duplicate_of"], r["detail"][:8]) for r in rejected] == [("d_near", "c01", "minhash:")]
+    meta = json.loads((v3 / "index" / "index.json").read_text())
+    n2 = pl.read_parquet(root / "published" / "v0002" / "kept.parquet").height
+    assert meta["minhash"]["settings"]["num_perm"] == 64
+    assert (meta["minhash"]["reused_rows"], meta["minhash"]["rows"]) == (0, n2 + 2)
+    assert np.load(v3 / "index" / "minhash.npy").shape == (64, n2 + 2)
+    assert meta["semantic"]["reused_rows"] == n2 and len(embeds.texts) == 2  # only d00, d01
+    assert latest_version(root / "published") == 3
+
+
+def test_diff_reports_score_shifts() -> None:
+    def frame(scores: dict[str, float | None]) -> pl.DataFrame:
+        return pl.DataFrame({"id": list(scores), "meta": [meta_json({"jury": {"score": s}}) for s in scores.values()]})
+
+    diff = refresh.diff_versions(frame({"a": 3.0, "b": 4.0, "c": None}), frame({"b": 2.5, "c": 4.0, "d": 1.0}))
+    assert diff["added"] == ["d"] and diff["removed"] == ["a"]
+    assert diff["score_shifts"] == [{"id": "b", "old": 4.0, "new": 2.5}, {"id": "c", "old": None, "new": 4.0}]
+
+
+def test_failed_publish_leaves_latest_alone(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "config.yaml").write_text("inputs:\n  - path: data/*.jsonl\ndedup:\n  exact: {}\n")
+    write(
+        tmp_path / "data" / "a.jsonl", [{"id": "x", "instruction": "Say hello to me", "input": "", "output": "Hello!"}]
+    )
+    run_refresh(tmp_path, "r1")
+    write(tmp_path / "data" / "b.jsonl", [{"id": "y", "instruction": "Say bye to me", "input": "", "output": "Bye!"}])
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(refresh, "diff_versions", boom)
+    with pytest.raises(OSError):
+        run_refresh(tmp_path, "r2")
+    publish_dir = tmp_path / "published"
+    assert latest_version(publish_dir) == 1
+    assert sorted(p.name for p in publish_dir.iterdir()) == ["LATEST", "v0001"]
+    # Another refresh published after this run loaded v1: publishing on top of v1 is refused.
+    monkeypatch.undo()
+    previous = load_version(publish_dir)
+    run_refresh(tmp_path, "r3")
+    with pytest.raises(refresh.PublishError, match="latest version is now 2"):
+        publish(publish_dir, tmp_path / "runs" / "r3", load_config(tmp_path / "config.yaml"), previous)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_minhash_match_index_finds_the_earliest_published_match(alpaca: list[dict], verify: bool) -> None:
+    from curation.dedup import minhash
+    from schemas.config import MinHashDedup
+
+    cfg = MinHashDedup(verify=verify)
+    old = pl.Series([r["output"] for r in alpaca[:6]] + [alpaca[2]["output"]])  # row 6 repeats row 2
+    new = pl.Series(["short unrelated text", edit_words(alpaca[2]["output"]), alpaca[9]["output"], ""])
+    old_docs, old_sigs = minhash.index_signatures(old, cfg)
+    docs, sigs = minhash.index_signatures(new, cfg)
+    assert docs.tolist() == [0, 1, 2]  # no words, no shingles
+    match, score = minhash.match_index(new, docs, sigs, old, old_docs, old_sigs, cfg)
+    assert match.tolist() == [-1, 2, -1, -1]
+    assert score[1] >= cfg.threshold if verify else score[1] > 0.5
