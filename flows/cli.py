@@ -1,4 +1,4 @@
-"""`curate` command line: run or validate a config.
+"""`curate` command line: run, train, serve or validate a config.
 
 Fatal problems (missing file, invalid config) print one message naming the field or path and
 exit with code 2, without a traceback. Prefect is imported only by commands that run a flow.
@@ -17,6 +17,11 @@ from schemas.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
+OUT_HELP = (
+    "run directory (default: a new runs/<config>-<time> per invocation). Re-running an unchanged"
+    " config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
+)
+FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,19 +29,30 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="curate: ingest -> filters -> dedup -> jury -> export")
     run.add_argument("config", type=Path)
-    run.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
+    run.add_argument("--out", type=Path, help=OUT_HELP)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
     train.add_argument("config", type=Path)
     train.add_argument("--data", type=Path, help="curated run directory (default: the latest for CONFIG)")
     train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     everything = commands.add_parser("all", help="curate, then train: one command")
     everything.add_argument("config", type=Path)
-    everything.add_argument("--out", type=Path, help="run directory (default: runs/<config>-<time>)")
+    everything.add_argument("--out", type=Path, help=OUT_HELP)
     everything.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    everything.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     everything.add_argument("--no-resume", action="store_true", help="start training over")
     validate = commands.add_parser("validate", help="check a config and its inputs, run nothing")
     validate.add_argument("config", type=Path)
+    serve = commands.add_parser(
+        "serve", help="serve a scheduled deployment of the curate flow (needs a Prefect server; Ctrl-C stops it)"
+    )
+    serve.add_argument("config", type=Path)
+    when = serve.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (03:00 daily)')
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
+    serve.add_argument("--runs", type=Path, default=Path("runs"), help="each run writes RUNS/<config>-<time>/ (default: runs)")
+    serve.add_argument("--name", help="deployment name (default: the config file's stem)")
     report = commands.add_parser("report", help="(re)write RUN_DIR/report.html, the quality report")
     report.add_argument("run_dir", type=Path)
     return parser
@@ -74,7 +90,7 @@ def report(run_dir: Path) -> int:
     return 0
 
 
-def run(config_path: Path, out: Path | None, progress: bool) -> int:
+def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False) -> int:
     from curation.ingest import check_inputs
 
     config = load_config(config_path)
@@ -82,7 +98,7 @@ def run(config_path: Path, out: Path | None, progress: bool) -> int:
     out = out or _new_run_dir(config_path)
     from flows.curate import curate_flow
 
-    stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress)
+    stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress, fresh=fresh)
     print(_funnel(stats, out))
     print(f"report: {out / 'report.html'}")
     return 0
@@ -99,7 +115,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     return 0
 
 
-def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool) -> int:
+def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, fresh: bool = False) -> int:
     from curation.ingest import check_inputs
 
     config = load_config(config_path)
@@ -109,9 +125,19 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool) -
     out = out or _new_run_dir(config_path)
     from flows.train import curate_then_train
 
-    stats, results = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume)
+    stats, results = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     print(_funnel(stats, out))
     print(_training(results, out))
+    return 0
+
+
+def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path, name: str | None) -> int:
+    from curation.ingest import check_inputs
+
+    check_inputs(load_config(config_path).inputs)
+    from flows.serve import serve_curate
+
+    serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
     return 0
 
 
@@ -158,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return train(args.config, args.data, resume=not args.no_resume)
         if args.command == "all":
-            return run_all(args.config, args.out, not args.no_progress, resume=not args.no_resume)
-        return run(args.config, args.out, progress=not args.no_progress)
+            return run_all(args.config, args.out, not args.no_progress, resume=not args.no_resume, fresh=args.fresh)
+        if args.command == "serve":
+            return serve(args.config, args.cron, args.interval, args.runs, args.name)
+        return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
     except ConfigError as exc:
         print(f"curate: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

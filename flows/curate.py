@@ -1,42 +1,222 @@
-"""The curate flow: one Prefect task per pipeline stage, calling the plain stage functions."""
+"""The curate flow: one Prefect task per pipeline stage, calling the plain stage functions.
+
+Each stage's output is checkpointed in RUN_DIR/.checkpoints/<nn>-<stage>/ under a fingerprint
+(input files -> each stage's config section, chained), so a re-run into the same RUN_DIR skips
+finished stages (Cached in the UI). Artifacts (flows/artifacts.py) are read from the run dir.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
+import curation.jury.stage as jury_stage  # the module, not its ContextVar: `serve` pickles these tasks
 from curation.export import export_run
-from curation.ingest import IngestResult, ingest
+from curation.ingest import ingest
 from curation.models import load_tokenizer
 from curation.pipeline import Expansion, RunLedger, build_stages, write_run
-from curation.stage import Stage, StageResult
 from curation.report import write_report
+from curation.stage import Stage, StageResult
 from curation.validate import ValidationFailed, enforce, validate_run
-from schemas.config import CurateConfig, load_config
+from flows.artifacts import ProgressArtifact, keys, publish_run
+from schemas.config import CurateConfig, expand_input, load_config
 from schemas.export import ExportConfig
 from schemas.validation import ValidationConfig
 
+CHECKPOINTS = ".checkpoints"
+FORMAT = "curate-checkpoint-1"  # part of every key: bump it when a stage's output format changes
+HASH_LIMIT = 64 << 20  # input files up to this size are hashed; larger ones: size and mtime
+# Stages that also write under RUN_DIR: a checkpoint counts only while those files are there.
+SIDE_OUTPUTS = {"synthesis": "synthesis", "jury": "jury", "export": "export"}
+# The config sections each stage depends on (besides its input, the previous stage's output).
+SECTIONS = {
+    "synthesis": ("synthesis", "jury"),  # jury: the shared answer cache and budget
+    "filters": ("filters",),
+    "dedup_exact": ("dedup.exact",),
+    "dedup_minhash": ("dedup.minhash",),
+    "dedup_semantic": ("dedup.semantic",),
+    "jury": ("jury",),
+    "preference": ("preference", "jury"),
+    "export": ("export",),
+}
 
-# Stage inputs are DataFrames: hashing them for a cache key would cost more than the stage.
-@task(name="ingest", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def ingest_task(config: CurateConfig, progress: bool) -> IngestResult:
-    return ingest(config.inputs, progress=progress)
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A finished stage's output in RUN_DIR/.checkpoints/<nn>-<stage>/, valid for one fingerprint.
+
+    `records.parquet` is what the stage kept (for ingest: the records; for a step that adds
+    records: what it added), `rejected.parquet` what it removed, `manifest.json` its stats, its
+    fingerprint and the side files it wrote. The folder is renamed into place when complete, so a
+    killed run leaves either a whole checkpoint or none.
+    """
+
+    run_dir: Path
+    index: int
+    stage: str
+    key: str
+
+    @property
+    def dir(self) -> Path:
+        return self.run_dir / CHECKPOINTS / f"{self.index:02d}-{self.stage}"
+
+    def manifest(self) -> dict | None:
+        """The manifest if this checkpoint is complete, for this fingerprint, with its side files."""
+        try:
+            manifest = json.loads((self.dir / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        files = [self.dir / f for f in manifest.get("frames", [])] + [self.run_dir / f for f in manifest.get("outputs", [])]
+        if manifest.get("key") != self.key or not all(f.exists() for f in files):
+            return None
+        return manifest
+
+    def save(self, records: pl.DataFrame, rejected: pl.DataFrame | None, stats: dict) -> dict:
+        partial = self.dir.with_name(self.dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        frames = {"records.parquet": records, "rejected.parquet": rejected}
+        for name, frame in frames.items():
+            if frame is not None:
+                frame.write_parquet(partial / name)
+        side = SIDE_OUTPUTS.get(self.stage)
+        outputs = (
+            sorted(str(f.relative_to(self.run_dir)) for f in (self.run_dir / side).rglob("*") if f.is_file())
+            if side and (self.run_dir / side).is_dir()
+            else []
+        )
+        manifest = {
+            "stage": self.stage,
+            "key": self.key,
+            "frames": [name for name, frame in frames.items() if frame is not None],
+            "outputs": outputs,
+            "stats": json.loads(json.dumps(stats, default=str)),
+        }
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        partial.rename(self.dir)
+        return manifest
+
+    def load(self) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+        manifest = self.manifest()
+        if manifest is None:
+            raise RuntimeError(f"{self.dir}: checkpoint missing or stale after its task ran")
+        rejected = self.dir / "rejected.parquet"
+        return (
+            pl.read_parquet(self.dir / "records.parquet"),
+            pl.read_parquet(rejected) if rejected.is_file() else None,
+            manifest["stats"],
+        )
 
 
-@task(cache_policy=NO_CACHE)
-def stage_task(stage: Stage, records: pl.DataFrame) -> StageResult:
-    return stage(records)
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def input_fingerprint(config: CurateConfig) -> str:
+    """The ingest key: the inputs section and every input file (size + sha256, or size + mtime)."""
+    parts = [FORMAT, "ingest", json.dumps([s.model_dump(mode="json") for s in config.inputs], sort_keys=True)]
+    for spec in config.inputs:
+        for path in expand_input(spec.path):
+            files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+            for f in files:
+                st = f.stat()
+                content = _file_sha256(f) if st.st_size <= HASH_LIMIT else f"mtime {st.st_mtime_ns}"
+                parts.append(f"{f.resolve()} {st.st_size} {content}")
+    return _digest(*parts)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stage_fingerprint(previous: str, name: str, config: CurateConfig) -> str:
+    """A stage's key: the previous stage's key, its name and its config sections."""
+    sections: dict = {}
+    for dotted in SECTIONS.get(name, ()):
+        value = config
+        for attr in dotted.split("."):
+            value = getattr(value, attr, None) if value is not None else None
+        sections[dotted] = value.model_dump(mode="json") if value is not None else None
+    if name not in SECTIONS:  # a stage this table does not know: the whole config, to be safe
+        sections["*"] = config.model_dump(mode="json")
+    return _digest(FORMAT, previous, name, json.dumps(sections, sort_keys=True, default=str))
+
+
+def _cache_key(context: object, parameters: dict) -> str:
+    checkpoint: Checkpoint = parameters["checkpoint"]
+    return f"{checkpoint.index:02d}-{checkpoint.stage}-{checkpoint.key}"
+
+
+# Cached by fingerprint (never by hashing DataFrames); the task's result is the small manifest,
+# persisted as JSON next to the checkpoints, so a finished stage shows as Cached in the UI.
+CACHED = {"cache_key_fn": _cache_key, "persist_result": True, "result_serializer": "json"}
+
+
+def _options(checkpoint: Checkpoint, fresh: bool) -> dict:
+    return {
+        "name": checkpoint.stage,
+        "result_storage": checkpoint.run_dir / CHECKPOINTS / ".prefect",
+        # A stale or incomplete checkpoint (or --fresh) must not be answered from Prefect's cache.
+        "refresh_cache": fresh or checkpoint.manifest() is None,
+    }
+
+
+def _restored(checkpoint: Checkpoint, fresh: bool) -> dict | None:
+    """A complete checkpoint whose Prefect cache record is missing (killed in between)."""
+    manifest = None if fresh else checkpoint.manifest()
+    if manifest is not None:
+        get_run_logger().info(f"{checkpoint.stage}: restored from {checkpoint.dir}")
+    return manifest
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=2, **CACHED)
+def ingest_task(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fresh: bool = False) -> dict:
+    if (manifest := _restored(checkpoint, fresh)) is not None:
+        return manifest
+    result = ingest(config.inputs, progress=progress)
+    return checkpoint.save(result.records, result.rejected, result.stats())
+
+
+@task(**CACHED)
+def stage_task(
+    stage: Stage, records: pl.DataFrame, checkpoint: Checkpoint, fresh: bool = False, progress_key: str | None = None
+) -> dict:
+    if (manifest := _restored(checkpoint, fresh)) is not None:
+        return manifest
+    token = jury_stage.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
+    try:
+        result = stage(records)
+    finally:
+        if token is not None:
+            jury_stage.JURY_PROGRESS.reset(token)
+    return checkpoint.save(result.kept, result.rejected, result.stats(stage.name, records.height))
 
 
 # LLM steps retry cheaply: every answer already received comes back from the answer cache.
-@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def expansion_task(step: Expansion, records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-    return step.run(records)
+@task(retries=1, retry_delay_seconds=5, **CACHED)
+def expansion_task(step: Expansion, records: pl.DataFrame, checkpoint: Checkpoint, fresh: bool = False) -> dict:
+    if (manifest := _restored(checkpoint, fresh)) is not None:
+        return manifest
+    added, stats = step.run(records)
+    return checkpoint.save(added, None, stats)
 
 
 @task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -52,6 +232,11 @@ def validate_task(out_dir: Path, cfg: ValidationConfig) -> dict:
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(out_dir: Path) -> Path:
     return write_report(out_dir)
+
+
+@task(name="artifacts", cache_policy=NO_CACHE)
+def artifacts_task(out_dir: Path, config_stem: str) -> list[str]:
+    return publish_run(out_dir, config_stem)
 
 
 def export_stage(cfg: ExportConfig, out_dir: Path, ledger: RunLedger) -> Stage:
@@ -71,37 +256,63 @@ def _summary(name: str, stats: dict) -> str:
     return f"{name}: {stats['in']} in, {stats['out']} out{added}" + (f" (removed: {reasons})" if reasons else "")
 
 
+def expand_out_dir(pattern: str) -> Path:
+    """`{time}` in an output directory becomes the start time: scheduled runs get a new one each."""
+    return Path(pattern.replace("{time}", time.strftime("%Y%m%d-%H%M%S")))
+
+
 @flow(name="curate", log_prints=False)
-def curate_flow(config_path: str, out_dir: str, progress: bool = True) -> dict | Failed:
-    """Ingest -> synthesis -> filters -> dedup -> jury -> preference pairs -> export -> run directory."""
+def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bool = False) -> dict | Failed:
+    """Ingest -> synthesis -> filters -> dedup -> jury -> preference pairs -> export -> run directory.
+
+    Each stage's output is checkpointed under OUT_DIR/.checkpoints/ with a fingerprint of its
+    inputs and config section: re-running into the same OUT_DIR skips finished stages (their
+    tasks show as Cached) unless `fresh`.
+    """
     logger = get_run_logger()
     config = load_config(config_path)
-    ledger = RunLedger.from_ingest(ingest_task(config, progress))
+    out = expand_out_dir(out_dir)
+    stem = Path(config_path).stem
+    checkpoint = Checkpoint(out, 0, "ingest", input_fingerprint(config))
+    ingest_task.with_options(**_options(checkpoint, fresh))(config, progress, checkpoint, fresh)
+    records, rejected, stats = checkpoint.load()
+    ledger = RunLedger(records=records, rejects=[rejected], stages=[stats], ingested=records.height + rejected.height)
     logger.info(_summary("ingest", ledger.stages[-1]))
-    stages = build_stages(config, Path(out_dir), progress=progress)
+    stages = build_stages(config, out, progress=progress)
     if config.export:
-        stages.append(export_stage(config.export, Path(out_dir) / "export", ledger))
-    for stage in stages:
+        stages.append(export_stage(config.export, out / "export", ledger))
+    key = checkpoint.key
+    for index, stage in enumerate(stages, start=1):
+        key = stage_fingerprint(key, stage.name, config)
+        checkpoint = Checkpoint(out, index, stage.name, key)
+        options = _options(checkpoint, fresh)
         rows_in = ledger.records.height
         if isinstance(stage, Expansion):
-            added, step_stats = expansion_task.with_options(name=stage.name)(stage, ledger.records)
+            expansion_task.with_options(**options)(stage, ledger.records, checkpoint, fresh)
+            added, _, step_stats = checkpoint.load()
             ledger.extend(stage.name, rows_in, added, step_stats)
         else:
-            ledger.record(stage.name, rows_in, stage_task.with_options(name=stage.name)(stage, ledger.records))
+            progress_key = keys(stem)["jury_progress"] if stage.name == "jury" else None
+            stage_task.with_options(**options)(stage, ledger.records, checkpoint, fresh, progress_key)
+            kept, rejected, stats = checkpoint.load()
+            ledger.records = kept
+            ledger.rejects.append(rejected)
+            ledger.stages.append(stats)
         logger.info(_summary(stage.name, ledger.stages[-1]))
-    stats = write_task(Path(out_dir), ledger, Path(config_path))
+    stats = write_task(out, ledger, Path(config_path))
     totals = stats["totals"]
-    logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out_dir}/rejected.parquet")
+    logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
     failure = None
     if config.validation:
-        summary = validate_task(Path(out_dir), config.validation)
+        summary = validate_task(out, config.validation)
         logger.info("validation: " + ", ".join(f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"]))
         try:
             enforce(summary)
         except ValidationFailed as exc:
             failure = exc
-    report = report_task(Path(out_dir))  # also after a failed validation: it shows what failed
+    report = report_task(out)  # also after a failed validation: it shows what failed
     logger.info(f"report: {report}")
+    artifacts_task(out, stem)
     if failure is not None:
         # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
         logger.error(str(failure))

@@ -7,6 +7,8 @@ training/. Checkpoints live in RUN_DIR/train/<stage>/ and a re-run resumes from 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from prefect import State, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+import training.common  # the module, not its ContextVar: flows may be pickled by value
+from flows.artifacts import ProgressArtifact, slug
 from flows.curate import curate_flow
 from schemas.config import CurateConfig, load_config
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
@@ -42,10 +46,26 @@ def exported(run_dir: Path, name: str, columns: list[str]) -> tuple[Dataset, Dat
     return data["train"].select_columns(columns), test
 
 
+@contextmanager
+def progress_artifact(key: str | None, stage: str) -> Iterator[None]:
+    """Training steps as a Prefect progress artifact (a TrainerCallback in training/common.py)."""
+    token = training.common.TRAIN_PROGRESS.set(ProgressArtifact(key, f"{stage} optimizer steps")) if key else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            training.common.TRAIN_PROGRESS.reset(token)
+
+
+def progress_key(config_path: str, stage: str) -> str:
+    return f"train-{slug(Path(config_path).stem)}-{stage}-progress"
+
+
 @task(name="sft", cache_policy=NO_CACHE)
-def sft_task(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict:
+def sft_task(cfg: TrainConfig, run_dir: Path, resume: bool, progress_key: str | None = None) -> dict:
     train, test = exported(run_dir, "sft", SFT_COLUMNS)
-    outcome = train_sft(cfg, train, test, run_dir / "train" / "sft", resume=resume)
+    with progress_artifact(progress_key, "sft"):
+        outcome = train_sft(cfg, train, test, run_dir / "train" / "sft", resume=resume)
     result = _outcome(outcome)
     if cfg.eval.enabled and test is not None:
         result["eval"] = sft_eval(cfg, test, outcome.adapter_dir)
@@ -53,9 +73,12 @@ def sft_task(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict:
 
 
 @task(name="dpo", cache_policy=NO_CACHE)
-def dpo_task(cfg: TrainConfig, run_dir: Path, sft_adapter: Path | None, resume: bool) -> dict:
+def dpo_task(
+    cfg: TrainConfig, run_dir: Path, sft_adapter: Path | None, resume: bool, progress_key: str | None = None
+) -> dict:
     train, test = exported(run_dir, "preference", PREFERENCE_COLUMNS)
-    outcome = train_dpo(cfg, train, test, sft_adapter, run_dir / "train" / "dpo", resume=resume)
+    with progress_artifact(progress_key, "dpo"):
+        outcome = train_dpo(cfg, train, test, sft_adapter, run_dir / "train" / "dpo", resume=resume)
     result = _outcome(outcome)
     if cfg.eval.enabled and test is not None:
         result["eval"] = dpo_eval(cfg, test, outcome.adapter_dir, sft_adapter)
@@ -63,9 +86,10 @@ def dpo_task(cfg: TrainConfig, run_dir: Path, sft_adapter: Path | None, resume: 
 
 
 @task(name="orpo", cache_policy=NO_CACHE)
-def orpo_task(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict:
+def orpo_task(cfg: TrainConfig, run_dir: Path, resume: bool, progress_key: str | None = None) -> dict:
     train, test = exported(run_dir, "preference", PREFERENCE_COLUMNS)
-    return _outcome(train_orpo(cfg, train, test, run_dir / "train" / "orpo", resume=resume))
+    with progress_artifact(progress_key, "orpo"):
+        return _outcome(train_orpo(cfg, train, test, run_dir / "train" / "orpo", resume=resume))
 
 
 def _outcome(outcome: object) -> dict:
@@ -83,12 +107,12 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True) -> dict:
     results: dict[str, dict] = {}
     for stage in METHOD_STAGES[cfg.method]:
         if stage == "sft":
-            results["sft"] = sft_task(cfg, out, resume)
+            results["sft"] = sft_task(cfg, out, resume, progress_key(config_path, "sft"))
         elif stage == "dpo":
             sft_adapter = Path(results["sft"]["adapter_dir"]) if "sft" in results else None
-            results["dpo"] = dpo_task(cfg, out, sft_adapter, resume)
+            results["dpo"] = dpo_task(cfg, out, sft_adapter, resume, progress_key(config_path, "dpo"))
         else:
-            results["orpo"] = orpo_task(cfg, out, resume)
+            results["orpo"] = orpo_task(cfg, out, resume, progress_key(config_path, "orpo"))
         logger.info(f"{stage}: {results[stage]}")
     summary = out / "train" / "summary.json"
     summary.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
@@ -96,9 +120,11 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True) -> dict:
 
 
 @flow(name="curate-then-train")
-def curate_then_train(config_path: str, run_dir: str, progress: bool = True, resume: bool = True) -> tuple[dict, dict] | State:
+def curate_then_train(
+    config_path: str, run_dir: str, progress: bool = True, resume: bool = True, fresh: bool = False
+) -> tuple[dict, dict] | State:
     """`curate all`: the curate flow, then the train flow on its run directory."""
-    curated = curate_flow(config_path, run_dir, progress=progress, return_state=True)
+    curated = curate_flow(config_path, run_dir, progress=progress, fresh=fresh, return_state=True)
     if curated.is_failed():
         return curated  # e.g. a failed validation: nothing to train on, and the reason is its own
     return curated.result(), train_flow(config_path, run_dir, resume=resume)

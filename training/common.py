@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from training.hardware import Device, estimate_gpu_memory_gb, memory_report, mod
 from training.models import load_model, load_tokenizer, merge_adapter, resolve_base_model
 
 Messages = list[dict[str, str]]
+
+# (optimizer steps done, max steps), for a caller's progress display (the flows set it).
+TRAIN_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("train_progress", default=None)
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,16 @@ class _Throughput(TrainerCallback):
         self.tokens_per_second = tokens / (time.perf_counter() - self._start) if tokens else None
 
 
+class _Progress(TrainerCallback):
+    def __init__(self, on_progress: Callable[[int, int], None]) -> None:
+        self.on_progress = on_progress
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.on_progress(state.global_step, state.max_steps)
+
+
 def run(
     trainer: Trainer, cfg: TrainConfig, stage: str, output_dir: Path, resume: bool, dropped_rows: int
 ) -> TrainOutcome:
@@ -236,6 +250,8 @@ def run(
         checkpoint = None
     throughput = _Throughput()
     trainer.add_callback(throughput)
+    if (on_progress := TRAIN_PROGRESS.get()) is not None:
+        trainer.add_callback(_Progress(on_progress))
     result = trainer.train(resume_from_checkpoint=checkpoint)
 
     adapter_dir = output_dir / "adapter"

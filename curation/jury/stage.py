@@ -11,6 +11,9 @@ reason `low_jury_score`; unscored records are kept and counted.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +48,9 @@ STAGE = "jury"
 REASON = "low_jury_score"
 log = logging.getLogger(__name__)
 
+# (done, total) ratings, for a caller's progress display (the flows set it: a Prefect artifact).
+JURY_PROGRESS: ContextVar[Callable[[int, int], None] | None] = ContextVar("jury_progress", default=None)
+
 
 @dataclass
 class Verdicts:
@@ -78,8 +84,21 @@ class Jury:
     def names(self) -> list[str]:
         return [j.name for j in self.judges]
 
-    def rate(self, items: list[JudgeItem], progress: bool) -> Verdicts:
-        ratings = [j.rate(items, progress=f"jury {j.name}" if progress else None) for j in self.judges]
+    def rate(
+        self, items: list[JudgeItem], progress: bool, on_progress: Callable[[int, int], None] | None = None
+    ) -> Verdicts:
+        on_progress = on_progress or JURY_PROGRESS.get()
+        if on_progress is None:
+            ratings = [j.rate(items, progress=f"jury {j.name}" if progress else None) for j in self.judges]
+        else:  # in about 20 batches per judge, reporting after each
+            total, size = len(items) * len(self.judges), max(8, math.ceil(len(items) / 20))
+            ratings = []
+            for k, j in enumerate(self.judges):
+                rs: list[Rating] = []
+                for start in range(0, len(items), size):
+                    rs += j.rate(items[start : start + size], progress=f"jury {j.name}" if progress else None)
+                    on_progress(k * len(items) + len(rs), total)
+                ratings.append(rs)
         by_judge = np.array(
             [[np.nan if r.score is None else r.score for r in rs] for rs in ratings], dtype=np.float64
         ).T.reshape(len(items), len(self.judges))

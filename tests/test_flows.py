@@ -1,0 +1,282 @@
+"""The Prefect side of `curate`: artifacts, per-stage caching and resume, and a served schedule.
+
+Every flow runs as the user runs it (`python -m flows.cli ...` in a subprocess) against the
+session's real Prefect server; the assertions read that server through the Prefect client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from openai_server import FakeOpenAI, rating_reply
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    TaskRunFilter,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, TaskRunSort
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def curate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def api(server: dict[str, str], query):
+    async def main():
+        async with get_client() as client:
+            return await query(client)
+
+    with temporary_settings(updates={PREFECT_API_URL: server["PREFECT_API_URL"]}):
+        return asyncio.run(main())
+
+
+def curate_runs(server: dict[str, str], out: Path) -> list:
+    """The curate flow runs that wrote `out`, oldest first."""
+    async def query(client):
+        # Explicit sort and limit: this server version rejects the client's null defaults.
+        return await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["curate"])), sort=FlowRunSort.START_TIME_DESC, limit=200
+        )
+
+    runs = [r for r in api(server, query) if r.parameters.get("out_dir") == str(out)]
+    return sorted(runs, key=lambda r: r.start_time)
+
+
+def task_states(server: dict[str, str], flow_run_id) -> dict[str, str]:
+    """Task name (without Prefect's suffix) -> state name, for one flow run."""
+    async def query(client):
+        return await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=100,
+        )
+
+    return {t.name.rsplit("-", 1)[0]: t.state.name for t in api(server, query)}
+
+
+def artifacts(server: dict[str, str], flow_run_id) -> dict:
+    """Key -> the latest artifact of that key published by one flow run."""
+    async def query(client):
+        return await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+            flow_run_filter=FlowRunFilter(),  # explicit: this server rejects null filters too
+            task_run_filter=TaskRunFilter(),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=100,
+        )
+
+    return {a.key: a for a in reversed(api(server, query))}
+
+
+def sft_rows(n: int, quality: tuple[int, ...] = (4, 2)) -> list[dict]:
+    """Distinct question/answer rows (pseudo-random words), each marked with the score it deserves."""
+    def words(*seed: object, k: int = 10) -> str:
+        return " ".join(hashlib.sha256(f"{seed}-{j}".encode()).hexdigest()[:7] for j in range(k))
+
+    return [
+        {"instruction": f"Question {i}: explain {words(i, 'q', k=6)}.",
+         "output": f"Answer {i}: {words(i, 'a')}. quality={quality[i % len(quality)]}"}
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def small_corpus(folder: Path) -> list[dict]:
+    """Two files: unique rows, exact copies across files, near copies and too-short rows."""
+    folder.mkdir()
+    rows = sft_rows(30)
+    write_jsonl(folder / "a.jsonl", rows[:20])
+    copies = [dict(r) for r in rows[:5]]  # exact duplicates of a.jsonl rows
+    near = [{**r, "output": r["output"] + " Indeed"} for r in rows[5:8]]  # near duplicates
+    short = [{"instruction": "Hi?", "output": "No."} for _ in range(2)]
+    write_jsonl(folder / "b.jsonl", rows[20:] + copies + near + short)
+    return [{"path": str(folder / "*.jsonl")}]
+
+
+CHEAP_STAGES = {
+    "filters": {"length": {"min_words": 3}},
+    "dedup": {"exact": {}, "minhash": {"threshold": 0.7, "num_perm": 64, "ngram": 3}},
+}
+
+
+def test_a_run_shows_its_stages_and_artifacts_in_prefect(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    config = tmp_path / "Flow Check.yaml"  # the stem becomes the artifact keys: curate-flow-check-*
+    config.write_text(yaml.safe_dump({"inputs": small_corpus(tmp_path / "data"), **CHEAP_STAGES}))
+    out = tmp_path / "run"
+    done = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    removed = stats["totals"]["removed_by_stage"]
+    assert removed["filters"] == 2 and removed["dedup_exact"] == 5 and removed["dedup_minhash"] >= 1
+
+    (run,) = curate_runs(prefect_server, out)
+    assert run.state.is_completed()
+    assert set(task_states(prefect_server, run.id)) >= {
+        "ingest", "filters", "dedup_exact", "dedup_minhash", "write-run", "report", "artifacts",
+    }
+
+    found = artifacts(prefect_server, run.id)
+    assert set(found) == {f"curate-flow-check-{k}" for k in ("summary", "removals", "duplicates", "report")}
+    assert "| dedup_exact | 38 | 33 | 5 | exact_duplicate 5 |" in found["curate-flow-check-summary"].data
+    removals = json.loads(found["curate-flow-check-removals"].data)
+    assert {"stage": "dedup_exact", "reason": "exact_duplicate", "count": 5} in removals
+    clusters = json.loads(found["curate-flow-check-duplicates"].data)
+    assert clusters[0]["size"] == 2 and clusters[0]["excerpt"].startswith("Question ")
+    assert (out / "report.html").resolve().as_uri() in found["curate-flow-check-report"].data
+
+
+def test_a_killed_run_resumes_from_its_last_finished_stage(
+    tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str]
+) -> None:
+    n = 40
+    openai_server.latency = 0.15
+    openai_server.handler = lambda body: rating_reply(body, 4 if "quality=4" in body["messages"][-1]["content"] else 2)
+    judge = {"endpoint": {"base_url": openai_server.base_url, "model": "judge", "max_retries": 2, "timeout": 5, "max_concurrency": 2}}
+    config = tmp_path / "resume.yaml"
+    config.write_text(yaml.safe_dump({
+        "inputs": [{"path": str(write_jsonl(tmp_path / "sft.jsonl", sft_rows(n) + sft_rows(4)))}],  # 4 exact copies
+        **CHEAP_STAGES,
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": judge}],
+                 "cache_dir": str(tmp_path / "cache"), "min_score": 3},
+        "export": {"formats": ["alpaca", "openai"], "test_size": 0.1},
+    }))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "flows.cli", "run", str(config), "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(command, cwd=REPO, env={**os.environ, **prefect_server},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while openai_server.call_count < 12 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert openai_server.call_count < n, "the run finished before it could be killed"
+    checkpoints = out / ".checkpoints"
+    finished = sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("."))
+    assert finished == ["00-ingest", "01-filters", "02-dedup_exact", "03-dedup_minhash"]
+    written = {name: (checkpoints / name / "records.parquet").stat().st_mtime_ns for name in finished}
+
+    resumed = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert openai_server.call_count <= n + 2  # the jury asked only for what its cache lacked
+    assert written == {name: (checkpoints / name / "records.parquet").stat().st_mtime_ns for name in finished}
+    run = curate_runs(prefect_server, out)[-1]
+    states = task_states(prefect_server, run.id)
+    assert [states[s] for s in ("ingest", "filters", "dedup_exact", "dedup_minhash")] == ["Cached"] * 4
+    assert states["jury"] == states["export"] == "Completed"
+    found = artifacts(prefect_server, run.id)
+    assert found["curate-resume-jury-progress"].data == 100.0
+    scores = {row["score"]: row["records"] for row in json.loads(found["curate-resume-jury-scores"].data)}
+    assert scores == {"1": 0, "2": n // 2, "3": 0, "4": n // 2, "5": 0, "unscored": 0}
+
+    # An uninterrupted run (its jury answers come from the same answer cache) decides the same.
+    fresh = tmp_path / "fresh"
+    done = curate("run", str(config), "--out", str(fresh), "--no-progress", env=prefect_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("kept.parquet", "rejected.parquet"):
+        a, b = (pl.read_parquet(d / name).sort("id") for d in (out, fresh))
+        assert a.equals(b), name
+    assert (out / "export" / "alpaca.json").read_bytes() == (fresh / "export" / "alpaca.json").read_bytes()
+    assert json.loads((out / "stats.json").read_text())["totals"]["kept"] == n // 2
+
+    # A restored export must have its files: one missing, and the export (only) runs again.
+    (out / "export" / "alpaca.json").unlink()
+    again = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
+    assert again.returncode == 0, again.stderr[-3000:]
+    states = task_states(prefect_server, curate_runs(prefect_server, out)[-1].id)
+    assert states["jury"] == "Cached" and states["export"] == "Completed"
+    assert (out / "export" / "alpaca.json").read_bytes() == (fresh / "export" / "alpaca.json").read_bytes()
+
+
+def test_a_served_schedule_runs_the_flow(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    config = tmp_path / "served.yaml"
+    config.write_text(yaml.safe_dump({"inputs": small_corpus(tmp_path / "data"), **CHEAP_STAGES}))
+    runs = tmp_path / "runs"
+    log = (tmp_path / "serve.log").open("w")
+    served = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", str(config), "--interval", "5", "--runs", str(runs)],
+        cwd=REPO, env={**os.environ, **prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        deployment = wait_for(lambda: read_deployment(prefect_server, "curate/served"), 60, served)
+        assert deployment.schedules[0].schedule.interval.total_seconds() == 5
+        assert deployment.parameters["config_path"] == str(config.resolve())
+        assert deployment.parameters["out_dir"] == str(runs.resolve() / "served-{time}")
+        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, completed=True), 90, served)
+        assert completed, (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        served.send_signal(signal.SIGINT)
+        try:
+            served.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            served.kill()
+            served.wait()
+        log.close()
+    written = [p for p in runs.glob("served-*") if (p / "stats.json").is_file()]
+    assert written and all(p.name != "served-{time}" for p in written)
+
+
+def wait_for(probe, seconds: float, process: subprocess.Popen):
+    """Poll `probe` until it returns something truthy, the time is up or `process` exits."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = probe()
+        if found or time.monotonic() > deadline or process.poll() is not None:
+            return found
+        time.sleep(1)
+
+
+def read_deployment(server: dict[str, str], name: str):
+    async def query(client):
+        try:
+            return await client.read_deployment_by_name(name)
+        except Exception:  # noqa: BLE001 - not registered yet
+            return None
+
+    return api(server, query)
+
+
+def deployment_runs(server: dict[str, str], deployment_id, completed: bool = False) -> list:
+    # The scheduler books many future runs (no start time yet): filter, do not sort them away.
+    states = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))
+
+    async def query(client):
+        return await client.read_flow_runs(
+            flow_run_filter=states if completed else None,
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=20,
+        )
+
+    return api(server, query)
