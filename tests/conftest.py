@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai_server import FakeOpenAI  # tests/ (no __init__.py) is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -78,10 +79,6 @@ def prefect_server() -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-
-
-# The OpenAI-compatible test server. pytest puts tests/ (no __init__.py) on sys.path.
-from openai_server import FakeOpenAI
 
 
 @pytest.fixture
