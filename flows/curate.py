@@ -215,7 +215,9 @@ def stage_task(
 def expansion_task(step: Expansion, records: pl.DataFrame, checkpoint: Checkpoint, fresh: bool = False) -> dict:
     if (manifest := _restored(checkpoint, fresh)) is not None:
         return manifest
+    start = time.perf_counter()
     added, stats = step.run(records)
+    stats["seconds"] = round(time.perf_counter() - start, 3)
     return checkpoint.save(added, None, stats)
 
 

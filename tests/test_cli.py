@@ -109,10 +109,22 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     rejected = pl.read_parquet(out / "rejected.parquet")
     stats = json.loads((out / "stats.json").read_text())
     assert stats["invariant"]["holds"]
-    assert stats["totals"]["ingested"] == kept.height + rejected.height
+    assert stats["totals"]["ingested"] + stats["totals"]["generated"] == kept.height + rejected.height
     assert [s["stage"] for s in stats["stages"]] == [
-        "ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "export",
+        "ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "jury", "preference", "export",
     ]
+    # The local jury scored every sft record (a sample by the LLM judges, the rest distilled).
+    jury = next(s for s in stats["stages"] if s["stage"] == "jury")
+    assert jury["unscored"] == 0 and jury["distill"]["n_train"] > 0
+    sft_meta = [json.loads(m) for m in kept.filter(pl.col("kind") == "sft")["meta"]]
+    assert {m["jury"]["method"] for m in sft_meta} == {"jury", "distilled"}
+    assert all(1 <= m["jury"]["score"] <= 5 for m in sft_meta)
+    # Preference pairs from oasst sibling ranks joined the Orca pairs.
+    pairs = kept.filter(pl.col("id").str.starts_with("pref-"))
+    assert pairs.height > 10 and stats["totals"]["generated"] == pairs.height
+    # The quality report and the validation results are in the run directory.
+    assert "id=\"funnel\"" in (out / "report.html").read_text()
+    assert all(s["success"] for s in json.loads((out / "validation" / "summary.json").read_text())["suites"])
     # Every record is accounted for exactly once, by id.
     assert kept["id"].n_unique() == kept.height
     assert set(kept["id"]).isdisjoint(rejected["id"])
@@ -176,4 +188,5 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     assert all(r.state.is_completed() for r in flow_runs)
     assert len(flow_runs) == 3  # curate-then-train with its curate and train subflows
     names = {t.name.rsplit("-", 1)[0] for t in tasks}
-    assert {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "export", "write-run", "sft", "dpo"} <= names
+    assert {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "jury", "preference", "export",
+            "write-run", "validate", "report", "sft", "dpo"} <= names
