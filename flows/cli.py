@@ -164,6 +164,8 @@ def _training(results: dict, run_dir: Path) -> str:
 
 
 def _funnel(stats: dict, out: Path) -> str:
+    if not stats["stages"]:
+        return "no new inputs since the latest published version: nothing to curate or publish"
     lines = [f"{'stage':<16}{'in':>9}{'out':>9}{'removed':>9}  top reasons"]
     for s in stats["stages"]:
         reasons = ", ".join(f"{r} {n}" for r, n in list(s["removed_by_reason"].items())[:3])

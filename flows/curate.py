@@ -24,6 +24,7 @@ from curation.export import export_run
 from curation.ingest import ingest
 from curation.models import load_tokenizer
 from curation.pipeline import Expansion, RunLedger, build_stages, write_run
+from curation.refresh import Version, build_published_stage, load_version, publish, refresh_inputs
 from curation.report import write_report
 from curation.stage import Stage, StageResult
 from curation.validate import ValidationFailed, enforce, validate_run
@@ -226,6 +227,15 @@ def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
     return write_run(out_dir, ledger, config_path)
 
 
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_task(config: CurateConfig, out_dir: Path, previous: Version | None) -> Path:
+    version = publish(config.publish.dir, out_dir, config, previous, inputs=[Path(s.path) for s in config.inputs])
+    # The run directory says which version it became and what changed (the report shows it).
+    diff = json.loads((version / "diff.json").read_text())
+    (out_dir / "publish.json").write_text(json.dumps({"version_dir": str(version), **diff}, indent=2) + "\n")
+    return version
+
+
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(out_dir: Path, cfg: ValidationConfig) -> dict:
     return validate_run(out_dir, cfg)
@@ -275,12 +285,25 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     config = load_config(config_path)
     out = expand_out_dir(out_dir)
     stem = Path(config_path).stem
-    checkpoint = Checkpoint(out, 0, "ingest", input_fingerprint(config))
+    previous = None
+    if config.publish:  # a refresh: only inputs the latest version has not consumed
+        previous = load_version(config.publish.dir)
+        config.inputs = refresh_inputs(config.publish.dir, config.inputs)
+        if not config.inputs:
+            logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")
+            return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
+    # The version a refresh dedups against is an input too.
+    published = str(previous.number) if previous else ""
+    checkpoint = Checkpoint(out, 0, "ingest", _digest(input_fingerprint(config), published))
     ingest_task.with_options(**_options(checkpoint, fresh))(config, progress, checkpoint, fresh)
     records, rejected, stats = checkpoint.load()
     ledger = RunLedger(records=records, rejects=[rejected], stages=[stats], ingested=records.height + rejected.height)
     logger.info(_summary("ingest", ledger.stages[-1]))
     stages = build_stages(config, out, progress=progress)
+    if previous is not None:  # new records against the published version, after in-run dedup
+        dedup_names = [i for i, st in enumerate(stages) if st.name.startswith(("dedup_", "filters", "synthesis"))]
+        at = dedup_names[-1] + 1 if dedup_names else 0
+        stages.insert(at, build_published_stage(previous, config.dedup, progress))
     if config.export:
         stages.append(export_stage(config.export, out / "export", ledger))
     key = checkpoint.key
@@ -312,6 +335,9 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             enforce(summary)
         except ValidationFailed as exc:
             failure = exc
+    if config.publish and failure is None:
+        version = publish_task(config, out, previous)
+        logger.info(f"published {version}")
     report = report_task(out)  # also after a failed validation: it shows what failed
     logger.info(f"report: {report}")
     artifacts_task(out, stem)

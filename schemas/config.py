@@ -18,6 +18,7 @@ from schemas.base import ConfigError, Strict, TextView
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.train import TrainConfig
+from schemas.publish import PublishConfig
 from schemas.validation import ValidationConfig
 
 InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]
@@ -146,6 +147,7 @@ class CurateConfig(Strict):
     preference: PreferenceConfig | None = None
     export: ExportConfig | None = None
     validation: ValidationConfig | None = None
+    publish: PublishConfig | None = None
     train: TrainConfig | None = None
 
     @model_validator(mode="after")
@@ -274,6 +276,8 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
         config.synthesis.template = _prompt_file(config.synthesis.template, "prompts", base, "synthesis.template")
     if config.export and config.export.tokenizer:
         config.export.tokenizer = str(_resolve(config.export.tokenizer, base))
+    if config.publish:
+        config.publish.dir = str(_resolve(config.publish.dir, base))
     if config.train and config.train.base_model:
         config.train.base_model = str(_resolve(config.train.base_model, base))
     return config

@@ -280,3 +280,42 @@ def deployment_runs(server: dict[str, str], deployment_id, completed: bool = Fal
         )
 
     return api(server, query)
+
+
+def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    first = [{"instruction": f"Explain topic number {i} in detail please.", "output": f"Topic {i} is explained here with care and words."} for i in range(12)]
+    (data / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
+    config = tmp_path / "refresh.yaml"
+    config.write_text(yaml.safe_dump({
+        "inputs": [{"path": "data"}],
+        "dedup": {"exact": {}, "minhash": {"threshold": 0.7}},
+        "publish": {"dir": "published"},
+    }))
+    done = curate("run", str(config), "--out", str(tmp_path / "run1"), "--no-progress", env=prefect_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    published = tmp_path / "published"
+    assert (published / "LATEST").read_text().strip() == "v0001"
+    v1 = (published / "v0001" / "kept.parquet").read_bytes()
+
+    # New file: two exact copies of published records, one new record, one copy inside itself.
+    new = [first[0], first[5], {"instruction": "A brand new question?", "output": "A brand new answer."}]
+    (data / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*new, new[2]]))
+    done = curate("run", str(config), "--out", str(tmp_path / "run2"), "--no-progress", env=prefect_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (published / "LATEST").read_text().strip() == "v0002"
+    assert (published / "v0001" / "kept.parquet").read_bytes() == v1  # nothing earlier is lost
+    stats = json.loads((tmp_path / "run2" / "stats.json").read_text())
+    assert stats["totals"]["ingested"] == 4  # only the new file
+    rejected = pl.read_parquet(tmp_path / "run2" / "rejected.parquet")
+    assert sorted(rejected["reason"].to_list()) == ["duplicate_of_published", "duplicate_of_published", "exact_duplicate"]
+    v2 = pl.read_parquet(published / "v0002" / "kept.parquet")
+    assert v2.height == 13
+    diff = json.loads((tmp_path / "run2" / "publish.json").read_text())
+    assert len(diff["added"]) == 1 and diff["removed"] == [] and diff["version"] == 2
+
+    # Nothing new: nothing to do, no version 3.
+    done = curate("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress", env=prefect_server)
+    assert done.returncode == 0 and "no new inputs" in done.stdout
+    assert (published / "LATEST").read_text().strip() == "v0002"
