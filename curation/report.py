@@ -37,6 +37,7 @@ MAX_MEMBERS = 3  # removed records shown per cluster
 MAX_SOURCES = 40  # input paths listed; the rest are summed in one row
 MAX_JURY_EXAMPLES = 5  # failed ratings and largest disagreements
 MAX_FAILED_EXPECTATIONS = 25  # per validation suite
+MAX_VERSION_IDS = 25  # added / removed ids and score shifts listed for a published version
 EXCERPT = 300  # characters of a record shown in tables
 CLUSTER_EXCERPT = 700  # characters per text in the side-by-side duplicate view
 LENGTH_BINS = 24
@@ -69,6 +70,7 @@ def write_report(run_dir: Path) -> Path:
         "jury": _jury(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
         "sources": _sources(kept, rejected) if kept is not None or rejected is not None else None,
         "validation": _validation(run_dir / "validation" / "summary.json"),
+        "version": _version(run_dir / "publish.json"),
     }
     html = _environment().get_template(TEMPLATE).render(**context)
     out = run_dir / REPORT
@@ -539,6 +541,14 @@ def _source_path() -> pl.Expr:
         .otherwise(path)
         .alias("path")
     )
+
+
+def _version(path: Path) -> dict | None:
+    """What a refresh published: the version and its changes against the parent (publish.json)."""
+    if not path.is_file():
+        return None
+    diff = json.loads(path.read_text(encoding="utf-8"))
+    return {**diff, "shown": MAX_VERSION_IDS}
 
 
 def _validation(path: Path) -> dict | None:

@@ -314,6 +314,8 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
     assert v2.height == 13
     diff = json.loads((tmp_path / "run2" / "publish.json").read_text())
     assert len(diff["added"]) == 1 and diff["removed"] == [] and diff["version"] == 2
+    report = (tmp_path / "run2" / "report.html").read_text()
+    assert "Version 2 (parent: version 1)" in report and diff["added"][0] in report
 
     # Nothing new: nothing to do, no version 3.
     done = curate("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress", env=prefect_server)

@@ -18,7 +18,7 @@ from PIL import Image
 from curation.report import histogram, write_report
 from schemas.record import Record, records_frame, rejects_frame
 
-SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "jury", "sources", "validation"]
+SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "jury", "sources", "validation", "version"]
 CHARTED = ["funnel", "reasons", "lengths", "duplicates", "jury", "sources"]
 TITLE = "curate report: run"
 # Data that would act if the report did not escape it.
@@ -96,6 +96,9 @@ def build_run(run: Path) -> None:
     (run / "stats.json").write_text(json.dumps(stats(len(kept), len(rejected))))
     write_ratings(run / "jury")
     write_validation(run / "validation")
+    publish = {"version_dir": "/data/published/v0003", "version": 3, "parent": 2, "added": ["k1", "k2"],
+               "removed": ["old-9"], "score_shifts": [{"id": "k3", "old": 2.5, "new": 4.0}]}
+    (run / "publish.json").write_text(json.dumps(publish))
 
 
 def stage(name: str, rows_in: int, out: int, reasons: dict[str, int], **extra: object) -> dict:
