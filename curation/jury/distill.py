@@ -10,11 +10,12 @@ so the scorer the caller uses has seen every jury score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import spearmanr
-from sklearn.linear_model import RidgeCV
-from sklearn.preprocessing import normalize
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import RidgeCV
 
 MIN_SCORED = 10
 ALPHAS = np.logspace(-3, 3, 13)
@@ -31,15 +32,20 @@ def sample_indices(n: int, sample: int, seed: int) -> np.ndarray:
 class Scorer:
     """A fitted ridge model on L2-normalised embeddings; predictions clipped to the scale."""
 
-    model: RidgeCV
+    model: RidgeCV  # scikit-learn and scipy load on first use: ~3 s of every CLI start otherwise
     scale_max: int
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        from sklearn.preprocessing import normalize
+
         return np.clip(self.model.predict(normalize(embeddings)), 1, self.scale_max)
 
 
 def _fit(embeddings: np.ndarray, scores: np.ndarray, scale_max: int) -> Scorer:
     # Normalised so the ridge penalty means the same whatever the embedding model's norms.
+    from sklearn.linear_model import RidgeCV
+    from sklearn.preprocessing import normalize
+
     return Scorer(RidgeCV(alphas=ALPHAS).fit(normalize(embeddings), scores), scale_max)
 
 
@@ -79,7 +85,7 @@ def fit_scorer(
     report: dict = {
         "n_train": len(train),
         "n_holdout": n_holdout,
-        "spearman": None if constant else float(spearmanr(truth, predicted).statistic),
+        "spearman": None if constant else float(_spearman(truth, predicted)),
         "mae": float(np.mean(np.abs(predicted - truth))),
     }
     if min_score is not None:
@@ -88,3 +94,9 @@ def fit_scorer(
     scorer = _fit(embeddings, scores, scale_max)
     report["ridge_alpha"] = float(scorer.model.alpha_)
     return scorer, report
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return spearmanr(a, b).statistic
