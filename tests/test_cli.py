@@ -23,7 +23,7 @@ def curate(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> s
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
 
 

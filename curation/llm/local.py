@@ -102,10 +102,12 @@ class LocalModel:
                 bar.update(1)
 
         prompts: dict[int, list[int]] = {}
+        extras: dict[int, dict[int, str]] = {}
         for i, request in enumerate(requests):
-            try:
+            try:  # a broken message list or label fails its item only
+                extras[i] = self._extra_ids(tokenizer, request.logprob_tokens) if request.logprobs else {}
                 prompts[i] = self._prompt_ids(tokenizer, request)
-            except Exception as e:  # a broken message list fails its item only
+            except Exception as e:  # noqa: BLE001
                 finish(i, _failed(e))
         # Same decoding mode in a batch; sorted by length so a batch pads little.
         groups: dict[tuple, list[int]] = {}
@@ -118,16 +120,16 @@ class LocalModel:
                 for start in range(0, len(members), self.cfg.batch_size):
                     batch = members[start : start + self.cfg.batch_size]
                     try:
-                        done = self._run(model, tokenizer, device, [requests[i] for i in batch], [prompts[i] for i in batch])
-                    except Exception as e:
+                        done = self._run(model, tokenizer, device, batch, requests, prompts, extras)
+                    except Exception as e:  # noqa: BLE001
                         if len(batch) == 1:
                             done = [_failed(e)]
                         else:  # isolate the item that fails (e.g. out of memory on a long one)
                             done = []
                             for i in batch:
                                 try:
-                                    done += self._run(model, tokenizer, device, [requests[i]], [prompts[i]])
-                                except Exception as e1:
+                                    done += self._run(model, tokenizer, device, [i], requests, prompts, extras)
+                                except Exception as e1:  # noqa: BLE001
                                     done.append(_failed(e1))
                     for i, completion in zip(batch, done, strict=True):
                         finish(i, completion)
@@ -142,10 +144,22 @@ class LocalModel:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-self.cfg.max_length :]
 
-    def _run(self, model: Any, tokenizer: Any, device: Any, requests: list[ChatRequest], prompts: list[list[int]]) -> list[Completion]:
+    def _run(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: Any,
+        batch: list[int],
+        all_requests: Sequence[ChatRequest],
+        all_prompts: dict[int, list[int]],
+        all_extras: dict[int, dict[int, str]],
+    ) -> list[Completion]:
         """One left-padded batch, all in the same decoding mode, decoded step by step."""
         import torch
 
+        requests = [all_requests[i] for i in batch]
+        prompts = [all_prompts[i] for i in batch]
+        extra = [all_extras[i] for i in batch]
         n, width = len(prompts), max(len(p) for p in prompts)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_ids(model, tokenizer)[0]
         input_ids = torch.full((n, width), pad, dtype=torch.long)
@@ -156,7 +170,6 @@ class LocalModel:
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         eos = set(_eos_ids(model, tokenizer))
-        extra = [self._extra_ids(tokenizer, r.logprob_tokens) if r.logprobs else {} for r in requests]
         greedy = requests[0].temperature == 0
         generators = None
         temperatures = torch.tensor([[max(r.temperature, 1e-5)] for r in requests], device=device)
@@ -252,7 +265,7 @@ def _key(text: str) -> str:
 def _position_logprobs(tokenizer: Any, logsoft: Any, top: int, extra: dict[int, str]) -> dict[str, float]:
     import torch
 
-    values, ids = torch.topk(logsoft, k=max(1, min(top, logsoft.shape[-1])))
+    _, ids = torch.topk(logsoft, k=max(1, min(top, logsoft.shape[-1])))
     chosen: dict[int, str] = {}
     for token_id in ids.tolist():
         chosen[token_id] = _key(tokenizer.decode([token_id]))
