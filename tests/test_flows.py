@@ -229,11 +229,11 @@ def test_a_served_schedule_runs_the_flow(tmp_path: Path, prefect_server: dict[st
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deployment = wait_for(lambda: read_deployment(prefect_server, "curate/served"), 60, served)
+        deployment = wait_for(lambda: read_deployment(prefect_server, "curate/served"), 120, served)
         assert deployment.schedules[0].schedule.interval.total_seconds() == 5
         assert deployment.parameters["config_path"] == str(config.resolve())
         assert deployment.parameters["out_dir"] == str(runs.resolve() / "served-{time}")
-        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, completed=True), 90, served)
+        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, completed=True), 240, served)
         assert completed, (tmp_path / "serve.log").read_text()[-3000:]
     finally:
         served.send_signal(signal.SIGINT)
