@@ -15,8 +15,9 @@ A jury is the mean of its judges' scores. "longer" is the baseline that prefers 
 answer (no model). Rubrics were chosen on orca only; oasst is the held-out check.
 
 Answers are cached in bench/results/cache (CachedModel, SQLite), so a re-run only rates what
-is new; s/rating is wall time per freshly computed rating, kept in bench/results/cache/
-timings.json across runs (the machine is shared: see the load average). Writes
+is new. s/rating is timed apart, without the cache: --time-sample items spread evenly over each
+dataset, rated fresh by every rubric (wall seconds per rating, batch size as configured; the
+machine is shared: see the load average). A jury's s/rating is the sum of its judges'. Writes
 bench/results/jury_agreement.json and prints a markdown table.
 """
 
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--max-chars", type=int, default=6000)
+    parser.add_argument("--time-sample", type=int, default=16, help="uncached items per rubric and dataset")
     parser.add_argument("--out", default=str(RESULTS / "jury_agreement.json"))
     args = parser.parse_args()
 
@@ -135,8 +137,6 @@ def main() -> None:
     local = LocalModel(Local(path=args.model, batch_size=args.batch_size, max_length=args.max_length))
     cache = AnswerCache(CACHE)
     model = CachedModel(local, cache)
-    timings_path = CACHE / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     load_before = [round(x, 2) for x in os.getloadavg()]
 
     scores: dict[str, dict[str, tuple[list, list]]] = {}
@@ -144,31 +144,38 @@ def main() -> None:
     for rubric in rubrics:
         text = load_rubric(rubric)
         judge = RubricJudge(rubric, model, text, max_chars=args.max_chars)
-        key = f"{local.identity} {judge.template_hash[:16]}"
         results[rubric] = {"template_sha256": judge.template_hash}
         for ds in datasets:
             pairs = data[ds]
             items = [JudgeItem(p, a) for p, a, _ in pairs] + [JudgeItem(p, b) for p, _, b in pairs]
-            before = local.usage.requests
-            start = time.perf_counter()
             ratings = judge.rate(items, progress=f"{rubric} / {ds}")
-            seconds = time.perf_counter() - start
-            fresh = local.usage.requests - before
-            t = timings.setdefault(key, {"seconds": 0.0, "ratings": 0})
-            if fresh:
-                t["seconds"] += seconds
-                t["ratings"] += fresh
             values = [r.score for r in ratings]
             n = len(pairs)
             scores.setdefault(rubric, {})[ds] = (values[:n], values[n:])
             results[rubric][ds] = {
                 **agreement(values[:n], values[n:]),
-                "methods": {m: sum(r.method == m for r in ratings) for m in ("logprobs", "json", "text", None)},
+                "methods": {str(m): sum(r.method == m for r in ratings) for m in ("logprobs", "json", "text", None)},
                 "mean_score": statistics.fmean(v for v in values if v is not None) if any(values) else None,
             }
-        t = timings.get(key, {})
-        results[rubric]["s_per_rating"] = t["seconds"] / t["ratings"] if t.get("ratings") else None
-        timings_path.write_text(json.dumps(timings, indent=2))
+    # Timing, uncached: the same evenly spread items for every rubric.
+    timing: dict[str, dict] = {}
+    for rubric in rubrics if args.time_sample else []:
+        fresh = RubricJudge(rubric, local, load_rubric(rubric), max_chars=args.max_chars)
+        seconds = count = tokens = 0
+        for ds in datasets:
+            pairs = data[ds]
+            items = [JudgeItem(p, a) for p, a, _ in pairs] + [JudgeItem(p, b) for p, _, b in pairs]
+            step = max(1, len(items) // args.time_sample)
+            sample = items[::step][: args.time_sample]
+            before = local.usage.prompt_tokens
+            start = time.perf_counter()
+            fresh.rate(sample)
+            seconds += time.perf_counter() - start
+            count += len(sample)
+            tokens += local.usage.prompt_tokens - before
+        timing[rubric] = {"seconds": seconds, "ratings": count, "mean_prompt_tokens": tokens / count}
+        results[rubric]["s_per_rating"] = seconds / count
+        results[rubric]["timing"] = timing[rubric]
 
     for name, members in juries.items():
         results[name] = {"members": members}
@@ -176,7 +183,7 @@ def main() -> None:
             pref = [_mean(s) for s in zip(*(scores[m][ds][0] for m in members), strict=True)]
             other = [_mean(s) for s in zip(*(scores[m][ds][1] for m in members), strict=True)]
             results[name][ds] = agreement(pref, other)
-        per = [results[m]["s_per_rating"] for m in members]
+        per = [results[m].get("s_per_rating") for m in members]
         results[name]["s_per_rating"] = sum(per) if all(p is not None for p in per) else None
 
     results["longer"] = {"s_per_rating": 0.0}
@@ -192,6 +199,7 @@ def main() -> None:
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "usage": vars(local.usage),
+        "time_sample": args.time_sample,
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
