@@ -11,7 +11,10 @@ Pairs of answers to the same prompt where humans preferred one:
 Each answer is rated alone (pointwise, G-Eval: the probability-weighted 1..5 rating from the
 log-probs of the first answer token). Agreement = the share of pairs where the preferred
 answer scores higher; a tie counts 0.5 (ties are also reported; an unrated answer makes a tie).
-A jury is the mean of its judges' scores. "longer" is the baseline that prefers the longer
+A jury is the mean of its judges' scores. "pairwise" shows both answers in one prompt
+(rubrics/pairwise.jinja), in both orders (curation.jury.pairwise): it agrees when both orders
+prefer the human's choice, disagrees when both prefer the other, and a verdict that flips with
+the order is a tie; its s/rating is per comparison (two requests). "longer" is the baseline that prefers the longer
 answer (no model). Rubrics were chosen on orca only; oasst is the held-out check.
 
 Answers are cached in bench/results/cache (CachedModel, SQLite), so a re-run only rates what
@@ -34,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from curation.jury.judge import JudgeItem, RubricJudge, load_rubric, render_conversation
+from curation.jury.pairwise import PairwiseJudge, position_stats
 from curation.llm.cache import AnswerCache, CachedModel
 from curation.llm.local import LocalModel
 from schemas.jury import Local
@@ -114,6 +118,7 @@ def main() -> None:
     parser.add_argument(
         "--jury", action="append", default=None, help="NAME=r1+r2+...: mean of those rubrics (repeatable)"
     )
+    parser.add_argument("--pairwise", default="pairwise", help="comparison rubric ('' = skip)")
     parser.add_argument("--datasets", default="orca,oasst")
     parser.add_argument("--orca-pairs", type=int, default=120)
     parser.add_argument("--oasst-pairs", type=int, default=120)
@@ -186,6 +191,9 @@ def main() -> None:
         per = [results[m].get("s_per_rating") for m in members]
         results[name]["s_per_rating"] = sum(per) if all(p is not None for p in per) else None
 
+    if args.pairwise:
+        results["pairwise"] = _pairwise(args, model, local, data, datasets)
+
     results["longer"] = {"s_per_rating": 0.0}
     for ds in datasets:
         pairs = data[ds]
@@ -206,6 +214,34 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(_table(out, datasets))
     print(f"\nwritten {args.out}")
+
+
+def _pairwise(args: argparse.Namespace, model: CachedModel, local: LocalModel, data: dict, datasets: list[str]) -> dict:
+    rubric = load_rubric(args.pairwise)
+    judge = PairwiseJudge("pairwise", model, rubric, max_chars=args.max_chars)
+    result: dict = {}
+    for ds in datasets:
+        found = judge.compare(data[ds], progress=f"pairwise / {ds}")
+        verdicts = [c.verdict for c in found]
+        result[ds] = {
+            "agreement": (verdicts.count("a") + 0.5 * verdicts.count("tie")) / len(found),
+            "wins": verdicts.count("a"),
+            "ties": verdicts.count("tie"),
+            "losses": verdicts.count("b"),
+            "pairs": len(found),
+            **position_stats(found),
+        }
+    if args.time_sample:
+        fresh = PairwiseJudge("pairwise", local, rubric, max_chars=args.max_chars)
+        seconds = count = 0
+        for ds in datasets:
+            sample = data[ds][:: max(1, len(data[ds]) // args.time_sample)][: args.time_sample // 2]
+            start = time.perf_counter()
+            fresh.compare(sample)
+            seconds += time.perf_counter() - start
+            count += len(sample)
+        result["s_per_rating"] = seconds / count
+    return result
 
 
 def _mean(values: tuple) -> float | None:

@@ -5,7 +5,9 @@ in the data for that same prompt (oasst sibling replies carry their human rank),
 configured generator models, and the bundled local model sampled at each `local_temperatures`.
 The jury rates every candidate (answers it already rated in the jury stage come from the cache),
 and `curation.jury.pairs.choose_pair` applies the rules: human ranks and/or jury scores, ties
-dropped, a minimum margin and a minimum chosen score. Each pair is a new preference record whose
+dropped, a minimum margin and a minimum chosen score. With `preference.pairwise`, every distinct
+jury model then compares each jury-ranked pair's two answers in both orders
+(`curation.jury.pairwise`) and the pair stays only if more models prefer the chosen one. Each pair is a new preference record whose
 `meta.preference` keeps every candidate with its origin, human rank and per-judge scores.
 Prompts that yield no pair are counted per reason; the sft records stay in the run either way.
 """
@@ -16,17 +18,18 @@ import hashlib
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 import polars as pl
 
 from curation.jury.aggregate import length_preference_rate
-from curation.jury.judge import JudgeItem, render_conversation
-from curation.jury.pairs import Candidate, PairDecision, choose_pair
+from curation.jury.judge import JudgeItem, load_rubric, render_conversation
+from curation.jury.pairs import Candidate, PairDecision, choose_pair, shuffled_order
+from curation.jury.pairwise import Comparison, PairwiseJudge, position_stats
 from curation.jury.stage import Jury
 from curation.llm.types import ChatModel, ChatRequest
-from schemas.jury import PreferenceConfig
+from schemas.jury import PairwiseCheck, PreferenceConfig
 from schemas.record import Record, records_frame
 
 STAGE = "preference"
@@ -93,13 +96,22 @@ def build_pairs(
     if jury is not None:
         _rate(prompts, cfg, jury, progress)
     rng = random.Random(cfg.seed)
+    decisions = [
+        # choose_pair breaks ties by input order; a per-prompt shuffle keeps that from always
+        # favouring the data's own answers, which come first.
+        choose_pair(_shuffled(p, cfg.seed), cfg.ranking, cfg.rejected, cfg.min_margin, cfg.min_chosen_score, rng)
+        for p in prompts
+    ]
+    checks: dict[int, dict] = {}
+    pairwise_stats = None
+    if cfg.pairwise is not None and jury is not None:
+        checks, pairwise_stats = _confirm_pairwise(prompts, decisions, cfg.pairwise, jury, progress)
     rows, reasons = [], Counter()
-    for p, prompt in enumerate(prompts):
-        decision = choose_pair(prompt.candidates, cfg.ranking, cfg.rejected, cfg.min_margin, cfg.min_chosen_score, rng)
+    for p, (prompt, decision) in enumerate(zip(prompts, decisions, strict=True)):
         if decision.reason is not None:
             reasons[decision.reason] += 1
             continue
-        rows.append(_pair_record(prompt, decision))
+        rows.append(_pair_record(prompt, decision, checks.get(p)))
     stats = {
         "prompts": len(prompts),
         "candidates": sum(len(p.candidates) for p in prompts),
@@ -110,7 +122,44 @@ def build_pairs(
             [len(r["chosen"][0]["content"]) for r in rows], [len(r["rejected"][0]["content"]) for r in rows]
         ),
     }
+    if pairwise_stats is not None:
+        stats["pairwise"] = pairwise_stats
     return records_frame(rows), stats
+
+
+def _confirm_pairwise(
+    prompts: list[Prompt], decisions: list[PairDecision], check: PairwiseCheck, jury: Jury, progress: bool
+) -> tuple[dict[int, dict], dict]:
+    """Compare chosen and rejected of every jury-ranked pair in both orders, once per distinct
+    jury model; drop (in `decisions`) the pairs most models do not confirm. Returns each compared
+    pair's verdicts by model, and the stats."""
+    todo = [i for i, d in enumerate(decisions) if d.reason is None and d.ranking == "jury"]
+    models = {j.model.identity: j.model for j in jury.judges}  # three rubrics on one model: one comparison
+    rubric = load_rubric(check.rubric)
+    pairs = [(render_conversation(prompts[i].turns), decisions[i].chosen.text, decisions[i].rejected.text) for i in todo]
+    checks: dict[int, dict] = {i: {} for i in todo}
+    comparisons: list[Comparison] = []
+    for identity, model in models.items():
+        judge = PairwiseJudge(identity, model, rubric, max_chars=jury.cfg.max_chars)
+        found = judge.compare(pairs, progress=f"pairwise {identity}" if progress and pairs else None)
+        comparisons += found
+        for i, c in zip(todo, found, strict=True):
+            checks[i][identity] = {"verdict": c.verdict, "chosen_first": c.a_first, "chosen_second": c.a_second}
+    outcome = Counter()
+    for i in todo:
+        votes = Counter(v["verdict"] for v in checks[i].values())
+        if votes["a"] > votes["b"]:
+            outcome["confirmed"] += 1
+            continue
+        reason = "pairwise_disagrees" if votes["b"] > votes["a"] else "pairwise_tie"
+        outcome[reason] += 1
+        decisions[i] = replace(decisions[i], chosen=None, rejected=None, reason=reason)
+    stats = {"compared": len(todo), **{k: outcome[k] for k in ("confirmed", "pairwise_tie", "pairwise_disagrees")}}
+    return checks, {**stats, **position_stats(comparisons)}
+
+
+def _shuffled(prompt: Prompt, seed: int) -> list[Candidate]:
+    return [prompt.candidates[i] for i in shuffled_order(len(prompt.candidates), prompt.first_id, seed)]
 
 
 def _needs_jury(prompt: Prompt, ranking: str) -> bool:
@@ -143,7 +192,7 @@ def _rate(prompts: list[Prompt], cfg: PreferenceConfig, jury: Jury, progress: bo
         }
 
 
-def _pair_record(prompt: Prompt, decision: PairDecision) -> dict:
+def _pair_record(prompt: Prompt, decision: PairDecision, pairwise: dict | None) -> dict:
     chosen, rejected = decision.chosen, decision.rejected
     key = orjson.dumps([prompt.turns, chosen.text, rejected.text])
 
@@ -165,6 +214,7 @@ def _pair_record(prompt: Prompt, decision: PairDecision) -> dict:
                 "chosen": described(chosen),
                 "rejected": described(rejected),
                 "candidates": [described(c) for c in prompt.candidates],
+                **({"pairwise": pairwise} if pairwise is not None else {}),
             }
         },
     ).to_row()

@@ -166,6 +166,8 @@ class CurateConfig(Strict):
                 f"preference.ranking '{pref.ranking}' rates candidates with the jury: add a `jury:`"
                 " section, or set ranking: human (oasst ranks only)"
             )
+        if pref.pairwise and self.jury is None:
+            raise ValueError("preference.pairwise compares answers with the jury's models: add a `jury:` section")
         c = pref.candidates
         if not (c.existing or c.generators or c.local_temperatures):
             raise ValueError("preference.candidates: no source of answers (existing, generators, local_temperatures)")
@@ -272,6 +274,9 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
             judge.rubric = _prompt_file(judge.rubric, "rubrics", base, f"jury.judges[{i}].rubric")
         if config.jury.cache_dir:
             config.jury.cache_dir = str(_resolve(config.jury.cache_dir, base))
+    if config.preference and config.preference.pairwise:
+        pairwise = config.preference.pairwise
+        pairwise.rubric = _prompt_file(pairwise.rubric, "rubrics", base, "preference.pairwise.rubric")
     if config.synthesis:
         config.synthesis.template = _prompt_file(config.synthesis.template, "prompts", base, "synthesis.template")
     if config.export and config.export.tokenizer:

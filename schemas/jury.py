@@ -142,6 +142,14 @@ class Candidates(Strict):
     max_tokens: int = Field(256, ge=16)
 
 
+class PairwiseCheck(Strict):
+    """Each distinct jury model compares a jury-ranked pair's chosen and rejected answers, shown in
+    both orders; the pair is kept only when more models prefer chosen than rejected in both orders
+    (else dropped: pairwise_tie / pairwise_disagrees). Human-ranked pairs are not second-guessed."""
+
+    rubric: str = Field("pairwise", description="Comparison rubric: a bundled name or a file.")
+
+
 class PreferenceConfig(Strict):
     candidates: Candidates = Candidates()
     max_prompts: int | None = Field(None, ge=1, description="Cap on prompts (generation cost).")
@@ -151,4 +159,5 @@ class PreferenceConfig(Strict):
     rejected: Literal["lowest", "random_lower"] = "lowest"
     min_margin: float = Field(0.5, ge=0)
     min_chosen_score: float | None = None
+    pairwise: PairwiseCheck | None = None
     seed: int = 0

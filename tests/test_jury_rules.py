@@ -19,6 +19,7 @@ from curation.jury.aggregate import (
 )
 from curation.jury.distill import fit_scorer, sample_indices
 from curation.jury.pairs import Candidate, choose_pair, pairwise_verdict, shuffled_order
+from curation.jury.pairwise import Comparison, position_stats
 
 nan = np.nan
 
@@ -324,3 +325,18 @@ def test_fit_scorer_needs_ten_scored_rows() -> None:
     _, report = fit_scorer(embeddings[:10], np.arange(10.0) % 5 + 1, holdout=0.95, seed=0, scale_max=5, min_score=None)
     assert (report["n_train"], report["n_holdout"]) == (2, 8)
     assert not math.isnan(report["mae"])
+
+
+def test_position_stats_count_order_consistency_and_first_shown_wins() -> None:
+    comparisons = [
+        Comparison("a", 0.3, 0.2, ("1", "2")),  # A wins in both orders
+        Comparison("tie", 0.3, -0.2, ("1", "1")),  # the first shown always wins: position bias
+        Comparison("tie", 0.4, None, ("1", None)),  # the swap was unreadable
+        Comparison("b", -0.1, -0.3, ("2", "1")),  # B wins in both orders
+    ]
+    stats = position_stats(comparisons)
+    assert stats["comparisons"] == 4
+    assert stats["order_consistent"] == 0.5
+    # first-shown preferences: 0.3, 0.3, 0.4, -0.1 (a_first) and -0.2, 0.2, 0.3 (-a_second): 5 of 7 > 0
+    assert stats["first_shown_wins"] == pytest.approx(5 / 7)
+    assert position_stats([]) == {"comparisons": 0, "order_consistent": None, "first_shown_wins": None}

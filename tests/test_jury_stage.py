@@ -19,9 +19,13 @@ import pytest
 import yaml
 
 from curation.ingest import ingest
+from curation.jury.judge import load_rubric
+from curation.jury.pairwise import PairwiseJudge
+from curation.llm.endpoint import EndpointModel
 from curation.pipeline import Expansion, RunLedger, build_stages, write_run
 from openai_server import FakeOpenAI, Reply, rating_reply
 from schemas.config import ConfigError, load_config
+from schemas.jury import Endpoint
 
 REPO = Path(__file__).resolve().parents[1]
 QUALITY = re.compile(r"quality=(\d)")
@@ -329,6 +333,87 @@ def test_preference_pairs_from_oasst_ranks_and_generated_answers(
     assert rankings == {"human", "jury"}
 
 
+ANSWERS = re.compile(r"Answer 1:\n(.*)\n\nAnswer 2:\n(.*)", re.DOTALL)
+
+
+def test_pairwise_check_keeps_only_pairs_confirmed_in_both_orders(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    """Pointwise, every data answer (quality=4) beats the generated one (quality=2). Compared
+    pairwise, the judge is sound on questions 0 and 3, always picks the answer shown first on 1
+    and 4 (position bias: a tie), and consistently prefers the worse answer on 2 and 5."""
+
+    def handler(body: dict) -> Reply:
+        if body["model"] == "writer":
+            return Reply(text="A short generated answer. quality=2")
+        text = body["messages"][0]["content"]
+        shown = ANSWERS.search(text)
+        if shown is None:  # pointwise rating
+            return rating_reply(body, quality_of(body) or 3)
+        question = int(re.search(r"Question number (\d+)", text).group(1))
+        first, second = (int(QUALITY.findall(a)[-1]) for a in shown.groups())
+        better_first = first > second
+        pick = {0: 1 if better_first else 2, 1: 1, 2: 2 if better_first else 1}[question % 3]
+        return rating_reply(body, pick, scale_max=2)
+
+    openai_server.handler = handler
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(6, [4]))
+    config = {
+        "inputs": [{"path": str(data)}],
+        "jury": {
+            # Two rubrics on one model: it compares each pair once (both orders), not twice.
+            "judges": [
+                {"name": "a", "rubric": "helpfulness", "model": endpoint(openai_server, "judge")},
+                {"name": "b", "rubric": "correctness", "model": endpoint(openai_server, "judge")},
+            ],
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "preference": {
+            "candidates": {"existing": True, "generators": [endpoint(openai_server, "writer")]},
+            "ranking": "jury",
+            "pairwise": {},
+        },
+    }
+    stats, out = run_pipeline(tmp_path, config)
+    pref = next(s for s in stats["stages"] if s["stage"] == "preference")
+    assert pref["pairwise"] == {
+        "compared": 6,
+        "confirmed": 2,
+        "pairwise_tie": 2,
+        "pairwise_disagrees": 2,
+        "comparisons": 6,
+        "order_consistent": pytest.approx(4 / 6),
+        "first_shown_wins": pytest.approx(8 / 12),  # sound/contrary: 1 of 2 orders; biased: 2 of 2
+    }
+    assert pref["no_pair_by_reason"] == {"pairwise_tie": 2, "pairwise_disagrees": 2}
+    comparisons = [b for b in openai_server.calls if ANSWERS.search(b["messages"][0]["content"])]
+    assert len(comparisons) == 12  # 6 pairs x 2 orders x 1 distinct model
+    pairs = pl.read_parquet(out / "kept.parquet").filter(pl.col("kind") == "preference")
+    assert pairs.height == 2 and stats["invariant"]["holds"]
+    for row in pairs.iter_rows(named=True):
+        assert "quality=4" in row["chosen"][0]["content"]
+        check = orjson.loads(row["meta"])["preference"]["pairwise"]
+        (verdict,) = check.values()  # one distinct model
+        assert verdict["verdict"] == "a" and verdict["chosen_first"] > 0 and verdict["chosen_second"] > 0
+
+
+def test_a_comparison_rubric_is_not_a_pointwise_rubric(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(1, [3]))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [{"path": str(data)}], "jury": {"judges": [{"name": "a", "rubric": "pairwise"}]}}))
+    with pytest.raises(ConfigError, match=r"judge a: this rubric compares two answers"):
+        build_stages(load_config(path), tmp_path / "run", progress=False)
+    pointwise = tmp_path / "one_answer.jinja"
+    pointwise.write_text("Which is better? {{ prompt }} {{ answer }}")
+    path.write_text(yaml.safe_dump({
+        "inputs": [{"path": str(data)}],
+        "jury": {"judges": [{"name": "a"}]},
+        "preference": {"ranking": "jury", "pairwise": {"rubric": str(pointwise)}},
+    }))
+    cfg = load_config(path)
+    model = EndpointModel(Endpoint(base_url="http://127.0.0.1:9/v1", model="m"))  # never called
+    with pytest.raises(ConfigError, match=r"a comparison rubric must show both answers"):
+        PairwiseJudge("m", model, load_rubric(cfg.preference.pairwise.rubric))
+
+
 # --- config -----------------------------------------------------------------------------------
 
 
@@ -341,6 +426,8 @@ def test_preference_pairs_from_oasst_ranks_and_generated_answers(
         ({"jury": {"min_score": 7}}, "jury: min_score (7.0) is outside the scale 1..5"),
         ({"jury": {"budget_usd": 3}}, "budget_usd needs a price"),
         ({"preference": {}}, "preference.ranking 'human_then_jury' rates candidates with the jury"),
+        ({"preference": {"ranking": "human", "pairwise": {}}}, "preference.pairwise compares answers with the jury's models"),
+        ({"jury": {"judges": [{"name": "a"}]}, "preference": {"pairwise": {"rubric": "pairwize"}}}, "preference.pairwise.rubric: 'pairwize' is neither"),
         ({"jury": {"judges": [{"name": "a", "model": {"local": {"path": "nowhere"}}}]}}, "jury.judges[0].model.local.path: path not found"),
         ({"synthesis": {"chunk_tokens": 64, "chunk_overlap": 64}}, "chunk_overlap (64) must be below chunk_tokens (64)"),
         ({"jury": {"judges": [{"name": "a", "temprature": 0.2}]}}, "jury.judges[0].temprature: unknown key"),

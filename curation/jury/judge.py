@@ -2,8 +2,9 @@
 
 A rubric is a Jinja2 template (sandboxed, undefined variables are errors) that renders the user
 message from `prompt` (what the answer responds to, as text), `answer` (the text rated) and
-`scale_max`. It holds the criterion only: the judge appends the answer format for the model's
-mode itself:
+`scale_max`; a comparison rubric (see curation.jury.pairwise) also renders `second`, the answer
+shown second, and rates 1 (the first is better) or 2 (the second is). It holds the criterion
+only: the judge appends the answer format for the model's mode itself:
 
 - logprobs (the model returns token log-probabilities): the rating digit alone, one token; the
   score is the G-Eval expectation sum(p_i * i) / sum(p_i) over the labels 1..scale_max at the
@@ -44,6 +45,7 @@ MIN_LABEL_MASS = 1e-6  # below this the log-probs carry no rating: read the text
 class JudgeItem:
     prompt: str  # what the answer responds to, rendered as text ("" for raw documents)
     answer: str  # the text rated: the last assistant turn, or a raw document
+    second: str | None = None  # comparison rubrics only: the answer shown second
 
 
 @dataclass
@@ -174,8 +176,10 @@ class RubricJudge:
         max_tokens: int = 256,
         reasks: int = 2,
         max_chars: int = 6000,
+        comparison: bool = False,
     ) -> None:
-        """`rubric` is the template text (see load_rubric); a bundled rubric's name also works."""
+        """`rubric` is the template text (see load_rubric); a bundled rubric's name also works.
+        `comparison`: the rubric compares `answer` with `second` (it must use both)."""
         if re.fullmatch(r"[A-Za-z0-9_.-]+", rubric) and rubric in bundled_rubrics():
             rubric = load_rubric(rubric)
         self.name = name
@@ -196,11 +200,22 @@ class RubricJudge:
         try:
             # A rubric may place the answer-format line itself ({{ instruction }}, e.g. before a
             # long answer, so the answer comes last); otherwise the judge appends it.
-            self._places_instruction = "instruction" in meta.find_undeclared_variables(_ENV.parse(rubric))
+            variables = meta.find_undeclared_variables(_ENV.parse(rubric))
+            self._places_instruction = "instruction" in variables
             self._template = _ENV.from_string(rubric)
-            self._template.render(prompt="p", answer="a", scale_max=scale_max, instruction="i")  # undefined names fail now
+            # Undefined names fail now, not on the first item.
+            self._template.render(prompt="p", answer="a", second="b", scale_max=scale_max, instruction="i")
         except TemplateError as e:
             raise ConfigError(f"judge {name}: rubric template error: {e}") from e
+        if comparison != ("second" in variables):
+            raise ConfigError(
+                f"judge {name}: "
+                + (
+                    "a comparison rubric must show both answers ({{ answer }} and {{ second }})"
+                    if comparison
+                    else "this rubric compares two answers ({{ second }}): use it as preference.pairwise.rubric"
+                )
+            )
 
     # -------------------------------------------------------------- prompts
     def _format_instruction(self) -> str:
@@ -227,6 +242,7 @@ class RubricJudge:
         body = self._template.render(
             prompt=_cut_start(item.prompt, self.max_chars),
             answer=_cut_end(item.answer, self.max_chars),
+            second=_cut_end(item.second or "", self.max_chars),
             scale_max=self.scale_max,
             instruction=instruction,
         ).strip()
