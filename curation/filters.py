@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from curation.engine import Engine, LocalEngine
 from curation.models import load_tokenizer
 from curation.stage import Stage, StageResult, split_rejects
 from curation.text import text_view
@@ -140,9 +141,10 @@ class Work:
 Section = Callable[[Work], list[Check]]
 
 
-def build_filter_stage(cfg: Filters) -> Stage:
+def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
     """The `filters` stage; only configured sections check anything. Slow setup (tokenizer,
-    phrase files) happens here, once, so a bad path fails before any records are read."""
+    phrase files) happens here, once, so a bad path fails before any records are read.
+    Rows are judged independently: `engine` labels partitions of them (default: this process)."""
     sections: list[Section] = []
     if cfg.length:
         sections.append(_length_section(cfg.length))
@@ -158,12 +160,15 @@ def build_filter_stage(cfg: Filters) -> Stage:
         checks = [check for section in sections for check in section(work)]  # extends work.frame
         return _label(work.frame, checks)
 
-    def run(records: pl.DataFrame) -> StageResult:
-        # Rows are judged independently and most list expressions run on one core, so slices
-        # labelled on parallel threads (polars releases the GIL) use every core.
+    def label_on_threads(records: pl.DataFrame) -> list[tuple[pl.Series, pl.Series]]:
+        # Most list expressions run on one core, so slices labelled on parallel threads (polars
+        # releases the GIL) use every core.
         slices = records.iter_slices(max(PARALLEL_MIN_ROWS, -(-records.height // _threads())))
         with ThreadPoolExecutor(_threads()) as pool:
-            labels = list(pool.map(label, slices))
+            return list(pool.map(label, slices))
+
+    def run(records: pl.DataFrame) -> StageResult:
+        labels = [lab for part in (engine or LocalEngine()).map(label_on_threads, records, STAGE) for lab in part]
         reason = pl.concat([r for r, _ in labels]) if labels else pl.Series([], dtype=pl.String)
         detail = pl.concat([d for _, d in labels]) if labels else pl.Series([], dtype=pl.String)
         return split_rejects(records, STAGE, pl.lit(reason), pl.lit(detail))

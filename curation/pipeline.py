@@ -19,6 +19,7 @@ import polars as pl
 from curation.dedup.exact import build_exact_stage
 from curation.dedup.minhash import build_minhash_stage
 from curation.dedup.semantic import build_semantic_stage
+from curation.engine import open_engine
 from curation.filters import build_filter_stage
 from curation.ingest import IngestResult
 from curation.jury.stage import Jury, build_jury_stage, default_cache
@@ -57,15 +58,16 @@ def build_stages(config: CurateConfig, out_dir: Path, progress: bool = True) -> 
     budget = Budget(config.jury.budget_usd) if config.jury else None
     if config.synthesis:
         stages.append(_synthesis(config, cache, budget, out_dir, progress))
+    engine = open_engine(config.execution, progress)
     if config.filters:
-        stages.append(build_filter_stage(config.filters))
+        stages.append(build_filter_stage(config.filters, engine))
     dedup = config.dedup
     if dedup and dedup.exact:
-        stages.append(build_exact_stage(dedup.exact))
+        stages.append(build_exact_stage(dedup.exact, engine))
     if dedup and dedup.minhash:
-        stages.append(build_minhash_stage(dedup.minhash, progress=progress))
+        stages.append(build_minhash_stage(dedup.minhash, progress, engine))
     if dedup and dedup.semantic:
-        stages.append(build_semantic_stage(dedup.semantic, progress=progress))
+        stages.append(build_semantic_stage(dedup.semantic, progress, engine))
     jury = Jury(config.jury, cache, budget) if config.jury else None
     if config.jury and jury:
         stages.append(build_jury_stage(config.jury, jury, out_dir, progress=progress))

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from schemas.base import ConfigError, Strict, TextView
+from schemas.execution import ExecutionConfig
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.train import TrainConfig
@@ -149,6 +150,7 @@ class CurateConfig(Strict):
     validation: ValidationConfig | None = None
     publish: PublishConfig | None = None
     train: TrainConfig | None = None
+    execution: ExecutionConfig = ExecutionConfig()
 
     @model_validator(mode="after")
     def _score_range_follows_the_jury(self) -> CurateConfig:

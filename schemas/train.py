@@ -92,6 +92,9 @@ class Eval(Strict):
     """Post-training evaluation on the held-out rows (training/evaluate.py)."""
 
     enabled: bool = True
+    max_rows: int | None = Field(
+        None, ge=1, description="Held-out rows for eval loss (the test split is shuffled); null = all."
+    )
     rouge_sample: int = Field(16, ge=0, description="Held-out conversations to answer for ROUGE-L; 0 = none.")
     max_new_tokens: int = Field(128, ge=1, description="Tokens per generated answer, within max_seq_length.")
 

@@ -86,3 +86,34 @@ def openai_server() -> Iterator[FakeOpenAI]:
     """A started FakeOpenAI on 127.0.0.1; it echoes the last message until a test sets `.handler`."""
     with FakeOpenAI() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A real local Ray cluster on 127.0.0.1: a head node and one worker node, one CPU each.
+
+    Yields its address for `execution.address`. Started with the `ray` CLI of this venv, so
+    workers import the project from the same environment. `ray stop` ends both nodes.
+    """
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes).
+    temp = Path(f"/tmp/ray-test-{os.getpid()}")
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+        check=True, env=env, capture_output=True, timeout=180,
+    )
+    try:
+        subprocess.run(
+            [ray_bin, "start", f"--address=127.0.0.1:{port}", *common],
+            check=True, env=env, capture_output=True, timeout=180,
+        )
+        yield f"127.0.0.1:{port}"
+    finally:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -198,11 +198,15 @@ def test_rubrics_load_and_missing_rubric_names_itself(tmp_path) -> None:
     names = bundled_rubrics()
     for required in ("helpfulness", "correctness", "clarity", "instruction_following", "geval_plain"):
         assert required in names
-    for name in names:
+    for name in (n for n in names if n != "pairwise"):
         judge = RubricJudge(name, ScriptedModel([]), load_rubric(name))
         text = judge.user_message(JudgeItem("User: What is 2+2?", "4"))
         assert "What is 2+2?" in text and text.rstrip().endswith(("4", ".", ":"))
         assert judge.user_message(JudgeItem("", "A raw document."))  # raw documents render too
+    # The comparison rubric shows both answers, in the order given.
+    pairwise = RubricJudge("p", ScriptedModel([]), load_rubric("pairwise"), scale_max=2, comparison=True)
+    text = pairwise.user_message(JudgeItem("User: What is 2+2?", "It is 4.", "It is 5."))
+    assert "What is 2+2?" in text and text.index("It is 4.") < text.index("It is 5.")
     path = tmp_path / "mine.jinja"
     path.write_text("Rate it: {{ answer }}")
     assert load_rubric(str(path)) == "Rate it: {{ answer }}"

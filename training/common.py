@@ -120,6 +120,8 @@ def prepare_inputs(
     train_rows, dropped = rows(
         train, "train", params.batch_size, f"fewer than one batch (batch_size {params.batch_size})"
     )
+    if eval is not None and cfg.eval.max_rows is not None and eval.num_rows > cfg.eval.max_rows:
+        eval = eval.select(range(cfg.eval.max_rows))  # export's test split is already shuffled
     eval_rows = rows(eval, "eval", 1, "nothing to evaluate on")[0] if eval is not None else None
     return Inputs(base_dir, tokenizer, train_rows, eval_rows, dropped)
 

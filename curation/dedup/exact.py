@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from curation.dedup.common import split_duplicates
+from curation.engine import Engine, LocalEngine
 from curation.stage import Stage, StageResult
 from curation.text import text_view
 from schemas.config import ExactDedup
@@ -41,19 +42,28 @@ def normalised_text(cfg: ExactDedup) -> pl.Expr:
     return text
 
 
-def build_exact_stage(cfg: ExactDedup) -> Stage:
+def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None) -> Stage:
+    """`engine` computes the per-row keys by partitions (default: this process); the grouping
+    by key needs only the keys (8 bytes a record)."""
     detail = f"same text after normalising {', '.join(cfg.normalize) or 'nothing'}"
 
-    def run(records: pl.DataFrame) -> StageResult:
+    def keys(records: pl.DataFrame) -> pl.Series:
         text = pl.col("text")
         # The streaming engine normalises morsels on all cores; a frame op would use one.
-        roots = (
+        return (
             records.lazy()
             .select(normalised_text(cfg).alias("text"))
             .select(pl.when(text.str.strip_chars() != "").then(text.hash(HASH_SEED)).alias("key"))
+            .collect(engine="streaming")
+            .to_series()
+        )
+
+    def run(records: pl.DataFrame) -> StageResult:
+        key = pl.concat((engine or LocalEngine()).map(keys, records, STAGE))
+        roots = (
+            pl.DataFrame({"key": key})
             .with_row_index("row")
             .select(pl.when(pl.col("key").is_null()).then("row").otherwise(pl.col("row").first().over("key")))
-            .collect(engine="streaming")
             .to_series()
             .to_numpy()
         )

@@ -38,6 +38,7 @@ from datasketch.lsh import _optimal_param  # the routine behind MinHashLSH(thres
 from tqdm import tqdm
 
 from curation.dedup.common import earliest_roots, split_duplicates
+from curation.engine import Engine, LocalEngine
 from curation.stage import Stage, StageResult
 from curation.text import text_view
 from schemas.config import MinHashDedup
@@ -53,17 +54,28 @@ SEED = 0x5EED
 FOLD = np.uint64(0x9E3779B97F4A7C15)  # odd: folding hashes with it loses no information
 
 
-def build_minhash_stage(cfg: MinHashDedup, progress: bool = True) -> Stage:
+def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine | None = None) -> Stage:
+    """`engine` computes the band keys by partitions (default: this process); only the keys
+    (8 bytes a band per record; the signatures too when verify is off) come back for grouping."""
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.verify)
     a, b = permutations(cfg.num_perm)
     perms = a[: bands * rows], b[: bands * rows]  # the optimiser may leave a few unused
+    engine = engine or LocalEngine()
+
+    def band_keys(records: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        texts = records.select(text_view(cfg.view)).to_series()
+        docs, sigs = signatures(texts, cfg.ngram, perms, progress and engine.name == "local")
+        return docs, _band_keys(sigs, bands, rows), None if cfg.verify else sigs
 
     def run(records: pl.DataFrame) -> StageResult:
-        texts = records.select(text_view(cfg.view)).to_series()
-        docs, sigs = signatures(texts, cfg.ngram, perms, progress)
-        left, right = candidate_pairs(sigs, bands, rows)
+        parts = engine.map(band_keys, records, STAGE)
+        starts = engine.starts(records.height)
+        docs = np.concatenate([d + start for (d, _, _), start in zip(parts, starts, strict=True)])
+        keys = np.concatenate([k for _, k, _ in parts], axis=1)
+        left, right = candidate_pairs(keys)
         left, right = docs[left], docs[right]
         extra = {"bands": bands, "rows": rows, "candidate_pairs": len(left)}
+        texts = records.select(text_view(cfg.view)).to_series()
         if cfg.verify:
             sets = ShingleSets(texts, _unique(np.r_[left, right]), cfg.ngram)
             keep = sets.jaccard(left, right) >= cfg.threshold
@@ -74,6 +86,7 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True) -> Stage:
         if cfg.verify:
             label, score = "jaccard {:.2f}", sets.jaccard(dup, root[dup])
         else:
+            sigs = np.concatenate([s for _, _, s in parts], axis=1)
             at_dup, at_root = np.searchsorted(docs, dup), np.searchsorted(docs, root[dup])
             label, score = "minhash estimate of jaccard {:.2f}", (sigs[:, at_dup] == sigs[:, at_root]).mean(0)
         detail = pl.Series([label.format(s) for s in score], dtype=pl.String)
@@ -156,16 +169,11 @@ def _minhash(hashes: np.ndarray, counts: np.ndarray, perms: tuple[np.ndarray, np
     return out
 
 
-def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unique (i < j) signature columns to compare: documents that share a band key, each with
-    the first document of the bucket and its BUCKET_WINDOW - 1 predecessors in it."""
-    n = sigs.shape[1]
-    keys = np.empty((bands, n), np.uint64)
-    for j in range(bands):
-        key = np.full(n, j, np.uint64)  # the band number salts its keys
-        for row in sigs[j * rows : (j + 1) * rows]:
-            key = key * FOLD + row
-        keys[j] = key
+def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique (i < j) columns of the band keys [bands, n] to compare: documents that share a
+    band key, each with the first document of the bucket and its BUCKET_WINDOW - 1
+    predecessors in it."""
+    bands, n = keys.shape
     # One plain sort (10x faster than an argsort) groups the buckets: the document index takes
     # the low bits of the mixed band key, so documents also ascend within a bucket. Truncated
     # keys collide by chance for ~2^(3b - 65) pairs per band with b = log2(n) bits: none below
@@ -266,6 +274,8 @@ def index_signatures(texts: pl.Series, cfg: MinHashDedup, progress: bool = False
 
 
 def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """[bands, n] u64: each band's `rows` signature values folded into one key, salted by the
+    band number."""
     keys = np.empty((bands, sigs.shape[1]), np.uint64)
     for j in range(bands):
         key = np.full(sigs.shape[1], j, np.uint64)

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from curation.dedup.common import split_duplicates
+from curation.engine import Engine, LocalEngine
 from curation.stage import Stage, StageResult
 from curation.text import text_view
 from schemas.bundled import minilm_dir
@@ -42,11 +43,21 @@ BLOCK_SIMILARITIES = 1 << 24  # float32 similarities computed at once (64 MB)
 SEED = 0
 
 
-def build_semantic_stage(cfg: SemanticDedup, progress: bool = True) -> Stage:
-    def run(records: pl.DataFrame) -> StageResult:
+def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engine | None = None) -> Stage:
+    """`engine` embeds partitions of the records (default: this process; on Ray, each worker
+    process loads the model once); k-means and the similarities run on the embeddings."""
+    engine = engine or LocalEngine()
+
+    def embed_rows(records: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         texts = records.select(text_view(cfg.view)).to_series()
         rows = np.flatnonzero((texts.str.strip_chars() != "").to_numpy())
-        embeddings = embed(texts.gather(rows).to_list(), cfg, progress)
+        return rows, embed(texts.gather(rows).to_list(), cfg, progress and engine.name == "local")
+
+    def run(records: pl.DataFrame) -> StageResult:
+        parts = engine.map(embed_rows, records, STAGE)
+        starts = engine.starts(records.height)
+        rows = np.concatenate([r + start for (r, _), start in zip(parts, starts, strict=True)]).astype(np.int64)
+        embeddings = np.concatenate([e for r, e in parts if len(r)]) if len(rows) else np.zeros((0, 1), np.float32)
         labels = partitions(embeddings, cfg.clusters)
         root = np.arange(records.height)
         cosine = np.zeros(records.height, np.float32)
