@@ -100,6 +100,9 @@ def ray_cluster() -> Iterator[str]:
     # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes).
     temp = Path(f"/tmp/ray-test-{os.getpid()}")
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    # No token auth: a token file left in ~/.ray by another Ray user would turn it on for the
+    # head only, and the worker and this driver would be refused.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
