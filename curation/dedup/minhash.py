@@ -75,8 +75,8 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         left, right = candidate_pairs(keys)
         left, right = docs[left], docs[right]
         extra = {"bands": bands, "rows": rows, "candidate_pairs": len(left)}
-        texts = records.select(text_view(cfg.view)).to_series()
         if cfg.verify:
+            texts = records.select(text_view(cfg.view)).to_series()
             sets = ShingleSets(texts, _unique(np.r_[left, right]), cfg.ngram)
             keep = sets.jaccard(left, right) >= cfg.threshold
             left, right = left[keep], right[keep]
