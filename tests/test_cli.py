@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -183,12 +184,18 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
-        flow_runs, tasks = asyncio.run(runs())
+    expected = {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "jury", "preference",
+                "export", "write-run", "validate", "report", "sft", "dpo"}
+    # Task runs reach the server as events, a little after the client exits: wait for the last ones.
+    for _ in range(30):
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+            flow_runs, tasks = asyncio.run(runs())
+        names = {t.name.rsplit("-", 1)[0] for t in tasks}
+        if expected <= names:
+            break
+        time.sleep(1)
     # This run's flows only (other tests share the server): curate-then-train and its subflows.
     flow_runs = [r for r in flow_runs if str(out.resolve()) in (r.parameters.get("run_dir"), r.parameters.get("out_dir"))]
     assert all(r.state.is_completed() for r in flow_runs)
     assert len(flow_runs) == 3
-    names = {t.name.rsplit("-", 1)[0] for t in tasks}
-    assert {"ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "jury", "preference", "export",
-            "write-run", "validate", "report", "sft", "dpo"} <= names
+    assert expected <= names
