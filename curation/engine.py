@@ -1,10 +1,12 @@
 """Where per-partition work runs: in this process, or as tasks on a Ray cluster.
 
 A stage with work that splits by rows (filter labels, exact-dedup keys, MinHash band keys,
-embeddings) hands a function of a frame to `engine.map`. The local engine calls it once on the
-whole frame (the function parallelises on threads itself); the Ray engine cuts the frame into
-`execution.batch_size` partitions and runs one Ray task per partition on the cluster. Results come
-back in partition order, so the stage's corpus-wide step (first occurrence, connected components,
+embeddings) hands a function of a frame to `engine.map`. The partitions are a corpus's shards
+(curation/corpus.py), or, for an in-memory frame, the whole frame (local) or slices of
+`execution.batch_size` rows (Ray). The local engine calls the function on one partition at a time
+(it parallelises on threads itself); the Ray engine runs one Ray task per partition on the
+cluster, a bounded number in flight so the driver never holds the corpus. Results come back in
+partition order, so the stage's corpus-wide step (first occurrence, connected components,
 k-means) sees the same input either way and a run keeps and rejects the same records on both
 engines. Only that compact per-row output travels back, never a model or an index.
 """
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import polars as pl
 from tqdm import tqdm
 
+from curation.corpus import Corpus, Source
 from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
 
@@ -27,19 +31,32 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address
 
 
-class LocalEngine:
+class _Mapper:
+    def imap(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
+        raise NotImplementedError
+
+    def map(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> list[T]:
+        """[fn(part) for part in partitions], in partition order. `imap` yields them one by one,
+        for results too large to hold together (embeddings)."""
+        return list(self.imap(fn, records, desc))
+
+
+class LocalEngine(_Mapper):
     name = "local"
 
-    def map(self, fn: Callable[[pl.DataFrame], T], records: pl.DataFrame, desc: str | None = None) -> list[T]:
-        """[fn(records)]: one partition, the whole frame."""
-        return [fn(records)]
+    def imap(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
+        """A corpus's shards one by one, or the whole frame."""
+        if isinstance(records, Corpus):
+            yield from (fn(frame) for frame in records.frames())
+        else:
+            yield fn(records)
 
-    def starts(self, rows: int) -> list[int]:
-        """The first row of each partition `map` makes of a frame of `rows` rows."""
-        return [0]
+    def starts(self, records: Source) -> list[int]:
+        """The first row of each partition `map` makes."""
+        return records.starts if isinstance(records, Corpus) else [0]
 
 
-class RayEngine:
+class RayEngine(_Mapper):
     """Ray tasks over row partitions. Connects on creation: a wrong address fails before any work."""
 
     name = "ray"
@@ -69,24 +86,32 @@ class RayEngine:
         resources = ray.cluster_resources()
         log.info("ray: %s CPUs on %s nodes", resources.get("CPU"), len(ray.nodes()))
 
-    def starts(self, rows: int) -> list[int]:
-        return list(range(0, rows, self.batch_size)) or [0]
+    def starts(self, records: Source) -> list[int]:
+        if isinstance(records, Corpus):
+            return records.starts
+        return list(range(0, records.height, self.batch_size)) or [0]
 
-    def map(self, fn: Callable[[pl.DataFrame], T], records: pl.DataFrame, desc: str | None = None) -> list[T]:
-        """[fn(part) for part in partitions of batch_size rows], each a Ray task."""
+    def imap(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
+        """One Ray task per partition; at most `window` submitted and not yet yielded."""
         ray = self._ray
         task = ray.remote(_call)
         fn_ref = ray.put(fn)  # shipped once, not once per partition
-        parts = [records.slice(lo, self.batch_size) for lo in self.starts(records.height)]
-        pending = {task.remote(fn_ref, part): k for k, part in enumerate(parts)}
-        results: list = [None] * len(parts)
-        with tqdm(total=len(parts), desc=f"{desc} (ray)" if desc else "ray", disable=not self.progress) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    results[pending.pop(ref)] = ray.get(ref)
+        if isinstance(records, Corpus):
+            parts: Iterator[pl.DataFrame] = records.frames()
+        else:
+            parts = (records.slice(lo, self.batch_size) for lo in self.starts(records))
+        window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # keeps every worker busy
+        pending: deque = deque()
+        total = len(self.starts(records))
+        with tqdm(total=total, desc=f"{desc} (ray)" if desc else "ray", disable=not self.progress) as bar:
+            for part in parts:
+                pending.append(task.remote(fn_ref, part))
+                if len(pending) >= window:
+                    yield ray.get(pending.popleft())
                     bar.update()
-        return results
+            while pending:
+                yield ray.get(pending.popleft())
+                bar.update()
 
 
 def _check_reachable(address: str | None) -> None:

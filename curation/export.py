@@ -320,8 +320,8 @@ def export_run(
     result = split_rejects(
         records,
         STAGE,
-        pl.lit(pl.Series([c.reason if c else None for c in checked], dtype=pl.String)),
-        pl.lit(pl.Series([c.detail if c else None for c in checked], dtype=pl.String)),
+        pl.Series([c.reason if c else None for c in checked], dtype=pl.String),
+        pl.Series([c.detail if c else None for c in checked], dtype=pl.String),
     )
     sets = {kind: [c.row for c in exported if c.reason is None and c.row["kind"] == kind] for kind in kinds}
 

@@ -171,9 +171,9 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
         labels = [lab for part in (engine or LocalEngine()).map(label_on_threads, records, STAGE) for lab in part]
         reason = pl.concat([r for r, _ in labels]) if labels else pl.Series([], dtype=pl.String)
         detail = pl.concat([d for _, d in labels]) if labels else pl.Series([], dtype=pl.String)
-        return split_rejects(records, STAGE, pl.lit(reason), pl.lit(detail))
+        return split_rejects(records, STAGE, reason, detail)
 
-    return Stage(name=STAGE, run=run)
+    return Stage(name=STAGE, run=run, streams=True)
 
 
 def _threads() -> int:

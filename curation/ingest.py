@@ -4,6 +4,10 @@ A reader turns a file into input rows (a parsed JSON value, its source and raw b
 detected per file from the first JSON object, turns a row into record drafts; `Record`
 validates each draft. Nothing malformed raises: it becomes a reject with a named reason, so
 every input row is accounted for.
+
+Given a directory, ingest streams: records and rejects go to parquet shards (curation/corpus.py)
+every `batch_size` rows, and JSON Lines and parquet inputs are read a line / row group at a time,
+so memory does not grow with the corpus (only the set of ids given out does).
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,12 +28,14 @@ import polars as pl
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from curation.corpus import CorpusWriter, Source
 from curation.stage import StageResult
 from schemas.config import ConfigError, InputFormat, InputShape, InputSpec, expand_input
-from schemas.record import Record, meta_json, records_frame, rejects_frame
+from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
 
 STAGE = "ingest"
 RAW_LIMIT = 2000  # characters of input text kept in a reject's `raw`
+PARQUET_BATCH = 10_000  # rows read from a parquet input at a time
 
 _SUFFIX_FORMATS: dict[str, InputFormat] = {
     ".jsonl": "jsonl",
@@ -70,8 +77,8 @@ _Turn = dict[str, str]  # {"role", "content"}, as in MESSAGE_DTYPE
 class IngestResult:
     """What ingest produced, and the figures stats.json needs."""
 
-    records: pl.DataFrame  # RECORD_SCHEMA, in input order
-    rejected: pl.DataFrame  # REJECT_SCHEMA, stage "ingest"
+    records: Source  # RECORD_SCHEMA, in input order
+    rejected: Source  # REJECT_SCHEMA, stage "ingest"
     rows_read: int  # input rows seen; a file that cannot be read at all counts as one
     seconds: float
 
@@ -100,8 +107,14 @@ def check_inputs(inputs: list[InputSpec]) -> None:
     _plan(inputs)
 
 
-def ingest(inputs: list[InputSpec], progress: bool = True) -> IngestResult:
-    """Read every input into records (in input order) and rejects; bad rows never raise."""
+def ingest(
+    inputs: list[InputSpec], progress: bool = True, out: Path | None = None, batch_size: int = 10_000
+) -> IngestResult:
+    """Read every input into records (in input order) and rejects; bad rows never raise.
+
+    With `out`, records and rejects are written as corpora to out/records and out/rejected
+    (shards of `batch_size` rows, derived corpora in out/scratch) as they are read; without it
+    they are returned as frames."""
     start = time.perf_counter()
     plan = _plan(inputs)
     # Ingest allocates millions of small objects that all survive: the cyclic GC would rescan
@@ -109,18 +122,21 @@ def ingest(inputs: list[InputSpec], progress: bool = True) -> IngestResult:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        out = _Collector()
+        sinks = None
+        if out is not None:
+            scratch = out / "scratch"
+            sinks = (
+                CorpusWriter(out / "records", batch_size, scratch, RECORD_SCHEMA),
+                CorpusWriter(out / "rejected", batch_size, scratch, REJECT_SCHEMA),
+            )
+        collector = _Collector(sinks, batch_size)
         for spec, path, fmt in tqdm(plan, desc=STAGE, unit="file", disable=not progress):
-            out.read_file(spec, fmt, path)
+            collector.read_file(spec, fmt, path)
+        records, rejected = collector.close()
     finally:
         if gc_was_enabled:
             gc.enable()
-    return IngestResult(
-        records=records_frame(out.records),
-        rejected=rejects_frame(out.rejects),
-        rows_read=out.rows_read,
-        seconds=time.perf_counter() - start,
-    )
+    return IngestResult(records, rejected, rows_read=collector.rows_read, seconds=time.perf_counter() - start)
 
 
 def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:
@@ -167,7 +183,7 @@ class _Row:
 
 
 _Reader = Callable[[Path, str, InputSpec], Iterator[_Row]]
-_Tables = list[tuple[str | None, pl.DataFrame]]  # (split name or None, table)
+_Tables = Iterable[tuple[str | None, pl.DataFrame]]  # (split name or None, table or a batch of it)
 
 
 def _parse(source: str, data: bytes) -> _Row:
@@ -192,7 +208,11 @@ def _json_lines(data: bytes, shown: str) -> Iterator[_Row]:
 
 
 def _read_jsonl(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
-    yield from _json_lines(_read_bytes(path), shown)
+    with path.open("rb") as f:  # a line at a time: the file is never all in memory
+        for n, line in enumerate(f, 1):
+            line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
+            if line.strip():
+                yield _parse(f"{shown}:{n}", line.rstrip(b"\r\n"))
 
 
 def _read_json(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
@@ -226,21 +246,33 @@ def _table_reader(load: Callable[[Path], _Tables]) -> _Reader:
     """A reader for a tabular format; its rows go through JSON, so all formats share one path."""
 
     def read(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
-        try:
-            tables = []
-            for split, frame in load(path):
+        seen: dict[str | None, int] = {}  # rows so far per split: a split may come in batches
+        batches = iter(load(path))
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                split, frame = batch
                 # polars writes JSON-safe values (dates as strings) and each row's raw text.
                 buffer = io.BytesIO()
                 frame.write_ndjson(buffer)
-                prefix = f"{shown}[{split}]" if split else shown
-                tables.append((prefix, buffer.getvalue().splitlines()))
-        except Exception as exc:  # noqa: BLE001 - whatever the reader raises, reject the file
-            yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
-            return
-        for prefix, lines in tables:
-            yield from (_parse(f"{prefix}#{i}", line) for i, line in enumerate(lines))
+            except Exception as exc:  # noqa: BLE001 - whatever the reader raises, reject the rest
+                yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
+                return
+            prefix, first = f"{shown}[{split}]" if split else shown, seen.get(split, 0)
+            lines = buffer.getvalue().splitlines()
+            seen[split] = first + len(lines)
+            yield from (_parse(f"{prefix}#{first + i}", line) for i, line in enumerate(lines))
 
     return read
+
+
+def _load_parquet(path: Path) -> Iterator[tuple[str | None, pl.DataFrame]]:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):  # row groups, lazily
+        yield None, pl.from_arrow(batch)  # type: ignore[misc]
 
 
 def _load_csv(path: Path) -> _Tables:
@@ -286,7 +318,7 @@ def _paragraphs(data: bytes) -> Iterator[tuple[int, bytes]]:
 _READERS: dict[str, _Reader] = {
     "jsonl": _read_jsonl,
     "json": _read_json,
-    "parquet": _table_reader(lambda path: [(None, pl.read_parquet(path))]),
+    "parquet": _table_reader(_load_parquet),
     "csv": _table_reader(_load_csv),
     "txt": _read_txt,
     "hf_disk": _table_reader(_load_hf_disk),
@@ -629,27 +661,44 @@ def _error_detail(exc: ValidationError) -> str:
 
 
 class _Collector:
-    """Records and rejects in input order, with run-wide unique ids."""
+    """Records and rejects in input order, with run-wide unique ids; with sinks, handed to them
+    every `batch_size` rows."""
 
-    def __init__(self) -> None:
+    def __init__(self, sinks: tuple[CorpusWriter, CorpusWriter] | None = None, batch_size: int = 10_000) -> None:
         self.records: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
+        self.sinks, self.batch_size = sinks, batch_size
         self.rows_read = 0
         self.taken: set[str] = set()
         self.suffixes: dict[str, int] = {}  # input id -> the last suffix number given to it
 
+    def close(self) -> tuple[Source, Source]:
+        if self.sinks is None:
+            return records_frame(self.records), rejects_frame(self.rejects)
+        self.flush()
+        return self.sinks[0].close(), self.sinks[1].close()
+
+    def flush(self) -> None:
+        if self.sinks is not None:
+            self.sinks[0].write(records_frame(self.records))
+            self.sinks[1].write(rejects_frame(self.rejects))
+            self.records, self.rejects = [], []
+
     def read_file(self, spec: InputSpec, fmt: InputFormat, path: Path) -> None:
         shown = _shown(path)
-        try:
-            rows = list(_READERS[fmt](path, shown, spec))
-        except OSError as exc:  # e.g. no permission: this file is rejected, the run goes on
-            rows = [_Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))]
-        self.rows_read += len(rows)
+        rows = self._rows(fmt, path, shown, spec)
         shape: str | None = spec.shape
-        if shape == "auto":
-            first = next((r.value for r in rows if isinstance(r.value, dict)), None)
-            shape = _detect(first) if first is not None else None
+        if shape == "auto":  # from the first object: rows before it are held, the rest stream
+            ahead = []
+            for row in rows:
+                ahead.append(row)
+                if isinstance(row.value, dict):
+                    break
+            shape = _detect(ahead[-1].value) if ahead and isinstance(ahead[-1].value, dict) else None
+            rows = itertools.chain(ahead, rows)
         for row in rows:
+            if self.sinks is not None and len(self.records) + len(self.rejects) >= self.batch_size:
+                self.flush()
             value = row.value
             if row.error:
                 self.reject(row, *row.error)
@@ -661,6 +710,15 @@ class _Collector:
                 self.reject(row, "unknown_shape", detail, id=_input_id(value))
             else:
                 self.convert(row, value, shape)
+
+    def _rows(self, fmt: InputFormat, path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+        try:
+            for row in _READERS[fmt](path, shown, spec):
+                self.rows_read += 1
+                yield row
+        except OSError as exc:  # e.g. no permission: the (rest of the) file is rejected, the run goes on
+            self.rows_read += 1
+            yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
 
     def convert(self, row: _Row, value: dict, shape: str) -> None:
         spec = _SHAPES[shape]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from curation.corpus import Corpus, Source, append, write_parquet
 from curation.dedup.exact import build_exact_stage
 from curation.dedup.minhash import build_minhash_stage
 from curation.dedup.semantic import build_semantic_stage
@@ -44,6 +45,9 @@ class Expansion:
 
     name: str
     run: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]
+
+    def __call__(self, records: Source) -> tuple[pl.DataFrame, dict]:
+        return self.run(records.collect() if isinstance(records, Corpus) else records)
 
 
 def build_stages(config: CurateConfig, out_dir: Path, progress: bool = True) -> list[Stage | Expansion]:
@@ -116,8 +120,8 @@ def _preference(config: CurateConfig, jury: Jury | None, cache, budget, progress
 class RunLedger:
     """Everything a run has decided so far: the live records, all rejects, per-stage stats."""
 
-    records: pl.DataFrame
-    rejects: list[pl.DataFrame] = field(default_factory=list)
+    records: Source
+    rejects: list[Source] = field(default_factory=list)
     stages: list[dict] = field(default_factory=list)
     ingested: int = 0
     generated: int = 0  # records added by synthesis and preference
@@ -134,7 +138,7 @@ class RunLedger:
         self.stages.append(result.stats(name, rows_in))
 
     def extend(self, name: str, rows_in: int, added: pl.DataFrame, stats: dict) -> None:
-        self.records = pl.concat([self.records, added.select(self.records.columns)])
+        self.records = append(self.records, added)
         self.generated += added.height
         self.stages.append(
             {"in": rows_in, "out": self.records.height, "removed": 0, "removed_by_reason": {}, **stats, "stage": name}
@@ -148,11 +152,13 @@ class RunLedger:
 
 
 def write_run(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
-    """Write kept.parquet, rejected.parquet and stats.json; check ingested == kept + rejected."""
+    """Write kept.parquet, rejected.parquet and stats.json; check ingested == kept + rejected.
+
+    Corpora are streamed into the two files, never collected."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept = ledger.records.select(list(RECORD_SCHEMA))
-    rejected = pl.concat(ledger.rejects) if ledger.rejects else pl.DataFrame(schema=REJECT_SCHEMA)
-    accounted = kept.height + rejected.height
+    kept = write_parquet([ledger.records], out_dir / "kept.parquet", RECORD_SCHEMA)
+    rejected = write_parquet(ledger.rejects, out_dir / "rejected.parquet", REJECT_SCHEMA)
+    accounted = kept + rejected
     expected = ledger.ingested + ledger.generated
     stats = {
         "config": str(config_path),
@@ -160,8 +166,8 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
         "totals": {
             "ingested": ledger.ingested,
             "generated": ledger.generated,
-            "kept": kept.height,
-            "rejected": rejected.height,
+            "kept": kept,
+            "rejected": rejected,
             "removed_by_stage": {s["stage"]: s["removed"] for s in ledger.stages},
         },
         "invariant": {
@@ -170,12 +176,10 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
         },
         "seconds": round(time.time() - ledger.started, 3),
     }
-    kept.write_parquet(out_dir / "kept.parquet")
-    rejected.write_parquet(out_dir / "rejected.parquet")
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     if accounted != expected:
         raise InvariantError(
             f"{ledger.ingested} records ingested + {ledger.generated} generated but"
-            f" {kept.height} kept + {rejected.height} rejected"
+            f" {kept} kept + {rejected} rejected"
         )
     return stats

@@ -13,22 +13,20 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from curation.corpus import Corpus, Source
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
 @dataclass
 class StageResult:
-    kept: pl.DataFrame
-    rejected: pl.DataFrame  # REJECT_SCHEMA
+    kept: Source  # a Corpus when the stage read a Corpus
+    rejected: Source  # REJECT_SCHEMA
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # stage-specific figures for stats.json
 
     def stats(self, name: str, rows_in: int) -> dict:
-        reasons = (
-            self.rejected.group_by("reason").len().sort("len", descending=True)
-            if self.rejected.height
-            else pl.DataFrame({"reason": [], "len": []})
-        )
+        reason = self.rejected.column("reason") if isinstance(self.rejected, Corpus) else self.rejected["reason"]
+        reasons = reason.to_frame().group_by("reason").len().sort("len", descending=True)
         return {
             "stage": name,
             "in": rows_in,
@@ -46,17 +44,25 @@ class StageError(RuntimeError):
 
 @dataclass(frozen=True)
 class Stage:
+    """`streams`: `run` reads a Corpus shard by shard (and returns Corpora). Other stages (the
+    jury, export) get the corpus collected into one frame, and their result is written back."""
+
     name: str
-    run: Callable[[pl.DataFrame], StageResult]
+    run: Callable[[Source], StageResult]
     reads: tuple[str, ...] = tuple(RECORD_SCHEMA)
     writes: tuple[str, ...] = ()
+    streams: bool = False
 
-    def __call__(self, records: pl.DataFrame) -> StageResult:
+    def __call__(self, records: Source) -> StageResult:
         missing = [c for c in self.reads if c not in records.columns]
         if missing:
             raise StageError(f"stage {self.name}: input lacks columns {missing}")
         start = time.perf_counter()
-        result = self.run(records)
+        if isinstance(records, Corpus) and not self.streams:
+            result = self.run(records.collect())
+            result.kept, result.rejected = _written(records, result.kept), _written(records, result.rejected)
+        else:
+            result = self.run(records)
         result.seconds = time.perf_counter() - start
         absent = [c for c in (*RECORD_SCHEMA, *self.writes) if c not in result.kept.columns]
         if absent:
@@ -71,14 +77,48 @@ class Stage:
         return result
 
 
+def _written(like: Corpus, frame: Source) -> Corpus:
+    if isinstance(frame, Corpus):
+        return frame
+    writer = like.derive(frame.schema)
+    writer.write(frame)
+    return writer.close()
+
+
 def split_rejects(
+    records: Source,
+    stage: str,
+    reason: pl.Series,
+    detail: pl.Series | None = None,
+    duplicate_of: pl.Series | None = None,
+) -> StageResult:
+    """Split records on per-row reasons (null = keep), details and duplicate_of ids.
+
+    A corpus is split shard by shard into two new corpora: at most one shard in memory."""
+    if isinstance(records, pl.DataFrame):
+        return _split(records, stage, reason, detail, duplicate_of)
+    kept, rejected = records.derive(), records.derive(REJECT_SCHEMA)
+    for frame, lo in zip(records.frames(), records.starts, strict=True):
+        n = frame.height
+        part = _split(
+            frame,
+            stage,
+            reason.slice(lo, n),
+            None if detail is None else detail.slice(lo, n),
+            None if duplicate_of is None else duplicate_of.slice(lo, n),
+        )
+        kept.write(part.kept)
+        rejected.write(part.rejected)
+    return StageResult(kept=kept.close(), rejected=rejected.close())
+
+
+def _split(
     records: pl.DataFrame,
     stage: str,
-    reason: pl.Expr,
-    detail: pl.Expr | None = None,
-    duplicate_of: pl.Expr | None = None,
+    reason: pl.Series,
+    detail: pl.Series | None,
+    duplicate_of: pl.Series | None,
 ) -> StageResult:
-    """Split records on a per-row reason expression (null = keep) into a StageResult."""
     marked = records.with_columns(
         reason.alias("_reason"),
         (detail if detail is not None else pl.lit(None, pl.String)).alias("_detail"),

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 import curation.jury.stage as jury_stage  # the module, not its ContextVar: `serve` pickles these tasks
+from curation.corpus import Corpus, CorpusWriter, Source
 from curation.export import export_run
 from curation.ingest import ingest
 from curation.models import load_tokenizer
@@ -34,7 +35,7 @@ from schemas.export import ExportConfig
 from schemas.validation import ValidationConfig
 
 CHECKPOINTS = ".checkpoints"
-FORMAT = "curate-checkpoint-1"  # part of every key: bump it when a stage's output format changes
+FORMAT = "curate-checkpoint-2"  # part of every key: bump it when a stage's output format changes
 HASH_LIMIT = 64 << 20  # input files up to this size are hashed; larger ones: size and mtime
 # Stages that also write under RUN_DIR: a checkpoint counts only while those files are there.
 SIDE_OUTPUTS = {"synthesis": "synthesis", "jury": "jury", "export": "export"}
@@ -55,8 +56,8 @@ SECTIONS = {
 class Checkpoint:
     """A finished stage's output in RUN_DIR/.checkpoints/<nn>-<stage>/, valid for one fingerprint.
 
-    `records.parquet` is what the stage kept (for ingest: the records; for a step that adds
-    records: what it added), `rejected.parquet` what it removed, `manifest.json` its stats, its
+    `records/` is the corpus the stage kept (for ingest: the records; for a step that adds
+    records: what it added), `rejected/` what it removed, `manifest.json` its stats, its
     fingerprint and the side files it wrote. The folder is renamed into place when complete, so a
     killed run leaves either a whole checkpoint or none.
     """
@@ -65,6 +66,12 @@ class Checkpoint:
     index: int
     stage: str
     key: str
+    batch_size: int = 10_000  # rows per shard
+
+    @property
+    def scratch(self) -> Path:
+        """Where stages write the corpora they derive before the checkpoint takes them."""
+        return scratch_dir(self.run_dir)
 
     @property
     def dir(self) -> Path:
@@ -81,14 +88,21 @@ class Checkpoint:
             return None
         return manifest
 
-    def save(self, records: pl.DataFrame, rejected: pl.DataFrame | None, stats: dict) -> dict:
+    def save(self, records: Source, rejected: Source | None, stats: dict) -> dict:
+        """Moves corpora into the checkpoint (they leave the scratch dir); writes frames."""
         partial = self.dir.with_name(self.dir.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
-        frames = {"records.parquet": records, "rejected.parquet": rejected}
+        frames = {"records": records, "rejected": rejected}
         for name, frame in frames.items():
-            if frame is not None:
-                frame.write_parquet(partial / name)
+            if isinstance(frame, Corpus) and frame.dir.is_relative_to(self.scratch):
+                frame.move(partial / name)
+            elif isinstance(frame, Corpus):  # not this run's to take (e.g. an earlier checkpoint)
+                shutil.copytree(frame.dir, partial / name)
+            elif frame is not None:
+                writer = CorpusWriter(partial / name, self.batch_size, self.scratch, frame.schema)
+                writer.write(frame)
+                writer.close()
         side = SIDE_OUTPUTS.get(self.stage)
         outputs = (
             sorted(str(f.relative_to(self.run_dir)) for f in (self.run_dir / side).rglob("*") if f.is_file())
@@ -107,16 +121,20 @@ class Checkpoint:
         partial.rename(self.dir)
         return manifest
 
-    def load(self) -> tuple[pl.DataFrame, pl.DataFrame | None, dict]:
+    def load(self) -> tuple[Corpus, Corpus | None, dict]:
         manifest = self.manifest()
         if manifest is None:
             raise RuntimeError(f"{self.dir}: checkpoint missing or stale after its task ran")
-        rejected = self.dir / "rejected.parquet"
+        rejected = self.dir / "rejected"
         return (
-            pl.read_parquet(self.dir / "records.parquet"),
-            pl.read_parquet(rejected) if rejected.is_file() else None,
+            Corpus.open(self.dir / "records", self.batch_size, self.scratch),
+            Corpus.open(rejected, self.batch_size, self.scratch) if rejected.is_dir() else None,
             manifest["stats"],
         )
+
+
+def scratch_dir(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINTS / ".scratch"
 
 
 def _digest(*parts: str) -> str:
@@ -192,13 +210,16 @@ def _restored(checkpoint: Checkpoint, fresh: bool) -> dict | None:
 def ingest_task(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fresh: bool = False) -> dict:
     if (manifest := _restored(checkpoint, fresh)) is not None:
         return manifest
-    result = ingest(config.inputs, progress=progress)
-    return checkpoint.save(result.records, result.rejected, result.stats())
+    work = checkpoint.scratch / "ingest"
+    result = ingest(config.inputs, progress=progress, out=work, batch_size=config.execution.batch_size)
+    manifest = checkpoint.save(result.records, result.rejected, result.stats())
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
 
 
 @task(**CACHED)
 def stage_task(
-    stage: Stage, records: pl.DataFrame, checkpoint: Checkpoint, fresh: bool = False, progress_key: str | None = None
+    stage: Stage, records: Corpus, checkpoint: Checkpoint, fresh: bool = False, progress_key: str | None = None
 ) -> dict:
     if (manifest := _restored(checkpoint, fresh)) is not None:
         return manifest
@@ -213,11 +234,11 @@ def stage_task(
 
 # LLM steps retry cheaply: every answer already received comes back from the answer cache.
 @task(retries=1, retry_delay_seconds=5, **CACHED)
-def expansion_task(step: Expansion, records: pl.DataFrame, checkpoint: Checkpoint, fresh: bool = False) -> dict:
+def expansion_task(step: Expansion, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict:
     if (manifest := _restored(checkpoint, fresh)) is not None:
         return manifest
     start = time.perf_counter()
-    added, stats = step.run(records)
+    added, stats = step(records)
     stats["seconds"] = round(time.perf_counter() - start, 3)
     return checkpoint.save(added, None, stats)
 
@@ -294,7 +315,9 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
     # The version a refresh dedups against is an input too.
     published = str(previous.number) if previous else ""
-    checkpoint = Checkpoint(out, 0, "ingest", _digest(input_fingerprint(config), published))
+    batch_size = config.execution.batch_size
+    shutil.rmtree(scratch_dir(out), ignore_errors=True)  # a killed run's half-written corpora
+    checkpoint = Checkpoint(out, 0, "ingest", _digest(input_fingerprint(config), published), batch_size)
     ingest_task.with_options(**_options(checkpoint, fresh))(config, progress, checkpoint, fresh)
     records, rejected, stats = checkpoint.load()
     ledger = RunLedger(records=records, rejects=[rejected], stages=[stats], ingested=records.height + rejected.height)
@@ -309,13 +332,13 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     key = checkpoint.key
     for index, stage in enumerate(stages, start=1):
         key = stage_fingerprint(key, stage.name, config)
-        checkpoint = Checkpoint(out, index, stage.name, key)
+        checkpoint = Checkpoint(out, index, stage.name, key, batch_size)
         options = _options(checkpoint, fresh)
         rows_in = ledger.records.height
         if isinstance(stage, Expansion):
             expansion_task.with_options(**options)(stage, ledger.records, checkpoint, fresh)
             added, _, step_stats = checkpoint.load()
-            ledger.extend(stage.name, rows_in, added, step_stats)
+            ledger.extend(stage.name, rows_in, added.collect(), step_stats)
         else:
             progress_key = keys(stem)["jury_progress"] if stage.name == "jury" else None
             stage_task.with_options(**options)(stage, ledger.records, checkpoint, fresh, progress_key)
@@ -325,6 +348,7 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             ledger.stages.append(stats)
         logger.info(_summary(stage.name, ledger.stages[-1]))
     stats = write_task(out, ledger, Path(config_path))
+    shutil.rmtree(scratch_dir(out), ignore_errors=True)
     totals = stats["totals"]
     logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
     failure = None

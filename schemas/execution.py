@@ -16,7 +16,11 @@ class ExecutionConfig(Strict):
         None,
         description="Ray cluster: 'auto', 'HOST:PORT' or 'ray://HOST:10001'; null = start a local Ray instance.",
     )
-    batch_size: int = Field(10_000, ge=1, description="Records per Ray task (partition).")
+    batch_size: int = Field(
+        10_000,
+        ge=1,
+        description="Records per corpus shard: what a stage holds in memory at a time, and one Ray task's partition.",
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (address: null); null = all.")
 
     @field_validator("address")

@@ -184,12 +184,12 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     checkpoints = out / ".checkpoints"
     finished = sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("."))
     assert finished == ["00-ingest", "01-filters", "02-dedup_exact", "03-dedup_minhash"]
-    written = {name: (checkpoints / name / "records.parquet").stat().st_mtime_ns for name in finished}
+    written = {name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished}
 
     resumed = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert openai_server.call_count <= n + 2  # the jury asked only for what its cache lacked
-    assert written == {name: (checkpoints / name / "records.parquet").stat().st_mtime_ns for name in finished}
+    assert written == {name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished}
     run = curate_runs(prefect_server, out)[-1]
     states = task_states(prefect_server, run.id)
     assert [states[s] for s in ("ingest", "filters", "dedup_exact", "dedup_minhash")] == ["Cached"] * 4

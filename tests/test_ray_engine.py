@@ -20,10 +20,16 @@ pytestmark = pytest.mark.slow
 
 
 def curate(tmp_path: Path, config: dict, name: str) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """The local runs hold the corpus in memory; the Ray runs stream it from parquet shards of
+    execution.batch_size rows (one Ray task each), as `curate run` does."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     cfg = load_config(path)
-    ledger = RunLedger.from_ingest(ingest(cfg.inputs, progress=False))
+    if cfg.execution.engine == "ray":
+        ingested = ingest(cfg.inputs, progress=False, out=tmp_path / name / "work", batch_size=cfg.execution.batch_size)
+    else:
+        ingested = ingest(cfg.inputs, progress=False)
+    ledger = RunLedger.from_ingest(ingested)
     for stage in build_stages(cfg, tmp_path / name, progress=False):
         ledger.apply(stage)
     stats = write_run(tmp_path / name, ledger, path)

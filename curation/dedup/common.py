@@ -5,25 +5,23 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from curation.stage import StageResult, to_rejects
-from schemas.record import RECORD_SCHEMA
+from curation.corpus import Source, column
+from curation.stage import StageResult, split_rejects
 
 
-def split_duplicates(
-    records: pl.DataFrame, stage: str, reason: str, root: np.ndarray, detail: pl.Series | str
-) -> StageResult:
+def split_duplicates(records: Source, stage: str, reason: str, root: np.ndarray, detail: pl.Series | str) -> StageResult:
     """Keep rows with root[i] == i; reject the others as duplicates of row root[i].
 
     `detail`: one string for every rejected row, or one entry per rejected row in row order.
+    Only the ids are read besides what split_rejects reads shard by shard.
     """
-    dup = pl.Series(root != np.arange(records.height))
-    columns = records.select(list(RECORD_SCHEMA))
-    dropped = columns.filter(dup).with_columns(
-        pl.lit(reason).alias("_reason"),
-        (pl.lit(detail) if isinstance(detail, str) else detail).alias("_detail"),
-        records["id"].gather(root).filter(dup).alias("_dup"),
-    )
-    return StageResult(kept=columns.filter(~dup), rejected=to_rejects(dropped, stage))
+    dup = root != np.arange(records.height)
+    at = np.flatnonzero(dup)
+    reasons = pl.Series("reason", [None] * records.height, pl.String).scatter(at, reason)
+    details = pl.Series("detail", [None] * records.height, pl.String).scatter(at, detail)
+    ids = column(records, "id")
+    duplicate_of = pl.Series("dup", [None] * records.height, pl.String).scatter(at, ids.gather(root[at]))
+    return split_rejects(records, stage, reasons, details, duplicate_of)
 
 
 def earliest_roots(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:

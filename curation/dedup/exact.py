@@ -69,7 +69,7 @@ def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None) -> Stage:
         )
         return split_duplicates(records, STAGE, "exact_duplicate", roots, detail)
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
 
 
 # --- published index (incremental refresh): persisted hashes, looked up by later runs -------

@@ -37,6 +37,7 @@ import polars as pl
 from datasketch.lsh import _optimal_param  # the routine behind MinHashLSH(threshold, weights)
 from tqdm import tqdm
 
+from curation.corpus import take
 from curation.dedup.common import earliest_roots, split_duplicates
 from curation.engine import Engine, LocalEngine
 from curation.stage import Stage, StageResult
@@ -69,15 +70,15 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
 
     def run(records: pl.DataFrame) -> StageResult:
         parts = engine.map(band_keys, records, STAGE)
-        starts = engine.starts(records.height)
+        starts = engine.starts(records)
         docs = np.concatenate([d + start for (d, _, _), start in zip(parts, starts, strict=True)])
         keys = np.concatenate([k for _, k, _ in parts], axis=1)
         left, right = candidate_pairs(keys)
         left, right = docs[left], docs[right]
         extra = {"bands": bands, "rows": rows, "candidate_pairs": len(left)}
         if cfg.verify:
-            texts = records.select(text_view(cfg.view)).to_series()
-            sets = ShingleSets(texts, _unique(np.r_[left, right]), cfg.ngram)
+            both = _unique(np.r_[left, right])
+            sets = ShingleSets(take(records, both, text_view(cfg.view)), both, cfg.ngram)
             keep = sets.jaccard(left, right) >= cfg.threshold
             left, right = left[keep], right[keep]
             extra["confirmed_pairs"] = len(left)
@@ -94,7 +95,7 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         result.extra = extra
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
 
 
 @lru_cache(maxsize=32)
@@ -201,7 +202,8 @@ class ShingleSets:
     """The shingle sets of some rows, for exact Jaccard similarities between them."""
 
     def __init__(self, texts: pl.Series, rows: np.ndarray, ngram: int) -> None:
-        counts, hashes = shingle_hashes(texts.gather(rows), ngram)
+        """`texts`: the texts of `rows` (sorted row numbers), in that order."""
+        counts, hashes = shingle_hashes(texts, ngram)
         # (set index << 32 | dense shingle id), sorted and unique: each set is a sorted segment.
         shingle = np.unique(hashes, return_inverse=True)[1].astype(np.uint64)
         owner = np.repeat(np.arange(len(rows), dtype=np.uint64), counts)

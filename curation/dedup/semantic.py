@@ -3,10 +3,13 @@
 1. Embed every record's view text with a sentence-transformers model (cfg.model, or the bundled
    all-MiniLM-L6-v2; on CUDA when available), L2-normalised so a dot product is the cosine.
    The model reads the first cfg.max_seq_length tokens only (default 128; MiniLM's own limit is
-   256): longer texts are compared by their beginning.
+   256): longer texts are compared by their beginning. Embeddings are written to a scratch
+   file as each partition is embedded: the stage never holds all of them.
 2. Partition the embeddings with k-means (k = cfg.clusters, or ~sqrt(n)/2, fixed seed) and only
    compare records inside a partition: ~n^2/k similarities instead of n^2. The trade-off:
-   duplicates that k-means puts into different partitions are missed.
+   duplicates that k-means puts into different partitions are missed. Beyond KMEANS_IN_MEMORY
+   records k-means is fitted on blocks of the file (mini-batch, two passes); the partitions are
+   then compared a group at a time.
 3. In each partition, walk the records in input order: a record with cosine >= threshold to a
    kept record of its partition is a duplicate of the earliest such record; otherwise it is kept.
 
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from curation.corpus import Corpus, Source
 from curation.dedup.common import split_duplicates
 from curation.engine import Engine, LocalEngine
 from curation.stage import Stage, StageResult
@@ -40,6 +46,9 @@ if TYPE_CHECKING:
 
 STAGE = "dedup_semantic"
 BLOCK_SIMILARITIES = 1 << 24  # float32 similarities computed at once (64 MB)
+KMEANS_IN_MEMORY = 32_768  # embeddings k-means fits at once (48 MB at 384 dimensions)
+CLUSTER_GROUP_ROWS = 65_536  # embeddings of the clusters compared at once (96 MB)
+READ_ROWS = 16_384  # embeddings read from the file at a time
 SEED = 0
 
 
@@ -53,26 +62,32 @@ def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engi
         rows = np.flatnonzero((texts.str.strip_chars() != "").to_numpy())
         return rows, embed(texts.gather(rows).to_list(), cfg, progress and engine.name == "local")
 
-    def run(records: pl.DataFrame) -> StageResult:
-        parts = engine.map(embed_rows, records, STAGE)
-        starts = engine.starts(records.height)
-        rows = np.concatenate([r + start for (r, _), start in zip(parts, starts, strict=True)]).astype(np.int64)
-        embeddings = np.concatenate([e for r, e in parts if len(r)]) if len(rows) else np.zeros((0, 1), np.float32)
-        labels = partitions(embeddings, cfg.clusters)
-        root = np.arange(records.height)
-        cosine = np.zeros(records.height, np.float32)
-        order = np.argsort(labels, kind="stable")  # stable: members stay in input order
-        for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
-            kept_as, sim = greedy_duplicates(embeddings[members], cfg.threshold)
-            root[rows[members]] = rows[members[kept_as]]
-            cosine[rows[members]] = sim
+    def run(records: Source) -> StageResult:
+        scratch = records.scratch if isinstance(records, Corpus) else None
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="embeddings-", dir=scratch) as tmp:
+            # Embeddings go to disk as they arrive: 1.5 KB a record is too much to hold for a corpus.
+            embeddings = EmbeddingFile(Path(tmp) / "embeddings.f32")
+            row_parts = []
+            for (part_rows, vectors), start in zip(engine.imap(embed_rows, records, STAGE), engine.starts(records), strict=True):
+                row_parts.append(part_rows + start)
+                embeddings.append(vectors)
+            rows = np.concatenate(row_parts).astype(np.int64)
+            labels = partitions(embeddings, cfg.clusters)
+            root = np.arange(records.height)
+            cosine = np.zeros(records.height, np.float32)
+            for members, vectors in embeddings.clusters(labels):
+                kept_as, sim = greedy_duplicates(vectors, cfg.threshold)
+                root[rows[members]] = rows[members[kept_as]]
+                cosine[rows[members]] = sim
         dup = root != np.arange(records.height)
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
         result.extra = {"partitions": int(labels.max(initial=-1)) + 1}
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
 
 
 def embed(texts: list[str], cfg: SemanticDedup, progress: bool) -> np.ndarray:
@@ -111,15 +126,67 @@ def bundled_model_dir() -> Path:
     return path
 
 
-def partitions(embeddings: np.ndarray, clusters: int | None) -> np.ndarray:
-    """k-means labels; k = clusters or ~sqrt(n)/2, within [1, n]."""
+class EmbeddingFile:
+    """Embedding rows appended to a float32 file and read back in blocks: what the semantic
+    stage holds at once is a block or a group of clusters, never every embedding."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows, self.dim = path, 0, 0
+        path.touch()
+
+    def append(self, block: np.ndarray) -> None:
+        if len(block):
+            self.dim = block.shape[1]
+            with self.path.open("ab") as f:
+                f.write(np.ascontiguousarray(block, np.float32).tobytes())
+            self.rows += len(block)
+
+    def blocks(self, size: int) -> Iterator[np.ndarray]:
+        with self.path.open("rb") as f:
+            for lo in range(0, self.rows, size):
+                count = min(size, self.rows - lo)
+                yield np.fromfile(f, np.float32, count * self.dim).reshape(count, self.dim)
+
+    def clusters(self, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(member rows in input order, their embeddings) per label. Clusters are gathered in
+        groups of about CLUSTER_GROUP_ROWS rows, one pass over the file per group."""
+        order = np.argsort(labels, kind="stable")  # stable: members stay in input order
+        members = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
+        group: list[np.ndarray] = []
+        for k, cluster in enumerate(members):
+            group.append(cluster)
+            if sum(map(len, group)) >= CLUSTER_GROUP_ROWS or k == len(members) - 1:
+                yield from self._gather(group)
+                group = []
+
+    def _gather(self, group: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rows = np.sort(np.concatenate(group))
+        vectors = np.empty((len(rows), self.dim), np.float32)
+        for lo, block in zip(range(0, self.rows, READ_ROWS), self.blocks(READ_ROWS), strict=True):
+            a, b = np.searchsorted(rows, [lo, lo + len(block)])
+            vectors[a:b] = block[rows[a:b] - lo]
+        for cluster in group:
+            yield cluster, vectors[np.searchsorted(rows, cluster)]
+
+
+def partitions(embeddings: EmbeddingFile, clusters: int | None) -> np.ndarray:
+    """k-means labels; k = clusters or ~sqrt(n)/2, within [1, n]. Up to KMEANS_IN_MEMORY rows,
+    one fit on all of them; beyond, mini-batch k-means over blocks of the file (two passes),
+    then labels block by block."""
     from sklearn.cluster import MiniBatchKMeans
 
-    n = len(embeddings)
+    n = embeddings.rows
     k = min(max(1, clusters or round(math.sqrt(n) / 2)), n)
     if k <= 1:
         return np.zeros(n, np.int64)
-    return MiniBatchKMeans(n_clusters=k, random_state=SEED, n_init=3).fit_predict(embeddings)
+    if n <= KMEANS_IN_MEMORY:
+        return MiniBatchKMeans(n_clusters=k, random_state=SEED, n_init=3).fit_predict(next(embeddings.blocks(n)))
+    kmeans = MiniBatchKMeans(n_clusters=k, random_state=SEED)
+    size = max(KMEANS_IN_MEMORY, 3 * k)  # the first block seeds the centres: it needs k rows and more
+    for _ in range(2):
+        for block in embeddings.blocks(size):
+            kmeans.partial_fit(block)
+    return np.concatenate([kmeans.predict(block) for block in embeddings.blocks(size)]).astype(np.int64)
 
 
 def greedy_duplicates(embeddings: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -160,7 +160,10 @@ def build_jury_stage(cfg: JuryConfig, jury: Jury, out_dir: Path, progress: bool 
         low = full < cfg.min_score if cfg.min_score is not None else np.zeros(records.height, bool)
         detail = [_detail(full[i], cfg.min_score, metas[i]) if low[i] else None for i in range(records.height)]
         result = split_rejects(
-            records, STAGE, pl.when(pl.Series(low)).then(pl.lit(REASON)), pl.Series(detail, dtype=pl.String)
+            records,
+            STAGE,
+            pl.Series([REASON if x else None for x in low], dtype=pl.String),
+            pl.Series(detail, dtype=pl.String),
         )
         by_judge = scored.verdicts.by_judge
         result.extra = {

@@ -1,0 +1,172 @@
+"""A corpus on disk: parquet shards of at most `batch_size` rows, read one shard at a time.
+
+This is how a run stays within a fixed amount of memory however large its input: ingest writes
+shards as it reads, and a stage reads one shard, writes what it keeps and rejects to new shards,
+and drops it. Only the corpus-wide dedup steps hold state for every row, and that state is compact
+(hashes, band keys, ids). `Source` is what a stage accepts: a DataFrame (small runs, tests) or a
+Corpus; the helpers here let stage code treat both alike.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Shard files in `dir`, in row order. Small and picklable: it names files, holds no rows."""
+
+    dir: Path
+    files: tuple[str, ...]  # names inside dir, in order
+    heights: tuple[int, ...]  # rows per file
+    batch_size: int  # rows per shard of the corpora derived from this one
+    scratch: Path  # where derived corpora are written
+
+    @classmethod
+    def open(cls, dir: Path, batch_size: int, scratch: Path) -> Corpus:
+        """The corpus a CorpusWriter wrote into `dir` (shard names sort in row order)."""
+        files = sorted(f.name for f in dir.glob("*.parquet"))
+        heights = tuple(pl.scan_parquet(dir / f).select(pl.len()).collect().item() for f in files)
+        return cls(dir, tuple(files), heights, batch_size, scratch)
+
+    @property
+    def height(self) -> int:
+        return sum(self.heights)
+
+    @property
+    def starts(self) -> list[int]:
+        """The first row of each shard."""
+        return np.r_[0, np.cumsum(self.heights)[:-1]].astype(int).tolist()
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.read_parquet_schema(self.dir / self.files[0])
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.dir / f for f in self.files]
+
+    def frames(self) -> Iterator[pl.DataFrame]:
+        for path in self.paths:
+            yield pl.read_parquet(path)
+
+    def column(self, expr: pl.Expr | str) -> pl.Series:
+        """One expression over every row, reading only the columns it needs."""
+        return pl.scan_parquet(self.paths).select(expr).collect().to_series()
+
+    def collect(self) -> pl.DataFrame:
+        """All rows in memory: for the stages that need the whole frame (jury, export)."""
+        return pl.read_parquet(self.paths)
+
+    def derive(self, schema: pl.Schema | dict | None = None) -> CorpusWriter:
+        """A writer for a new corpus next to this one (what a stage keeps or rejects), with this
+        corpus's schema unless told otherwise."""
+        where = self.scratch / uuid.uuid4().hex[:12]
+        return CorpusWriter(where, self.batch_size, self.scratch, schema if schema is not None else self.schema)
+
+    def move(self, dest: Path) -> Corpus:
+        """The same corpus under `dest` (renamed on the same filesystem)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(self.dir, dest)
+        return Corpus(dest, self.files, self.heights, self.batch_size, self.scratch)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class CorpusWriter:
+    """Appends frames; writes a shard each time `batch_size` rows are buffered. Holds at most
+    one shard plus the frame being appended."""
+
+    def __init__(self, dir: Path, batch_size: int, scratch: Path, schema: pl.Schema | dict | None = None) -> None:
+        shutil.rmtree(dir, ignore_errors=True)
+        dir.mkdir(parents=True)
+        self.dir, self.batch_size, self.scratch, self.schema = dir, batch_size, scratch, schema
+        self.buffer: list[pl.DataFrame] = []
+        self.buffered = 0
+        self.files: list[str] = []
+        self.heights: list[int] = []
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.buffer.append(frame)
+            self.buffered += frame.height
+        while self.buffered >= self.batch_size:
+            self._flush(self.batch_size)
+
+    def close(self) -> Corpus:
+        """The corpus written; one empty shard when no row was written (a corpus has a shard)."""
+        if self.buffered or not self.files:
+            self._flush(self.buffered)
+        return Corpus(self.dir, tuple(self.files), tuple(self.heights), self.batch_size, self.scratch)
+
+    def _flush(self, rows: int) -> None:
+        whole = pl.concat(self.buffer, how="vertical_relaxed") if self.buffer else pl.DataFrame(schema=self.schema)
+        shard, rest = whole.head(rows), whole.slice(rows)
+        if self.schema is not None:
+            shard = shard.cast(self.schema)  # type: ignore[arg-type]
+        name = f"part-{len(self.files):06d}.parquet"
+        shard.write_parquet(self.dir / name)
+        self.files.append(name)
+        self.heights.append(shard.height)
+        self.buffer = [rest] if rest.height else []
+        self.buffered = rest.height
+
+
+Source = pl.DataFrame | Corpus
+
+
+def column(source: Source, expr: pl.Expr | str) -> pl.Series:
+    """An expression over every row of a frame or a corpus."""
+    if isinstance(source, Corpus):
+        return source.column(expr)
+    return source.select(expr).to_series()
+
+
+def take(source: Source, rows: np.ndarray, expr: pl.Expr | str) -> pl.Series:
+    """An expression at the given (sorted) rows only: a corpus reads just the shards holding them."""
+    if isinstance(source, pl.DataFrame):
+        return source.select(expr).to_series().gather(rows)
+    parts = []
+    for path, lo, n in zip(source.paths, source.starts, source.heights, strict=True):
+        inside = rows[(rows >= lo) & (rows < lo + n)] - lo
+        if len(inside):
+            parts.append(pl.scan_parquet(path).select(expr).collect().to_series().gather(inside))
+    return pl.concat(parts) if parts else pl.scan_parquet(source.paths[0]).select(expr).head(0).collect().to_series()
+
+
+def lazy(source: Source) -> pl.LazyFrame:
+    return pl.scan_parquet(source.paths) if isinstance(source, Corpus) else source.lazy()
+
+
+def append(source: Source, added: pl.DataFrame) -> Source:
+    """Rows added after the last row (a corpus is copied shard by shard into a new one)."""
+    added = added.select(source.columns)
+    if isinstance(source, pl.DataFrame):
+        return pl.concat([source, added])
+    writer = source.derive()
+    for frame in source.frames():
+        writer.write(frame)
+    writer.write(added)
+    return writer.close()
+
+
+def write_parquet(sources: list[Source], path: Path, schema: pl.Schema | dict) -> int:
+    """The rows of all sources, in order, as one parquet file (streamed: a corpus is never
+    collected). Returns the row count."""
+    frames = [lazy(s).select(list(schema)).cast(schema) for s in sources]  # type: ignore[arg-type]
+    whole = pl.concat(frames) if frames else pl.LazyFrame(schema=schema)
+    whole.sink_parquet(path)
+    return sum(s.height for s in sources)

@@ -1,0 +1,171 @@
+"""Out-of-core runs: ingest writes the corpus as parquet shards and the streaming stages read
+it shard by shard. Whatever the shard size, a run keeps and rejects exactly what the in-memory
+run does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from curation.corpus import Corpus, CorpusWriter, append, take, write_parquet
+from curation.ingest import ingest
+from curation.pipeline import RunLedger, build_stages, write_run
+from schemas.config import InputSpec, load_config
+from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+
+def numbers(tmp_path: Path, n: int, batch_size: int) -> Corpus:
+    writer = CorpusWriter(tmp_path / "numbers", batch_size, tmp_path / "scratch", {"x": pl.Int64})
+    for lo in range(0, n, 3):  # appended in pieces that do not line up with the shards
+        writer.write(pl.DataFrame({"x": list(range(lo, min(lo + 3, n)))}))
+    return writer.close()
+
+
+def test_a_corpus_is_shards_of_batch_size_rows_in_order(tmp_path: Path) -> None:
+    corpus = numbers(tmp_path, 23, 10)
+    assert corpus.heights == (10, 10, 3)
+    assert corpus.starts == [0, 10, 20]
+    assert corpus.column("x").to_list() == list(range(23))
+    assert take(corpus, np.array([1, 12, 22]), "x").to_list() == [1, 12, 22]
+    reopened = Corpus.open(corpus.dir, 10, corpus.scratch)
+    assert reopened.heights == corpus.heights
+    longer = append(corpus, pl.DataFrame({"x": [100, 101]}))
+    assert isinstance(longer, Corpus) and longer.dir.parent == tmp_path / "scratch"
+    assert longer.column("x").to_list() == [*range(23), 100, 101]
+    write_parquet([corpus, longer], tmp_path / "all.parquet", {"x": pl.Int64})
+    assert pl.read_parquet(tmp_path / "all.parquet").height == 48
+
+
+def test_an_empty_corpus_has_one_empty_shard_with_its_schema(tmp_path: Path) -> None:
+    corpus = CorpusWriter(tmp_path / "empty", 10, tmp_path, REJECT_SCHEMA).close()
+    assert corpus.height == 0 and len(corpus.files) == 1
+    assert corpus.columns == list(REJECT_SCHEMA)
+
+
+def bad_rows(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.jsonl"
+    good = [json.dumps({"instruction": f"Say {i}.", "output": f"{i}"}) for i in range(30)]
+    lines = good[:10] + ["{not json", '{"instruction": 3}', "[1, 2]"] + good[10:] + ['{"instruction": "x", "output": ""}']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_streamed_ingest_writes_what_the_in_memory_ingest_returns(tmp_path: Path) -> None:
+    specs = [
+        InputSpec(path=str(DATA / "raw" / "c4_demo.jsonl")),
+        InputSpec(path=str(bad_rows(tmp_path))),
+        InputSpec(path=str(DATA / "sft" / "oasst_en_100_tree.jsonl")),
+    ]
+    whole = ingest(specs, progress=False)
+    streamed = ingest(specs, progress=False, out=tmp_path / "run", batch_size=37)
+    assert isinstance(streamed.records, Corpus) and isinstance(streamed.rejected, Corpus)
+    assert max(streamed.records.heights) == 37 and len(streamed.records.files) > 3
+    assert streamed.records.collect().equals(whole.records)  # type: ignore[union-attr]
+    assert streamed.rejected.collect().equals(whole.rejected)  # type: ignore[union-attr]
+    assert streamed.rejected.height >= 3 and streamed.rows_read == whole.rows_read
+    assert streamed.stats() | {"seconds": 0} == whole.stats() | {"seconds": 0}
+
+
+def test_a_parquet_input_is_read_in_batches_with_row_positions(tmp_path: Path, monkeypatch) -> None:
+    import curation.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "PARQUET_BATCH", 7)  # several batches from one file
+    path = tmp_path / "alpaca.parquet"
+    pl.DataFrame({"instruction": [f"Count to {i}." for i in range(20)], "output": ["1 2"] * 20}).write_parquet(path)
+    result = ingest([InputSpec(path=str(path))], progress=False, out=tmp_path / "run", batch_size=8)
+    sources = result.records.column("source").to_list()  # type: ignore[union-attr]
+    assert result.records.height == 20
+    assert sources == [f"{path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}#{i}" for i in range(20)]
+
+
+CONFIG = {
+    "filters": {
+        "length": {"min_words": 3, "max_words": 4000},
+        "keywords": {"refusals": True},
+        "format": {"json": True, "code": True},
+        "repetition": {"max_dup_line_frac": 0.3},
+    },
+    "dedup": {
+        "exact": {},
+        "minhash": {"threshold": 0.7, "num_perm": 64, "ngram": 3},
+        "semantic": {"threshold": 0.9, "view": "assistant", "max_seq_length": 32},
+    },
+}
+
+
+def with_duplicates(tmp_path: Path) -> Path:
+    """c4 documents copied with a changed case or a changed last word."""
+    texts = pl.read_ndjson(DATA / "raw" / "c4_demo.jsonl").head(120)["text"].to_list()
+    copies = [t.upper() for t in texts[:40]] + [t.rsplit(" ", 1)[0] + " zebra" for t in texts[40:120]]
+    path = tmp_path / "copies.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "id": f"copy-{i}"}) + "\n" for i, t in enumerate(copies)))
+    return path
+
+
+def curate(tmp_path: Path, name: str, batch_size: int | None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """A run through the pipeline; batch_size None = in memory, else streamed over shards."""
+    inputs = [
+        {"path": str(DATA / "raw" / "c4_demo.jsonl")},
+        {"path": str(with_duplicates(tmp_path))},
+        {"path": str(DATA / "sft" / "oasst_en_100_tree.jsonl")},
+    ]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"inputs": inputs, **CONFIG}))
+    cfg = load_config(path)
+    out = tmp_path / name
+    if batch_size is None:
+        ingested = ingest(cfg.inputs, progress=False)
+    else:
+        ingested = ingest(cfg.inputs, progress=False, out=out / "work", batch_size=batch_size)
+    ledger = RunLedger.from_ingest(ingested)
+    for stage in build_stages(cfg, out, progress=False):
+        ledger.apply(stage)
+        if batch_size is not None:
+            assert isinstance(ledger.records, Corpus) and max(ledger.records.heights) <= batch_size
+    stats = write_run(out, ledger, path)
+    return pl.read_parquet(out / "kept.parquet"), pl.read_parquet(out / "rejected.parquet"), stats
+
+
+@pytest.mark.slow
+def test_a_streamed_run_keeps_and_rejects_what_the_in_memory_run_does(tmp_path: Path) -> None:
+    kept, rejected, stats = curate(tmp_path, "memory", None)
+    s_kept, s_rejected, s_stats = curate(tmp_path, "streamed", 61)
+    removed = {s["stage"]: s["removed_by_reason"] for s in stats["stages"]}
+    assert all(removed[s] for s in ("filters", "dedup_exact", "dedup_minhash", "dedup_semantic")), removed
+    assert s_kept.equals(kept)
+    columns = ["id", "stage", "reason", "detail", "duplicate_of"]
+    assert s_rejected.select(columns).equals(rejected.select(columns))
+    assert s_stats["totals"] == stats["totals"] and s_stats["invariant"]["holds"]
+    assert kept.columns == list(RECORD_SCHEMA)
+
+
+def test_embeddings_on_disk_come_back_by_cluster_with_their_rows(tmp_path: Path, monkeypatch) -> None:
+    import curation.dedup.semantic as semantic
+
+    monkeypatch.setattr(semantic, "KMEANS_IN_MEMORY", 50)  # the block-wise k-means path
+    monkeypatch.setattr(semantic, "CLUSTER_GROUP_ROWS", 40)  # several gathering passes
+    monkeypatch.setattr(semantic, "READ_ROWS", 33)  # blocks that straddle the groups
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8))
+    vectors = (centres[rng.integers(0, 4, 300)] + 0.01 * rng.normal(size=(300, 8))).astype(np.float32)
+    store = semantic.EmbeddingFile(tmp_path / "e.f32")
+    for lo in range(0, 300, 70):  # appended in pieces, like partitions arriving
+        store.append(vectors[lo : lo + 70])
+    labels = semantic.partitions(store, 4)
+    assert labels.shape == (300,) and len(set(labels.tolist())) == 4
+    # Well separated centres: k-means over blocks finds them (each cluster is one centre's points).
+    assert all(len(set(labels[np.argmin(((vectors[:, None] - centres[None]) ** 2).sum(-1), 1) == c])) == 1 for c in range(4))
+    seen = []
+    for members, got in store.clusters(labels):
+        assert (np.diff(members) > 0).all() and len(set(labels[members])) == 1  # input order, one label
+        np.testing.assert_array_equal(got, vectors[members])
+        seen += members.tolist()
+    assert sorted(seen) == list(range(300))
