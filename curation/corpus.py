@@ -118,7 +118,7 @@ class CorpusWriter:
         if self.schema is not None:
             shard = shard.cast(self.schema)  # type: ignore[arg-type]
         name = f"part-{len(self.files):06d}.parquet"
-        shard.write_parquet(self.dir / name)
+        shard.write_parquet(self.dir / name, compression="lz4")  # 2.5x faster to write than zstd
         self.files.append(name)
         self.heights.append(shard.height)
         self.buffer = [rest] if rest.height else []

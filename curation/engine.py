@@ -9,6 +9,10 @@ cluster, a bounded number in flight so the driver never holds the corpus. Result
 partition order, so the stage's corpus-wide step (first occurrence, connected components,
 k-means) sees the same input either way and a run keeps and rejects the same records on both
 engines. Only that compact per-row output travels back, never a model or an index.
+
+Corpus-wide steps that split into independent pieces use `engine.imap` on those pieces the same
+way: MinHash groups each band's keys into candidate pairs, semantic dedup compares each group of
+k-means clusters.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import polars as pl
@@ -27,36 +31,50 @@ from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
 
 T = TypeVar("T")
+X = TypeVar("X")
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address
 
 
-class _Mapper:
-    def imap(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
+class _Engine:
+    def imap(self, fn: Callable[[X], T], items: Iterable[X], total: int, desc: str | None = None) -> Iterator[T]:
+        raise NotImplementedError
+
+    def partitions(self, records: Source) -> Iterator[pl.DataFrame]:
+        raise NotImplementedError
+
+    def starts(self, records: Source) -> list[int]:
         raise NotImplementedError
 
     def map(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> list[T]:
-        """[fn(part) for part in partitions], in partition order. `imap` yields them one by one,
-        for results too large to hold together (embeddings)."""
-        return list(self.imap(fn, records, desc))
+        """[fn(part) for part in partitions of the records], in partition order."""
+        return list(self.imap_partitions(fn, records, desc))
+
+    def imap_partitions(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
+        """`map` one result at a time, for results too large to hold together (embeddings)."""
+        return self.imap(fn, self.partitions(records), len(self.starts(records)), desc)
 
 
-class LocalEngine(_Mapper):
+class LocalEngine(_Engine):
     name = "local"
 
-    def imap(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
-        """A corpus's shards one by one, or the whole frame."""
+    def imap(self, fn: Callable[[X], T], items: Iterable[X], total: int, desc: str | None = None) -> Iterator[T]:
+        """fn(item) for each item, in this process."""
+        yield from (fn(item) for item in items)
+
+    def partitions(self, records: Source) -> Iterator[pl.DataFrame]:
+        """A corpus's shards one by one, or the whole frame (the functions use threads on it)."""
         if isinstance(records, Corpus):
-            yield from (fn(frame) for frame in records.frames())
+            yield from records.frames()
         else:
-            yield fn(records)
+            yield records
 
     def starts(self, records: Source) -> list[int]:
-        """The first row of each partition `map` makes."""
+        """The first row of each partition."""
         return records.starts if isinstance(records, Corpus) else [0]
 
 
-class RayEngine(_Mapper):
+class RayEngine(_Engine):
     """Ray tasks over row partitions. Connects on creation: a wrong address fails before any work."""
 
     name = "ray"
@@ -86,26 +104,29 @@ class RayEngine(_Mapper):
         resources = ray.cluster_resources()
         log.info("ray: %s CPUs on %s nodes", resources.get("CPU"), len(ray.nodes()))
 
+    def partitions(self, records: Source) -> Iterator[pl.DataFrame]:
+        """A corpus's shards, or slices of batch_size rows of a frame."""
+        if isinstance(records, Corpus):
+            yield from records.frames()
+        else:
+            yield from (records.slice(lo, self.batch_size) for lo in self.starts(records))
+
     def starts(self, records: Source) -> list[int]:
         if isinstance(records, Corpus):
             return records.starts
         return list(range(0, records.height, self.batch_size)) or [0]
 
-    def imap(self, fn: Callable[[pl.DataFrame], T], records: Source, desc: str | None = None) -> Iterator[T]:
-        """One Ray task per partition; at most `window` submitted and not yet yielded."""
+    def imap(self, fn: Callable[[X], T], items: Iterable[X], total: int, desc: str | None = None) -> Iterator[T]:
+        """One Ray task per item, in item order; at most `window` submitted and not yet yielded,
+        so neither the items nor the results pile up in the driver."""
         ray = self._ray
         task = ray.remote(_call)
-        fn_ref = ray.put(fn)  # shipped once, not once per partition
-        if isinstance(records, Corpus):
-            parts: Iterator[pl.DataFrame] = records.frames()
-        else:
-            parts = (records.slice(lo, self.batch_size) for lo in self.starts(records))
+        fn_ref = ray.put(fn)  # shipped once, not once per item
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # keeps every worker busy
         pending: deque = deque()
-        total = len(self.starts(records))
         with tqdm(total=total, desc=f"{desc} (ray)" if desc else "ray", disable=not self.progress) as bar:
-            for part in parts:
-                pending.append(task.remote(fn_ref, part))
+            for item in items:
+                pending.append(task.remote(fn_ref, item))
                 if len(pending) >= window:
                     yield ray.get(pending.popleft())
                     bar.update()
@@ -126,8 +147,8 @@ def _check_reachable(address: str | None) -> None:
         raise ConfigError(f"execution.address: cannot reach Ray at {address!r}: {e}") from e
 
 
-def _call(fn: Callable[[pl.DataFrame], T], part: pl.DataFrame) -> T:
-    return fn(part)
+def _call(fn: Callable[[X], T], item: X) -> T:
+    return fn(item)
 
 
 Engine = LocalEngine | RayEngine

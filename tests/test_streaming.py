@@ -164,7 +164,9 @@ def test_embeddings_on_disk_come_back_by_cluster_with_their_rows(tmp_path: Path,
     # Well separated centres: k-means over blocks finds them (each cluster is one centre's points).
     assert all(len(set(labels[np.argmin(((vectors[:, None] - centres[None]) ** 2).sum(-1), 1) == c])) == 1 for c in range(4))
     seen = []
-    for members, got in store.clusters(labels):
+    groups = list(store.groups(labels))
+    assert len(groups) == store.group_count(labels) > 1
+    for members, got in (cluster for group in groups for cluster in group):
         assert (np.diff(members) > 0).all() and len(set(labels[members])) == 1  # input order, one label
         np.testing.assert_array_equal(got, vectors[members])
         seen += members.tolist()

@@ -73,7 +73,7 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         starts = engine.starts(records)
         docs = np.concatenate([d + start for (d, _, _), start in zip(parts, starts, strict=True)])
         keys = np.concatenate([k for _, k, _ in parts], axis=1)
-        left, right = candidate_pairs(keys)
+        left, right = candidate_pairs(keys, engine)
         left, right = docs[left], docs[right]
         extra = {"bands": bands, "rows": rows, "candidate_pairs": len(left)}
         if cfg.verify:
@@ -170,17 +170,25 @@ def _minhash(hashes: np.ndarray, counts: np.ndarray, perms: tuple[np.ndarray, np
     return out
 
 
-def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(keys: np.ndarray, engine: Engine | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Unique (i < j) columns of the band keys [bands, n] to compare: documents that share a
     band key, each with the first document of the bucket and its BUCKET_WINDOW - 1
-    predecessors in it."""
-    bands, n = keys.shape
+    predecessors in it. Each band is grouped on its own (a task per band on Ray)."""
+    bands = keys.shape[0]
+    pairs = (engine or LocalEngine()).imap(band_pairs, (keys[j] for j in range(bands)), bands, "band buckets")
+    pair = _unique(np.concatenate(list(pairs)))
+    return (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def band_pairs(band: np.ndarray) -> np.ndarray:
+    """One band's candidate pairs (i < j) packed as i << 32 | j, sorted and unique."""
+    n = len(band)
     # One plain sort (10x faster than an argsort) groups the buckets: the document index takes
     # the low bits of the mixed band key, so documents also ascend within a bucket. Truncated
-    # keys collide by chance for ~2^(3b - 65) pairs per band with b = log2(n) bits: none below
-    # ~10^6 documents, ~100 false candidates per band at 10^7 (verification drops them).
+    # keys collide by chance for ~2^(3b - 65) pairs with b = log2(n) bits: none below ~10^6
+    # documents, ~100 false candidates per band at 10^7 (verification drops them).
     low = np.uint64((1 << max(n - 1, 1).bit_length()) - 1)
-    packed = np.sort(_fmix64(keys.ravel()) & ~low | np.tile(np.arange(n, dtype=np.uint64), bands))
+    packed = np.sort(_fmix64(band.copy()) & ~low | np.arange(n, dtype=np.uint64))
     key, doc = packed & ~low, (packed & low).astype(np.int64)
     starts = _run_starts(key)
     alone = starts.copy()  # buckets of one document: most of them
@@ -194,8 +202,7 @@ def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         left.append(doc[:-d][same])
         right.append(doc[d:][same])
     high, low = np.concatenate(left).astype(np.uint64), np.concatenate(right).astype(np.uint64)
-    pair = _unique(high << np.uint64(32) | low)
-    return (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return _unique(high << np.uint64(32) | low)
 
 
 class ShingleSets:

@@ -25,7 +25,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,17 +70,20 @@ def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engi
             # Embeddings go to disk as they arrive: 1.5 KB a record is too much to hold for a corpus.
             embeddings = EmbeddingFile(Path(tmp) / "embeddings.f32")
             row_parts = []
-            for (part_rows, vectors), start in zip(engine.imap(embed_rows, records, STAGE), engine.starts(records), strict=True):
+            parts = engine.imap_partitions(embed_rows, records, STAGE)
+            for (part_rows, vectors), start in zip(parts, engine.starts(records), strict=True):
                 row_parts.append(part_rows + start)
                 embeddings.append(vectors)
             rows = np.concatenate(row_parts).astype(np.int64)
             labels = partitions(embeddings, cfg.clusters)
             root = np.arange(records.height)
             cosine = np.zeros(records.height, np.float32)
-            for members, vectors in embeddings.clusters(labels):
-                kept_as, sim = greedy_duplicates(vectors, cfg.threshold)
-                root[rows[members]] = rows[members[kept_as]]
-                cosine[rows[members]] = sim
+            groups = embeddings.groups(labels)
+            compare = partial(compare_clusters, threshold=cfg.threshold)
+            for group in engine.imap(compare, groups, embeddings.group_count(labels), "clusters"):
+                for members, kept_as, sim in group:
+                    root[rows[members]] = rows[members[kept_as]]
+                    cosine[rows[members]] = sim
         dup = root != np.arange(records.height)
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
@@ -147,26 +150,38 @@ class EmbeddingFile:
                 count = min(size, self.rows - lo)
                 yield np.fromfile(f, np.float32, count * self.dim).reshape(count, self.dim)
 
-    def clusters(self, labels: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(member rows in input order, their embeddings) per label. Clusters are gathered in
-        groups of about CLUSTER_GROUP_ROWS rows, one pass over the file per group."""
-        order = np.argsort(labels, kind="stable")  # stable: members stay in input order
-        members = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
-        group: list[np.ndarray] = []
-        for k, cluster in enumerate(members):
-            group.append(cluster)
-            if sum(map(len, group)) >= CLUSTER_GROUP_ROWS or k == len(members) - 1:
-                yield from self._gather(group)
-                group = []
+    def groups(self, labels: np.ndarray) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+        """Per group of clusters of about CLUSTER_GROUP_ROWS rows: (member rows in input order,
+        their embeddings) per cluster. One pass over the file per group."""
+        for group in _cluster_groups(labels):
+            rows = np.sort(np.concatenate(group))
+            vectors = np.empty((len(rows), self.dim), np.float32)
+            for lo, block in zip(range(0, self.rows, READ_ROWS), self.blocks(READ_ROWS), strict=True):
+                a, b = np.searchsorted(rows, [lo, lo + len(block)])
+                vectors[a:b] = block[rows[a:b] - lo]
+            yield [(cluster, vectors[np.searchsorted(rows, cluster)]) for cluster in group]
 
-    def _gather(self, group: list[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        rows = np.sort(np.concatenate(group))
-        vectors = np.empty((len(rows), self.dim), np.float32)
-        for lo, block in zip(range(0, self.rows, READ_ROWS), self.blocks(READ_ROWS), strict=True):
-            a, b = np.searchsorted(rows, [lo, lo + len(block)])
-            vectors[a:b] = block[rows[a:b] - lo]
-        for cluster in group:
-            yield cluster, vectors[np.searchsorted(rows, cluster)]
+    def group_count(self, labels: np.ndarray) -> int:
+        return sum(1 for _ in _cluster_groups(labels))
+
+
+def _cluster_groups(labels: np.ndarray) -> Iterator[list[np.ndarray]]:
+    """Consecutive clusters (member rows in input order) until a group has CLUSTER_GROUP_ROWS rows."""
+    order = np.argsort(labels, kind="stable")  # stable: members stay in input order
+    members = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
+    group: list[np.ndarray] = []
+    for k, cluster in enumerate(members):
+        group.append(cluster)
+        if sum(map(len, group)) >= CLUSTER_GROUP_ROWS or k == len(members) - 1:
+            yield group
+            group = []
+
+
+def compare_clusters(
+    group: list[tuple[np.ndarray, np.ndarray]], threshold: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(members, kept_as, cosine) per cluster of a group: greedy_duplicates within each."""
+    return [(members, *greedy_duplicates(vectors, threshold)) for members, vectors in group]
 
 
 def partitions(embeddings: EmbeddingFile, clusters: int | None) -> np.ndarray:
