@@ -19,6 +19,9 @@ import numpy as np
 import polars as pl
 
 
+MAX_PIECES = 4  # frames a CorpusWriter buffers before it writes a shard
+
+
 @dataclass(frozen=True)
 class Corpus:
     """Shard files in `dir`, in row order. Small and picklable: it names files, holds no rows."""
@@ -87,8 +90,12 @@ class Corpus:
 
 
 class CorpusWriter:
-    """Appends frames; writes a shard each time `batch_size` rows are buffered. Holds at most
-    one shard plus the frame being appended."""
+    """Appends frames; writes a shard (at most `batch_size` rows) before the buffer would
+    overflow, or once it holds MAX_PIECES frames.
+
+    Frames here are often small selections (a stage's rejects) of large frames, and a selection
+    of strings keeps its parent's whole string buffers alive: buffering rejects until a shard is
+    full would hold dozens of input shards in memory. So a shard may be smaller than batch_size."""
 
     def __init__(self, dir: Path, batch_size: int, scratch: Path, schema: pl.Schema | dict | None = None) -> None:
         shutil.rmtree(dir, ignore_errors=True)
@@ -100,29 +107,32 @@ class CorpusWriter:
         self.heights: list[int] = []
 
     def write(self, frame: pl.DataFrame) -> None:
-        if frame.height:
-            self.buffer.append(frame)
-            self.buffered += frame.height
-        while self.buffered >= self.batch_size:
-            self._flush(self.batch_size)
+        # Never carry a slice of a written shard over to the next one: a slice keeps its whole
+        # parent's string buffers alive, and carried slices would chain every shard in memory.
+        for lo in range(0, frame.height, self.batch_size):
+            piece = frame.slice(lo, self.batch_size)
+            if self.buffered + piece.height > self.batch_size:
+                self._flush()
+            self.buffer.append(piece)
+            self.buffered += piece.height
+        if self.buffered >= self.batch_size or len(self.buffer) >= MAX_PIECES:
+            self._flush()
 
     def close(self) -> Corpus:
         """The corpus written; one empty shard when no row was written (a corpus has a shard)."""
         if self.buffered or not self.files:
-            self._flush(self.buffered)
+            self._flush()
         return Corpus(self.dir, tuple(self.files), tuple(self.heights), self.batch_size, self.scratch)
 
-    def _flush(self, rows: int) -> None:
-        whole = pl.concat(self.buffer, how="vertical_relaxed") if self.buffer else pl.DataFrame(schema=self.schema)
-        shard, rest = whole.head(rows), whole.slice(rows)
+    def _flush(self) -> None:
+        shard = pl.concat(self.buffer, how="vertical_relaxed") if self.buffer else pl.DataFrame(schema=self.schema)
         if self.schema is not None:
             shard = shard.cast(self.schema)  # type: ignore[arg-type]
         name = f"part-{len(self.files):06d}.parquet"
         shard.write_parquet(self.dir / name, compression="lz4")  # 2.5x faster to write than zstd
         self.files.append(name)
         self.heights.append(shard.height)
-        self.buffer = [rest] if rest.height else []
-        self.buffered = rest.height
+        self.buffer, self.buffered = [], 0
 
 
 Source = pl.DataFrame | Corpus

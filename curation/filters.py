@@ -60,7 +60,7 @@ CURLY_APOSTROPHE = "\u2019"
 
 FENCE_LINE = r"(?m)^[ \t]*```"
 FENCED_BLOCK = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)
-PARALLEL_MIN_ROWS = 10_000  # below this, one slice: threads cost more than they save
+PARALLEL_MIN_ROWS = 2_000  # below this, one slice (a 10k-row shard on 2 threads: 0.40 -> 0.24 s)
 JSON_LANGS = ("json",)
 PYTHON_LANGS = ("python", "python3", "py")
 

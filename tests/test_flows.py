@@ -170,6 +170,7 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
         "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": judge}],
                  "cache_dir": str(tmp_path / "cache"), "min_score": 3},
         "export": {"formats": ["alpaca", "openai"], "test_size": 0.1},
+        "execution": {"batch_size": 10},  # the corpus in shards of 10 records: each checkpoint holds several
     }))
     out = tmp_path / "run"
     command = [sys.executable, "-m", "flows.cli", "run", str(config), "--out", str(out), "--no-progress"]
@@ -184,10 +185,12 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     checkpoints = out / ".checkpoints"
     finished = sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("."))
     assert finished == ["00-ingest", "01-filters", "02-dedup_exact", "03-dedup_minhash"]
+    assert len(list((checkpoints / "00-ingest" / "records").glob("part-*.parquet"))) == 5  # 44 records
     written = {name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished}
 
     resumed = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not (checkpoints / ".scratch").exists()  # a finished run leaves no half-written corpora
     assert openai_server.call_count <= n + 2  # the jury asked only for what its cache lacked
     assert written == {name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished}
     run = curate_runs(prefect_server, out)[-1]

@@ -29,10 +29,18 @@ def numbers(tmp_path: Path, n: int, batch_size: int) -> Corpus:
     return writer.close()
 
 
-def test_a_corpus_is_shards_of_batch_size_rows_in_order(tmp_path: Path) -> None:
+def test_a_corpus_is_shards_of_at_most_batch_size_rows_in_order(tmp_path: Path) -> None:
     corpus = numbers(tmp_path, 23, 10)
-    assert corpus.heights == (10, 10, 3)
-    assert corpus.starts == [0, 10, 20]
+    assert corpus.heights == (9, 9, 5)  # pieces of 3 rows: a shard is written before it would overflow
+    assert corpus.starts == [0, 9, 18]
+    few = CorpusWriter(tmp_path / "few", 1000, tmp_path, {"x": pl.Int64})
+    for x in range(10):  # small pieces: a shard every MAX_PIECES frames, not every 1000 rows
+        few.write(pl.DataFrame({"x": [x]}))
+    assert few.close().heights == (4, 4, 2)
+    assert CorpusWriter(tmp_path / "big", 10, tmp_path).close().height == 0
+    big = CorpusWriter(tmp_path / "big", 10, tmp_path, {"x": pl.Int64})
+    big.write(pl.DataFrame({"x": list(range(25))}))  # a frame larger than a shard is cut
+    assert big.close().heights == (10, 10, 5)
     assert corpus.column("x").to_list() == list(range(23))
     assert take(corpus, np.array([1, 12, 22]), "x").to_list() == [1, 12, 22]
     reopened = Corpus.open(corpus.dir, 10, corpus.scratch)

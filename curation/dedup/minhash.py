@@ -144,7 +144,9 @@ def signatures(
         counts, hashes = shingle_hashes(texts.slice(lo, hi - lo), ngram)
         return lo + np.flatnonzero(counts), _minhash(hashes, counts[counts > 0], perms)
 
-    batches = _batches(texts.str.len_bytes().to_numpy(), BATCH_BYTES)
+    sizes = texts.str.len_bytes().fill_null(0).to_numpy()
+    # At least one batch per worker: a corpus shard is often smaller than BATCH_BYTES.
+    batches = _batches(sizes, min(BATCH_BYTES, int(sizes.sum()) // WORKERS + 1))
     docs, sigs = [np.empty(0, np.int64)], [np.empty((len(perms[0]), 0), np.uint32)]
     # polars and numpy release the GIL, so batches run in parallel on threads.
     with ThreadPoolExecutor(WORKERS) as pool:
