@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-
 MAX_PIECES = 4  # frames a CorpusWriter buffers before it writes a shard
 
 
@@ -136,6 +135,14 @@ class CorpusWriter:
 
 
 Source = pl.DataFrame | Corpus
+
+
+def shards(source: Source) -> Iterator[tuple[pl.DataFrame, int]]:
+    """(shard, its first row) in order; a frame is one shard."""
+    if isinstance(source, Corpus):
+        yield from zip(source.frames(), source.starts, strict=True)
+    else:
+        yield source, 0
 
 
 def column(source: Source, expr: pl.Expr | str) -> pl.Series:

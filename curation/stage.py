@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from curation.corpus import Corpus, Source
+from curation.corpus import Corpus, Source, shards
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
@@ -92,21 +92,33 @@ def split_rejects(
     detail: pl.Series | None = None,
     duplicate_of: pl.Series | None = None,
 ) -> StageResult:
-    """Split records on per-row reasons (null = keep), details and duplicate_of ids.
+    """Split records on per-row reasons (null = keep), details and duplicate_of ids."""
 
-    A corpus is split shard by shard into two new corpora: at most one shard in memory."""
-    if isinstance(records, pl.DataFrame):
-        return _split(records, stage, reason, detail, duplicate_of)
-    kept, rejected = records.derive(), records.derive(REJECT_SCHEMA)
-    for frame, lo in zip(records.frames(), records.starts, strict=True):
-        n = frame.height
-        part = _split(
-            frame,
-            stage,
+    def decide(shard: pl.DataFrame, lo: int) -> Decision:
+        n = shard.height
+        return (
+            shard,
             reason.slice(lo, n),
             None if detail is None else detail.slice(lo, n),
             None if duplicate_of is None else duplicate_of.slice(lo, n),
         )
+
+    return split_each(records, stage, decide)
+
+
+# (the shard, possibly with updated columns; per row: reason (null = keep), detail, duplicate_of)
+Decision = tuple[pl.DataFrame, pl.Series, pl.Series | None, pl.Series | None]
+
+
+def split_each(records: Source, stage: str, decide: Callable[[pl.DataFrame, int], Decision]) -> StageResult:
+    """Split records shard by shard on what decide(shard, first row) says about each row.
+
+    A frame is one shard; a corpus is split into two new corpora, one shard in memory at a time."""
+    if isinstance(records, pl.DataFrame):
+        return _split(*decide(records, 0), stage)
+    kept, rejected = records.derive(), records.derive(REJECT_SCHEMA)
+    for shard, lo in shards(records):
+        part = _split(*decide(shard, lo), stage)
         kept.write(part.kept)
         rejected.write(part.rejected)
     return StageResult(kept=kept.close(), rejected=rejected.close())
@@ -114,10 +126,10 @@ def split_rejects(
 
 def _split(
     records: pl.DataFrame,
-    stage: str,
     reason: pl.Series,
     detail: pl.Series | None,
     duplicate_of: pl.Series | None,
+    stage: str,
 ) -> StageResult:
     marked = records.with_columns(
         reason.alias("_reason"),

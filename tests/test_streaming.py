@@ -179,3 +179,55 @@ def test_embeddings_on_disk_come_back_by_cluster_with_their_rows(tmp_path: Path,
         np.testing.assert_array_equal(got, vectors[members])
         seen += members.tolist()
     assert sorted(seen) == list(range(300))
+
+
+def test_a_streamed_jury_with_distillation_decides_what_the_in_memory_jury_does(tmp_path: Path, openai_server) -> None:
+    from tests.openai_server import Reply, rating_reply
+
+    def quality(body: dict) -> int:
+        text = body["messages"][-1]["content"]
+        return int(text.rsplit("quality=", 1)[1][0]) if "quality=" in text else 3
+
+    # Every 9th answer is unreadable to the judge: its score stays empty and its raw answer is kept.
+    openai_server.handler = lambda body: (
+        Reply(text="cannot say") if "item 9" in body["messages"][-1]["content"] else rating_reply(body, quality(body))
+    )
+    rows = [
+        {"instruction": f"Tell me about item {i}.",
+         "output": ("A careful, correct and complete explanation with examples. " if i % 2 else "no idea lol ")
+         + f"quality={5 if i % 2 else 1} item {i}"}
+        for i in range(70)
+    ]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judge = {"endpoint": {"base_url": openai_server.base_url, "model": "judge", "max_retries": 0, "timeout": 5}}
+    config = {
+        "inputs": [{"path": str(data)}],
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": judge, "reasks": 0}], "min_score": 3,
+                 "distill": {"sample": 40, "holdout": 0.25}, "cache_dir": str(tmp_path / "cache")},
+    }
+    path = tmp_path / "jury.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cfg = load_config(path)
+    results = {}
+    for name, batch_size in (("memory", None), ("streamed", 9)):
+        out = tmp_path / name
+        ingested = ingest(cfg.inputs, progress=False, **({"out": out / "work", "batch_size": batch_size} if batch_size else {}))
+        ledger = RunLedger.from_ingest(ingested)
+        for stage in build_stages(cfg, out, progress=False):
+            ledger.apply(stage)
+        stats = write_run(out, ledger, path)
+        jury = next(s for s in stats["stages"] if s["stage"] == "jury")
+        results[name] = (
+            pl.read_parquet(out / "kept.parquet"),
+            pl.read_parquet(out / "rejected.parquet").select("id", "reason", "detail"),
+            pl.read_parquet(out / "jury" / "ratings.parquet"),
+            {k: v for k, v in jury.items() if k not in ("seconds", "usage")},
+        )
+    (kept, rejected, ratings, jury), streamed = results["memory"], results["streamed"]
+    assert jury["distill"]["sample"] == 40 and jury["rated"] == 70 and rejected.height > 20
+    assert ratings.height == 40 and ratings["score"].null_count() >= 1  # a failed rating is stored
+    assert kept.equals(streamed[0]) and rejected.equals(streamed[1]) and ratings.equals(streamed[2])
+    # The distillation figures agree to float noise: the sample is embedded in other batches.
+    assert streamed[3].pop("distill") == pytest.approx(jury.pop("distill"), rel=1e-4)
+    assert jury == streamed[3]

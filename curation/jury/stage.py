@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,13 +22,14 @@ import numpy as np
 import orjson
 import polars as pl
 
+from curation.corpus import CorpusWriter, Source, column, shards, take, write_parquet
 from curation.jury.aggregate import (
     aggregate,
     krippendorff_alpha_ordinal,
     score_histogram,
     spread,
 )
-from curation.jury.distill import fit_scorer, sample_indices
+from curation.jury.distill import Scorer, fit_scorer, sample_indices
 from curation.jury.judge import (
     JudgeItem,
     Rating,
@@ -39,7 +41,7 @@ from curation.llm.cache import AnswerCache
 from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.models import open_model
 from curation.llm.types import ChatRequest
-from curation.stage import Stage, StageResult, split_rejects
+from curation.stage import Decision, Stage, StageResult, split_each
 from schemas.bundled import cache_dir
 from schemas.jury import JuryConfig
 from schemas.record import RECORD_SCHEMA, meta_json
@@ -104,6 +106,11 @@ class Jury:
         ).T.reshape(len(items), len(self.judges))
         return Verdicts(aggregate(by_judge, self.cfg.aggregate), by_judge, ratings)
 
+    @property
+    def priced(self) -> bool:
+        """Whether any judge is an endpoint with a price table."""
+        return any(j.model.endpoint is not None and j.model.endpoint.price is not None for j in self.cfg.judges)
+
     def estimate_cost(self, items: list[JudgeItem]) -> float | None:
         """USD for rating `items` with every priced endpoint judge (None: no prices)."""
         total = None
@@ -132,84 +139,146 @@ def judge_item(row: dict) -> JudgeItem:
 
 
 @dataclass
-class Scored:
-    scores: np.ndarray  # per item, NaN = unscored
-    method: list[str]  # per item: "jury", "distilled" or "unscored"
-    verdicts: Verdicts  # of the items the LLM judges rated
-    rated: np.ndarray  # which items those are (all of them without distillation)
-    distill: dict | None = None
+class _Rated:
+    """What the LLM judges said about the rated records (all eligible ones, or the distillation
+    sample), by row: compact, no texts. Raw answers go to ratings.parquet as they arrive."""
+
+    rows: np.ndarray  # sorted rows of the rated records
+    scores: np.ndarray  # aggregated, NaN = unscored
+    by_judge: np.ndarray  # [rated, judges]
+    failed: dict[int, dict]  # row -> {judge: {error, raw}} for the judges that failed on it
+    embeddings: np.ndarray | None  # of the rated items, when distilling
 
 
 def build_jury_stage(cfg: JuryConfig, jury: Jury, out_dir: Path, progress: bool = True) -> Stage:
-    def run(records: pl.DataFrame) -> StageResult:
-        mask = records["kind"].is_in(cfg.kinds)
-        rows = np.flatnonzero(mask.to_numpy())
-        items = [judge_item(r) for r in records.filter(mask).iter_rows(named=True)]
-        cost = jury.estimate_cost(items)
+    """Streams a corpus: the LLM judges rate the records of `jury.kinds` shard by shard (with
+    distillation, only the sample, and the fitted scorer then scores the rest shard by shard)."""
+
+    def run(records: Source) -> StageResult:
+        eligible = np.flatnonzero(column(records, pl.col("kind").is_in(cfg.kinds)).to_numpy())
+        d = cfg.distill
+        distilled = d is not None and len(eligible) > d.sample
+        rated_rows = eligible[sample_indices(len(eligible), d.sample, d.seed)] if d and distilled else eligible
+        cost = _estimate_cost(jury, records, rated_rows)
         if cost is not None:
-            log.info("jury: estimated cost %.4f USD for %d records", cost, len(items))
-        scored = score_items(cfg, jury, items, progress)
-        position = {int(k): pos for pos, k in enumerate(scored.rated)}  # item -> row in verdicts
-        full = np.full(records.height, np.nan)
-        full[rows] = scored.scores
-        metas = records["meta"].to_list()
-        for k, i in enumerate(rows):
-            metas[i] = _with_jury(metas[i], full[i], scored.method[k], scored.verdicts, position.get(k), jury.names)
-        records = records.with_columns(pl.Series("meta", metas, pl.String))
-        _write_ratings(out_dir / "jury", records["id"].gather(rows[scored.rated]), jury.names, scored.verdicts)
-        low = full < cfg.min_score if cfg.min_score is not None else np.zeros(records.height, bool)
-        detail = [_detail(full[i], cfg.min_score, metas[i]) if low[i] else None for i in range(records.height)]
-        result = split_rejects(
-            records,
-            STAGE,
-            pl.Series([REASON if x else None for x in low], dtype=pl.String),
-            pl.Series(detail, dtype=pl.String),
-        )
-        by_judge = scored.verdicts.by_judge
+            log.info("jury: estimated cost %.4f USD for %d records", cost, len(rated_rows))
+        rated = _rate(jury, records, rated_rows, out_dir / "jury", progress, embed_with=d.model if d and distilled else False)
+        scorer, distill = None, None
+        if d and distilled:
+            scorer, distill = _fit(cfg, rated)
+        elif d:
+            distill = {"sample": len(rated_rows)}
+        method = "distilled" if scorer is not None else "unscored"  # of the records not rated
+        seen: list[np.ndarray] = []  # every eligible record's score, for the histogram
+
+        def decide(shard: pl.DataFrame, lo: int) -> Decision:
+            local = np.flatnonzero(shard["kind"].is_in(cfg.kinds).to_numpy())
+            rows = lo + local
+            at = np.minimum(np.searchsorted(rated.rows, rows), max(len(rated.rows) - 1, 0))
+            is_rated = rated.rows[at] == rows if len(rated.rows) else np.zeros(len(rows), bool)
+            score = np.where(is_rated, rated.scores[at] if len(rated.rows) else np.nan, np.nan)
+            if scorer is not None and not is_rated.all():
+                items = [judge_item(r) for r in shard[local[~is_rated]].iter_rows(named=True)]
+                score[~is_rated] = scorer.predict(_embed(items, d.model if d else None, False))
+            seen.append(score)
+            metas = shard["meta"].to_list()
+            for k, i in enumerate(local):
+                row = int(rows[k])
+                judged = rated.by_judge[at[k]] if is_rated[k] else None
+                metas[i] = _with_jury(
+                    metas[i], score[k], "jury" if is_rated[k] else method, judged, rated.failed.get(row), jury.names
+                )
+            full = np.full(shard.height, np.nan)
+            full[local] = score
+            low = full < cfg.min_score if cfg.min_score is not None else np.zeros(shard.height, bool)
+            reason = pl.Series([REASON if x else None for x in low], dtype=pl.String)
+            detail = pl.Series([_detail(full[i], cfg.min_score, metas[i]) if low[i] else None for i in range(shard.height)], dtype=pl.String)
+            return shard.with_columns(pl.Series("meta", metas, pl.String)), reason, detail, None
+
+        result = split_each(records, STAGE, decide)
+        scores = np.concatenate(seen) if seen else np.zeros(0)
         result.extra = {
             "judges": jury.names,
-            "rated": len(items),
-            "unscored": int(np.isnan(scored.scores).sum()),
-            "agreement_alpha": krippendorff_alpha_ordinal(by_judge, cfg.scale_max),
-            "mean_spread": _nanmean(spread(by_judge)),
-            "histogram": score_histogram(scored.scores, cfg.scale_max),
+            "rated": len(eligible),
+            "unscored": int(np.isnan(scores).sum()),
+            "agreement_alpha": krippendorff_alpha_ordinal(rated.by_judge, cfg.scale_max),
+            "mean_spread": _nanmean(spread(rated.by_judge)),
+            "histogram": score_histogram(scores, cfg.scale_max),
             "usage": jury.usage(),
             "estimated_cost_usd": cost,
-            "distill": scored.distill,
+            "distill": distill,
         }
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
 
 
-def score_items(cfg: JuryConfig, jury: Jury, items: list[JudgeItem], progress: bool) -> Scored:
-    """Aggregated jury scores for all items: rated by the LLM judges, or distilled from a sample."""
-    if cfg.distill is None or len(items) <= cfg.distill.sample:
-        verdicts = jury.rate(items, progress)
-        return Scored(verdicts.scores, ["jury"] * len(items), verdicts, np.arange(len(items)))
+def _rated_items(records: Source, rows: np.ndarray) -> Iterator[tuple[np.ndarray, list[JudgeItem]]]:
+    """(rows, their judge items) shard by shard, for the given sorted rows."""
+    for shard, lo in shards(records):
+        inside = rows[(rows >= lo) & (rows < lo + shard.height)]
+        if len(inside):
+            yield inside, [judge_item(r) for r in shard[inside - lo].iter_rows(named=True)]
+
+
+def _estimate_cost(jury: Jury, records: Source, rows: np.ndarray) -> float | None:
+    """The price of rating `rows` (None when no judge has a price): a pass over the corpus."""
+    if not jury.priced:
+        return None
+    return sum(jury.estimate_cost(items) or 0.0 for _, items in _rated_items(records, rows))
+
+
+def _rate(jury: Jury, records: Source, rows: np.ndarray, folder: Path, progress: bool, embed_with: str | None | bool) -> _Rated:
+    """The judges' verdicts on `rows`, rated shard by shard; every raw answer to
+    folder/ratings.parquet. embed_with: the distillation model (None = bundled) or False."""
+    report = JURY_PROGRESS.get()
+    judges = len(jury.judges)
+    scores, by_judge, embeddings, failed = [], [], [], {}
+    ratings = CorpusWriter(folder / ".ratings", RATINGS_BATCH, folder, RATINGS_SCHEMA)
+    done = 0
+    for shard_rows, items in _rated_items(records, rows):
+        offset = done * judges
+
+        def on_progress(k: int, _total: int, offset: int = offset) -> None:
+            report(offset + k, len(rows) * judges)  # type: ignore[misc]
+
+        verdicts = jury.rate(items, progress, on_progress if report else None)
+        scores.append(verdicts.scores)
+        by_judge.append(verdicts.by_judge)
+        ratings.write(_ratings_frame(shard_rows, records, jury.names, verdicts))
+        for k, row in enumerate(shard_rows.tolist()):
+            failures = {n: {"error": r[k].error, "raw": r[k].raw} for n, r in zip(jury.names, verdicts.ratings, strict=True) if r[k].score is None}
+            if failures:
+                failed[row] = failures
+        if embed_with is not False:
+            embeddings.append(_embed(items, embed_with, progress))  # type: ignore[arg-type]
+        done += len(items)
+    write_parquet([ratings.close()], folder / "ratings.parquet", RATINGS_SCHEMA)
+    shutil.rmtree(folder / ".ratings", ignore_errors=True)
+    return _Rated(
+        rows=rows,
+        scores=np.concatenate(scores) if scores else np.zeros(0),
+        by_judge=np.concatenate(by_judge) if by_judge else np.zeros((0, judges)),
+        failed=failed,
+        embeddings=np.concatenate(embeddings) if embeddings else None,
+    )
+
+
+def _fit(cfg: JuryConfig, rated: _Rated) -> tuple[Scorer | None, dict]:
+    """The distillation scorer fitted on the rated sample, and its report; None when the sample
+    has too few scores (the rest then stays unscored, said loudly)."""
     d = cfg.distill
-    rated = sample_indices(len(items), d.sample, d.seed)
-    rest = np.setdiff1d(np.arange(len(items)), rated)
-    verdicts = jury.rate([items[k] for k in rated], progress)
-    scored = Scored(np.full(len(items), np.nan), ["distilled"] * len(items), verdicts, rated, {"sample": len(rated)})
-    scored.scores[rated] = verdicts.scores
-    for k in rated:
-        scored.method[k] = "jury"
-    embeddings = _embed(items, d.model, progress)
+    assert d is not None and rated.embeddings is not None
+    report: dict = {"sample": len(rated.rows)}
     try:
         scorer, fit = fit_scorer(
-            embeddings[rated], verdicts.scores, holdout=d.holdout, seed=d.seed,
+            rated.embeddings, rated.scores, holdout=d.holdout, seed=d.seed,
             scale_max=cfg.scale_max, min_score=cfg.min_score,
         )
-    except ValueError as exc:  # too few jury scores to fit: the rest stays unscored, said loudly
+    except ValueError as exc:
         log.warning("jury distillation skipped: %s", exc)
-        scored.distill["error"] = str(exc)  # type: ignore[index]
-        for k in rest:
-            scored.method[k] = "unscored"
-        return scored
-    scored.scores[rest] = scorer.predict(embeddings[rest])
-    scored.distill.update(fit)  # type: ignore[union-attr]
-    return scored
+        return None, {**report, "error": str(exc)}
+    return scorer, {**report, **fit}
 
 
 def _embed(items: list[JudgeItem], model: str | None, progress: bool) -> np.ndarray:
@@ -221,18 +290,14 @@ def _embed(items: list[JudgeItem], model: str | None, progress: bool) -> np.ndar
     return load_model(model, 128).encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=progress)
 
 
-def _with_jury(meta: str | None, score: float, method: str, verdicts: Verdicts, at: int | None, names: list[str]) -> str:
+def _with_jury(
+    meta: str | None, score: float, method: str, by_judge: np.ndarray | None, failed: dict | None, names: list[str]
+) -> str:
     data = orjson.loads(meta) if meta else {}
     jury: dict = {"score": None if np.isnan(score) else round(float(score), 4), "method": method}
-    if at is not None:
-        by_judge = verdicts.by_judge[at]
+    if by_judge is not None:
         jury["judges"] = {n: None if np.isnan(s) else round(float(s), 4) for n, s in zip(names, by_judge, strict=True)}
         jury["spread"] = None if np.isnan(by_judge).all() else round(float(np.nanmax(by_judge) - np.nanmin(by_judge)), 4)
-        failed = {
-            n: {"error": r[at].error, "raw": r[at].raw}
-            for n, r in zip(names, verdicts.ratings, strict=True)
-            if r[at].score is None
-        }
         if failed:
             jury["failed"] = failed
     data["jury"] = jury
@@ -245,16 +310,21 @@ def _detail(score: float, min_score: float | None, meta: str) -> str:
     return f"score {score:.2f} < {min_score}" + (f" ({shown})" if shown else "")
 
 
-def _write_ratings(folder: Path, ids: pl.Series, names: list[str], verdicts: Verdicts) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [
-        {"id": rid, "judge": name, **{k: getattr(r, k) for k in ("score", "method", "error", "raw", "attempts")}}
-        for name, ratings in zip(names, verdicts.ratings, strict=True)
-        for rid, r in zip(ids.to_list(), ratings, strict=True)
-    ]
-    schema = {"id": pl.String, "judge": pl.String, "score": pl.Float64, "method": pl.String,
-              "error": pl.String, "raw": pl.String, "attempts": pl.Int64}
-    pl.DataFrame(rows, schema=schema).write_parquet(folder / "ratings.parquet")
+RATINGS_SCHEMA = {"id": pl.String, "judge": pl.String, "score": pl.Float64, "method": pl.String,
+                  "error": pl.String, "raw": pl.String, "attempts": pl.Int64}
+RATINGS_BATCH = 50_000  # ratings per shard of the ratings written while a run goes
+
+
+def _ratings_frame(rows: np.ndarray, records: Source, names: list[str], verdicts: Verdicts) -> pl.DataFrame:
+    ids = take(records, rows, "id").to_list()
+    return pl.DataFrame(
+        [
+            {"id": rid, "judge": name, **{k: getattr(r, k) for k in ("score", "method", "error", "raw", "attempts")}}
+            for name, ratings in zip(names, verdicts.ratings, strict=True)
+            for rid, r in zip(ids, ratings, strict=True)
+        ],
+        schema=RATINGS_SCHEMA,
+    )
 
 
 def _nanmean(values: np.ndarray) -> float | None:
