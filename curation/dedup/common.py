@@ -5,23 +5,31 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from curation.corpus import Source, column
-from curation.stage import StageResult, split_rejects
+from curation.corpus import Source, take
+from curation.stage import Decision, StageResult, split_each
 
 
 def split_duplicates(records: Source, stage: str, reason: str, root: np.ndarray, detail: pl.Series | str) -> StageResult:
     """Keep rows with root[i] == i; reject the others as duplicates of row root[i].
 
     `detail`: one string for every rejected row, or one entry per rejected row in row order.
-    Only the ids are read besides what split_rejects reads shard by shard.
+    Per-row columns are made shard by shard; only the ids of the kept originals are read first.
     """
-    dup = root != np.arange(records.height)
-    at = np.flatnonzero(dup)
-    reasons = pl.Series("reason", [None] * records.height, pl.String).scatter(at, reason)
-    details = pl.Series("detail", [None] * records.height, pl.String).scatter(at, detail)
-    ids = column(records, "id")
-    duplicate_of = pl.Series("dup", [None] * records.height, pl.String).scatter(at, ids.gather(root[at]))
-    return split_rejects(records, stage, reasons, details, duplicate_of)
+    at = np.flatnonzero(root != np.arange(records.height))  # the duplicates, in row order
+    originals = np.unique(root[at])
+    original_ids = take(records, originals, "id")
+    duplicate_of = original_ids.gather(np.searchsorted(originals, root[at]))
+    details = pl.Series([detail] * len(at), dtype=pl.String) if isinstance(detail, str) else detail
+
+    def decide(shard: pl.DataFrame, lo: int) -> Decision:
+        a, b = np.searchsorted(at, [lo, lo + shard.height])
+        rows = at[a:b] - lo
+        def column(values: pl.Series | str) -> pl.Series:
+            return pl.repeat(None, shard.height, dtype=pl.String, eager=True).scatter(rows, values)
+
+        return shard, column(reason), column(details.slice(a, b - a)), column(duplicate_of.slice(a, b - a))
+
+    return split_each(records, stage, decide)
 
 
 def earliest_roots(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:

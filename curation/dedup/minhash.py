@@ -69,11 +69,18 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         return docs, _band_keys(sigs, bands, rows), None if cfg.verify else sigs
 
     def run(records: pl.DataFrame) -> StageResult:
-        parts = engine.map(band_keys, records, STAGE)
-        starts = engine.starts(records)
-        docs = np.concatenate([d + start for (d, _, _), start in zip(parts, starts, strict=True)])
-        keys = np.concatenate([k for _, k, _ in parts], axis=1)
+        # Filled partition by partition: the keys are held once, never as parts plus a copy.
+        docs, keys = np.empty(records.height, np.int64), np.empty((bands, records.height), np.uint64)
+        filled, sig_parts = 0, []
+        parts = engine.imap_partitions(band_keys, records, STAGE)
+        for (part_docs, part_keys, part_sigs), start in zip(parts, engine.starts(records), strict=True):
+            docs[filled : filled + len(part_docs)] = part_docs + start
+            keys[:, filled : filled + len(part_docs)] = part_keys
+            filled += len(part_docs)
+            sig_parts.append(part_sigs)
+        docs, keys = docs[:filled], keys[:, :filled]
         left, right = candidate_pairs(keys, engine)
+        del keys
         left, right = docs[left], docs[right]
         extra = {"bands": bands, "rows": rows, "candidate_pairs": len(left)}
         if cfg.verify:
@@ -87,7 +94,7 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         if cfg.verify:
             label, score = "jaccard {:.2f}", sets.jaccard(dup, root[dup])
         else:
-            sigs = np.concatenate([s for _, _, s in parts], axis=1)
+            sigs = np.concatenate(sig_parts, axis=1)
             at_dup, at_root = np.searchsorted(docs, dup), np.searchsorted(docs, root[dup])
             label, score = "minhash estimate of jaccard {:.2f}", (sigs[:, at_dup] == sigs[:, at_root]).mean(0)
         detail = pl.Series([label.format(s) for s in score], dtype=pl.String)
