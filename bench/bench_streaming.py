@@ -1,0 +1,150 @@
+"""Peak memory of the streaming stages as the corpus grows (100k, 300k, 1M documents).
+
+    cd /work/main && .venv/bin/python -m bench.bench_streaming [--docs 100000 300000 1000000] [--batch-size 10000]
+        [--semantic-docs 10000 40000]
+
+For each size, a JSONL corpus goes through ingest -> filters -> exact -> MinHash dedup -> writing
+the run files twice, each in a fresh process: streamed (ingest writes parquet shards of
+--batch-size rows, every stage reads one shard at a time; curation/corpus.py) and in memory (the
+baseline in the same run: the whole corpus in one frame, as before streaming existed). Per stage:
+wall seconds and the process's peak RSS during that stage (VmHWM, reset before each stage through
+/proc/self/clear_refs after returning freed heap to the OS), next to the RSS of the idle process
+with its libraries loaded. Semantic dedup (embeddings on a CPU are ~100x slower than the rest)
+runs on its own on --semantic-docs documents, streamed, reading 16 tokens a text. Prints markdown
+tables; writes JSON to bench/results/.
+
+The corpus: bench.corpus cuts the shared raw text into at most ~130k distinct documents (with
+planted exact and near duplicates), so N documents are ceil(N / 100k) copies of its 100k corpus,
+copy c with every fifth word tagged `~c`: every 5-word shingle then differs between copies, so
+the copies are distinct documents to every stage, while each copy keeps the real text's lengths,
+vocabulary and planted duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.bench_pipeline import CONFIG
+from bench.corpus import build_corpus
+from bench.measure import in_fresh_process
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BASE_DOCS = 100_000
+STAGES = ("ingest", "filters", "dedup_exact", "dedup_minhash", "write_run")
+SEMANTIC = {"dedup": {"semantic": {"threshold": 0.95, "max_seq_length": 16}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, nargs="*", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--semantic-docs", type=int, nargs="*", default=[10_000, 40_000])
+    args = parser.parse_args()
+
+    runs = []
+    base = build_corpus(BASE_DOCS, seed=0).texts
+    for n in args.semantic_docs:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "corpus.jsonl"
+            _write_scaled(base, n, path)
+            semantic = in_fresh_process(_run, str(path), args.batch_size, tmp, SEMANTIC)
+            runs.append({"docs": n, "jsonl_mb": round(path.stat().st_size / 2**20), "mode": "streamed", **semantic})
+            print(json.dumps(runs[-1]), flush=True)
+    for n in args.docs:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "corpus.jsonl"
+            _write_scaled(base, n, path)
+            size = path.stat().st_size
+            for mode, batch in (("streamed", args.batch_size), ("in memory", None)):
+                stages = in_fresh_process(_run, str(path), batch, tmp)
+                runs.append({"docs": n, "jsonl_mb": round(size / 2**20), "mode": mode, **stages})
+                print(json.dumps(runs[-1]), flush=True)
+    result = {"cpus": os.cpu_count(), "batch_size": args.batch_size, "runs": runs}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "streaming.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(_table([r for r in runs if "filters" in r], STAGES))
+    print(_table([r for r in runs if "dedup_semantic" in r], ("ingest", "dedup_semantic", "write_run")))
+
+
+def _write_scaled(base: list[str], n: int, path: Path) -> None:
+    with path.open("wb") as f:
+        for copy in range(-(-n // len(base))):
+            for text in base[: n - copy * len(base)]:
+                if copy:
+                    words = text.split(" ")
+                    words[::5] = [f"{w}~{copy}" for w in words[::5]]
+                    text = " ".join(words)
+                f.write(orjson.dumps({"text": text}) + b"\n")
+
+
+def _run(path: str, batch_size: int | None, tmp: str, stages_config: dict = CONFIG) -> dict:
+    from curation.corpus import Corpus
+    from curation.ingest import ingest
+    from curation.pipeline import RunLedger, build_stages, write_run
+    from schemas.config import CurateConfig
+
+    config = CurateConfig.model_validate({"inputs": [{"path": path}], **stages_config})
+    work = Path(tmp) / f"work-{batch_size}"
+    stages = build_stages(config, work / "run", progress=False)
+    idle = _reset_peak()
+    out: dict = {"idle_rss_mb": idle}
+
+    def measure(name: str, call):
+        _reset_peak()
+        start = time.perf_counter()
+        value = call()
+        out[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_rss_mb()}
+        return value
+
+    if batch_size is None:
+        ingested = measure("ingest", lambda: ingest(config.inputs, progress=False))
+    else:
+        ingested = measure("ingest", lambda: ingest(config.inputs, progress=False, out=work, batch_size=batch_size))
+    ledger = RunLedger.from_ingest(ingested)
+    for stage in stages:
+        before = ledger.records
+        measure(stage.name, lambda stage=stage: ledger.apply(stage))
+        if isinstance(before, Corpus):
+            before.remove()  # the bench keeps only what the next stage reads
+    stats = measure("write_run", lambda: write_run(work / "run", ledger, Path(path)))
+    out["kept"] = stats["totals"]["kept"]
+    return out
+
+
+def _reset_peak() -> float:
+    """Return freed heap to the OS, make the current RSS the new peak; the current RSS in MB."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mb("VmRSS")
+
+
+def _peak_rss_mb() -> float:
+    return _status_mb("VmHWM")
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024)
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _table(runs: list[dict], stages: tuple[str, ...]) -> str:
+    head = "| docs | mode | idle RSS | " + " | ".join(stages) + " | kept |"
+    lines = [head, "|" + "---|" * (len(stages) + 4)]
+    for r in runs:
+        cells = [f"{r[s]['peak_rss_mb']:.0f} MB, {r[s]['seconds']:.1f} s" for s in stages]
+        lines.append(f"| {r['docs']:,} | {r['mode']} | {r['idle_rss_mb']:.0f} MB | " + " | ".join(cells) + f" | {r['kept']:,} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
