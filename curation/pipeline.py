@@ -74,7 +74,7 @@ def build_stages(config: CurateConfig, out_dir: Path, progress: bool = True) -> 
         stages.append(build_semantic_stage(dedup.semantic, progress, engine))
     jury = Jury(config.jury, cache, budget) if config.jury else None
     if config.jury and jury:
-        stages.append(build_jury_stage(config.jury, jury, out_dir, progress=progress))
+        stages.append(build_jury_stage(config.jury, jury, out_dir, progress=progress, engine=engine))
     if config.preference:
         stages.append(_preference(config, jury, cache, budget, progress))
     return stages

@@ -116,3 +116,40 @@ def test_an_unreachable_cluster_is_a_config_error_naming_the_field(tmp_path: Pat
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=r"execution.address: cannot reach Ray at '127.0.0.1:9'"):
         build_stages(load_config(path), tmp_path / "run", progress=False)
+
+
+def test_local_judges_rate_in_ray_workers_with_the_local_engines_scores(tmp_path: Path, ray_cluster: str, monkeypatch) -> None:
+    import orjson
+
+    import curation.jury.stage as jury_stage
+    import curation.llm.local as local_llm
+
+    monkeypatch.setattr(jury_stage, "RAY_BATCH", 2)  # two tasks for four answers
+    rows = [
+        {"instruction": "What is the capital of France?", "output": answer}
+        for answer in ("Paris.", "The capital of France is Paris.", "Bananas are yellow.", "I don't know.")
+    ]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(orjson.dumps(r).decode() + "\n" for r in rows))
+    results = {}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a local judge rated in the driver")
+
+    for engine in ("ray", "local"):
+        config = {
+            "inputs": [{"path": str(data)}],
+            "jury": {"judges": [{"name": "helpful", "rubric": "helpfulness"}], "max_chars": 400,
+                     "cache_dir": str(tmp_path / f"cache-{engine}")},
+            "execution": {"engine": engine, "address": ray_cluster if engine == "ray" else None, "batch_size": 4},
+        }
+        with monkeypatch.context() as patch:
+            if engine == "ray":  # every rating must run in a Ray worker, none in this process
+                patch.setattr(local_llm.LocalModel, "complete", refuse)
+            kept, _, stats = curate(tmp_path, config, engine)
+        jury = next(s for s in stats["stages"] if s["stage"] == "jury")
+        results[engine] = ([orjson.loads(m)["jury"] for m in kept["meta"]], jury)
+    (ray_meta, ray_stats), (local_meta, local_stats) = results["ray"], results["local"]
+    assert [m["method"] for m in ray_meta] == ["jury"] * 4
+    assert [m["score"] for m in ray_meta] == pytest.approx([m["score"] for m in local_meta], abs=1e-3)
+    assert ray_stats["usage"]["helpful"]["requests"] == local_stats["usage"]["helpful"]["requests"] == 4

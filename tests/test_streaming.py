@@ -104,9 +104,8 @@ CONFIG = {
     "dedup": {
         "exact": {},
         "minhash": {"threshold": 0.7, "num_perm": 64, "ngram": 3},
-        "semantic": {"threshold": 0.9, "view": "assistant", "max_seq_length": 32},
     },
-}
+}  # semantic dedup over shards: tests/test_ray_engine.py (the Ray runs stream) and the test below
 
 
 def with_duplicates(tmp_path: Path) -> Path:
@@ -147,7 +146,7 @@ def test_a_streamed_run_keeps_and_rejects_what_the_in_memory_run_does(tmp_path: 
     kept, rejected, stats = curate(tmp_path, "memory", None)
     s_kept, s_rejected, s_stats = curate(tmp_path, "streamed", 61)
     removed = {s["stage"]: s["removed_by_reason"] for s in stats["stages"]}
-    assert all(removed[s] for s in ("filters", "dedup_exact", "dedup_minhash", "dedup_semantic")), removed
+    assert all(removed[s] for s in ("filters", "dedup_exact", "dedup_minhash")), removed
     assert s_kept.equals(kept)
     columns = ["id", "stage", "reason", "detail", "duplicate_of"]
     assert s_rejected.select(columns).equals(rejected.select(columns))

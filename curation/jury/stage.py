@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import orjson
 import polars as pl
 
 from curation.corpus import CorpusWriter, Source, column, shards, take, write_parquet
+from curation.engine import Engine
 from curation.jury.aggregate import (
     aggregate,
     krippendorff_alpha_ordinal,
@@ -40,13 +42,14 @@ from curation.jury.judge import (
 from curation.llm.cache import AnswerCache
 from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.models import open_model
-from curation.llm.types import ChatRequest
+from curation.llm.types import ChatRequest, Usage
 from curation.stage import Decision, Stage, StageResult, split_each
 from schemas.bundled import cache_dir
 from schemas.jury import JuryConfig
 from schemas.record import RECORD_SCHEMA, meta_json
 
 STAGE = "jury"
+RAY_BATCH = 64  # items a Ray task rates with local judges (~1 s an item on a CPU core)
 REASON = "low_jury_score"
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,16 @@ class Jury:
         return Verdicts(aggregate(by_judge, self.cfg.aggregate), by_judge, ratings)
 
     @property
+    def all_local(self) -> bool:
+        """Whether every judge is a local model (compute-bound: worth spreading over workers)."""
+        return all(j.model.local is not None for j in self.cfg.judges)
+
+    def add_usage(self, usage: dict[str, Usage]) -> None:
+        """Count what judges in other processes (Ray workers) consumed."""
+        for judge in self.judges:
+            judge.model.usage.merge(usage[judge.name])
+
+    @property
     def priced(self) -> bool:
         """Whether any judge is an endpoint with a price table."""
         return any(j.model.endpoint is not None and j.model.endpoint.price is not None for j in self.cfg.judges)
@@ -150,9 +163,12 @@ class _Rated:
     embeddings: np.ndarray | None  # of the rated items, when distilling
 
 
-def build_jury_stage(cfg: JuryConfig, jury: Jury, out_dir: Path, progress: bool = True) -> Stage:
+def build_jury_stage(
+    cfg: JuryConfig, jury: Jury, out_dir: Path, progress: bool = True, engine: Engine | None = None
+) -> Stage:
     """Streams a corpus: the LLM judges rate the records of `jury.kinds` shard by shard (with
-    distillation, only the sample, and the fitted scorer then scores the rest shard by shard)."""
+    distillation, only the sample, and the fitted scorer then scores the rest shard by shard).
+    With the Ray engine, local-model judges rate as Ray tasks (see _verdicts)."""
 
     def run(records: Source) -> StageResult:
         eligible = np.flatnonzero(column(records, pl.col("kind").is_in(cfg.kinds)).to_numpy())
@@ -162,7 +178,8 @@ def build_jury_stage(cfg: JuryConfig, jury: Jury, out_dir: Path, progress: bool 
         cost = _estimate_cost(jury, records, rated_rows)
         if cost is not None:
             log.info("jury: estimated cost %.4f USD for %d records", cost, len(rated_rows))
-        rated = _rate(jury, records, rated_rows, out_dir / "jury", progress, embed_with=d.model if d and distilled else False)
+        embed_with = d.model if d and distilled else False
+        rated = _rate(jury, records, rated_rows, out_dir / "jury", progress, embed_with, engine)
         scorer, distill = None, None
         if d and distilled:
             scorer, distill = _fit(cfg, rated)
@@ -213,12 +230,14 @@ def build_jury_stage(cfg: JuryConfig, jury: Jury, out_dir: Path, progress: bool 
     return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
 
 
-def _rated_items(records: Source, rows: np.ndarray) -> Iterator[tuple[np.ndarray, list[JudgeItem]]]:
-    """(rows, their judge items) shard by shard, for the given sorted rows."""
+def _rated_items(records: Source, rows: np.ndarray, batch: int | None = None) -> Iterator[Batch]:
+    """(rows, their judge items) shard by shard (in batches of at most `batch`), for the given
+    sorted rows."""
     for shard, lo in shards(records):
         inside = rows[(rows >= lo) & (rows < lo + shard.height)]
-        if len(inside):
-            yield inside, [judge_item(r) for r in shard[inside - lo].iter_rows(named=True)]
+        for start in range(0, len(inside), batch or max(len(inside), 1)):
+            part = inside[start : start + (batch or len(inside))]
+            yield part, [judge_item(r) for r in shard[part - lo].iter_rows(named=True)]
 
 
 def _estimate_cost(jury: Jury, records: Source, rows: np.ndarray) -> float | None:
@@ -228,21 +247,61 @@ def _estimate_cost(jury: Jury, records: Source, rows: np.ndarray) -> float | Non
     return sum(jury.estimate_cost(items) or 0.0 for _, items in _rated_items(records, rows))
 
 
-def _rate(jury: Jury, records: Source, rows: np.ndarray, folder: Path, progress: bool, embed_with: str | None | bool) -> _Rated:
+Batch = tuple[np.ndarray, list[JudgeItem]]  # rows and their judge items
+
+
+def _verdicts(
+    jury: Jury, records: Source, rows: np.ndarray, engine: Engine | None, progress: bool
+) -> Iterator[tuple[np.ndarray, list[JudgeItem], Verdicts]]:
+    """The verdicts on `rows` in batches, in order. Local-model judges on the Ray engine rate a
+    batch of RAY_BATCH items per Ray task (each worker process loads the models once); endpoint
+    judges rate a shard at a time here, where their I/O-bound requests are concurrent already
+    and one process keeps the rate limits and the budget global."""
+    report = JURY_PROGRESS.get()
+    total, judges, done = len(rows), len(jury.judges), 0
+    if engine is not None and engine.name == "ray" and jury.all_local:
+        rate = partial(rate_batch, cfg=jury.cfg)
+        batches = _rated_items(records, rows, RAY_BATCH)
+        for batch_rows, items, verdicts, usage in engine.imap(rate, batches, -(-total // RAY_BATCH), "jury"):
+            jury.add_usage(usage)
+            done += len(items)
+            if report:
+                report(done * judges, total * judges)
+            yield batch_rows, items, verdicts
+        return
+    for batch_rows, items in _rated_items(records, rows):
+
+        def on_progress(k: int, _total: int, offset: int = done * judges) -> None:
+            report(offset + k, total * judges)  # type: ignore[misc]
+
+        yield batch_rows, items, jury.rate(items, progress, on_progress if report else None)
+        done += len(items)
+
+
+def rate_batch(batch: Batch, cfg: JuryConfig) -> tuple[np.ndarray, list[JudgeItem], Verdicts, dict[str, Usage]]:
+    """A batch rated by the configured (local-model) judges in this process, with their usage.
+    Runs in Ray workers: the model weights stay loaded in the worker between batches."""
+    rows, items = batch
+    jury = Jury(cfg, default_cache(cfg.cache_dir), None)
+    verdicts = jury.rate(items, progress=False)
+    return rows, items, verdicts, {j.name: j.model.usage for j in jury.judges}
+
+
+def _rate(
+    jury: Jury,
+    records: Source,
+    rows: np.ndarray,
+    folder: Path,
+    progress: bool,
+    embed_with: str | None | bool,
+    engine: Engine | None = None,
+) -> _Rated:
     """The judges' verdicts on `rows`, rated shard by shard; every raw answer to
     folder/ratings.parquet. embed_with: the distillation model (None = bundled) or False."""
-    report = JURY_PROGRESS.get()
     judges = len(jury.judges)
     scores, by_judge, embeddings, failed = [], [], [], {}
     ratings = CorpusWriter(folder / ".ratings", RATINGS_BATCH, folder, RATINGS_SCHEMA)
-    done = 0
-    for shard_rows, items in _rated_items(records, rows):
-        offset = done * judges
-
-        def on_progress(k: int, _total: int, offset: int = offset) -> None:
-            report(offset + k, len(rows) * judges)  # type: ignore[misc]
-
-        verdicts = jury.rate(items, progress, on_progress if report else None)
+    for shard_rows, items, verdicts in _verdicts(jury, records, rows, engine, progress):
         scores.append(verdicts.scores)
         by_judge.append(verdicts.by_judge)
         ratings.write(_ratings_frame(shard_rows, records, jury.names, verdicts))
@@ -252,7 +311,6 @@ def _rate(jury: Jury, records: Source, rows: np.ndarray, folder: Path, progress:
                 failed[row] = failures
         if embed_with is not False:
             embeddings.append(_embed(items, embed_with, progress))  # type: ignore[arg-type]
-        done += len(items)
     write_parquet([ratings.close()], folder / "ratings.parquet", RATINGS_SCHEMA)
     shutil.rmtree(folder / ".ratings", ignore_errors=True)
     return _Rated(

@@ -68,6 +68,13 @@ class Usage:
     cost_usd: float = 0.0
     by_error: dict[str, int] = field(default_factory=dict)
 
+    def merge(self, other: Usage) -> None:
+        """Add another process's usage of the same model."""
+        for name in ("requests", "failures", "cached", "prompt_tokens", "completion_tokens", "cost_usd"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for error, count in other.by_error.items():
+            self.by_error[error] = self.by_error.get(error, 0) + count
+
     def add(self, completion: Completion, cost_usd: float = 0.0) -> None:
         if completion.cached:
             self.cached += 1
