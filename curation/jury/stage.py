@@ -23,7 +23,15 @@ import numpy as np
 import orjson
 import polars as pl
 
-from curation.corpus import CorpusWriter, Source, column, shards, take, write_parquet
+from curation.corpus import (
+    Corpus,
+    CorpusWriter,
+    Source,
+    column,
+    shards,
+    take,
+    write_parquet,
+)
 from curation.engine import Engine
 from curation.jury.aggregate import (
     aggregate,
@@ -262,7 +270,7 @@ def _verdicts(
     if engine is not None and engine.name == "ray" and jury.all_local:
         rate = partial(rate_batch, cfg=jury.cfg)
         batches = _rated_items(records, rows, RAY_BATCH)
-        for batch_rows, items, verdicts, usage in engine.imap(rate, batches, -(-total // RAY_BATCH), "jury"):
+        for batch_rows, items, verdicts, usage in engine.imap(rate, batches, _batch_count(records, rows), "jury"):
             jury.add_usage(usage)
             done += len(items)
             if report:
@@ -276,6 +284,13 @@ def _verdicts(
 
         yield batch_rows, items, jury.rate(items, progress, on_progress if report else None)
         done += len(items)
+
+
+def _batch_count(records: Source, rows: np.ndarray) -> int:
+    """How many batches _rated_items(records, rows, RAY_BATCH) makes (for the progress bar)."""
+    bounds = [*records.starts, records.height] if isinstance(records, Corpus) else [0, records.height]
+    per_shard = np.diff(np.searchsorted(rows, bounds))
+    return int(sum(-(-int(n) // RAY_BATCH) for n in per_shard))
 
 
 def rate_batch(batch: Batch, cfg: JuryConfig) -> tuple[np.ndarray, list[JudgeItem], Verdicts, dict[str, Usage]]:
@@ -310,7 +325,7 @@ def _rate(
             if failures:
                 failed[row] = failures
         if embed_with is not False:
-            embeddings.append(_embed(items, embed_with, progress))  # type: ignore[arg-type]
+            embeddings.append(_embed(items, embed_with, False))  # type: ignore[arg-type]  # one bar a batch is noise
     write_parquet([ratings.close()], folder / "ratings.parquet", RATINGS_SCHEMA)
     shutil.rmtree(folder / ".ratings", ignore_errors=True)
     return _Rated(
