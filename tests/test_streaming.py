@@ -17,6 +17,7 @@ from curation.ingest import ingest
 from curation.pipeline import RunLedger, build_stages, write_run
 from schemas.config import InputSpec, load_config
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
+from tests.test_ray_engine import base_config, with_near_duplicates
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -94,38 +95,15 @@ def test_a_parquet_input_is_read_in_batches_with_row_positions(tmp_path: Path, m
     assert sources == [f"{path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}#{i}" for i in range(20)]
 
 
-CONFIG = {
-    "filters": {
-        "length": {"min_words": 3, "max_words": 4000},
-        "keywords": {"refusals": True},
-        "format": {"json": True, "code": True},
-        "repetition": {"max_dup_line_frac": 0.3},
-    },
-    "dedup": {
-        "exact": {},
-        "minhash": {"threshold": 0.7, "num_perm": 64, "ngram": 3},
-    },
-}  # semantic dedup over shards: tests/test_ray_engine.py (the Ray runs stream) and the test below
-
-
-def with_duplicates(tmp_path: Path) -> Path:
-    """c4 documents copied with a changed case or a changed last word."""
-    texts = pl.read_ndjson(DATA / "raw" / "c4_demo.jsonl").head(120)["text"].to_list()
-    copies = [t.upper() for t in texts[:40]] + [t.rsplit(" ", 1)[0] + " zebra" for t in texts[40:120]]
-    path = tmp_path / "copies.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "id": f"copy-{i}"}) + "\n" for i, t in enumerate(copies)))
-    return path
-
-
 def curate(tmp_path: Path, name: str, batch_size: int | None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """A run through the pipeline; batch_size None = in memory, else streamed over shards."""
-    inputs = [
-        {"path": str(DATA / "raw" / "c4_demo.jsonl")},
-        {"path": str(with_duplicates(tmp_path))},
-        {"path": str(DATA / "sft" / "oasst_en_100_tree.jsonl")},
-    ]
+    """A run through the pipeline; batch_size None = in memory, else streamed over shards.
+
+    The Ray tests' data and settings, without semantic dedup: the Ray runs stream it already."""
+    config = base_config()
+    del config["dedup"]["semantic"]
+    config["inputs"].append({"path": str(with_near_duplicates(tmp_path))})
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"inputs": inputs, **CONFIG}))
+    path.write_text(yaml.safe_dump(config))
     cfg = load_config(path)
     out = tmp_path / name
     if batch_size is None:
