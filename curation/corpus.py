@@ -68,7 +68,7 @@ class Corpus:
         return pl.scan_parquet(self.paths).select(expr).collect().to_series()
 
     def collect(self) -> pl.DataFrame:
-        """All rows in memory: for the stages that need the whole frame (jury, export)."""
+        """All rows in memory: for the stages that need the whole frame (export, refresh)."""
         return pl.read_parquet(self.paths)
 
     def derive(self, schema: pl.Schema | dict | None = None) -> CorpusWriter:

@@ -26,7 +26,7 @@ from typing import TypeVar
 import polars as pl
 from tqdm import tqdm
 
-from curation.corpus import Corpus, Source
+from curation.corpus import Corpus, Source, shards
 from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
 
@@ -64,10 +64,7 @@ class LocalEngine(_Engine):
 
     def partitions(self, records: Source) -> Iterator[pl.DataFrame]:
         """A corpus's shards one by one, or the whole frame (the functions use threads on it)."""
-        if isinstance(records, Corpus):
-            yield from records.frames()
-        else:
-            yield records
+        yield from (shard for shard, _ in shards(records))
 
     def starts(self, records: Source) -> list[int]:
         """The first row of each partition."""

@@ -44,8 +44,9 @@ class StageError(RuntimeError):
 
 @dataclass(frozen=True)
 class Stage:
-    """`streams`: `run` reads a Corpus shard by shard (and returns Corpora). Other stages (the
-    jury, export) get the corpus collected into one frame, and their result is written back."""
+    """`streams`: `run` reads a Corpus shard by shard (and returns Corpora). Other stages
+    (export, published-version dedup) get the corpus collected into one frame, and their result
+    is written back."""
 
     name: str
     run: Callable[[Source], StageResult]
