@@ -217,7 +217,8 @@ def build_jury_stage(
             full[local] = score
             low = full < cfg.min_score if cfg.min_score is not None else np.zeros(shard.height, bool)
             reason = pl.Series([REASON if x else None for x in low], dtype=pl.String)
-            detail = pl.Series([_detail(full[i], cfg.min_score, metas[i]) if low[i] else None for i in range(shard.height)], dtype=pl.String)
+            details = [_detail(full[i], cfg.min_score, metas[i]) if low[i] else None for i in range(shard.height)]
+            detail = pl.Series(details, dtype=pl.String)
             return shard.with_columns(pl.Series("meta", metas, pl.String)), reason, detail, None
 
         result = split_each(records, STAGE, decide)
@@ -321,7 +322,11 @@ def _rate(
         by_judge.append(verdicts.by_judge)
         ratings.write(_ratings_frame(shard_rows, records, jury.names, verdicts))
         for k, row in enumerate(shard_rows.tolist()):
-            failures = {n: {"error": r[k].error, "raw": r[k].raw} for n, r in zip(jury.names, verdicts.ratings, strict=True) if r[k].score is None}
+            failures = {
+                name: {"error": r[k].error, "raw": r[k].raw}
+                for name, r in zip(jury.names, verdicts.ratings, strict=True)
+                if r[k].score is None
+            }
             if failures:
                 failed[row] = failures
         if embed_with is not False:
