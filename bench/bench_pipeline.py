@@ -87,11 +87,12 @@ def _run_pipeline(path: str) -> list[dict]:
 
 def _run_semantic(texts: list[str]) -> dict:
     from bench.corpus import to_records
-    from curation.dedup.semantic import build_semantic_stage, load_model
+    from curation.dedup.encoders import load_encoder
+    from curation.dedup.semantic import build_semantic_stage
     from schemas.config import SemanticDedup
 
     cfg = SemanticDedup()
-    load_model(cfg.model, cfg.max_seq_length)  # loading is not the stage's throughput
+    load_encoder(cfg.model, cfg.max_seq_length)  # loading is not the stage's throughput
     records = to_records(texts)
     result, seconds, cpu, memory = measured(lambda: build_semantic_stage(cfg, progress=False)(records))
     return _row("dedup_semantic", len(texts), result.kept.height, seconds, cpu, memory)  # type: ignore[union-attr]

@@ -63,7 +63,8 @@ def main() -> None:
 
 
 def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> dict:
-    from curation.dedup.semantic import build_semantic_stage, load_model
+    from curation.dedup.encoders import load_encoder
+    from curation.dedup.semantic import build_semantic_stage
     from curation.engine import LocalEngine, RayEngine
     from curation.pipeline import RunLedger
     from schemas.config import CurateConfig
@@ -92,7 +93,7 @@ def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> di
     sample = to_records(texts[:semantic_docs])
     semantic_cfg = config.dedup.semantic
     if cpus is None:
-        load_model(semantic_cfg.model, semantic_cfg.max_seq_length)
+        load_encoder(semantic_cfg.model, semantic_cfg.max_seq_length)
         semantic = build_semantic_stage(semantic_cfg, False, engine)
     else:
         warm = RayEngine(ExecutionConfig(engine="ray", batch_size=1), progress=False)

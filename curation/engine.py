@@ -7,12 +7,11 @@ embeddings) hands a function of a frame to `engine.map`. The partitions are a co
 (it parallelises on threads itself); the Ray engine runs one Ray task per partition on the
 cluster, a bounded number in flight so the driver never holds the corpus. Results come back in
 partition order, so the stage's corpus-wide step (first occurrence, connected components,
-k-means) sees the same input either way and a run keeps and rejects the same records on both
+the semantic search) sees the same input either way and a run keeps and rejects the same records on both
 engines. Only that compact per-row output travels back, never a model or an index.
 
 Corpus-wide steps that split into independent pieces use `engine.imap` on those pieces the same
-way: MinHash groups each band's keys into candidate pairs, semantic dedup compares each group of
-k-means clusters.
+way: MinHash groups each band's keys into candidate pairs.
 """
 
 from __future__ import annotations
