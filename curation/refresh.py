@@ -282,9 +282,9 @@ def build_published_stage(previous: Version | None, dedup: Dedup | None, progres
 
     Runs after the in-run dedup stages. Per enabled index kind, cheapest first, on the records
     no earlier kind matched: exact keys, MinHash candidates verified like the in-run stage, then
-    embedding cosine >= threshold (the in-run search: exhaustive, IVF past 65k). A match is rejected as
-    `duplicate_of_published` with duplicate_of = the earliest matching published record; the
-    detail names the kind, the similarity and the version. Then a surviving record whose id is
+    embedding cosine >= threshold (the in-run search: exhaustive, IVF past 65k). A match is
+    rejected as `duplicate_of_published` with duplicate_of = the earliest matching published
+    record (semantic: the closest one); the detail names the kind, the similarity and the version. Then a surviving record whose id is
     already published is rejected as `published_id` (a version's ids stay unique). With no
     previous version (the first publish) every record is kept.
     """

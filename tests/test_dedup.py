@@ -222,14 +222,16 @@ def test_semantic_finds_paraphrases(paragraphs: list[str], model: str) -> None:
 
 
 def test_semantic_duplicates_point_at_kept_records() -> None:
-    # b is close to a, c is close to b but not to a: b goes, c stays (b is no longer kept).
+    # b is close to a, c is close to b but not to a: b goes, c stays (b is no longer kept). The
+    # last one is within reach of a and c: it names the closer, c.
     def at(degrees: float) -> list[float]:
         return [np.cos(np.radians(degrees)), np.sin(np.radians(degrees))]
 
-    embeddings = np.array([at(0), at(20), at(40), at(5)], np.float32)
+    embeddings = np.array([at(0), at(20), at(40), at(5), at(22)], np.float32)
     kept_as, cosine = greedy_duplicates(embeddings, threshold=float(np.cos(np.radians(25))))
-    assert kept_as.tolist() == [0, 0, 2, 0]
+    assert kept_as.tolist() == [0, 0, 2, 0, 2]
     assert cosine[1] == pytest.approx(np.cos(np.radians(20)))
+    assert cosine[4] == pytest.approx(np.cos(np.radians(18)))
 
 
 def test_views_pick_the_compared_turns() -> None:

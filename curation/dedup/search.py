@@ -1,8 +1,9 @@
-"""Find, for each embedding, the earliest kept embedding at cosine >= threshold.
+"""Find, for each embedding, the most similar kept embedding at cosine >= threshold.
 
 Semantic dedup walks the records in input order and keeps a record unless an earlier kept one
-is within the threshold, so the only search it needs is "the earliest kept match of this
-vector". `KeptIndex` holds the kept vectors and answers it two ways:
+is within the threshold, so the only search it needs is "the closest kept match of this vector"
+(the match names the removed record's `duplicate_of`). `KeptIndex` holds the kept vectors and
+answers it two ways:
 
 - **exact** (blockwise matrix products) while it holds up to `EXACT_ROWS` vectors: every pair is
   compared, and that is cheaper than any index at this size (20k documents: ~1.3 s on 2 cores);
@@ -31,8 +32,8 @@ TRAIN_PER_LIST = 39  # faiss warns below 39 training vectors per list
 
 
 class KeptIndex:
-    """Vectors added in increasing key order (their position in `vectors`); `first_match`
-    returns, per query, the smallest key at cosine >= threshold, or -1.
+    """Vectors added in increasing key order (their position in `vectors`); `best_match`
+    returns, per query, the key of the most similar one if its cosine is >= threshold, else -1.
 
     `vectors[key]` must return the float32 vector of a key (an array or a memory map): the IVF
     path re-scores its candidates from it.
@@ -66,23 +67,23 @@ class KeptIndex:
                 self._switch_to_ivf(self._count + len(keys))
         self._count += len(keys)
 
-    def first_match(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(key, cosine) per query row: the earliest added vector at cosine >= threshold, else (-1, 0)."""
+    def best_match(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(key, cosine) per query row: the most similar added vector if at cosine >= threshold, else (-1, 0)."""
         n = len(queries)
         key, cosine = np.full(n, -1, np.int64), np.zeros(n, np.float32)
         if not n or not self._count:
             return key, cosine
         if self._ivf is not None:
-            return self._first_match_ivf(np.ascontiguousarray(queries, np.float32))
+            return self._best_match_ivf(np.ascontiguousarray(queries, np.float32))
         held = self._buffer[: self._count]
         rows = max(1, BLOCK_SIMILARITIES // self._count)
         for lo in range(0, n, rows):
             sims = queries[lo : lo + rows] @ held.T
-            hit = sims >= self.threshold
-            found = np.flatnonzero(hit.any(axis=1))
-            first = hit[found].argmax(axis=1)  # keys are held in increasing order: the earliest
-            key[lo + found] = self._keys[first]
-            cosine[lo + found] = sims[found, first]
+            best = sims.argmax(axis=1)  # ties: the earliest (keys are held in increasing order)
+            top = sims[np.arange(len(sims)), best]
+            found = np.flatnonzero(top >= self.threshold)
+            key[lo + found] = self._keys[best[found]]
+            cosine[lo + found] = top[found]
         return key, cosine
 
     def _append_exact(self, keys: np.ndarray, block: np.ndarray) -> None:
@@ -108,17 +109,18 @@ class KeptIndex:
         index.add_with_ids(vectors, keys)
         self._ivf, self._buffer, self._keys = index, np.empty((0, self.dim), np.float32), np.empty(0, np.int64)
 
-    def _first_match_ivf(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _best_match_ivf(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, found = self._ivf.search(queries, min(NEIGHBOURS, self._count))
         valid = found >= 0
         candidates = np.where(valid, found, 0)
         # Exact float32 cosines of the candidates (the codes only shortlist them).
-        sims = np.einsum("qd,qkd->qk", queries, np.asarray(self.vectors[candidates.ravel()], np.float32).reshape(
-            *candidates.shape, self.dim))
-        hit = valid & (sims >= self.threshold)
-        earliest = np.where(hit, candidates, np.iinfo(np.int64).max).argmin(axis=1)
-        rows = np.flatnonzero(hit.any(axis=1))
+        rows = np.asarray(self.vectors[candidates.ravel()], np.float32).reshape(*candidates.shape, self.dim)
+        sims = np.where(valid, np.einsum("qd,qkd->qk", queries, rows), -np.inf)
+        # The most similar; among equal cosines the earliest (candidates come in any order).
+        best = np.lexsort((candidates, -sims), axis=1)[:, 0]
+        top = sims[np.arange(len(queries)), best]
+        hit = np.flatnonzero(top >= self.threshold)
         key, cosine = np.full(len(queries), -1, np.int64), np.zeros(len(queries), np.float32)
-        key[rows] = candidates[rows, earliest[rows]]
-        cosine[rows] = sims[rows, earliest[rows]]
+        key[hit] = candidates[hit, best[hit]]
+        cosine[hit] = top[hit]
         return key, cosine

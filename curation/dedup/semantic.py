@@ -6,13 +6,14 @@
    texts are compared by their beginning. Embeddings are written to a scratch file as each
    partition is embedded (on this process or on Ray workers): the stage never holds all of them.
 2. Walk the embeddings in input order, a block of BLOCK_ROWS at a time: a record is a duplicate
-   of the earliest *kept* record with cosine >= threshold, else it is kept and joins the search
+   of the most similar earlier *kept* record if their cosine is >= threshold, else it is kept and
+   joins the search
    index (curation.dedup.search: exhaustive up to 65,536 kept records, a re-scored IVF index
    beyond). Inside a block, records with no kept match are resolved against each other in order.
 
 Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
-every removal names an earlier kept record (`duplicate_of`, cosine in `detail`), so nothing is
-removed as a duplicate of a removed record. Records whose view text is empty (or only
+every removal names the closest earlier kept record (`duplicate_of`, cosine in `detail`), so
+nothing is removed as a duplicate of a removed record. Records whose view text is empty (or only
 whitespace) are never duplicates.
 """
 
@@ -91,9 +92,9 @@ def embed(texts: list[str], cfg: SemanticDedup, progress: bool) -> np.ndarray:
 def greedy_kept(
     embeddings: EmbeddingFile, threshold: float, exact_rows: int = EXACT_ROWS, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """For embeddings in file order: the one each is kept as (itself, or the earliest earlier
-    kept one at cosine >= threshold), that cosine (0 for kept ones), and how the kept ones were
-    searched ("exact", or "exact, then ivf from N kept")."""
+    """For embeddings in file order: the one each is kept as (itself, or the most similar earlier
+    kept one if at cosine >= threshold), that cosine (0 for kept ones), and how the kept ones
+    were searched ("exact", or "exact, then ivf from N kept")."""
     n = embeddings.rows
     kept_as, cosine = np.arange(n), np.zeros(n, np.float32)
     vectors = embeddings.memmap()
@@ -102,15 +103,13 @@ def greedy_kept(
     with tqdm(total=n, desc=f"{STAGE} search", unit="doc", disable=not progress or n < 50_000) as bar:
         for lo in range(0, n, BLOCK_ROWS):
             block = np.asarray(vectors[lo : lo + BLOCK_ROWS], np.float32)
-            match, sim = index.first_match(block)
-            free = np.flatnonzero(match < 0)
-            inner, inner_sim = greedy_duplicates(block[free], threshold)
-            dup = inner != np.arange(len(free))
-            match[free[dup]], sim[free[dup]] = lo + free[inner[dup]], inner_sim[dup]
-            found = np.flatnonzero(match >= 0)
-            kept_as[lo + found], cosine[lo + found] = match[found], sim[found]
+            match, sim = index.best_match(block)
+            inner, inner_sim = greedy_duplicates(block, threshold, np.where(match >= 0, sim, -np.inf))
+            at = lo + np.arange(len(block))
+            kept_as[at] = np.where(inner == -1, match, lo + inner)
+            cosine[at] = inner_sim
             before = index.kind
-            index.add(lo + np.flatnonzero(match < 0))
+            index.add(at[inner == np.arange(len(block))])
             if before != index.kind:
                 switched_at = len(index)
             bar.update(len(block))
@@ -145,21 +144,32 @@ class EmbeddingFile:
         return np.memmap(self.path, np.float32, "r", shape=(self.rows, self.dim))
 
 
-def greedy_duplicates(embeddings: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """For rows in input order: the row each one is kept as (itself, or the earliest earlier
-    kept row with cosine >= threshold) and that cosine (0 for kept rows)."""
+def greedy_duplicates(
+    embeddings: np.ndarray, threshold: float, outside: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in input order: the row each one is kept as (itself, or the most similar earlier
+    kept row if at cosine >= threshold) and that cosine (0 for kept rows).
+
+    `outside`: per row, the cosine of its best match among kept vectors before these rows (-inf
+    for none); a row whose outside match beats every earlier kept row here is kept as -1."""
     n = len(embeddings)
     kept_as, sim, kept = np.arange(n), np.zeros(n, np.float32), np.ones(n, bool)
+    prior = np.full(n, -np.inf, np.float32) if outside is None else outside
     block = max(1, BLOCK_SIMILARITIES // max(n, 1))
     for lo in range(0, n, block):
         sims = embeddings[lo : lo + block] @ embeddings[: lo + block].T
         sims[np.arange(sims.shape[1]) >= np.arange(lo, lo + len(sims))[:, None]] = -1  # only earlier rows
-        # Rows without any earlier match stay kept; the others look for the earliest kept match.
-        for offset in np.flatnonzero((sims >= threshold).any(axis=1)):
+        # Rows without any match stay kept; the others take their closest kept match (ties:
+        # the earlier one, so an outside match first).
+        for offset in np.flatnonzero((sims >= threshold).any(axis=1) | (prior[lo : lo + len(sims)] >= threshold)):
             i = lo + offset
-            match = np.flatnonzero((sims[offset, :i] >= threshold) & kept[:i])
-            if len(match):
-                kept_as[i], sim[i], kept[i] = match[0], sims[offset, match[0]], False
+            candidates = np.where(kept[:i], sims[offset, :i], -np.inf)
+            best = int(candidates.argmax()) if i else 0
+            inside = candidates[best] if i else -np.inf
+            if prior[i] >= threshold and prior[i] >= inside:
+                kept_as[i], sim[i], kept[i] = -1, prior[i], False
+            elif inside >= threshold:
+                kept_as[i], sim[i], kept[i] = best, inside, False
     return kept_as, sim
 
 
@@ -173,10 +183,10 @@ def index_settings(cfg: SemanticDedup) -> dict:
 
 
 def match_index(embeddings: np.ndarray, index: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """For each new (L2-normalised) embedding, the first row of `index` with cosine >= threshold
-    (the earliest published record), or -1, and that cosine: the same search as within a run
-    (exhaustive up to EXACT_ROWS published rows, the re-scored IVF index beyond)."""
+    """For each new (L2-normalised) embedding, the row of `index` most similar to it if at cosine
+    >= threshold (the closest published record), or -1, and that cosine: the same search as
+    within a run (exhaustive up to EXACT_ROWS published rows, the re-scored IVF index beyond)."""
     published = KeptIndex(index, threshold)
     for lo in range(0, len(index), BLOCK_ROWS):
         published.add(np.arange(lo, min(lo + BLOCK_ROWS, len(index))))
-    return published.first_match(np.ascontiguousarray(embeddings, np.float32))
+    return published.best_match(np.ascontiguousarray(embeddings, np.float32))
