@@ -20,6 +20,8 @@ Figures:
 - recall vs exhaustive on `--recall-docs` documents with the static model (past 65,536 kept
   records, so `auto` switches to the IVF index): of the records the exhaustive walk removes, the
   share each contender removes, and the share whose kept record (duplicate_of) is the same;
+- planted copies on 3,000 documents (exhaustive walk): per encoder and threshold, the planted
+  copies removed and the other removals (distinct documents);
 - paraphrase pair F1 on bench.paraphrases (real questions and instructions, rewritten by the
   bundled SmolLM2 and checked lexically): a predicted pair is (removed record, the record it is
   a duplicate of); true pairs are (source, its rewrite). Reported at several thresholds.
@@ -41,6 +43,7 @@ from bench.measure import in_fresh_process, measured
 RESULTS = Path(__file__).resolve().parent / "results"
 ENCODERS = ("minilm-static", "all-MiniLM-L6-v2")
 UNCENTRED = "minilm-static, uncentred"  # semhash on the plain model2vec model, as a user would load it
+PLANTED_THRESHOLDS = (0.85, 0.9, 0.95)
 F1_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 MAX_TOKENS = 128
 
@@ -106,6 +109,28 @@ def _exhaustive(encoder: str, texts: list[str], threshold: float) -> dict:
     return {"seconds": seconds, "pairs": [[int(i), int(kept_as[i])] for i in dup]}
 
 
+def _planted(encoder: str, n: int, thresholds: list[float], seed: int) -> dict:
+    """Planted copies found and other (distinct-document) removals per threshold, exhaustive walk."""
+    from bench.corpus import build_corpus
+    from curation.dedup.semantic import greedy_duplicates
+
+    corpus = build_corpus(n, seed=seed)
+    planted = set(corpus.pairs["b"].to_list())
+    if encoder == UNCENTRED:
+        vectors = np.asarray(_peer_model(encoder).encode(corpus.texts, max_length=MAX_TOKENS), np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    else:
+        from curation.dedup.encoders import load_encoder
+
+        vectors = load_encoder(encoder, MAX_TOKENS).encode(corpus.texts)
+    out = {}
+    for t in thresholds:
+        kept_as, _ = greedy_duplicates(vectors, t)
+        removed = set(np.flatnonzero(kept_as != np.arange(n)).tolist())
+        out[str(t)] = {"planted_found": len(removed & planted), "planted": len(planted), "other": len(removed - planted)}
+    return out
+
+
 def pair_f1(predicted: list[list[int]], truth: set[frozenset[int]]) -> dict:
     got = {frozenset(p) for p in predicted}
     hit = len(got & truth)
@@ -169,6 +194,8 @@ def main() -> None:
         recall[name] = vs_exhaustive(run["pairs"], exhaustive["pairs"]) | {
             "seconds": round(run["seconds"], 2), "how": run.get("how")}
     result["recall_vs_exhaustive"] = recall
+    result["planted"] = {e: in_fresh_process(_planted, e, 3000, list(PLANTED_THRESHOLDS), args.seed)
+                         for e in (UNCENTRED, *ENCODERS)}
     result["loadavg_after"] = os.getloadavg()
 
     RESULTS.mkdir(exist_ok=True)
@@ -184,6 +211,11 @@ def main() -> None:
         if name != "exhaustive":
             print(f"| {name} | {r['removed_recall']} | {r['same_kept_record']} | {r['extra_removed']} | {r['seconds']} |")
     print(f"| exhaustive | 1 | 1 | 0 | {recall['exhaustive']['seconds']} |")
+    print(f"\n| encoder (3000 docs) | {' | '.join(f'@ {t}: planted found / other' for t in PLANTED_THRESHOLDS)} |")
+    print(f"|---|{'---:|' * len(PLANTED_THRESHOLDS)}")
+    for encoder, by_t in result["planted"].items():
+        cells = [f"{by_t[str(t)]['planted_found']} / {by_t[str(t)]['other']}" for t in PLANTED_THRESHOLDS]
+        print(f"| {encoder} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
