@@ -71,7 +71,7 @@ def main() -> None:
 
 def _run_pipeline(path: str) -> list[dict]:
     from curation.ingest import ingest
-    from curation.pipeline import RunLedger, build_stages
+    from curation.core.pipeline import RunLedger, build_stages
     from schemas.config import CurateConfig
 
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **CONFIG})

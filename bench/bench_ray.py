@@ -65,8 +65,8 @@ def main() -> None:
 def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> dict:
     from curation.dedup.encoders import load_encoder
     from curation.dedup.semantic import build_semantic_stage
-    from curation.engine import LocalEngine, RayEngine
-    from curation.pipeline import RunLedger
+    from curation.core.engine import LocalEngine, RayEngine
+    from curation.core.pipeline import RunLedger
     from schemas.config import CurateConfig
     from schemas.execution import ExecutionConfig
 

@@ -101,9 +101,9 @@ def _write_mixed(base: list[str], n: int, path: Path) -> None:
 
 
 def _run(path: str, batch_size: int | None, tmp: str, stages_config: dict = CONFIG) -> dict:
-    from curation.corpus import Corpus
+    from curation.core.corpus import Corpus
     from curation.ingest import ingest
-    from curation.pipeline import RunLedger, build_stages, write_run
+    from curation.core.pipeline import RunLedger, build_stages, write_run
     from schemas.config import CurateConfig
 
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **stages_config})

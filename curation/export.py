@@ -46,7 +46,7 @@ from datasets import Dataset, DatasetDict
 from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
-from curation.stage import StageResult, split_rejects
+from curation.core.stage import StageResult, split_rejects
 from schemas.chat import apply_template, named_template
 from schemas.export import ExportConfig, ExportFormat
 

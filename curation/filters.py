@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from curation.engine import Engine, LocalEngine
+from curation.core.engine import Engine, LocalEngine
 from curation.models import load_tokenizer
-from curation.stage import Stage, StageResult, split_rejects
-from curation.text import text_view
+from curation.core.stage import Stage, StageResult, split_rejects
+from curation.core.text import text_view
 from schemas.config import (
     Bounds,
     Filters,

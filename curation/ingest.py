@@ -28,8 +28,8 @@ import polars as pl
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from curation.corpus import CorpusWriter, Source
-from curation.stage import StageResult
+from curation.core.corpus import CorpusWriter, Source
+from curation.core.stage import StageResult
 from schemas.config import ConfigError, InputFormat, InputShape, InputSpec, expand_input
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
 

@@ -47,8 +47,8 @@ import numpy as np
 import polars as pl
 
 from curation.dedup import exact, minhash, semantic
-from curation.stage import Stage, StageResult, split_rejects
-from curation.text import text_view
+from curation.core.stage import Stage, StageResult, split_rejects
+from curation.core.text import text_view
 from schemas.config import CurateConfig, Dedup, ExactDedup, InputSpec, MinHashDedup, SemanticDedup, expand_input
 from schemas.record import RECORD_SCHEMA
 

@@ -20,14 +20,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 import curation.jury.stage as jury_stage  # the module, not its ContextVar: `serve` pickles these tasks
-from curation.corpus import Corpus, CorpusWriter, Source
+from curation.core.corpus import Corpus, CorpusWriter, Source
 from curation.export import export_run
 from curation.ingest import ingest
 from curation.models import load_tokenizer
-from curation.pipeline import Expansion, RunLedger, build_stages, write_run
+from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
 from curation.refresh import Version, build_published_stage, load_version, publish, refresh_inputs
 from curation.report import write_report
-from curation.stage import Stage, StageResult
+from curation.core.stage import Stage, StageResult
 from curation.validate import ValidationFailed, enforce, validate_run
 from flows.artifacts import ProgressArtifact, keys, publish_run
 from schemas.config import CurateConfig, expand_input, load_config

@@ -13,7 +13,7 @@ from curation.dedup import build_exact_stage, build_minhash_stage, build_semanti
 from curation.dedup.common import earliest_roots
 from curation.dedup.minhash import ShingleSets, permutations, shingle_hashes, signatures
 from curation.dedup.semantic import greedy_duplicates
-from curation.stage import StageResult
+from curation.core.stage import StageResult
 from schemas.config import ExactDedup, MinHashDedup, SemanticDedup
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, records_frame
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from curation.filters import REFUSAL_PHRASES, build_filter_stage, phrase_pattern, read_phrases
-from curation.stage import StageResult
+from curation.core.stage import StageResult
 from schemas.config import ConfigError, Filters
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, records_frame
 

@@ -22,7 +22,7 @@ from curation.ingest import ingest
 from curation.jury.judge import load_rubric
 from curation.jury.pairwise import PairwiseJudge
 from curation.llm.endpoint import EndpointModel
-from curation.pipeline import Expansion, RunLedger, build_stages, write_run
+from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
 from openai_server import FakeOpenAI, Reply, rating_reply
 from schemas.config import ConfigError, load_config
 from schemas.jury import Endpoint

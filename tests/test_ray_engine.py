@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from curation.ingest import ingest
-from curation.pipeline import RunLedger, build_stages, write_run
+from curation.core.pipeline import RunLedger, build_stages, write_run
 from schemas.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]

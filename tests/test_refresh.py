@@ -16,7 +16,7 @@ import pytest
 from curation import refresh
 from curation.dedup import semantic
 from curation.ingest import ingest
-from curation.pipeline import RunLedger, build_stages, write_run
+from curation.core.pipeline import RunLedger, build_stages, write_run
 from curation.refresh import (
     build_published_stage,
     latest_version,

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 import yaml
 
-from curation.corpus import Corpus, CorpusWriter, append, take, write_parquet
+from curation.core.corpus import Corpus, CorpusWriter, append, take, write_parquet
 from curation.ingest import ingest
-from curation.pipeline import RunLedger, build_stages, write_run
+from curation.core.pipeline import RunLedger, build_stages, write_run
 from schemas.config import InputSpec, load_config
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 from tests.test_ray_engine import base_config, with_near_duplicates

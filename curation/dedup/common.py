@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from curation.corpus import Source, take
-from curation.stage import Decision, StageResult, split_each
+from curation.core.corpus import Source, take
+from curation.core.stage import Decision, StageResult, split_each
 
 
 def split_duplicates(records: Source, stage: str, reason: str, root: np.ndarray, detail: pl.Series | str) -> StageResult:

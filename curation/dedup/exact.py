@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 
 from curation.dedup.common import split_duplicates
-from curation.engine import Engine, LocalEngine
-from curation.stage import Stage, StageResult
-from curation.text import text_view
+from curation.core.engine import Engine, LocalEngine
+from curation.core.stage import Stage, StageResult
+from curation.core.text import text_view
 from schemas.config import ExactDedup
 from schemas.record import RECORD_SCHEMA
 

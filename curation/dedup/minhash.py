@@ -37,11 +37,11 @@ import polars as pl
 from datasketch.lsh import _optimal_param  # the routine behind MinHashLSH(threshold, weights)
 from tqdm import tqdm
 
-from curation.corpus import take
+from curation.core.corpus import take
 from curation.dedup.common import earliest_roots, split_duplicates
-from curation.engine import Engine, LocalEngine
-from curation.stage import Stage, StageResult
-from curation.text import text_view
+from curation.core.engine import Engine, LocalEngine
+from curation.core.stage import Stage, StageResult
+from curation.core.text import text_view
 from schemas.config import MinHashDedup
 from schemas.record import RECORD_SCHEMA
 

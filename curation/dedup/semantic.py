@@ -27,13 +27,13 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from curation.corpus import Corpus, Source
+from curation.core.corpus import Corpus, Source
 from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
 from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
-from curation.engine import Engine, LocalEngine
-from curation.stage import Stage, StageResult
-from curation.text import text_view
+from curation.core.engine import Engine, LocalEngine
+from curation.core.stage import Stage, StageResult
+from curation.core.text import text_view
 from schemas.config import SemanticDedup
 from schemas.record import RECORD_SCHEMA
 

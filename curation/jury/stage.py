@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 import polars as pl
 
-from curation.corpus import (
+from curation.core.corpus import (
     Corpus,
     CorpusWriter,
     Source,
@@ -32,7 +32,7 @@ from curation.corpus import (
     take,
     write_parquet,
 )
-from curation.engine import Engine
+from curation.core.engine import Engine
 from curation.jury.aggregate import (
     aggregate,
     krippendorff_alpha_ordinal,
@@ -51,7 +51,7 @@ from curation.llm.cache import AnswerCache
 from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.models import open_model
 from curation.llm.types import ChatRequest, Usage
-from curation.stage import Decision, Stage, StageResult, split_each
+from curation.core.stage import Decision, Stage, StageResult, split_each
 from schemas.bundled import MINILM_NAME, cache_dir
 from schemas.jury import JuryConfig
 from schemas.record import RECORD_SCHEMA, meta_json

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from curation.corpus import Corpus, Source, shards
+from curation.core.corpus import Corpus, Source, shards
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from curation.corpus import Corpus, Source, append, write_parquet
+from curation.core.corpus import Corpus, Source, append, write_parquet
 from curation.dedup.exact import build_exact_stage
 from curation.dedup.minhash import build_minhash_stage
 from curation.dedup.semantic import build_semantic_stage
-from curation.engine import open_engine
+from curation.core.engine import open_engine
 from curation.filters import build_filter_stage
 from curation.ingest import IngestResult
 from curation.jury.stage import Jury, build_jury_stage, default_cache
@@ -28,7 +28,7 @@ from curation.llm.endpoint import Budget
 from curation.llm.models import open_model
 from curation.models import load_tokenizer
 from curation.preference import add_generated, build_pairs, group_prompts
-from curation.stage import Stage, StageResult
+from curation.core.stage import Stage, StageResult
 from curation.synthesis import synthesize
 from schemas.config import CurateConfig
 from schemas.jury import Local, ModelSpec

@@ -25,7 +25,7 @@ from typing import TypeVar
 import polars as pl
 from tqdm import tqdm
 
-from curation.corpus import Corpus, Source, shards
+from curation.core.corpus import Corpus, Source, shards
 from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
 
