@@ -25,7 +25,9 @@ from curation.export import export_run
 from curation.ingest import ingest
 from curation.models import load_tokenizer
 from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
-from curation.refresh import Version, build_published_stage, load_version, publish, refresh_inputs
+from curation.dedup.published import build_published_stage
+from curation.publish.inputs import refresh_inputs
+from curation.publish.versions import Version, load_version, publish
 from curation.report import write_report
 from curation.core.stage import Stage, StageResult
 from curation.validate import ValidationFailed, enforce, validate_run

@@ -1,4 +1,4 @@
-"""Incremental refresh: versions with their dedup indexes (curation/refresh.py).
+"""Incremental refresh: versions with their dedup indexes (curation/publish/, dedup/published.py).
 
 Real files and the real pipeline pieces the flow uses (ingest, the dedup stages, write_run),
 Alpaca records from ../shared/data, the bundled MiniLM for the semantic index.
@@ -13,18 +13,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation import refresh
-from curation.dedup import semantic
-from curation.ingest import ingest
 from curation.core.pipeline import RunLedger, build_stages, write_run
-from curation.refresh import (
-    build_published_stage,
-    latest_version,
-    load_version,
-    new_inputs,
-    publish,
-    refresh_inputs,
-)
+from curation.dedup import semantic
+from curation.dedup.published import build_published_stage
+from curation.ingest import ingest
+from curation.publish import versions
+from curation.publish.inputs import new_inputs, refresh_inputs
+from curation.publish.versions import latest_version, load_version, publish
 from schemas.config import load_config
 from schemas.record import meta_json
 
@@ -251,7 +246,7 @@ def test_diff_reports_score_shifts() -> None:
     def frame(scores: dict[str, float | None]) -> pl.DataFrame:
         return pl.DataFrame({"id": list(scores), "meta": [meta_json({"jury": {"score": s}}) for s in scores.values()]})
 
-    diff = refresh.diff_versions(frame({"a": 3.0, "b": 4.0, "c": None}), frame({"b": 2.5, "c": 4.0, "d": 1.0}))
+    diff = versions.diff_versions(frame({"a": 3.0, "b": 4.0, "c": None}), frame({"b": 2.5, "c": 4.0, "d": 1.0}))
     assert diff["added"] == ["d"] and diff["removed"] == ["a"]
     assert diff["score_shifts"] == [{"id": "b", "old": 4.0, "new": 2.5}, {"id": "c", "old": None, "new": 4.0}]
 
@@ -267,7 +262,7 @@ def test_failed_publish_leaves_latest_alone(tmp_path: Path, monkeypatch) -> None
     def boom(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(refresh, "diff_versions", boom)
+    monkeypatch.setattr(versions, "diff_versions", boom)
     with pytest.raises(OSError):
         run_refresh(tmp_path, "r2")
     publish_dir = tmp_path / "published"
@@ -277,7 +272,7 @@ def test_failed_publish_leaves_latest_alone(tmp_path: Path, monkeypatch) -> None
     monkeypatch.undo()
     previous = load_version(publish_dir)
     run_refresh(tmp_path, "r3")
-    with pytest.raises(refresh.PublishError, match="latest version is now 2"):
+    with pytest.raises(versions.PublishError, match="latest version is now 2"):
         publish(publish_dir, tmp_path / "runs" / "r3", load_config(tmp_path / "config.yaml"), previous)
 
 

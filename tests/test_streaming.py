@@ -84,11 +84,12 @@ def test_streamed_ingest_writes_what_the_in_memory_ingest_returns(tmp_path: Path
 
 
 def test_a_parquet_input_is_read_in_batches_with_row_positions(tmp_path: Path, monkeypatch) -> None:
-    import curation.ingest as ingest_module
+    import curation.ingest.readers as readers_module
 
-    monkeypatch.setattr(ingest_module, "PARQUET_BATCH", 7)  # several batches from one file
+    monkeypatch.setattr(readers_module, "PARQUET_BATCH", 7)  # several batches from one file
     path = tmp_path / "alpaca.parquet"
     pl.DataFrame({"instruction": [f"Count to {i}." for i in range(20)], "output": ["1 2"] * 20}).write_parquet(path)
+    assert [frame.height for _, frame in readers_module._load_parquet(path)] == [7, 7, 6]  # the patch took
     result = ingest([InputSpec(path=str(path))], progress=False, out=tmp_path / "run", batch_size=8)
     sources = result.records.column("source").to_list()  # type: ignore[union-attr]
     assert result.records.height == 20

@@ -1,0 +1,17 @@
+"""The filter stage: datatrove-style quality checks, vectorised with polars.
+
+A check is a reason, a boolean "drop" expression and a detail expression. The stage adds the
+helper columns the configured sections need (text views, counts, per-turn figures), then labels
+each record with the first failing check, in config order: length, keywords, format, repetition.
+Details are computed only for the removed records. Python runs per text only where polars
+cannot: the tokenizer (one batch call) and json.loads / ast.parse on the few answers that hold
+JSON or fenced python code.
+
+`stage` builds the stage from the sections in `length`, `keywords`, `format` and `repetition`;
+`checks` holds what they share.
+"""
+
+from curation.filters.keywords import REFUSAL_PHRASES, phrase_pattern, read_phrases
+from curation.filters.stage import PARALLEL_MIN_ROWS, build_filter_stage
+
+__all__ = ["PARALLEL_MIN_ROWS", "REFUSAL_PHRASES", "build_filter_stage", "phrase_pattern", "read_phrases"]

@@ -1,0 +1,203 @@
+"""Readers: a file -> input rows (a parsed JSON value, its source and raw bytes), one reader
+per input format, and the format told from a file's name."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from curation.ingest.shapes import _fits
+from schemas.config import ConfigError, InputFormat, InputSpec
+
+RAW_LIMIT = 2000  # characters of input text kept in a reject's `raw`
+PARQUET_BATCH = 10_000  # rows read from a parquet input at a time
+
+_SUFFIX_FORMATS: dict[str, InputFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".txt": "txt",
+    ".md": "txt",
+    ".rst": "txt",
+}
+
+
+def detect_format(path: Path) -> InputFormat:
+    """The input format from a file's extension, or hf_disk for a `save_to_disk` folder."""
+    if path.is_dir():
+        if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+            return "hf_disk"
+        raise ConfigError(f"{path}: a directory that is not a `datasets.save_to_disk` folder")
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join([*sorted(set(_SUFFIX_FORMATS.values())), "hf_disk"])
+        raise ConfigError(f"{path}: cannot tell the format from the name; set `format:` ({known})")
+    return fmt
+
+
+@dataclass(slots=True)
+class _Row:
+    """One input row: a parsed JSON value, or the reason it could not be parsed."""
+
+    source: str
+    value: Any = None
+    line: bytes | None = None  # the input bytes, when the row came from a line of text
+    error: tuple[str, str] | None = None  # (reason, detail)
+
+    def raw(self) -> str | None:
+        if self.line is not None:
+            return self.line.decode("utf-8", errors="replace")[:RAW_LIMIT]
+        if self.error:
+            return None  # a file that could not be read at all
+        return orjson.dumps(self.value).decode()[:RAW_LIMIT]
+
+
+_Reader = Callable[[Path, str, InputSpec], Iterator[_Row]]
+_Tables = Iterable[tuple[str | None, pl.DataFrame]]  # (split name or None, table or a batch of it)
+
+
+def _parse(source: str, data: bytes) -> _Row:
+    try:
+        return _Row(source, orjson.loads(data), data)
+    except orjson.JSONDecodeError as exc:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return _Row(source, line=data, error=("bad_encoding", str(bad)))
+        return _Row(source, line=data, error=("bad_json", str(exc)))
+
+
+def _read_bytes(path: Path) -> bytes:
+    return path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not content
+
+
+def _json_lines(data: bytes, shown: str) -> Iterator[_Row]:
+    for n, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            yield _parse(f"{shown}:{n}", line)
+
+
+def _read_jsonl(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+    with path.open("rb") as f:  # a line at a time: the file is never all in memory
+        for n, line in enumerate(f, 1):
+            line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
+            if line.strip():
+                yield _parse(f"{shown}:{n}", line.rstrip(b"\r\n"))
+
+
+def _read_json(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+    data = _read_bytes(path)
+    whole = _parse(shown, data)
+    value = whole.value
+    if whole.error:
+        first = next((line for line in data.splitlines() if line.strip()), b"")
+        if isinstance(_parse(shown, first).value, dict):
+            yield from _json_lines(data, shown)  # `Dataset.to_json` writes JSON Lines to *.json
+        else:
+            yield whole
+    elif isinstance(value, list):
+        yield from (_Row(f"{shown}#{i}", v) for i, v in enumerate(value))
+    elif isinstance(value, dict) and not _fits(value, spec.shape):
+        # A container such as {"train": [...], "test": [...]}: each array of objects is a table.
+        tables = [k for k, v in value.items() if _objects(v)]
+        for key in tables:
+            yield from (_Row(f"{shown}#{key}[{i}]", v) for i, v in enumerate(value[key]))
+        if not tables:
+            yield _Row(f"{shown}#0", value)
+    else:
+        yield _Row(f"{shown}#0", value)
+
+
+def _objects(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+
+def _table_reader(load: Callable[[Path], _Tables]) -> _Reader:
+    """A reader for a tabular format; its rows go through JSON, so all formats share one path."""
+
+    def read(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+        seen: dict[str | None, int] = {}  # rows so far per split: a split may come in batches
+        batches = iter(load(path))
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                split, frame = batch
+                # polars writes JSON-safe values (dates as strings) and each row's raw text.
+                buffer = io.BytesIO()
+                frame.write_ndjson(buffer)
+            except Exception as exc:  # noqa: BLE001 - whatever the reader raises, reject the rest
+                yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
+                return
+            prefix, first = f"{shown}[{split}]" if split else shown, seen.get(split, 0)
+            lines = buffer.getvalue().splitlines()
+            seen[split] = first + len(lines)
+            yield from (_parse(f"{prefix}#{first + i}", line) for i, line in enumerate(lines))
+
+    return read
+
+
+def _load_parquet(path: Path) -> Iterator[tuple[str | None, pl.DataFrame]]:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):  # row groups, lazily
+        yield None, pl.from_arrow(batch)  # type: ignore[misc]
+
+
+def _load_csv(path: Path) -> _Tables:
+    # All columns as strings; an empty field (quoted or not) is missing, like a null.
+    frame = pl.read_csv(path, infer_schema=False)
+    return [(None, frame.with_columns(pl.all().replace("", None)))]
+
+
+def _load_hf_disk(path: Path) -> _Tables:
+    import datasets  # imported here: it is slow to import and only this format needs it
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        return [(str(split), ds.to_polars()) for split, ds in loaded.items()]
+    return [(str(loaded.split) if loaded.split else None, loaded.to_polars())]
+
+
+def _read_txt(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+    data = _read_bytes(path)
+    docs = _paragraphs(data) if spec.txt_split == "paragraph" else [(1, data)]
+    for start, chunk in docs:
+        source = f"{shown}:{start}"
+        try:
+            yield _Row(source, {"text": chunk.decode("utf-8")}, chunk)
+        except UnicodeDecodeError as bad:
+            yield _Row(source, line=chunk, error=("bad_encoding", str(bad)))
+
+
+def _paragraphs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Blank-line separated paragraphs with their 1-based start line."""
+    start, lines = 0, []
+    for n, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            start = start if lines else n
+            lines.append(line)
+        elif lines:
+            yield start, b"\n".join(lines)
+            lines = []
+    if lines:
+        yield start, b"\n".join(lines)
+
+
+_READERS: dict[str, _Reader] = {
+    "jsonl": _read_jsonl,
+    "json": _read_json,
+    "parquet": _table_reader(_load_parquet),
+    "csv": _table_reader(_load_csv),
+    "txt": _read_txt,
+    "hf_disk": _table_reader(_load_hf_disk),
+}
