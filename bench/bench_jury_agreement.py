@@ -12,7 +12,7 @@ Each answer is rated alone (pointwise, G-Eval: the probability-weighted 1..5 rat
 log-probs of the first answer token). Agreement = the share of pairs where the preferred
 answer scores higher; a tie counts 0.5 (ties are also reported; an unrated answer makes a tie).
 A jury is the mean of its judges' scores. "pairwise" shows both answers in one prompt
-(rubrics/pairwise.jinja), in both orders (curation.jury.pairwise): it agrees when both orders
+(rubrics/pairwise.jinja), in both orders (curation.preference.pairwise): it agrees when both orders
 prefer the human's choice, disagrees when both prefer the other, and a verdict that flips with
 the order is a tie; its s/rating is per comparison (two requests). "longer" is the baseline that prefers the longer
 answer (no model). Rubrics were chosen on orca only; oasst is the held-out check.
@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from curation.jury.judge import JudgeItem, RubricJudge, load_rubric, render_conversation
-from curation.jury.pairwise import PairwiseJudge, position_stats
+from curation.preference.pairwise import PairwiseJudge, position_stats
 from curation.llm.cache import AnswerCache, CachedModel
 from curation.llm.local import LocalModel
 from schemas.jury import Local

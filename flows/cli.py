@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from curation.validate import ValidationFailed
+from curation.report.validate import ValidationFailed
 from schemas.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
@@ -82,7 +82,7 @@ def validate(config_path: Path) -> int:
 
 
 def report(run_dir: Path) -> int:
-    from curation.report import write_report
+    from curation.report.html import write_report
 
     if not (run_dir / "stats.json").is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no stats.json)")

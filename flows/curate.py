@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
-import curation.jury.stage as jury_stage  # the module, not its ContextVar: `serve` pickles these tasks
+import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
 from curation.core.corpus import Corpus, CorpusWriter, Source
 from curation.export import export_run
 from curation.ingest import ingest
@@ -28,9 +28,9 @@ from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
 from curation.dedup.published import build_published_stage
 from curation.publish.inputs import refresh_inputs
 from curation.publish.versions import Version, load_version, publish
-from curation.report import write_report
+from curation.report.html import write_report
 from curation.core.stage import Stage, StageResult
-from curation.validate import ValidationFailed, enforce, validate_run
+from curation.report.validate import ValidationFailed, enforce, validate_run
 from flows.artifacts import ProgressArtifact, keys, publish_run
 from schemas.config import CurateConfig, expand_input, load_config
 from schemas.export import ExportConfig
@@ -225,12 +225,12 @@ def stage_task(
 ) -> dict:
     if (manifest := _restored(checkpoint, fresh)) is not None:
         return manifest
-    token = jury_stage.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
+    token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
     try:
         result = stage(records)
     finally:
         if token is not None:
-            jury_stage.JURY_PROGRESS.reset(token)
+            jury_panel.JURY_PROGRESS.reset(token)
     return checkpoint.save(result.kept, result.rejected, result.stats(stage.name, records.height))
 
 

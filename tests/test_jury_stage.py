@@ -20,7 +20,7 @@ import yaml
 
 from curation.ingest import ingest
 from curation.jury.judge import load_rubric
-from curation.jury.pairwise import PairwiseJudge
+from curation.preference.pairwise import PairwiseJudge
 from curation.llm.endpoint import EndpointModel
 from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
 from openai_server import FakeOpenAI, Reply, rating_reply

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from curation.report import histogram, write_report
+from curation.report.html import histogram, write_report
 from schemas.record import Record, records_frame, rejects_frame
 
 SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "jury", "sources", "validation", "version"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from curation.validate import (
+from curation.report.validate import (
     DOCS_INDEX,
     ValidationFailed,
     enforce,

@@ -23,11 +23,13 @@ from curation.dedup.semantic import build_semantic_stage
 from curation.core.engine import open_engine
 from curation.filters import build_filter_stage
 from curation.ingest import IngestResult
-from curation.jury.stage import Jury, build_jury_stage, default_cache
+from curation.jury.panel import Jury
+from curation.jury.stage import build_jury_stage
+from curation.llm.cache import default_cache
 from curation.llm.endpoint import Budget
 from curation.llm.models import open_model
 from curation.models import load_tokenizer
-from curation.preference import add_generated, build_pairs, group_prompts
+from curation.preference.pairs import add_generated, build_pairs, group_prompts
 from curation.core.stage import Stage, StageResult
 from curation.synthesis import synthesize
 from schemas.config import CurateConfig

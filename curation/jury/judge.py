@@ -2,7 +2,7 @@
 
 A rubric is a Jinja2 template (sandboxed, undefined variables are errors) that renders the user
 message from `prompt` (what the answer responds to, as text), `answer` (the text rated) and
-`scale_max`; a comparison rubric (see curation.jury.pairwise) also renders `second`, the answer
+`scale_max`; a comparison rubric (see curation.preference.pairwise) also renders `second`, the answer
 shown second, and rates 1 (the first is better) or 2 (the second is). It holds the criterion
 only: the judge appends the answer format for the model's mode itself:
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from curation.llm.types import ChatModel, ChatRequest, Completion, OnDone, Usage
+from schemas.bundled import cache_dir
 
 CACHE_FILE = "llm_cache.sqlite"
 
@@ -104,3 +105,8 @@ class CachedModel:
                 if results[missing[j]] is None:
                     store(j, completion)
         return results  # type: ignore[return-value]
+
+
+def default_cache(cfg_dir: str | None) -> AnswerCache:
+    """The answer cache: jury.cache_dir, else one shared by all runs (`<cache>/llm`)."""
+    return AnswerCache(Path(cfg_dir) if cfg_dir else cache_dir() / "llm")

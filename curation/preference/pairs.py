@@ -4,10 +4,10 @@ Candidates for a prompt (the turns before an sft record's last answer) are: the 
 in the data for that same prompt (oasst sibling replies carry their human rank), answers from the
 configured generator models, and the bundled local model sampled at each `local_temperatures`.
 The jury rates every candidate (answers it already rated in the jury stage come from the cache),
-and `curation.jury.pairs.choose_pair` applies the rules: human ranks and/or jury scores, ties
+and `curation.preference.rules.choose_pair` applies the rules: human ranks and/or jury scores, ties
 dropped, a minimum margin and a minimum chosen score. With `preference.pairwise`, every distinct
 jury model then compares each jury-ranked pair's two answers in both orders
-(`curation.jury.pairwise`) and the pair stays only if more models prefer the chosen one. Each pair is a new preference record whose
+(`curation.preference.pairwise`) and the pair stays only if more models prefer the chosen one. Each pair is a new preference record whose
 `meta.preference` keeps every candidate with its origin, human rank and per-judge scores.
 Prompts that yield no pair are counted per reason; the sft records stay in the run either way.
 """
@@ -25,9 +25,9 @@ import polars as pl
 
 from curation.jury.aggregate import length_preference_rate
 from curation.jury.judge import JudgeItem, load_rubric, render_conversation
-from curation.jury.pairs import Candidate, PairDecision, choose_pair, shuffled_order
-from curation.jury.pairwise import Comparison, PairwiseJudge, position_stats
-from curation.jury.stage import Jury
+from curation.preference.rules import Candidate, PairDecision, choose_pair, shuffled_order
+from curation.preference.pairwise import Comparison, PairwiseJudge, position_stats
+from curation.jury.panel import Jury
 from curation.llm.types import ChatModel, ChatRequest
 from schemas.jury import PairwiseCheck, PreferenceConfig
 from schemas.record import Record, records_frame

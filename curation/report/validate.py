@@ -40,7 +40,7 @@ OUT_DIR = "validation"
 DOCS_INDEX = f"{OUT_DIR}/data_docs/index.html"  # as summary.json names it: relative to RUN_DIR
 HASH_SEED = 0x5EED
 
-# Role sequences, joined by commas, that export accepts (curation.export.conversation_problem):
+# Role sequences, joined by commas, that export accepts (curation.export.checks.conversation_problem):
 # an optional system turn, then user and assistant alternate; a tool result may take the user's
 # place after an answer. A conversation ends with an answer, a preference prompt with a user turn.
 _CONVERSATION = r"^(system,)?user(,assistant,(user|tool))*,assistant$"

@@ -29,7 +29,7 @@ from markupsafe import Markup, escape
 
 REPORT = "report.html"
 TEMPLATE = "report.html.jinja"
-RESOURCES = Path(__file__).resolve().parent / "resources"
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 
 MAX_EXAMPLES = 3  # removed records shown per (stage, reason)
 MAX_CLUSTERS = 8  # duplicate clusters shown

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from curation.jury.judge import JudgeItem, RubricJudge
-from curation.jury.pairs import pairwise_verdict
+from curation.preference.rules import pairwise_verdict
 from curation.llm.types import ChatModel
 
 Verdict = Literal["a", "b", "tie"]

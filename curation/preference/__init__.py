@@ -1,0 +1,1 @@
+"""Preference pairs: candidate answers per prompt, the pair rules, and pairwise confirmation."""

@@ -1,0 +1,1 @@
+"""The quality report (HTML) and the data validation suites (Great Expectations)."""
