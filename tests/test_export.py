@@ -21,7 +21,7 @@ from trl.data_utils import _tokenize, apply_chat_template, is_conversational  # 
 
 from curation.export import FILES, LLAMAFACTORY_PREFERENCE, export_run, render, split, token_counts
 from curation.ingest import ingest
-from curation.models import load_tokenizer
+from curation.llm.tokenizer import load_tokenizer
 from curation.core.stage import Stage, StageResult
 from schemas.chat import TEMPLATE_DIR, TEMPLATE_NAMES, apply_template, named_template
 from schemas.config import ConfigError, InputSpec

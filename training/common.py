@@ -31,7 +31,7 @@ from trl.data_utils import is_conversational
 
 from schemas.train import METHOD_STAGES, Lora, Stage, TrainConfig, TrainingInputError
 from training.hardware import Device, estimate_gpu_memory_gb, memory_report, model_shape
-from training.models import load_model, load_tokenizer, merge_adapter, resolve_base_model
+from training.base_model import load_base_model, load_training_tokenizer, merge_adapter, resolve_base_model
 
 Messages = list[dict[str, str]]
 
@@ -65,7 +65,7 @@ def lora_config(lora: Lora) -> LoraConfig:
 def trainer_parts(cfg: TrainConfig, params: Stage, inputs: Inputs, device: Device) -> dict[str, Any]:
     """The keyword arguments every TRL trainer here takes: model, data, tokenizer, LoRA."""
     return {
-        "model": load_model(inputs.base_dir, cfg.quantization, device, params.gradient_checkpointing),
+        "model": load_base_model(inputs.base_dir, cfg.quantization, device, params.gradient_checkpointing),
         "train_dataset": inputs.train,
         "eval_dataset": inputs.eval,
         "processing_class": inputs.tokenizer,
@@ -102,7 +102,7 @@ def prepare_inputs(
         if dataset is not None:
             _check_columns(dataset, name, columns)
     base_dir = resolve_base_model(cfg.base_model)
-    tokenizer = load_tokenizer(base_dir, cfg.chat_template)
+    tokenizer = load_training_tokenizer(base_dir, cfg.chat_template)
 
     def rows(dataset: Dataset, name: str, needed: int, why: str) -> tuple[Dataset, int]:
         converted = dataset.select_columns(list(columns))

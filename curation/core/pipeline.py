@@ -27,8 +27,8 @@ from curation.jury.panel import Jury
 from curation.jury.stage import build_jury_stage
 from curation.llm.cache import default_cache
 from curation.llm.endpoint import Budget
-from curation.llm.models import open_model
-from curation.models import load_tokenizer
+from curation.llm.chat import open_model
+from curation.llm.tokenizer import load_tokenizer
 from curation.preference.pairs import add_generated, build_pairs, group_prompts
 from curation.core.stage import Stage, StageResult
 from curation.synthesis import synthesize

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from curation.filters.checks import CONTENT, ROW, WORDS, Check, with_words
-from curation.models import load_tokenizer
+from curation.llm.tokenizer import load_tokenizer
 from schemas.config import Bounds, LengthFilter
 
 if TYPE_CHECKING:

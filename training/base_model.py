@@ -17,7 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from schemas.bundled import bundled_model_dir
+from schemas.bundled import smollm2_dir
 from schemas.chat import TemplateName, apply_template
 from schemas.train import Quantization, TrainingInputError
 from training.hardware import Device
@@ -25,7 +25,7 @@ from training.hardware import Device
 def resolve_base_model(name_or_path: str | None) -> Path:
     """A local model directory; None = the bundled SmolLM2."""
     if name_or_path is None:
-        return bundled_model_dir()
+        return smollm2_dir()
     path = Path(name_or_path).expanduser().resolve()
     if not path.exists():
         raise TrainingInputError(
@@ -36,7 +36,7 @@ def resolve_base_model(name_or_path: str | None) -> Path:
     return path
 
 
-def load_tokenizer(model_dir: Path, template: TemplateName | None = None) -> PreTrainedTokenizerBase:
+def load_training_tokenizer(model_dir: Path, template: TemplateName | None = None) -> PreTrainedTokenizerBase:
     """The model's tokenizer rendering with `template` (schemas/chat_templates), else its own."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if template is not None:  # the same template export rendered with: byte-identical text
@@ -51,7 +51,7 @@ def load_tokenizer(model_dir: Path, template: TemplateName | None = None) -> Pre
     return tokenizer
 
 
-def load_model(
+def load_base_model(
     model_dir: Path, quantization: Quantization, device: Device, gradient_checkpointing: bool
 ) -> PreTrainedModel:
     """The base model for LoRA training; with 4bit, NF4-quantised and prepared for QLoRA."""
