@@ -37,9 +37,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from curation.jury.judge import JudgeItem, RubricJudge, load_rubric, render_conversation
-from curation.preference.pairwise import PairwiseJudge, position_stats
 from curation.llm.cache import AnswerCache, CachedModel
 from curation.llm.local import LocalModel
+from curation.preference.pairwise import PairwiseJudge, position_stats
 from schemas.jury import Local
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ parsing beyond Content-Length, `capacity` connections - about the least CPU a cl
 EndpointModel.complete sends
 --requests judge requests (a rubric and a ~1,000-character record, json_schema output) with
 max_concurrency = capacity; its throughput as a fraction of the reference client's is what our
-client costs (target >= 0.9); the fraction of the theoretical ceiling is reported too. Then the same requests go through CachedModel (SQLite answer cache): a cold run
+client costs (target >= 0.9); the fraction of the theoretical ceiling is reported too. \
+Then the same requests go through CachedModel (SQLite answer cache): a cold run
 that stores every answer, and a warm re-run answered from the cache with no server call
 (target: >= 100x faster than the cold run). CPU seconds (user + system, all threads) are the
 client process's. Prints a summary and writes JSON to bench/results/.
@@ -209,7 +210,12 @@ def summary(r: dict) -> str:
         "| run | wall s | client CPU s | server CPU s | req/s | of ceiling | answered | from cache | server calls |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, key in (("reference client (raw HTTP)", "reference_client"), ("EndpointModel", "endpoint"), ("CachedModel, cold", "cached_cold"), ("CachedModel, warm", "cached_warm")):
+    for name, key in (
+        ("reference client (raw HTTP)", "reference_client"),
+        ("EndpointModel", "endpoint"),
+        ("CachedModel, cold", "cached_cold"),
+        ("CachedModel, warm", "cached_warm"),
+    ):
         m = r[key]
         rows.append(
             f"| {name} | {m['seconds']:.3f} | {m['cpu_seconds']:.2f} | {m['server_cpu_seconds']:.2f} |"

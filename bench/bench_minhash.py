@@ -134,7 +134,7 @@ def _run_stage(texts: list[str], which: str, cfg: dict, repeats: int) -> dict:
     result, memory = runs[0][0], runs[0][3]
     index = {doc_id: i for i, doc_id in enumerate(records["id"].to_list())}
     rejected = result.rejected
-    pairs = zip(rejected["id"].to_list(), rejected["duplicate_of"].to_list())
+    pairs = zip(rejected["id"].to_list(), rejected["duplicate_of"].to_list(), strict=True)
     return {
         "seconds": statistics.median(run[1] for run in runs),
         "cpu_seconds": statistics.median(run[2] for run in runs),

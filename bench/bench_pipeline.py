@@ -70,19 +70,18 @@ def main() -> None:
 
 
 def _run_pipeline(path: str) -> list[dict]:
-    from curation.ingest import ingest
-    from curation.core.pipeline import RunLedger, build_stages
+    from curation.core.run import run_pipeline
     from schemas.config import CurateConfig
 
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **CONFIG})
-    ingested, seconds, cpu, memory = measured(lambda: ingest(config.inputs, progress=False))
-    ledger = RunLedger.from_ingest(ingested)  # type: ignore[arg-type]
-    rows = [_row("ingest", ledger.ingested, ledger.records.height, seconds, cpu, memory)]
-    for stage in build_stages(config, Path(tempfile.mkdtemp()), progress=False):
-        rows_in = ledger.records.height
-        _, seconds, cpu, memory = measured(lambda: ledger.apply(stage))  # noqa: B023
-        rows.append(_row(stage.name, rows_in, ledger.records.height, seconds, cpu, memory))
-    return rows
+    measures: dict[str, tuple[float, float, float]] = {}
+
+    def measure(name: str, call):
+        result, *measures[name] = measured(call)
+        return result
+
+    stats = run_pipeline(config, Path(tempfile.mkdtemp()), in_memory=True, around=measure)
+    return [_row(s.stage, s.rows_in, s.out, *measures[s.stage]) for s in stats.stages]
 
 
 def _run_semantic(texts: list[str]) -> dict:

@@ -63,10 +63,9 @@ def main() -> None:
 
 
 def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> dict:
+    from curation.core.engine import LocalEngine, RayEngine
     from curation.dedup.encoders import load_encoder
     from curation.dedup.semantic import build_semantic_stage
-    from curation.core.engine import LocalEngine, RayEngine
-    from curation.core.pipeline import RunLedger
     from schemas.config import CurateConfig
     from schemas.execution import ExecutionConfig
 
@@ -82,12 +81,13 @@ def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> di
     config = CurateConfig.model_validate(
         {"inputs": [{"path": path}], **CONFIG, "dedup": {**CONFIG["dedup"], "semantic": {"max_seq_length": 128}}}
     )
-    ledger = RunLedger(to_records(texts))
+    records = to_records(texts)
     seconds: dict[str, float] = {}
     memory: dict[str, float] = {}
-    for stage in _stages(config, engine):
-        _, seconds[stage.name], _, memory[stage.name] = measured(lambda: ledger.apply(stage))  # noqa: B023
-    kept = ledger.records["id"].to_list()
+    for stage in _stages(config, engine):  # these stages alone, each on what the one before kept
+        result, seconds[stage.name], _, memory[stage.name] = measured(lambda: stage(records))  # noqa: B023
+        records = result.kept  # type: ignore[attr-defined]
+    kept = records["id"].to_list()
     # Semantic dedup on its own sample, in ten partitions too. The model is loaded before the
     # clock starts: in this process (local), or in each Ray worker by a tiny run (one row a task).
     sample = to_records(texts[:semantic_docs])
@@ -129,7 +129,9 @@ def _table(r: dict) -> str:
         s = [r["runs"][n]["seconds"][stage] for n in names]
         docs = r["semantic_docs"] if stage == "dedup_semantic" else r["docs"]
         lines.append(
-            f"| {stage} ({docs:,} docs) | " + " | ".join(f"{x:.2f}" for x in s) + f" | {s[1] / s[2]:.2f}x faster | {s[1] / s[0]:.2f}x the time |"
+            f"| {stage} ({docs:,} docs) | "
+            + " | ".join(f"{x:.2f}" for x in s)
+            + f" | {s[1] / s[2]:.2f}x faster | {s[1] / s[0]:.2f}x the time |"
         )
     same = ", ".join(f"{n}: {r['runs'][n]['same_kept_as_local']}" for n in names[1:])
     lines.append(f"\nsame kept ids as local: {same}; load average {r['loadavg_before']} -> {r['loadavg_after']}")

@@ -59,7 +59,7 @@ def _ours(encoder: str, texts: list[str], thresholds: list[float], search: str =
     out = {}
     for t in thresholds:
         stage = build_semantic_stage(SemanticDedup(threshold=t, model=encoder, search=search), progress=False)
-        result, seconds, cpu, rss = measured(lambda: stage(records))
+        result, seconds, cpu, rss = measured(lambda stage=stage: stage(records))
         rejected = result.rejected  # type: ignore[attr-defined]
         index = {f"doc-{i}": i for i in range(len(texts))}
         pairs = [[index[a], index[b]] for a, b in zip(rejected["id"], rejected["duplicate_of"], strict=True)]
@@ -75,7 +75,7 @@ def _semhash(encoder: str, texts: list[str], thresholds: list[float]) -> dict:
     records = [{"id": str(i), "text": text} for i, text in enumerate(texts)]  # ids: positions come back
     out = {}
     for t in thresholds:
-        def run():
+        def run(t: float = t):
             return SemHash.from_records(records=records, columns=["text"], model=model).self_deduplicate(threshold=t)
 
         result, seconds, cpu, rss = measured(run)
@@ -206,7 +206,10 @@ def main() -> None:
     print(f"\n| contender | {' | '.join(f'F1 @ {t}' for t in F1_THRESHOLDS)} |\n|---|{'---:|' * len(F1_THRESHOLDS)}")
     for name, by_t in f1.items():
         print(f"| {name} | {' | '.join(str(by_t[str(t)]['f1']) for t in F1_THRESHOLDS)} |")
-    print(f"\n| search ({args.recall_docs} docs, minilm-static) | removed recall | same kept record | extra | s |\n|---|---:|---:|---:|---:|")
+    print(
+        f"\n| search ({args.recall_docs} docs, minilm-static) | removed recall | same kept record | extra | s |"
+        "\n|---|---:|---:|---:|---:|"
+    )
     for name, r in recall.items():
         if name != "exhaustive":
             print(f"| {name} | {r['removed_recall']} | {r['same_kept_record']} | {r['extra_removed']} | {r['seconds']} |")

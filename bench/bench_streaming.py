@@ -101,16 +101,12 @@ def _write_mixed(base: list[str], n: int, path: Path) -> None:
 
 
 def _run(path: str, batch_size: int | None, tmp: str, stages_config: dict = CONFIG) -> dict:
-    from curation.core.corpus import Corpus
-    from curation.ingest import ingest
-    from curation.core.pipeline import RunLedger, build_stages, write_run
+    from curation.core.run import run_pipeline
     from schemas.config import CurateConfig
 
-    config = CurateConfig.model_validate({"inputs": [{"path": path}], **stages_config})
-    work = Path(tmp) / f"work-{batch_size}"
-    stages = build_stages(config, work / "run", progress=False)
-    idle = _reset_peak()
-    out: dict = {"idle_rss_mb": idle}
+    execution = {"execution": {"batch_size": batch_size}} if batch_size else {}
+    config = CurateConfig.model_validate({"inputs": [{"path": path}], **stages_config, **execution})
+    out: dict = {"idle_rss_mb": _reset_peak()}
 
     def measure(name: str, call):
         _reset_peak()
@@ -119,18 +115,8 @@ def _run(path: str, batch_size: int | None, tmp: str, stages_config: dict = CONF
         out[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_rss_mb()}
         return value
 
-    if batch_size is None:
-        ingested = measure("ingest", lambda: ingest(config.inputs, progress=False))
-    else:
-        ingested = measure("ingest", lambda: ingest(config.inputs, progress=False, out=work, batch_size=batch_size))
-    ledger = RunLedger.from_ingest(ingested)
-    for stage in stages:
-        before = ledger.records
-        measure(stage.name, lambda stage=stage: ledger.apply(stage))
-        if isinstance(before, Corpus):
-            before.remove()  # the bench keeps only what the next stage reads
-    stats = measure("write_run", lambda: write_run(work / "run", ledger, Path(path)))
-    out["kept"] = stats["totals"]["kept"]
+    stats = run_pipeline(config, Path(tmp) / f"work-{batch_size}" / "run", path, in_memory=batch_size is None, around=measure)
+    out["kept"] = stats.totals.kept
     return out
 
 

@@ -78,7 +78,9 @@ def _onnx_encoder(quantised: bool):
         for lo in range(0, len(texts), 64):
             rows = order[lo : lo + 64]
             batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=128, return_tensors="np")
-            hidden = session.run(None, {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")})[0]
+            hidden = session.run(
+                None, {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            )[0]
             mask = batch["attention_mask"][..., None]
             pooled = (hidden * mask).sum(1) / mask.sum(1)
             out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -117,13 +119,17 @@ def main() -> None:
             kept_as, _ = greedy_duplicates(para_vectors, t)
             dup = np.flatnonzero(kept_as != np.arange(len(para.texts)))
             f1[t] = pair_f1([[int(i), int(kept_as[i])] for i in dup], truth)["f1"]
-        result["variants"][name] = {"docs_per_s": round(args.docs / seconds, 1), "cosine_to_torch_min": round(float(cosine.min()), 4),
-                                    "cosine_to_torch_mean": round(float(cosine.mean()), 4), "paraphrase_f1": f1}
+        result["variants"][name] = {
+            "docs_per_s": round(args.docs / seconds, 1),
+            "cosine_to_torch_min": round(float(cosine.min()), 4),
+            "cosine_to_torch_mean": round(float(cosine.mean()), 4),
+            "paraphrase_f1": f1,
+        }
     result["loadavg_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "transformer_cpu.json").write_text(json.dumps(result, indent=2))
     base = result["variants"]["torch fp32"]["docs_per_s"]
-    print(f"| variant | docs/s | vs torch | cosine to torch (min / mean) | best pair F1 |\n|---|---:|---:|---:|---:|")
+    print("| variant | docs/s | vs torch | cosine to torch (min / mean) | best pair F1 |\n|---|---:|---:|---:|---:|")
     for name, r in result["variants"].items():
         best = max(r["paraphrase_f1"].items(), key=lambda kv: kv[1])
         print(f"| {name} | {r['docs_per_s']} | {r['docs_per_s'] / base:.2f}x | {r['cosine_to_torch_min']} / "

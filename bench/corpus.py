@@ -102,10 +102,10 @@ def build_corpus(
     # Interleave copies at random positions; a copy may land before its source.
     order = rng.permutation(len(base) + len(copies))
     texts = [""] * len(order)
-    for pos, text in zip(order[: len(base)], base):
+    for pos, text in zip(order[: len(base)], base, strict=True):
         texts[pos] = text
     rows = []
-    for pos, (src, kind, text) in zip(order[len(base) :], copies):
+    for pos, (src, kind, text) in zip(order[len(base) :], copies, strict=True):
         texts[pos] = text
         a, b = sorted((int(order[src]), int(pos)))
         similarity = jaccard(shingles(texts[a], ngram), shingles(texts[b], ngram))
@@ -128,8 +128,8 @@ def score_edges(
     """
     edges = list(edges)
     root = _components(edges)
-    truth_root = _components(zip(truth["a"].to_list(), truth["b"].to_list()))
-    found = sum(root.get(a, a) == root.get(b, b) for a, b in zip(truth["a"], truth["b"]))
+    truth_root = _components(zip(truth["a"].to_list(), truth["b"].to_list(), strict=True))
+    found = sum(root.get(a, a) == root.get(b, b) for a, b in zip(truth["a"], truth["b"], strict=True))
     good = sum(
         (i in truth_root and truth_root[i] == truth_root.get(j)) or (confirm is not None and confirm(i, j))
         for i, j in edges

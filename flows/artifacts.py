@@ -6,7 +6,6 @@ shows one history per key and runs of the same config can be compared over time.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -22,6 +21,8 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+
+from curation.core.stats import RunStats
 
 log = logging.getLogger(__name__)
 TOP_CLUSTERS = 10
@@ -49,7 +50,7 @@ def keys(config_stem: str) -> dict[str, str]:
 def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     """Summary, removal reasons, duplicate clusters, jury scores and the report link; returns the keys."""
     k = keys(config_stem)
-    stats = json.loads((run_dir / "stats.json").read_text(encoding="utf-8"))
+    stats = RunStats.read(run_dir)
     report = run_dir / "report.html"
     published = []
     create_markdown_artifact(summary_markdown(stats, run_dir), key=k["summary"], description=f"curate funnel: {run_dir}")
@@ -60,9 +61,9 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     if clusters:
         create_table_artifact(clusters, key=k["duplicates"], description=f"largest {TOP_CLUSTERS} duplicate clusters")
         published.append(k["duplicates"])
-    jury = next((s for s in stats["stages"] if s["stage"] == "jury" and s.get("histogram")), None)
-    if jury:
-        rows = [{"score": score, "records": n} for score, n in jury["histogram"].items()]
+    jury = stats.stage("jury")
+    if jury and jury.figures.get("histogram"):
+        rows = [{"score": score, "records": n} for score, n in jury.figures["histogram"].items()]
         create_table_artifact(rows, key=k["jury_scores"], description="aggregated jury scores (rounded)")
         published.append(k["jury_scores"])
     if report.is_file():
@@ -71,22 +72,22 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     return published
 
 
-def summary_markdown(stats: dict, run_dir: Path) -> str:
-    t = stats["totals"]
+def summary_markdown(stats: RunStats, run_dir: Path) -> str:
+    t = stats.totals
+    holds = stats.invariant is not None and stats.invariant.holds
     lines = [
-        f"# curate: {Path(stats['config']).name}",
+        f"# curate: {Path(stats.config or run_dir).name}",
         "",
-        f"Kept **{t['kept']}** of {t['ingested']} ingested records"
-        + (f" (+{t['generated']} generated)" if t.get("generated") else "")
-        + f"; {t['rejected']} rejected. Invariant ingested + generated == kept + rejected:"
-        f" {'holds' if stats['invariant']['holds'] else '**BROKEN**'}.",
+        f"Kept **{t.kept}** of {t.ingested} ingested records"
+        + (f" (+{t.generated} generated)" if t.generated else "")
+        + f"; {t.rejected} rejected. Invariant ingested + generated == kept + rejected:"
+        f" {'holds' if holds else '**BROKEN**'}.",
         "",
         "| stage | in | out | removed | why |",
         "|---|---:|---:|---:|---|",
     ]
-    for s in stats["stages"]:
-        why = ", ".join(f"{r} {n}" for r, n in s["removed_by_reason"].items()) or "-"
-        lines.append(f"| {s['stage']} | {s['in']} | {s['out']} | {s['removed']} | {why} |")
+    for s in stats.stages:
+        lines.append(f"| {s.stage} | {s.rows_in} | {s.out} | {s.removed} | {s.reasons_text() or '-'} |")
     report = (run_dir / "report.html").resolve()
     lines += [
         "",
@@ -96,12 +97,8 @@ def summary_markdown(stats: dict, run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def removal_rows(stats: dict) -> list[dict]:
-    rows = [
-        {"stage": s["stage"], "reason": reason, "count": n}
-        for s in stats["stages"]
-        for reason, n in s["removed_by_reason"].items()
-    ]
+def removal_rows(stats: RunStats) -> list[dict]:
+    rows = [{"stage": s.stage, "reason": reason, "count": n} for s in stats.stages for reason, n in s.removed_by_reason.items()]
     return rows or [{"stage": "-", "reason": "nothing removed", "count": 0}]
 
 

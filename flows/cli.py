@@ -163,15 +163,17 @@ def _training(results: dict, run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _funnel(stats: dict, out: Path) -> str:
-    if not stats["stages"]:
+def _funnel(result: dict, out: Path) -> str:
+    from curation.core.stats import RunStats
+
+    stats = RunStats.model_validate(result)
+    if not stats.stages:
         return "no new inputs since the latest published version: nothing to curate or publish"
     lines = [f"{'stage':<16}{'in':>9}{'out':>9}{'removed':>9}  top reasons"]
-    for s in stats["stages"]:
-        reasons = ", ".join(f"{r} {n}" for r, n in list(s["removed_by_reason"].items())[:3])
-        lines.append(f"{s['stage']:<16}{s['in']:>9}{s['out']:>9}{s['removed']:>9}  {reasons}")
-    t = stats["totals"]
-    lines.append(f"kept {t['kept']} of {t['ingested']} records in {stats['seconds']:.1f} s -> {out}/")
+    for s in stats.stages:
+        lines.append(f"{s.stage:<16}{s.rows_in:>9}{s.out:>9}{s.removed:>9}  {s.reasons_text(3)}")
+    t = stats.totals
+    lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
     return "\n".join(lines)
 
 

@@ -155,7 +155,9 @@ def reference_texts(chunk: int = 2000) -> list[str]:
     for path in files:
         raw = path.read_text(encoding="utf-8", errors="replace")
         if path.suffix in (".json", ".jsonl"):
-            values = [json.loads(line) for line in raw.splitlines() if line.strip()] if path.suffix == ".jsonl" else [json.loads(raw)]
+            values = (
+                [json.loads(line) for line in raw.splitlines() if line.strip()] if path.suffix == ".jsonl" else [json.loads(raw)]
+            )
             texts += list(_strings(values))
         else:
             texts.append(raw)

@@ -19,8 +19,8 @@ from schemas.bundled import SEMANTIC_BUNDLED
 from schemas.execution import ExecutionConfig
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
-from schemas.train import TrainConfig
 from schemas.publish import PublishConfig
+from schemas.train import TrainConfig
 from schemas.validation import ValidationConfig
 
 InputFormat = Literal["auto", "jsonl", "json", "parquet", "csv", "txt", "hf_disk"]

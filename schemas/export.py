@@ -10,8 +10,8 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 
-from schemas.chat import TemplateName
 from schemas.base import Strict
+from schemas.chat import TemplateName
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai", "preference"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)

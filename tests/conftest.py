@@ -65,10 +65,10 @@ def prefect_server() -> Iterator[dict[str, str]]:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
             break
-        except OSError:
+        except OSError as exc:
             if server.poll() is not None or time.monotonic() > deadline:
                 server.kill()
-                raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}")
+                raise RuntimeError(f"Prefect server did not start; see {home / 'server.log'}") from exc
             time.sleep(0.5)
     try:
         yield {k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED")}

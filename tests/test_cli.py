@@ -140,8 +140,8 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     order = [s["stage"] for s in stats["stages"]]
     named = dups.join(rejected.select("id", pl.col("stage").alias("named_stage")), left_on="duplicate_of", right_on="id", how="left")
     survived = named["named_stage"].is_null() & named["duplicate_of"].is_in(kept["id"].implode())
-    later = [order.index(a) < order.index(b) for a, b in zip(named["stage"], named["named_stage"].fill_null("ingest"))]
-    assert all(s or lt for s, lt in zip(survived, later))
+    later = [order.index(a) < order.index(b) for a, b in zip(named["stage"], named["named_stage"].fill_null("ingest"), strict=True)]
+    assert all(s or lt for s, lt in zip(survived, later, strict=True))
     # The ShareGPT dummy set repeats its identity questions: exact dedup must catch them.
     assert stats["totals"]["removed_by_stage"]["dedup_exact"] > 50
 

@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from curation.core.stage import StageResult
 from curation.dedup import build_exact_stage, build_minhash_stage, build_semantic_stage
 from curation.dedup.common import earliest_roots
 from curation.dedup.minhash import ShingleSets, permutations, shingle_hashes, signatures
 from curation.dedup.semantic import greedy_duplicates
-from curation.core.stage import StageResult
 from schemas.config import ExactDedup, MinHashDedup, SemanticDedup
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, records_frame
 
@@ -73,7 +73,7 @@ def check(records: pl.DataFrame, result: StageResult) -> dict[str, str]:
     order = {doc_id: i for i, doc_id in enumerate(records["id"])}
     kept = result.kept["id"].to_list()
     assert [order[k] for k in kept] == sorted(order[k] for k in kept)  # input order kept
-    removed = dict(zip(result.rejected["id"], result.rejected["duplicate_of"]))
+    removed = dict(zip(result.rejected["id"], result.rejected["duplicate_of"], strict=True))
     for doc_id, original in removed.items():
         assert original in kept and order[original] < order[doc_id]
     assert result.rejected["detail"].null_count() == 0
@@ -160,7 +160,7 @@ def test_minhash_jaccard_matches_python_sets(paragraphs: list[str]) -> None:
     rows = np.arange(len(texts))
     left, right = np.repeat(rows, len(rows)), np.tile(rows, len(rows))
     got = ShingleSets(series, rows, 5).jaccard(left, right)
-    for i, j, value in zip(left, right, got):
+    for i, j, value in zip(left, right, got, strict=True):
         a, b = shingles(texts[i]), shingles(texts[j])
         assert value == pytest.approx(len(a & b) / len(a | b) if a | b else 0.0)
 

@@ -19,10 +19,10 @@ from transformers import PreTrainedTokenizerBase
 from trl.chat_template_utils import get_training_chat_template
 from trl.data_utils import _tokenize, apply_chat_template, is_conversational  # TRL's own data path
 
+from curation.core.stage import Stage, StageResult
 from curation.export import FILES, LLAMAFACTORY_PREFERENCE, export_run, render, split, token_counts
 from curation.ingest import ingest
 from curation.llm.tokenizer import load_tokenizer
-from curation.core.stage import Stage, StageResult
 from schemas.chat import TEMPLATE_DIR, TEMPLATE_NAMES, apply_template, named_template
 from schemas.config import ConfigError, InputSpec
 from schemas.export import ExportConfig
@@ -160,7 +160,7 @@ def test_alpaca_takes_single_turns_and_skips_the_rest(exported: tuple[StageResul
     sft = result.kept.filter(pl.col("kind") == "sft")
     single = [
         i
-        for i, turns in zip(sft["id"], sft["messages"].to_list())
+        for i, turns in zip(sft["id"], sft["messages"].to_list(), strict=True)
         if len([t for t in turns if t["role"] != "system"]) == 2
     ]
     assert sorted(alpaca["id"]) == sorted(single)
@@ -185,9 +185,9 @@ def test_invalid_rows_become_rejects_with_their_reason(
     rejected = result.rejected
     assert rejected.schema == pl.Schema(REJECT_SCHEMA) and (rejected["stage"] == "export").all()
     assert result.kept.height + rejected.height == records.height
-    reasons = dict(zip(rejected["id"], rejected["reason"]))
+    reasons = dict(zip(rejected["id"], rejected["reason"], strict=True))
     assert {i: reasons.get(i) for i in BROKEN} == {i: reason for i, (_, reason) in BROKEN.items()}
-    details = dict(zip(rejected["id"], rejected["detail"]))
+    details = dict(zip(rejected["id"], rejected["detail"], strict=True))
     assert details["two-users"] == "conversation turn 1: user after user"
     assert "tool-call" in result.kept["id"] and "raw-doc" in result.kept["id"]  # raw: kept, not exported
     assert result.extra["not_exported"] == {"raw": 1}

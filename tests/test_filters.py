@@ -11,8 +11,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from curation.filters import REFUSAL_PHRASES, build_filter_stage, phrase_pattern, read_phrases
 from curation.core.stage import StageResult
+from curation.filters import REFUSAL_PHRASES, build_filter_stage, phrase_pattern, read_phrases
 from schemas.config import ConfigError, Filters
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, records_frame
 
@@ -427,12 +427,12 @@ def test_kept_rows_keep_order_schema_and_stats() -> None:
     assert set(result.rejected["stage"]) == {"filters"}
     assert result.rejected["text"].to_list() == ["short", "it is forbidden here", "tiny", None]
     stats = result.stats("filters", len(rows))
-    assert stats["removed_by_reason"] == {
+    assert stats.removed_by_reason == {
         "too_few_words": 2,
         "excluded_keyword": 1,
         "unparsable_code": 1,
     }
-    assert (stats["in"], stats["out"], stats["removed"]) == (8, 4, 4)
+    assert (stats.rows_in, stats.out, stats.removed) == (8, 4, 4)
 
 
 def test_empty_input() -> None:
@@ -458,7 +458,7 @@ def test_real_data_keeps_most_records(shared_data: Path) -> None:
         "repetition": {},
     }
     result = run(config, rows)
-    reasons = result.stats("filters", len(rows))["removed_by_reason"]
+    reasons = result.stats("filters", len(rows)).removed_by_reason
     assert result.kept.height > 0.9 * len(rows), reasons
     assert set(reasons) <= {
         "too_few_words",

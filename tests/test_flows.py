@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 import yaml
 from openai_server import FakeOpenAI, rating_reply
 from prefect.client.orchestration import get_client

@@ -125,7 +125,7 @@ def test_real_file(
 ) -> None:
     result = run(shared_data / name)
     assert result.records.height == kept
-    assert result.stats()["removed_by_reason"] == rejected
+    assert result.stats().removed_by_reason == rejected
     assert result.records.height + result.rejected.height == result.rows_read  # 1 row, 1 outcome
     if kept:
         assert set(result.records["kind"]) == {kind}
@@ -539,8 +539,8 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert json.loads(deleted["meta"])["message_ids"] == ["t", "del"]
 
     stats = result.stats()
-    assert stats["in"] == stats["out"] + stats["removed"] == 4 + 17
-    assert stats["removed_by_reason"]["unknown_shape"] == 2
+    assert stats.rows_in == stats.out + stats.removed == 4 + 17
+    assert stats.removed_by_reason["unknown_shape"] == 2
     assert result.rows_read == 8 + 4 + 1 + 2 + 1 + 1 + 2
 
 

@@ -18,8 +18,8 @@ from curation.jury.aggregate import (
     spread,
 )
 from curation.jury.distill import fit_scorer, sample_indices
-from curation.preference.rules import Candidate, choose_pair, pairwise_verdict, shuffled_order
 from curation.preference.pairwise import Comparison, position_stats
+from curation.preference.rules import Candidate, choose_pair, pairwise_verdict, shuffled_order
 
 nan = np.nan
 

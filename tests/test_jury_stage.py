@@ -17,13 +17,13 @@ import orjson
 import polars as pl
 import pytest
 import yaml
-
-from curation.ingest import ingest
-from curation.jury.judge import load_rubric
-from curation.preference.pairwise import PairwiseJudge
-from curation.llm.endpoint import EndpointModel
-from curation.core.pipeline import Expansion, RunLedger, build_stages, write_run
 from openai_server import FakeOpenAI, Reply, rating_reply
+
+from curation.core.plan import build_plan
+from curation.core.run import run_pipeline
+from curation.jury.judge import load_rubric
+from curation.llm.endpoint import EndpointModel
+from curation.preference.pairwise import PairwiseJudge
 from schemas.config import ConfigError, load_config
 from schemas.jury import Endpoint
 
@@ -44,20 +44,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def run_pipeline(tmp_path: Path, config: dict) -> tuple[dict, Path]:
-    """Ingest and every configured step through the plain stage functions (no Prefect)."""
+def curate(tmp_path: Path, config: dict) -> tuple[dict, Path]:
+    """The whole plan in this process, in memory (no Prefect); stats.json as written."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    cfg = load_config(path)
     out = tmp_path / "run"
-    ledger = RunLedger.from_ingest(ingest(cfg.inputs, progress=False))
-    for step in build_stages(cfg, out, progress=False):
-        rows_in = ledger.records.height
-        if isinstance(step, Expansion):
-            ledger.extend(step.name, rows_in, *step.run(ledger.records))
-        else:
-            ledger.apply(step)
-    return write_run(out, ledger, path), out
+    run_pipeline(load_config(path), out, path, in_memory=True)
+    return json.loads((out / "stats.json").read_text()), out
 
 
 def endpoint(server: FakeOpenAI, model: str, **extra) -> dict:
@@ -102,14 +95,22 @@ def test_jury_survives_a_misbehaving_endpoint_and_loses_nothing(tmp_path: Path, 
         "jury": {
             "judges": [
                 {"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", json_schema=True)},
-                {"name": "b", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-b", json_schema=False, logprobs=True)},
-                {"name": "c", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-c", json_schema=False, max_retries=1)},
+                {
+                    "name": "b",
+                    "rubric": "geval_plain",
+                    "model": endpoint(openai_server, "judge-b", json_schema=False, logprobs=True),
+                },
+                {
+                    "name": "c",
+                    "rubric": "geval_plain",
+                    "model": endpoint(openai_server, "judge-c", json_schema=False, max_retries=1),
+                },
             ],
             "min_score": 3,
             "cache_dir": str(tmp_path / "cache"),
         },
     }
-    stats, out = run_pipeline(tmp_path, config)
+    stats, out = curate(tmp_path, config)
 
     assert stats["invariant"]["holds"] and stats["totals"]["ingested"] == 12
     kept = pl.read_parquet(out / "kept.parquet")
@@ -139,7 +140,7 @@ def test_jury_survives_a_misbehaving_endpoint_and_loses_nothing(tmp_path: Path, 
 
     # A re-run calls the server only for what failed (500s are not cached; answers are).
     before = openai_server.call_count
-    run_pipeline(tmp_path, config)
+    curate(tmp_path, config)
     again = openai_server.calls[before:]
     assert again and all(b["model"] == "judge-c" and "server fails" in b["messages"][-1]["content"] for b in again)
 
@@ -151,13 +152,19 @@ def test_budget_stops_cleanly_and_keeps_what_was_done(tmp_path: Path, openai_ser
     config = {
         "inputs": [{"path": str(data)}],
         "jury": {
-            "judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", max_concurrency=1, price=price)}],
+            "judges": [
+                {
+                    "name": "a",
+                    "rubric": "geval_plain",
+                    "model": endpoint(openai_server, "judge-a", max_concurrency=1, price=price),
+                },
+            ],
             "budget_usd": 5,
             "min_score": 2,
             "cache_dir": str(tmp_path / "cache"),
         },
     }
-    stats, out = run_pipeline(tmp_path, config)
+    stats, out = curate(tmp_path, config)
     jury = next(s for s in stats["stages"] if s["stage"] == "jury")
     assert 5 <= openai_server.call_count <= 6
     assert jury["unscored"] == 30 - openai_server.call_count
@@ -185,7 +192,7 @@ def test_distillation_scores_the_rest_and_reports_agreement(tmp_path: Path, open
             "cache_dir": str(tmp_path / "cache"),
         },
     }
-    stats, out = run_pipeline(tmp_path, config)
+    stats, out = curate(tmp_path, config)
     assert openai_server.call_count == 40
     jury = next(s for s in stats["stages"] if s["stage"] == "jury")
     assert jury["distill"]["spearman"] > 0.8 and jury["distill"]["accuracy_at_min_score"] >= 0.9
@@ -204,7 +211,8 @@ def test_a_killed_run_resumes_without_asking_twice(tmp_path: Path, openai_server
     cache = tmp_path / "cache"
     config.write_text(yaml.safe_dump({
         "inputs": [{"path": str(data)}],
-        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", max_concurrency=2)}],
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain",
+                             "model": endpoint(openai_server, "judge-a", max_concurrency=2)}],
                  "cache_dir": str(cache), "min_score": 3},
     }))
     command = [sys.executable, "-m", "flows.cli", "run", str(config), "--out", str(tmp_path / "run"), "--no-progress"]
@@ -249,7 +257,10 @@ def test_synthesis_turns_raw_text_into_traceable_pairs_that_meet_the_filters(
         if calls["n"] % 5 == 0:
             return Reply(text="Sorry, here are some thoughts without any JSON.")
         pairs = [
-            {"instruction": f"What does the document say about {words[0]}?", "answer": f"It discusses {words[0]} and {words[1]}."},
+            {
+                "instruction": f"What does the document say about {words[0]}?",
+                "answer": f"It discusses {words[0]} and {words[1]}.",
+            },
             {"instruction": "Write something.", "answer": "As an AI language model, I cannot."},
         ]
         return Reply(text=json.dumps({"pairs": pairs}))
@@ -265,10 +276,13 @@ def test_synthesis_turns_raw_text_into_traceable_pairs_that_meet_the_filters(
             "max_chunks": 12,
         },
         "filters": {"keywords": {"refusals": True}},
-        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}], "cache_dir": str(tmp_path / "cache")},
+        "jury": {
+            "judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}],
+            "cache_dir": str(tmp_path / "cache"),
+        },
     }
     openai_server.handler = lambda body: handler(body) if body["model"] == "writer" else rating_reply(body, 4)
-    stats, out = run_pipeline(tmp_path, config)
+    stats, out = curate(tmp_path, config)
     synthesis = next(s for s in stats["stages"] if s["stage"] == "synthesis")
     assert synthesis["chunks"] == 12 and synthesis["failed_chunks"] == 2
     assert synthesis["generated"] == 20 and stats["totals"]["generated"] == 20
@@ -306,14 +320,17 @@ def test_preference_pairs_from_oasst_ranks_and_generated_answers(
     openai_server.handler = handler
     config = {
         "inputs": [{"path": str(data)}],
-        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}], "cache_dir": str(tmp_path / "cache")},
+        "jury": {
+            "judges": [{"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a")}],
+            "cache_dir": str(tmp_path / "cache"),
+        },
         "preference": {
             "candidates": {"existing": True, "generators": [endpoint(openai_server, "writer")]},
             "ranking": "human_then_jury",
             "min_margin": 1,
         },
     }
-    stats, out = run_pipeline(tmp_path, config)
+    stats, out = curate(tmp_path, config)
     pref = next(s for s in stats["stages"] if s["stage"] == "preference")
     pairs = pl.read_parquet(out / "kept.parquet").filter(pl.col("kind") == "preference")
     assert pairs.height == pref["generated"] > 0 and stats["invariant"]["holds"]
@@ -372,7 +389,7 @@ def test_pairwise_check_keeps_only_pairs_confirmed_in_both_orders(tmp_path: Path
             "pairwise": {},
         },
     }
-    stats, out = run_pipeline(tmp_path, config)
+    stats, out = curate(tmp_path, config)
     pref = next(s for s in stats["stages"] if s["stage"] == "preference")
     assert pref["pairwise"] == {
         "compared": 6,
@@ -400,7 +417,7 @@ def test_a_comparison_rubric_is_not_a_pointwise_rubric(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({"inputs": [{"path": str(data)}], "jury": {"judges": [{"name": "a", "rubric": "pairwise"}]}}))
     with pytest.raises(ConfigError, match=r"judge a: this rubric compares two answers"):
-        build_stages(load_config(path), tmp_path / "run", progress=False)
+        build_plan(load_config(path), tmp_path / "run", progress=False)
     pointwise = tmp_path / "one_answer.jinja"
     pointwise.write_text("Which is better? {{ prompt }} {{ answer }}")
     path.write_text(yaml.safe_dump({
@@ -421,14 +438,17 @@ def test_a_comparison_rubric_is_not_a_pointwise_rubric(tmp_path: Path) -> None:
     ("section", "expected"),
     [
         ({"jury": {"judges": [{"name": "a", "rubric": "helpfullness"}]}}, "jury.judges[0].rubric: 'helpfullness' is neither"),
-        ({"jury": {"judges": [{"name": "a", "model": {"endpoint": {"base_url": "http://x", "model": "m", "api_key_env": "sk-abc123secret"}}}]}},
+        ({"jury": {"judges": [{"name": "a", "model": {"endpoint": {"base_url": "http://x", "model": "m",
+                                                                  "api_key_env": "sk-abc123secret"}}}]}},
          "endpoint.api_key_env: must be the NAME"),
         ({"jury": {"min_score": 7}}, "jury: min_score (7.0) is outside the scale 1..5"),
         ({"jury": {"budget_usd": 3}}, "budget_usd needs a price"),
         ({"preference": {}}, "preference.ranking 'human_then_jury' rates candidates with the jury"),
         ({"preference": {"ranking": "human", "pairwise": {}}}, "preference.pairwise compares answers with the jury's models"),
-        ({"jury": {"judges": [{"name": "a"}]}, "preference": {"pairwise": {"rubric": "pairwize"}}}, "preference.pairwise.rubric: 'pairwize' is neither"),
-        ({"jury": {"judges": [{"name": "a", "model": {"local": {"path": "nowhere"}}}]}}, "jury.judges[0].model.local.path: path not found"),
+        ({"jury": {"judges": [{"name": "a"}]}, "preference": {"pairwise": {"rubric": "pairwize"}}},
+         "preference.pairwise.rubric: 'pairwize' is neither"),
+        ({"jury": {"judges": [{"name": "a", "model": {"local": {"path": "nowhere"}}}]}},
+         "jury.judges[0].model.local.path: path not found"),
         ({"synthesis": {"chunk_tokens": 64, "chunk_overlap": 64}}, "chunk_overlap (64) must be below chunk_tokens (64)"),
         ({"jury": {"judges": [{"name": "a", "temprature": 0.2}]}}, "jury.judges[0].temprature: unknown key"),
     ],

@@ -3,14 +3,15 @@ worker node on 127.0.0.1) and keeps and rejects exactly what engine: local does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-from curation.ingest import ingest
-from curation.core.pipeline import RunLedger, build_stages, write_run
+from curation.core.plan import build_plan
+from curation.core.run import run_pipeline
 from schemas.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,14 +26,8 @@ def curate(tmp_path: Path, config: dict, name: str) -> tuple[pl.DataFrame, pl.Da
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     cfg = load_config(path)
-    if cfg.execution.engine == "ray":
-        ingested = ingest(cfg.inputs, progress=False, out=tmp_path / name / "work", batch_size=cfg.execution.batch_size)
-    else:
-        ingested = ingest(cfg.inputs, progress=False)
-    ledger = RunLedger.from_ingest(ingested)
-    for stage in build_stages(cfg, tmp_path / name, progress=False):
-        ledger.apply(stage)
-    stats = write_run(tmp_path / name, ledger, path)
+    run_pipeline(cfg, tmp_path / name, path, in_memory=cfg.execution.engine == "local")
+    stats = json.loads((tmp_path / name / "stats.json").read_text())
     kept = pl.read_parquet(tmp_path / name / "kept.parquet")
     rejected = pl.read_parquet(tmp_path / name / "rejected.parquet")
     return kept, rejected, stats
@@ -115,7 +110,7 @@ def test_an_unreachable_cluster_is_a_config_error_naming_the_field(tmp_path: Pat
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match=r"execution.address: cannot reach Ray at '127.0.0.1:9'"):
-        build_stages(load_config(path), tmp_path / "run", progress=False)
+        build_plan(load_config(path), tmp_path / "run", progress=False)
 
 
 def test_local_judges_rate_in_ray_workers_with_the_local_engines_scores(tmp_path: Path, ray_cluster: str, monkeypatch) -> None:

@@ -13,11 +13,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation.core.pipeline import RunLedger, build_stages, write_run
+from curation.core.run import run_pipeline
 from curation.dedup import semantic
-from curation.dedup.published import build_published_stage
-from curation.ingest import ingest
-from curation.publish import versions
+from curation.publish import indexes, versions
 from curation.publish.inputs import new_inputs, refresh_inputs
 from curation.publish.versions import latest_version, load_version, publish
 from schemas.config import load_config
@@ -61,34 +59,37 @@ def edit_words(text: str, every: int = 100) -> str:
 
 
 class Embeds:
-    """Counts the texts the semantic index embeds (monkeypatched over semantic.embed)."""
+    """Counts the texts embedded for published-version indexes (the dedup_published stage and
+    publish), not those the in-run semantic stage embeds: a stand-in for the semantic module
+    where curation.publish.indexes looks it up."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.texts: list[str] = []
-        real = semantic.embed
 
-        def counted(texts, cfg, progress):
-            self.texts += texts
-            return real(texts, cfg, progress)
+        class Counted:
+            def __getattr__(_, name: str):
+                return getattr(semantic, name)
 
-        monkeypatch.setattr(semantic, "embed", counted)
+            def embed(_, texts, cfg, progress):
+                self.texts += texts
+                return semantic.embed(texts, cfg, progress)
+
+        monkeypatch.setattr(indexes, "semantic", Counted())
 
 
 def run_refresh(root: Path, run: str, embeds: Embeds | None = None):
-    """What the flow does: only new files -> in-run dedup -> dedup_published -> write -> publish."""
-    config = load_config(root / "config.yaml")
+    """What the flow does: only new files -> the plan (in-run dedup, dedup_published) -> publish."""
+    path = root / "config.yaml"
+    config = load_config(path)
     publish_dir, run_dir = root / "published", root / "runs" / run
     previous = load_version(publish_dir)
     specs = refresh_inputs(publish_dir, config.inputs)
-    ledger = RunLedger.from_ingest(ingest(specs, progress=False))
-    for stage in build_stages(config, run_dir, progress=False):
-        ledger.apply(stage)
+    config.inputs = specs
     if embeds:
-        embeds.texts.clear()  # count from here: what the refresh itself embeds
-    published = ledger.apply(build_published_stage(previous, config.dedup, progress=False))
-    write_run(run_dir, ledger, root / "config.yaml")
+        embeds.texts.clear()  # count from here: what this refresh embeds
+    stats = run_pipeline(config, run_dir, path, previous=previous, in_memory=True)
     version = publish(publish_dir, run_dir, config, previous)
-    return specs, ledger, published, version
+    return specs, stats, stats.stage("dedup_published"), version
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -106,7 +107,7 @@ def published(alpaca: list[dict], tmp_path_factory: pytest.TempPathFactory) -> d
         write(root / "data" / "a.jsonl", [row(f"a{i:02d}", r) for i, r in enumerate(alpaca[:12])] + [para_a])
         write(root / "data" / "b.jsonl", [row(f"b{i:02d}", r) for i, r in enumerate(alpaca[12:24])])
         embeds = Embeds(mp)
-        specs1, ledger1, _, v1 = run_refresh(root, "r1", embeds)
+        specs1, stats1, _, v1 = run_refresh(root, "r1", embeds)
         v1_bytes = snapshot(v1)
 
         upper = dict(row("c_exact", alpaca[3]), output=alpaca[3]["output"].upper() + " !!")
@@ -116,10 +117,10 @@ def published(alpaca: list[dict], tmp_path_factory: pytest.TempPathFactory) -> d
         copy = dict(new[2], id="c_copy")  # C's own duplicate of c02
         conflict = row("b05", alpaca[40])  # new content under a published id
         write(root / "data" / "c.jsonl", [upper, new[0], near, new[1], para_c, new[2], copy, *new[3:], conflict])
-        specs2, ledger2, stage2, v2 = run_refresh(root, "r2", embeds)
+        specs2, stats2, stage2, v2 = run_refresh(root, "r2", embeds)
         yield {
             "root": root, "v1": v1, "v2": v2, "v1_bytes": v1_bytes, "specs1": specs1, "specs2": specs2,
-            "ledger1": ledger1, "ledger2": ledger2, "stage2": stage2, "embedded2": list(embeds.texts),
+            "stats1": stats1, "stats2": stats2, "stage2": stage2, "embedded2": list(embeds.texts),
             "new_ids": [r["id"] for r in new],
         }  # fmt: skip
     finally:
@@ -146,8 +147,7 @@ def test_first_version_holds_everything(published: dict) -> None:
 
 def test_refresh_ingests_only_new_files(published: dict) -> None:
     assert [Path(s.path).name for s in published["specs2"]] == ["c.jsonl"]
-    ingested = published["ledger2"].ingested
-    assert ingested == 13
+    assert published["stats2"].totals.ingested == 13
     manifest = json.loads((published["v2"] / "manifest.json").read_text())
     assert [(Path(d["path"]).name, d["version"]) for d in manifest["inputs"]] == [
         ("a.jsonl", 1), ("b.jsonl", 1), ("c.jsonl", 2)
@@ -169,10 +169,9 @@ def test_duplicates_of_published_records_are_rejected(published: dict) -> None:
         assert (r["stage"], r["reason"], r["duplicate_of"]) == ("dedup_published", "duplicate_of_published", old)
         assert r["detail"].startswith(f"{kind}:") and r["detail"].endswith("in v0001")
     assert (by_id["b05"]["reason"], by_id["b05"]["duplicate_of"]) == ("published_id", "b05")
-    stats = published["ledger2"].stages[-1]
-    assert stats["stage"] == "dedup_published"
-    assert stats["matched"] == {"exact": 1, "minhash": 1, "semantic": 1} and stats["id_conflicts"] == 1
-    assert stats["rebuilt_indexes"] == []
+    figures = published["stage2"].figures
+    assert figures["matched"] == {"exact": 1, "minhash": 1, "semantic": 1} and figures["id_conflicts"] == 1
+    assert figures["rebuilt_indexes"] == []
 
 
 def test_new_version_is_old_plus_new(published: dict) -> None:
@@ -214,8 +213,8 @@ def test_settings_change_rebuilds_that_index(published: dict, alpaca: list[dict]
     embeds = Embeds(monkeypatch)
     specs, _, stage, v3 = run_refresh(root, "r3", embeds)
     assert [Path(s.path).name for s in specs] == ["d.jsonl"]
-    assert stage.extra["rebuilt_indexes"] == ["minhash"]
-    rejected = stage.rejected.to_dicts()
+    assert stage.figures["rebuilt_indexes"] == ["minhash"]
+    rejected = pl.read_parquet(root / "runs" / "r3" / "rejected.parquet").filter(pl.col("stage") == "dedup_published").to_dicts()
     assert [(r["id"], r["duplicate_of"], r["detail"][:8]) for r in rejected] == [("d_near", "c01", "minhash:")]
     meta = json.loads((v3 / "index" / "index.json").read_text())
     n2 = pl.read_parquet(root / "published" / "v0002" / "kept.parquet").height
@@ -232,7 +231,7 @@ def test_another_encoder_re_embeds_the_published_version(published: dict, alpaca
     write(root / "data" / "e.jsonl", [row("e00", alpaca[47]), row("e01", alpaca[48])])
     embeds = Embeds(monkeypatch)
     _, _, stage, v4 = run_refresh(root, "r4", embeds)
-    assert stage.extra["rebuilt_indexes"] == ["semantic"]  # stored by the static model: not comparable
+    assert stage.figures["rebuilt_indexes"] == ["semantic"]  # stored by the static model: not comparable
     n3 = pl.read_parquet(root / "published" / "v0003" / "kept.parquet").height
     assert len(embeds.texts) == n3 + 2  # every published record again, then the two new ones
     meta = json.loads((v4 / "index" / "index.json").read_text())

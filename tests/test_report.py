@@ -62,7 +62,8 @@ def build_run(run: Path) -> None:
         sft("a5", 5, "Write a web page that greets the user.", f"Here it is: {SCRIPT} {IMG} done.", jury["a5"]),
         sft("a6", 6, "What is a borrow checker?", "It is the compiler pass that enforces borrowing rules " * 4, jury["a6"]),
         sft("a7", 7, "Close this tag: </pre></div><script>alert(1)</script>", "Use </div> to close it. " * 5, jury["a7"]),
-        sft("a8", 8, "Summarise the history of the printing press in detail.", "Gutenberg's press, about 1440. " * 40, jury["a8"]),
+        sft("a8", 8, "Summarise the history of the printing press in detail.", "Gutenberg's press, about 1440. " * 40,
+            jury["a8"]),
         raw("r1", 1, "The harbour town woke slowly under a grey sky, fishing boats already out. " * 6),
         raw("r3", 3, "Volunteers planted four hundred trees along the river bank on Saturday morning. " * 3),
         raw("r4", 4, "A short note on compilers: parsing, analysis, optimisation and code generation. " * 12),
@@ -84,7 +85,8 @@ def build_run(run: Path) -> None:
         {**sft("a10", 10, "Who are you?", "As an AI language model I cannot have opinions about that topic."),
          "stage": "filters", "reason": "excluded_keyword", "detail": "as an ai language model"},
         *[{**sft(rid, line, "Explain ownership in Rust.", answer), "stage": "dedup_exact", "reason": "exact_duplicate",
-           "detail": "same text after normalising case, whitespace", "duplicate_of": "a1"} for rid, line in (("a2", 2), ("a3", 3))],
+           "detail": "same text after normalising case, whitespace", "duplicate_of": "a1"}
+          for rid, line in (("a2", 2), ("a3", 3))],
         {**raw("r2", 2, "The harbour town woke slowly under a grey sky, fishing boats already out! " * 6),
          "stage": "dedup_minhash", "reason": "near_duplicate", "detail": "jaccard 0.93", "duplicate_of": "r1"},
         {**sft("a4", 4, "Tell me a joke.", "No.", jury["a4"]), "stage": "jury", "reason": "low_jury_score",
@@ -236,7 +238,9 @@ def test_no_external_references(rendered: dict) -> None:
         for name in ("src", "href", "xlink:href", "action", "poster", "srcset"):
             value = attrs.get(name)
             if value is not None:
-                assert not re.match(r"^\s*([a-z][a-z0-9+.-]*:|//)", value, re.IGNORECASE) or value.startswith("data:"), (tag, name, value)
+                assert (
+                    not re.match(r"^\s*([a-z][a-z0-9+.-]*:|//)", value, re.IGNORECASE) or value.startswith("data:")
+                ), (tag, name, value)
     assert "@import" not in rendered["html"] and not re.search(r"url\(\s*['\"]?(https?:)?//", rendered["html"])
     assert re.search(r"<link\b", rendered["html"]) is None
 

@@ -22,13 +22,13 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, Trainer
 
+from schemas.bundled import bundled_smollm2_gguf, smollm2_dir
 from schemas.config import format_errors
 from schemas.train import TrainConfig, TrainingInputError
 from training import hardware, sft
 from training.common import TrainOutcome, run
 from training.dpo import build_dpo_trainer, train_dpo, train_orpo
 from training.hardware import Device, ModelShape, estimate_gpu_memory_gb, memory_report, model_shape
-from schemas.bundled import bundled_smollm2_gguf, smollm2_dir
 from training.sft import build_sft_trainer, loss_route, train_sft
 
 FAST = {

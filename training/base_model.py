@@ -22,6 +22,7 @@ from schemas.chat import TemplateName, apply_template
 from schemas.train import Quantization, TrainingInputError
 from training.hardware import Device
 
+
 def resolve_base_model(name_or_path: str | None) -> Path:
     """A local model directory; None = the bundled SmolLM2."""
     if name_or_path is None:

@@ -30,8 +30,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl.data_utils import is_conversational
 
 from schemas.train import METHOD_STAGES, Lora, Stage, TrainConfig, TrainingInputError
-from training.hardware import Device, estimate_gpu_memory_gb, memory_report, model_shape
 from training.base_model import load_base_model, load_training_tokenizer, merge_adapter, resolve_base_model
+from training.hardware import Device, estimate_gpu_memory_gb, memory_report, model_shape
 
 Messages = list[dict[str, str]]
 

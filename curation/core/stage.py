@@ -1,8 +1,9 @@
 """What a pipeline stage is: a named function from records to (kept, rejected).
 
-Like distilabel's steps, a stage declares the columns it reads and writes; `Stage.__call__`
-checks them before and after running and checks that no row was lost or invented, so a stage
-bug fails loudly instead of silently shifting rows.
+Every stage reads and writes whole records (schemas.record.RECORD_SCHEMA: one record type
+through every stage, as in datatrove), and rejects in REJECT_SCHEMA. `Stage.__call__` checks
+both schemas and that no row was lost or invented, so a stage bug fails loudly instead of
+silently shifting rows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from curation.core.corpus import Corpus, Source, shards
+from curation.core.stats import StageStats, stage_stats
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
@@ -24,18 +26,12 @@ class StageResult:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # stage-specific figures for stats.json
 
-    def stats(self, name: str, rows_in: int) -> dict:
+    def stats(self, name: str, rows_in: int) -> StageStats:
         reason = self.rejected.column("reason") if isinstance(self.rejected, Corpus) else self.rejected["reason"]
-        reasons = reason.to_frame().group_by("reason").len().sort("len", descending=True)
-        return {
-            "stage": name,
-            "in": rows_in,
-            "out": self.kept.height,
-            "removed": self.rejected.height,
-            "removed_by_reason": dict(zip(reasons["reason"].to_list(), reasons["len"].to_list())),
-            "seconds": round(self.seconds, 3),
-            **self.extra,
-        }
+        # Most frequent first; equal counts by name, so the same run writes the same stats.
+        reasons = reason.to_frame().group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+        by_reason = dict(zip(reasons["reason"].to_list(), reasons["len"].to_list(), strict=True))
+        return stage_stats(name, rows_in, self.kept.height, by_reason, round(self.seconds, 3), self.extra)
 
 
 class StageError(RuntimeError):
@@ -50,12 +46,10 @@ class Stage:
 
     name: str
     run: Callable[[Source], StageResult]
-    reads: tuple[str, ...] = tuple(RECORD_SCHEMA)
-    writes: tuple[str, ...] = ()
     streams: bool = False
 
     def __call__(self, records: Source) -> StageResult:
-        missing = [c for c in self.reads if c not in records.columns]
+        missing = [c for c in RECORD_SCHEMA if c not in records.columns]
         if missing:
             raise StageError(f"stage {self.name}: input lacks columns {missing}")
         start = time.perf_counter()
@@ -65,7 +59,7 @@ class Stage:
         else:
             result = self.run(records)
         result.seconds = time.perf_counter() - start
-        absent = [c for c in (*RECORD_SCHEMA, *self.writes) if c not in result.kept.columns]
+        absent = [c for c in RECORD_SCHEMA if c not in result.kept.columns]
         if absent:
             raise StageError(f"stage {self.name}: output lacks columns {absent}")
         if list(result.rejected.columns) != list(REJECT_SCHEMA):

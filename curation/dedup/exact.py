@@ -18,12 +18,11 @@ import hashlib
 import numpy as np
 import polars as pl
 
-from curation.dedup.common import split_duplicates
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
+from curation.dedup.common import split_duplicates
 from schemas.config import ExactDedup
-from schemas.record import RECORD_SCHEMA
 
 STAGE = "dedup_exact"
 HASH_SEED = 0x5EED
@@ -69,7 +68,7 @@ def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None) -> Stage:
         )
         return split_duplicates(records, STAGE, "exact_duplicate", roots, detail)
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
+    return Stage(STAGE, run, streams=True)
 
 
 # --- published index (incremental refresh): persisted hashes, looked up by later runs -------

@@ -38,12 +38,11 @@ from datasketch.lsh import _optimal_param  # the routine behind MinHashLSH(thres
 from tqdm import tqdm
 
 from curation.core.corpus import take
-from curation.dedup.common import earliest_roots, split_duplicates
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
+from curation.dedup.common import earliest_roots, split_duplicates
 from schemas.config import MinHashDedup
-from schemas.record import RECORD_SCHEMA
 
 STAGE = "dedup_minhash"
 BATCH_BYTES = 8 << 20
@@ -102,7 +101,7 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         result.extra = extra
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
+    return Stage(STAGE, run, streams=True)
 
 
 @lru_cache(maxsize=32)
@@ -248,7 +247,7 @@ def _batches(weights: np.ndarray, budget: int) -> list[tuple[int, int]]:
     ends = np.cumsum(weights, dtype=np.int64)
     cuts = np.searchsorted(ends, np.arange(budget, ends[-1] if len(ends) else 0, budget))
     bounds = np.unique(np.r_[0, cuts, len(weights)])
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
 
 
 def _unique(x: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from curation.dedup import exact, minhash, semantic
 from curation.publish.indexes import DedupCfg, Index, compute_index, enabled_indexes
 from curation.publish.versions import Version, version_name
 from schemas.config import Dedup
-from schemas.record import RECORD_SCHEMA
 
 STAGE = "dedup_published"
 REASON = "duplicate_of_published"
@@ -27,8 +26,8 @@ def build_published_stage(previous: Version | None, dedup: Dedup | None, progres
     no earlier kind matched: exact keys, MinHash candidates verified like the in-run stage, then
     embedding cosine >= threshold (the in-run search: exhaustive, IVF past 65k). A match is
     rejected as `duplicate_of_published` with duplicate_of = the earliest matching published
-    record (semantic: the closest one); the detail names the kind, the similarity and the version. Then a surviving record whose id is
-    already published is rejected as `published_id` (a version's ids stay unique). With no
+    record (semantic: the closest one); the detail names the kind, the similarity and the version. Then a surviving record whose
+    id is already published is rejected as `published_id` (a version's ids stay unique). With no
     previous version (the first publish) every record is kept.
     """
 
@@ -53,7 +52,7 @@ def build_published_stage(previous: Version | None, dedup: Dedup | None, progres
                 new_rows = {rid: i for i, rid in enumerate(subset["id"].to_list())}
                 at = np.array([new_rows[rid] for rid in new.ids], np.int64)  # subset rows of new
                 hits, labels = _match(kind, cfg, subset, at, new, previous, old, old_row)
-                for k, (pos, label) in enumerate(zip(hits, labels)):
+                for k, (pos, label) in enumerate(zip(hits, labels, strict=True)):
                     if pos < 0:
                         continue
                     i = rows[at[k]]
@@ -76,7 +75,7 @@ def build_published_stage(previous: Version | None, dedup: Dedup | None, progres
         result.extra = extra
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA))
+    return Stage(STAGE, run)
 
 
 def _match(

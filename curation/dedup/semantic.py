@@ -28,14 +28,13 @@ import polars as pl
 from tqdm import tqdm
 
 from curation.core.corpus import Corpus, Source
-from curation.dedup.common import split_duplicates
-from curation.dedup.encoders import encoder_identity, load_encoder
-from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
+from curation.dedup.common import split_duplicates
+from curation.dedup.encoders import encoder_identity, load_encoder
+from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
 from schemas.config import SemanticDedup
-from schemas.record import RECORD_SCHEMA
 
 STAGE = "dedup_semantic"
 BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
@@ -75,7 +74,7 @@ def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engi
         result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows)}
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
+    return Stage(STAGE, run, streams=True)
 
 
 def _exact_rows(cfg: SemanticDedup, n: int) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.core.stage import StageResult
+from curation.core.stats import StageStats
 from curation.export.checks import STAGE, Row
 
 _SOURCE_SUFFIX = re.compile(r"[:#]\d+$")  # "path:line" or "path#row"
@@ -97,7 +98,7 @@ def dataset_card(
     result: StageResult,
     sets: dict[str, list[Row]],
     scores: dict[str, dict[str, float]],
-    run_stats: dict[str, Any],
+    run_stats: list[StageStats],
 ) -> str:
     """README.md of the export: sets and splits, token lengths, sources, curation, scores."""
     template = stats["chat_template"]
@@ -167,12 +168,8 @@ def _sources_table(sets: dict[str, list[Row]]) -> str:
     )
 
 
-def _curation_table(run_stats: dict[str, Any], result: StageResult) -> str:
+def _curation_table(run_stats: list[StageStats], result: StageResult) -> str:
     """Every stage of the run with what it removed, then this export's own rejects."""
-    stages = [*run_stats.get("stages", []), result.stats(STAGE, result.kept.height + result.rejected.height)]
-    rows = [[s["stage"], s["in"], s["out"], s["removed"], _reasons(s["removed_by_reason"])] for s in stages]
+    stages = [*run_stats, result.stats(STAGE, result.kept.height + result.rejected.height)]
+    rows = [[s.stage, s.rows_in, s.out, s.removed, s.reasons_text() or "-"] for s in stages]
     return _table(["stage", "in", "out", "removed", "by reason"], rows)
-
-
-def _reasons(by_reason: dict[str, int]) -> str:
-    return ", ".join(f"{reason} {n}" for reason, n in by_reason.items()) or "-"

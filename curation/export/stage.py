@@ -11,6 +11,7 @@ import polars as pl
 from transformers import PreTrainedTokenizerBase
 
 from curation.core.stage import StageResult, split_rejects
+from curation.core.stats import StageStats
 from curation.export.card import dataset_card, summary
 from curation.export.checks import STAGE, Row, record_problem
 from curation.export.consumers import axolotl_yaml, llamafactory_info
@@ -26,12 +27,12 @@ def export_run(
     cfg: ExportConfig,
     out_dir: Path,
     tokenizer: PreTrainedTokenizerBase,
-    run_stats: dict[str, Any],
+    run_stats: list[StageStats],
 ) -> StageResult:
     """Check, measure and write the exported sets; records that cannot be exported are rejects.
 
     `tokenizer` is the target model's (its own template, or `cfg.chat_template` put on a copy);
-    `run_stats` is the run's stats.json content so far (its "stages" go into the dataset card).
+    `run_stats` is the run's stage entries so far (they go into the dataset card).
     The result's `extra` holds the export figures for stats.json.
     """
     tokenizer = apply_template(tokenizer, cfg.chat_template)

@@ -13,8 +13,8 @@ import numpy as np
 from curation.jury.aggregate import aggregate
 from curation.jury.judge import JudgeItem, Rating, RubricJudge, load_rubric
 from curation.llm.cache import AnswerCache
-from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.chat import open_model
+from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.types import ChatRequest, Usage
 from schemas.jury import JuryConfig
 

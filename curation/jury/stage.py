@@ -31,6 +31,7 @@ from curation.core.corpus import (
     write_parquet,
 )
 from curation.core.engine import Engine
+from curation.core.stage import Decision, Stage, StageResult, split_each
 from curation.jury.aggregate import (
     krippendorff_alpha_ordinal,
     score_histogram,
@@ -41,10 +42,9 @@ from curation.jury.judge import JudgeItem, render_conversation
 from curation.jury.panel import JURY_PROGRESS, Jury, Verdicts
 from curation.llm.cache import default_cache
 from curation.llm.types import Usage
-from curation.core.stage import Decision, Stage, StageResult, split_each
 from schemas.bundled import MINILM_NAME
 from schemas.jury import JuryConfig
-from schemas.record import RECORD_SCHEMA, meta_json
+from schemas.record import meta_json
 
 STAGE = "jury"
 RAY_BATCH = 64  # items a Ray task rates with local judges (~1 s an item on a CPU core)
@@ -138,7 +138,7 @@ def build_jury_stage(
         }
         return result
 
-    return Stage(STAGE, run, reads=tuple(RECORD_SCHEMA), streams=True)
+    return Stage(STAGE, run, streams=True)
 
 
 def _rated_items(records: Source, rows: np.ndarray, batch: int | None = None) -> Iterator[Batch]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from curation.llm.types import ChatRequest, Completion, OnDone, Usage
 from schemas.base import ConfigError
-from schemas.bundled import SMOLLM2_NAME, bundled_smollm2_gguf, smollm2_dir, cache_dir
+from schemas.bundled import SMOLLM2_NAME, bundled_smollm2_gguf, cache_dir, smollm2_dir
 from schemas.jury import Local
 
 _LOADED: dict[str, tuple[Any, Any, Any]] = {}  # resolved path -> (model, tokenizer, device)

@@ -7,7 +7,8 @@ The jury rates every candidate (answers it already rated in the jury stage come 
 and `curation.preference.rules.choose_pair` applies the rules: human ranks and/or jury scores, ties
 dropped, a minimum margin and a minimum chosen score. With `preference.pairwise`, every distinct
 jury model then compares each jury-ranked pair's two answers in both orders
-(`curation.preference.pairwise`) and the pair stays only if more models prefer the chosen one. Each pair is a new preference record whose
+(`curation.preference.pairwise`) and the pair stays only if more models prefer the chosen one. \
+Each pair is a new preference record whose
 `meta.preference` keeps every candidate with its origin, human rank and per-judge scores.
 Prompts that yield no pair are counted per reason; the sft records stay in the run either way.
 """
@@ -25,10 +26,10 @@ import polars as pl
 
 from curation.jury.aggregate import length_preference_rate
 from curation.jury.judge import JudgeItem, load_rubric, render_conversation
-from curation.preference.rules import Candidate, PairDecision, choose_pair, shuffled_order
-from curation.preference.pairwise import Comparison, PairwiseJudge, position_stats
 from curation.jury.panel import Jury
 from curation.llm.types import ChatModel, ChatRequest
+from curation.preference.pairwise import Comparison, PairwiseJudge, position_stats
+from curation.preference.rules import Candidate, PairDecision, choose_pair, shuffled_order
 from schemas.jury import PairwiseCheck, PreferenceConfig
 from schemas.record import Record, records_frame
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from curation.jury.judge import JudgeItem, RubricJudge
-from curation.preference.rules import pairwise_verdict
 from curation.llm.types import ChatModel
+from curation.preference.rules import pairwise_verdict
 
 Verdict = Literal["a", "b", "tie"]
 

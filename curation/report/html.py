@@ -27,6 +27,8 @@ import orjson
 import polars as pl
 from markupsafe import Markup, escape
 
+from curation.core.stats import RunStats, StageStats
+
 REPORT = "report.html"
 TEMPLATE = "report.html.jinja"
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -42,7 +44,6 @@ EXCERPT = 300  # characters of a record shown in tables
 CLUSTER_EXCERPT = 700  # characters per text in the side-by-side duplicate view
 LENGTH_BINS = 24
 
-STANDARD_KEYS = {"stage", "in", "out", "removed", "removed_by_reason", "seconds"}
 JURY_KEYS = {"judges", "rated", "unscored", "agreement_alpha", "mean_spread", "histogram", "usage",
              "estimated_cost_usd", "distill"}
 
@@ -53,11 +54,11 @@ def write_report(run_dir: Path) -> Path:
     Raises FileNotFoundError when the run directory has no stats.json.
     """
     run_dir = Path(run_dir)
-    stats = json.loads((run_dir / "stats.json").read_text(encoding="utf-8"))
+    stats = RunStats.read(run_dir)
     kept = _scan(run_dir / "kept.parquet")
     rejected = _scan(run_dir / "rejected.parquet")
-    stages = stats.get("stages", [])
-    jury_stage = next((s for s in stages if s.get("stage") == "jury"), None)
+    stages = stats.stages
+    jury_stage = stats.stage("jury")
     context = {
         "title": f"curate report: {run_dir.resolve().name}",
         "run_dir": str(run_dir.resolve()),
@@ -220,9 +221,9 @@ def _svg(width: int, height: int, parts: list[str]) -> Markup:
 # --- sections --------------------------------------------------------------------------------
 
 
-def _summary(stats: dict, kept: pl.LazyFrame | None) -> dict:
-    totals = stats.get("totals", {})
-    ingested, generated = totals.get("ingested", 0), totals.get("generated", 0)
+def _summary(stats: RunStats, kept: pl.LazyFrame | None) -> dict:
+    totals = stats.totals
+    ingested, generated = totals.ingested, totals.generated
     by_kind = None
     if kept is not None:
         counts = kept.group_by("kind").len().sort("len", descending=True).collect()
@@ -230,27 +231,25 @@ def _summary(stats: dict, kept: pl.LazyFrame | None) -> dict:
     return {
         "ingested": ingested,
         "generated": generated,
-        "kept": totals.get("kept"),
-        "rejected": totals.get("rejected"),
-        "retention": _pct(totals.get("kept") or 0, ingested + generated),
-        "invariant_holds": stats.get("invariant", {}).get("holds"),
-        "invariant_rule": stats.get("invariant", {}).get("rule", ""),
-        "seconds": stats.get("seconds"),
-        "config": stats.get("config"),
+        "kept": totals.kept,
+        "rejected": totals.rejected,
+        "retention": _pct(totals.kept, ingested + generated),
+        "invariant_holds": stats.invariant.holds if stats.invariant else None,
+        "invariant_rule": stats.invariant.rule if stats.invariant else "",
+        "seconds": stats.seconds,
+        "config": stats.config,
         "kept_by_kind": by_kind,
     }
 
 
-def _funnel(stages: list[dict]) -> dict:
+def _funnel(stages: list[StageStats]) -> dict:
     """In/out per stage; filters remove records, synthesis and preference add them."""
     rows = []
     for s in stages:
-        counts = {k: s.get(k, 0) for k in ("in", "out", "removed")}
-        extras = {
-            k: _compact(v) for k, v in s.items() if k not in STANDARD_KEYS and not (s["stage"] == "jury" and k in JURY_KEYS)
-        }
-        added = max(counts["out"] - counts["in"], 0)
-        rows.append({"stage": s["stage"], **counts, "seconds": s.get("seconds"), "added": added, "extras": extras})
+        counts = {"in": s.rows_in, "out": s.out, "removed": s.removed}
+        extras = {k: _compact(v) for k, v in s.figures.items() if not (s.stage == "jury" and k in JURY_KEYS)}
+        added = max(s.out - s.rows_in, 0)
+        rows.append({"stage": s.stage, **counts, "seconds": s.seconds, "added": added, "extras": extras})
     chart_rows = [
         (
             r["stage"],
@@ -266,14 +265,14 @@ def _funnel(stages: list[dict]) -> dict:
     return {"rows": rows, "chart": stacked_bars(chart_rows) if rows else None}
 
 
-def _reasons(stages: list[dict], rejected: pl.LazyFrame | None) -> dict:
+def _reasons(stages: list[StageStats], rejected: pl.LazyFrame | None) -> dict:
     """Counts per stage and reason from stats.json; real removed records from rejected.parquet."""
     examples = _reason_examples(rejected) if rejected is not None else None
     rows = [
-        {"stage": s["stage"], "reason": reason, "count": count,
-         "examples": (examples or {}).get((s["stage"], reason), [])}
+        {"stage": s.stage, "reason": reason, "count": count,
+         "examples": (examples or {}).get((s.stage, reason), [])}
         for s in stages
-        for reason, count in sorted(s.get("removed_by_reason", {}).items(), key=lambda kv: -kv[1])
+        for reason, count in sorted(s.removed_by_reason.items(), key=lambda kv: -kv[1])
     ]
     chart = stacked_bars(
         [(f"{r['stage']}: {r['reason']}", [(r["count"], "c-removed", f"{r['count']:,}")], f"{r['count']:,}") for r in rows]
@@ -409,7 +408,10 @@ def _cluster_size_chart(removed: np.ndarray) -> Markup:
     sizes = removed + 1  # the kept record belongs to its cluster
     bins = [(2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 10**12)]
     labels = [str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**12 else f"≥{lo}") for lo, hi in bins]
-    bars = [(label, f"clusters of {label}", float(((sizes >= lo) & (sizes <= hi)).sum())) for label, (lo, hi) in zip(labels, bins, strict=True)]
+    bars = [
+        (label, f"clusters of {label}", float(((sizes >= lo) & (sizes <= hi)).sum()))
+        for label, (lo, hi) in zip(labels, bins, strict=True)
+    ]
     return bar_chart(bars, "c-dup", "records per cluster")
 
 
@@ -425,8 +427,9 @@ def _records_by_id(kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None, ids
     return found
 
 
-def _jury(stage: dict, ratings_path: Path, kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
+def _jury(entry: StageStats, ratings_path: Path, kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
     """The jury stage's figures from stats.json, per-judge scores and examples from ratings.parquet."""
+    stage = entry.figures
     bars = [(label, f"score {label}", float(count)) for label, count in (stage.get("histogram") or {}).items()]
     ratings = _scan(ratings_path)
     usage = stage.get("usage") or {}

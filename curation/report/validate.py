@@ -84,7 +84,7 @@ def _answer_lengths(answers: pl.Expr) -> list[pl.Expr]:
 
 
 def _score(path: str) -> pl.Expr:
-    return pl.col("meta").str.json_path_match(path).cast(pl.Float64, strict=False)
+    return pl.col("meta").str.json_path_match(path).cast(pl.Float64, strict=True)
 
 
 def _text_hash(columns: list[str]) -> pl.Expr:

@@ -1,0 +1,168 @@
+"""The pipeline plan: every step after ingest, in order, from one config. The stage order lives here
+and nowhere else; the flow (flows/curate.py) and `run_pipeline` (curation/core/run.py) both run it.
+
+Most steps split records into kept and rejected (a Stage). Two add records instead (an
+Expansion): synthesis (new sft pairs from raw text, before the filters so they get the same
+checks) and preference (pairs built after the jury). Each step says which config sections its
+output depends on (its checkpoint fingerprint covers exactly those) and which folder under
+RUN_DIR it writes besides its records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from curation.core.corpus import Corpus, Source
+from curation.core.engine import open_engine
+from curation.core.stage import Stage, StageResult
+from curation.core.stats import StageStats
+from curation.dedup.exact import build_exact_stage
+from curation.dedup.minhash import build_minhash_stage
+from curation.dedup.published import build_published_stage
+from curation.dedup.semantic import build_semantic_stage
+from curation.export import export_run
+from curation.filters import build_filter_stage
+from curation.jury.panel import Jury
+from curation.jury.stage import build_jury_stage
+from curation.llm.cache import AnswerCache, default_cache
+from curation.llm.chat import open_model
+from curation.llm.endpoint import Budget
+from curation.llm.tokenizer import load_tokenizer
+from curation.preference.pairs import add_generated, build_pairs, group_prompts
+from curation.publish.versions import Version
+from curation.synthesis import synthesize
+from schemas.config import CurateConfig
+from schemas.jury import Local, ModelSpec
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A step that adds records (and rejects none): returns the new records and its figures."""
+
+    name: str
+    run: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]
+
+    def __call__(self, records: Source) -> tuple[pl.DataFrame, dict]:
+        return self.run(records.collect() if isinstance(records, Corpus) else records)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned step: what runs, the config sections its output depends on (dotted paths),
+    and the folder under RUN_DIR it writes besides its records (part of its checkpoint)."""
+
+    runner: Stage | Expansion
+    sections: tuple[str, ...]
+    side_output: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.runner.name
+
+    @property
+    def adds_records(self) -> bool:
+        return isinstance(self.runner, Expansion)
+
+    @property
+    def streams(self) -> bool:
+        """Whether it reads a corpus one shard at a time (else it gets the corpus in one frame)."""
+        return isinstance(self.runner, Stage) and self.runner.streams
+
+
+def build_plan(
+    config: CurateConfig,
+    out_dir: Path,
+    progress: bool = True,
+    previous: Version | None = None,
+    run_stats: list[StageStats] | None = None,
+) -> list[Step]:
+    """Every step after ingest, in pipeline order; absent config sections are skipped.
+
+    Synthesis first (its pairs then meet the filters, dedup and jury), cheap filters before
+    dedup, cheapest dedup first, then (on a refresh, `previous`) the new records against the
+    published version, the jury on what survives, preference pairs from the jury's ratings, and
+    export last. `run_stats` is the run's stage list as it grows: export puts it in the card.
+    """
+    steps: list[Step] = []
+    llm = config.synthesis or config.jury or config.preference
+    cache = default_cache(config.jury.cache_dir if config.jury else None) if llm else None
+    budget = Budget(config.jury.budget_usd) if config.jury else None
+    engine = open_engine(config.execution, progress)
+    dedup = config.dedup
+    if config.synthesis:
+        # jury: the answer cache and the budget it shares with the jury
+        steps.append(Step(_synthesis(config, cache, budget, out_dir, progress), ("synthesis", "jury"), "synthesis"))
+    if config.filters:
+        steps.append(Step(build_filter_stage(config.filters, engine), ("filters",)))
+    if dedup and dedup.exact:
+        steps.append(Step(build_exact_stage(dedup.exact, engine), ("dedup.exact",)))
+    if dedup and dedup.minhash:
+        steps.append(Step(build_minhash_stage(dedup.minhash, progress, engine), ("dedup.minhash",)))
+    if dedup and dedup.semantic:
+        steps.append(Step(build_semantic_stage(dedup.semantic, progress, engine), ("dedup.semantic",)))
+    if previous is not None:  # which version it is: part of the ingest fingerprint
+        steps.append(Step(build_published_stage(previous, dedup, progress), ("dedup",)))
+    jury = Jury(config.jury, cache, budget) if config.jury else None
+    if config.jury and jury:
+        steps.append(Step(build_jury_stage(config.jury, jury, out_dir, progress=progress, engine=engine), ("jury",), "jury"))
+    if config.preference:
+        steps.append(Step(_preference(config, jury, cache, budget, progress), ("preference", "jury")))
+    if config.export:
+        steps.append(Step(_export(config, out_dir / "export", run_stats if run_stats is not None else []), ("export",), "export"))
+    return steps
+
+
+def _synthesis(
+    config: CurateConfig, cache: AnswerCache | None, budget: Budget | None, out_dir: Path, progress: bool
+) -> Expansion:
+    cfg = config.synthesis
+    assert cfg is not None
+
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        generator = open_model(cfg.generator, cache, budget)
+        local = cfg.generator.local
+        tokenizer = load_tokenizer(local.path if local else None)  # endpoints: chunk with SmolLM2's
+        return synthesize(records.filter(pl.col("kind") == "raw"), cfg, generator, tokenizer, out_dir, progress)
+
+    return Expansion("synthesis", run)
+
+
+def _preference(
+    config: CurateConfig, jury: Jury | None, cache: AnswerCache | None, budget: Budget | None, progress: bool
+) -> Expansion:
+    cfg = config.preference
+    assert cfg is not None
+
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        prompts = group_prompts(records, cfg.candidates.existing)
+        if cfg.max_prompts is not None:
+            prompts = prompts[: cfg.max_prompts]
+        failed = 0
+        for spec in cfg.candidates.generators:
+            model = open_model(spec, cache, budget)
+            failed += add_generated(prompts, model, 0.7, cfg.candidates.max_tokens, "answers" if progress else None)
+        for temperature in cfg.candidates.local_temperatures:
+            model = open_model(ModelSpec(local=Local()), cache, budget)
+            bar = f"answers t={temperature}" if progress else None
+            failed += add_generated(prompts, model, temperature, cfg.candidates.max_tokens, bar)
+        pairs, stats = build_pairs(prompts, cfg, jury, progress)
+        stats["failed_generations"] = failed
+        return pairs, stats
+
+    return Expansion("preference", run)
+
+
+def _export(config: CurateConfig, out_dir: Path, run_stats: list[StageStats]) -> Stage:
+    """The export as the last stage: rows it cannot format correctly become rejects."""
+    cfg = config.export
+    assert cfg is not None
+
+    def run(records: pl.DataFrame) -> StageResult:
+        # run_stats is read when export runs, so the dataset card sees every earlier stage.
+        return export_run(records, cfg, out_dir, load_tokenizer(cfg.tokenizer), run_stats=run_stats)
+
+    return Stage("export", run)

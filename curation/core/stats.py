@@ -1,0 +1,87 @@
+"""The run's stats (RUN_DIR/stats.json) as typed models: written by the core, read by the report,
+the dataset card, the Prefect artifacts and the CLI.
+
+Every stage entry has the same standard fields; a stage's own figures (the jury's histogram,
+semantic dedup's search, ...) ride along as extra fields, in the order the stage gave them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+STATS_FILE = "stats.json"
+INVARIANT = "ingested + generated == kept + rejected"
+
+
+class StageStats(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    stage: str
+    rows_in: int = Field(alias="in")
+    out: int
+    removed: int
+    removed_by_reason: dict[str, int] = {}
+    seconds: float | None = None
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        """The stage's own figures: everything but the standard fields."""
+        return dict(self.model_extra or {})
+
+    def reasons_text(self, limit: int | None = None) -> str:
+        """`reason count, ...`, most frequent first."""
+        return ", ".join(f"{r} {n}" for r, n in list(self.removed_by_reason.items())[:limit])
+
+    def summary(self) -> str:
+        """One log line: `filters: 120 in, 100 out (removed: too_short 20)`."""
+        added = f", {self.figures['generated']} generated" if self.figures.get("generated") else ""
+        reasons = self.reasons_text()
+        return f"{self.stage}: {self.rows_in} in, {self.out} out{added}" + (f" (removed: {reasons})" if reasons else "")
+
+
+class Totals(BaseModel):
+    ingested: int
+    generated: int = 0
+    kept: int
+    rejected: int
+    removed_by_stage: dict[str, int] = {}
+
+
+class Invariant(BaseModel):
+    rule: str = INVARIANT
+    holds: bool
+
+
+class RunStats(BaseModel):
+    config: str | None = None
+    stages: list[StageStats]
+    totals: Totals
+    invariant: Invariant | None = None
+    seconds: float = 0.0
+
+    def stage(self, name: str) -> StageStats | None:
+        return next((s for s in self.stages if s.stage == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=False), indent=2) + "\n"
+
+    def write(self, run_dir: Path) -> None:
+        (run_dir / STATS_FILE).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunStats:
+        """RUN_DIR/stats.json; FileNotFoundError when the directory has none."""
+        return cls.model_validate_json((run_dir / STATS_FILE).read_text(encoding="utf-8"))
+
+
+def stage_stats(
+    name: str, rows_in: int, rows_out: int, removed_by_reason: dict[str, int], seconds: float | None, figures: dict[str, Any]
+) -> StageStats:
+    """A stage entry with the standard fields first, then the stage's own figures."""
+    entry = {"stage": name, "in": rows_in, "out": rows_out, "removed": sum(removed_by_reason.values()),
+             "removed_by_reason": removed_by_reason, "seconds": seconds}
+    return StageStats.model_validate({**entry, **{k: v for k, v in figures.items() if k not in entry}})
