@@ -1,0 +1,110 @@
+"""Checkpoints and fingerprints, in process: a stage's key changes when and only when an input, an
+upstream key or one of its config sections changes, and a re-run reuses exactly the stages whose
+keys still match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from curation.core.checkpoint import Checkpoint, input_fingerprint, stage_fingerprint
+from curation.core.plan import build_plan
+from curation.core.run import run_pipeline
+from schemas.config import CurateConfig, load_config
+from schemas.record import records_frame
+
+
+def config(tmp_path: Path, **sections) -> CurateConfig:
+    data = tmp_path / "data.jsonl"
+    if not data.exists():
+        rows = [{"instruction": f"Question number {i} about rivers?", "output": f"Answer {i}: rivers flow downhill."}
+                for i in range(30)]
+        rows += [rows[3], rows[7]]  # exact duplicates
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [{"path": str(data)}], **sections}))
+    return load_config(path)
+
+
+SECTIONS = {"filters": {"length": {"min_words": 3}}, "dedup": {"exact": {}, "minhash": {"threshold": 0.8}}}
+
+
+def test_the_input_key_follows_the_input_files_and_the_inputs_section(tmp_path: Path) -> None:
+    base = config(tmp_path, **SECTIONS)
+    key = input_fingerprint(base)
+    assert input_fingerprint(config(tmp_path, **SECTIONS)) == key  # same files, same section
+    assert input_fingerprint(config(tmp_path, filters={"length": {"min_words": 9}})) == key  # not an input
+    data = tmp_path / "data.jsonl"
+    data.write_text(data.read_text() + json.dumps({"instruction": "One more?", "output": "Yes."}) + "\n")
+    assert input_fingerprint(base) != key  # the content changed
+    spec = base.inputs[0].model_copy(update={"shape": "alpaca"})
+    assert input_fingerprint(base.model_copy(update={"inputs": [spec]})) != input_fingerprint(base)
+
+
+def test_a_stage_key_follows_its_input_its_name_and_its_own_sections_only(tmp_path: Path) -> None:
+    base = config(tmp_path, **SECTIONS)
+    key = stage_fingerprint("upstream", "dedup_exact", ("dedup.exact",), base)
+    assert stage_fingerprint("other upstream", "dedup_exact", ("dedup.exact",), base) != key
+    assert stage_fingerprint("upstream", "dedup_minhash", ("dedup.exact",), base) != key
+    stricter = config(tmp_path, **{**SECTIONS, "dedup": {"exact": {"normalize": ["case"]}, "minhash": {"threshold": 0.8}}})
+    assert stage_fingerprint("upstream", "dedup_exact", ("dedup.exact",), stricter) != key
+    looser_minhash = config(tmp_path, **{**SECTIONS, "dedup": {"exact": {}, "minhash": {"threshold": 0.5}}})
+    assert stage_fingerprint("upstream", "dedup_exact", ("dedup.exact",), looser_minhash) == key
+    other_filters = config(tmp_path, **{**SECTIONS, "filters": {"length": {"min_words": 9}}})
+    assert stage_fingerprint("upstream", "dedup_exact", ("dedup.exact",), other_filters) == key
+    with pytest.raises(KeyError, match="no config section 'dedup.exakt'"):
+        stage_fingerprint("upstream", "dedup_exact", ("dedup.exakt",), base)
+
+
+def test_every_planned_step_names_real_config_sections(tmp_path: Path) -> None:
+    full = config(tmp_path, **SECTIONS, jury={"judges": [{"name": "a"}]}, preference={"ranking": "jury"},
+                  export={"formats": ["openai"]})
+    plan = build_plan(full, tmp_path / "run", progress=False)
+    assert [s.name for s in plan] == ["filters", "dedup_exact", "dedup_minhash", "jury", "preference", "export"]
+    for step in plan:
+        stage_fingerprint("upstream", step.name, step.sections, full)  # raises on a section that does not exist
+        assert step.sections, step.name
+    assert {s.name: s.side_output for s in plan if s.side_output} == {"jury": "jury", "export": "export"}
+
+
+def test_a_checkpoint_is_valid_for_its_key_with_its_side_files_only(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    empty = {"messages": None, "chosen": None, "rejected": None}
+    frame = records_frame([{"id": "a", "source": "t#0", "kind": "raw", "text": "hello there friend", **empty, "meta": "{}"}])
+    (run / "jury").mkdir(parents=True)
+    (run / "jury" / "ratings.parquet").write_bytes(b"x")
+    saved = Checkpoint(run, 3, "jury", "key-1", side_output="jury")
+    saved.save(frame, None, {"in": 1, "out": 1})
+    assert saved.manifest()["outputs"] == ["jury/ratings.parquet"]
+    records, rejected, stats = saved.load()
+    assert records.collect().equals(frame) and rejected is None and stats == {"in": 1, "out": 1}
+    assert Checkpoint(run, 3, "jury", "key-2", side_output="jury").manifest() is None  # another key
+    (run / "jury" / "ratings.parquet").unlink()
+    assert saved.manifest() is None  # its side output is gone
+
+
+def test_a_rerun_reuses_the_stages_whose_keys_match_and_recomputes_from_the_first_change(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = run_pipeline(config(tmp_path, **SECTIONS), out)
+    assert first.stage("dedup_exact").removed == 2
+
+    def stamps() -> dict[str, int]:
+        return {p.parent.name: p.stat().st_mtime_ns for p in sorted((out / ".checkpoints").glob("*/manifest.json"))}
+
+    before = stamps()
+    assert list(before) == ["00-ingest", "01-filters", "02-dedup_exact", "03-dedup_minhash"]
+    again = run_pipeline(config(tmp_path, **SECTIONS), out)
+    assert stamps() == before  # nothing recomputed
+    assert [s.removed_by_reason for s in again.stages] == [s.removed_by_reason for s in first.stages]
+    run_pipeline(config(tmp_path, **{**SECTIONS, "dedup": {"exact": {}, "minhash": {"threshold": 0.5}}}), out)
+    after = stamps()
+    changed = [name for name in before if after[name] != before[name]]
+    assert changed == ["03-dedup_minhash"]  # only the stage whose section changed
+    run_pipeline(config(tmp_path, **SECTIONS), out, fresh=True)
+    assert all(stamps()[name] != after[name] for name in after)  # fresh: every stage again
+    kept = pl.read_parquet(out / "kept.parquet")
+    assert kept.height == first.totals.kept
