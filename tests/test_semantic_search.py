@@ -34,7 +34,8 @@ def stored(tmp_path: Path, vectors: np.ndarray, piece: int = 700) -> EmbeddingFi
 def test_embeddings_file_reads_back_what_was_appended(tmp_path: Path) -> None:
     vectors = planted(1000)
     store = stored(tmp_path, vectors, piece=333)
-    np.testing.assert_array_equal(np.asarray(store.memmap()), vectors)
+    np.testing.assert_array_equal(store.read(np.arange(1000)), vectors)
+    np.testing.assert_array_equal(store.read(np.array([999, 3, 3, 500])), vectors[[999, 3, 3, 500]])
     np.testing.assert_array_equal(np.concatenate(list(store.blocks(128))), vectors)
 
 
@@ -50,9 +51,9 @@ def test_exact_search_decides_what_the_exhaustive_walk_does(tmp_path: Path, thre
 
 
 def test_ivf_index_finds_at_least_99_percent_of_the_exhaustive_removals(tmp_path: Path) -> None:
-    vectors = planted(12_000)
+    vectors = planted(24_000)
     threshold = 0.85
-    kept_as, cosine, how = greedy_kept(stored(tmp_path, vectors), threshold, exact_rows=2000)
+    kept_as, cosine, how = greedy_kept(stored(tmp_path, vectors), threshold, exact_rows=500)
     expected, _ = greedy_duplicates(vectors, threshold)
     assert how.startswith("exact, then ivf from ")
     removed, truth = kept_as != np.arange(len(vectors)), expected != np.arange(len(vectors))
@@ -64,6 +65,23 @@ def test_ivf_index_finds_at_least_99_percent_of_the_exhaustive_removals(tmp_path
     exact = np.einsum("ij,ij->i", vectors[dup], vectors[kept_as[dup]])
     np.testing.assert_allclose(cosine[dup], exact, atol=1e-5)
     assert (cosine[dup] >= threshold).all()
+
+
+def test_the_ivf_lists_are_rebuilt_as_the_kept_set_grows_and_still_find_near_copies() -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(20_000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = search.KeptIndex(lambda rows: vectors[rows], 32, threshold=0.9, exact_rows=1000)
+    for lo in range(0, len(vectors), 1000):
+        index.add(np.arange(lo, lo + 1000), vectors[lo : lo + 1000])
+    assert index.kind == "ivf" and index.rebuilds == 2  # built at 2,000 kept, rebuilt at 8,000
+    assert index._ivf.nlist == 8000 // search.ROWS_PER_LIST
+    picked = rng.choice(len(vectors), 300, replace=False)
+    near = vectors[picked] + 0.02 * rng.normal(size=(300, 32)).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    found, cosine = index.best_match(near)
+    assert (found == picked).mean() >= 0.99
+    np.testing.assert_allclose(cosine[found == picked], np.einsum("ij,ij->i", near, vectors[picked])[found == picked], atol=1e-5)
 
 
 def test_published_lookup_finds_the_closest_match_exact_and_by_ivf(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,45 +7,53 @@ answers it two ways:
 
 - **exact** (blockwise matrix products) while it holds up to `EXACT_ROWS` vectors: every pair is
   compared, and that is cheaper than any index at this size (20k documents: ~1.3 s on 2 cores);
-- **IVF** (faiss `IndexIVFScalarQuantizer`, 8-bit codes) beyond: the k-means lists are trained on
-  the vectors held at the switch, a query scans the `nprobe` nearest lists (3/64 of them) for its
-  `NEIGHBOURS` most similar vectors, and every candidate is re-scored in float32 from the
-  embeddings themselves (a file on disk, memory-mapped), so a reported cosine is exact. Measured
-  against the exhaustive search on 100k documents: 99.7% of its removals found (bench_semantic).
+- **IVF** (faiss `IndexIVFScalarQuantizer`, 8-bit codes) beyond: k-means lists (one per 64 kept
+  vectors, up to 4,096) trained on an even sample of the kept vectors, retrained each time the
+  kept set has grown 4x; a query scans its 48 nearest lists for its 16 most similar vectors,
+  and every candidate is re-scored in float32 from the embeddings themselves (a file on disk,
+  read per block), so a reported cosine is exact. Measured against the exhaustive search on
+  100k documents in bench_semantic.
 
 Memory: exact holds up to EXACT_ROWS float32 vectors (64 MB at 256 dimensions); the IVF index
-holds one byte per dimension and an 8-byte id per kept vector (~264 B at 256 dimensions), the
+holds one byte per dimension and two 8-byte ids per kept vector (~272 B at 256 dimensions); the
 float32 vectors stay in the file.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import numpy as np
 
 EXACT_ROWS = 65_536  # kept vectors searched exhaustively before switching to the IVF index
-IVF_LISTS = 1024
+ROWS_PER_LIST = 64  # IVF lists: one per 64 kept vectors when (re)built
+MAX_LISTS = 4096
+PROBES = 48  # lists scanned per query: the nearest 48, however many there are
+REBUILD_GROWTH = 4  # rebuild the lists when the kept set has grown 4x since they were trained
 NEIGHBOURS = 16  # candidates per query from the IVF index (re-scored exactly)
 BLOCK_SIMILARITIES = 1 << 24  # float32 similarities computed at once (64 MB)
-TRAIN_PER_LIST = 39  # faiss warns below 39 training vectors per list
+ADD_ROWS = 65_536  # vectors read back at a time when the lists are rebuilt
+
+Rows = Callable[[np.ndarray], np.ndarray]  # keys -> their float32 vectors
 
 
 class KeptIndex:
-    """Vectors added in increasing key order (their position in `vectors`); `best_match`
-    returns, per query, the key of the most similar one if its cosine is >= threshold, else -1.
+    """Vectors added in increasing key order; `best_match` returns, per query, the key of the
+    most similar one if its cosine is >= threshold, else -1.
 
-    `vectors[key]` must return the float32 vector of a key (an array or a memory map): the IVF
-    path re-scores its candidates from it.
+    `rows(keys)` returns the float32 vectors of keys (from memory or from the embeddings file):
+    the IVF path re-scores its candidates with it and reads the kept vectors back to rebuild.
     """
 
-    def __init__(self, vectors: np.ndarray, threshold: float, exact_rows: int = EXACT_ROWS) -> None:
-        self.vectors, self.threshold, self.exact_rows = vectors, threshold, exact_rows
-        self.dim = vectors.shape[1]
-        self._buffer = np.empty((0, self.dim), np.float32)
-        self._keys = np.empty(0, np.int64)
+    def __init__(self, rows: Rows, dim: int, threshold: float, exact_rows: int | None = None) -> None:
+        self.rows, self.dim, self.threshold = rows, dim, threshold
+        self.exact_rows = EXACT_ROWS if exact_rows is None else exact_rows
+        self._buffer = np.empty((0, dim), np.float32)
+        self._keys = np.empty(0, np.int64)  # every kept key, in order
         self._count = 0
         self._ivf = None
+        self._trained_at = 0
+        self.rebuilds = 0
 
     def __len__(self) -> int:
         return self._count
@@ -54,18 +62,22 @@ class KeptIndex:
     def kind(self) -> str:
         return "ivf" if self._ivf is not None else "exact"
 
-    def add(self, keys: np.ndarray) -> None:
-        """Add the vectors of `keys` (increasing, after every key added so far)."""
+    def add(self, keys: np.ndarray, vectors: np.ndarray | None = None) -> None:
+        """Add `keys` (increasing, after every key added so far) with their vectors (default: read)."""
         if not len(keys):
             return
-        block = np.ascontiguousarray(self.vectors[keys], np.float32)
+        block = np.ascontiguousarray(self.rows(keys) if vectors is None else vectors, np.float32)
         if self._ivf is not None:
+            self._append_keys(keys)
             self._ivf.add_with_ids(block, keys.astype(np.int64))
-        else:
-            self._append_exact(keys, block)
-            if self._count + len(keys) > self.exact_rows:
-                self._switch_to_ivf(self._count + len(keys))
+            self._count += len(keys)
+            if self._count >= REBUILD_GROWTH * self._trained_at and self._lists(self._count) > self._ivf.nlist:
+                self._build_ivf()
+            return
+        self._append_exact(keys, block)
         self._count += len(keys)
+        if self._count > self.exact_rows:
+            self._build_ivf()
 
     def best_match(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(key, cosine) per query row: the most similar added vector if at cosine >= threshold, else (-1, 0)."""
@@ -89,32 +101,52 @@ class KeptIndex:
     def _append_exact(self, keys: np.ndarray, block: np.ndarray) -> None:
         need = self._count + len(keys)
         if need > len(self._buffer):
-            size = max(need, 2 * len(self._buffer), 1024)
-            self._buffer = np.resize(self._buffer, (size, self.dim))
-            self._keys = np.resize(self._keys, size)
+            self._buffer = np.resize(self._buffer, (max(need, 2 * len(self._buffer), 1024), self.dim))
         self._buffer[self._count : need] = block
+        self._append_keys(keys)
+
+    def _append_keys(self, keys: np.ndarray) -> None:
+        need = self._count + len(keys)
+        if need > len(self._keys):
+            self._keys = np.resize(self._keys, max(need, 2 * len(self._keys), 1024))
         self._keys[self._count : need] = keys
 
-    def _switch_to_ivf(self, held: int) -> None:
+    @staticmethod
+    def _lists(count: int) -> int:
+        return max(1, min(MAX_LISTS, count // ROWS_PER_LIST))
+
+    def _build_ivf(self) -> None:
+        """(Re)build the IVF index over every kept vector: lists trained on an even sample of
+        them, one list per ROWS_PER_LIST vectors up to MAX_LISTS."""
         import faiss
 
-        vectors, keys = self._buffer[:held], self._keys[:held]
-        lists = max(1, min(IVF_LISTS, held // TRAIN_PER_LIST))
+        keys = self._keys[: self._count]
+        lists = self._lists(len(keys))
         index = faiss.IndexIVFScalarQuantizer(
             faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
         index.cp.seed = 0  # the same lists on every run and engine
-        index.train(vectors)
-        index.nprobe = max(1, math.ceil(lists * 3 / 64))
-        index.add_with_ids(vectors, keys)
-        self._ivf, self._buffer, self._keys = index, np.empty((0, self.dim), np.float32), np.empty(0, np.int64)
+        sample = keys[:: max(1, len(keys) // (ROWS_PER_LIST * lists))]
+        index.train(self._read(sample))
+        index.nprobe = min(PROBES, lists)
+        for lo in range(0, len(keys), ADD_ROWS):
+            chunk = keys[lo : lo + ADD_ROWS]
+            index.add_with_ids(self._read(chunk), chunk)
+        self._ivf, self._trained_at = index, len(keys)
+        self._buffer = np.empty((0, self.dim), np.float32)  # the exact path's copy is no longer needed
+        self.rebuilds += 1
+
+    def _read(self, keys: np.ndarray) -> np.ndarray:
+        if self._ivf is None and len(self._buffer):  # still held by the exact path
+            return self._buffer[np.searchsorted(self._keys[: self._count], keys)]
+        return np.ascontiguousarray(self.rows(keys), np.float32)
 
     def _best_match_ivf(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _, found = self._ivf.search(queries, min(NEIGHBOURS, self._count))
         valid = found >= 0
         candidates = np.where(valid, found, 0)
         # Exact float32 cosines of the candidates (the codes only shortlist them).
-        rows = np.asarray(self.vectors[candidates.ravel()], np.float32).reshape(*candidates.shape, self.dim)
+        rows = self.rows(candidates.ravel()).reshape(*candidates.shape, self.dim)
         sims = np.where(valid, np.einsum("qd,qkd->qk", queries, rows), -np.inf)
         # The most similar; among equal cosines the earliest (candidates come in any order).
         best = np.lexsort((candidates, -sims), axis=1)[:, 0]

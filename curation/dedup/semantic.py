@@ -89,30 +89,31 @@ def embed(texts: list[str], cfg: SemanticDedup, progress: bool) -> np.ndarray:
 
 
 def greedy_kept(
-    embeddings: EmbeddingFile, threshold: float, exact_rows: int = EXACT_ROWS, progress: bool = False
+    embeddings: EmbeddingFile, threshold: float, exact_rows: int | None = None, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """For embeddings in file order: the one each is kept as (itself, or the most similar earlier
     kept one if at cosine >= threshold), that cosine (0 for kept ones), and how the kept ones
     were searched ("exact", or "exact, then ivf from N kept")."""
     n = embeddings.rows
     kept_as, cosine = np.arange(n), np.zeros(n, np.float32)
-    vectors = embeddings.memmap()
-    index = KeptIndex(vectors, threshold, exact_rows)
+    index = KeptIndex(embeddings.read, max(embeddings.dim, 1), threshold, exact_rows)
     switched_at = None
     with tqdm(total=n, desc=f"{STAGE} search", unit="doc", disable=not progress or n < 50_000) as bar:
-        for lo in range(0, n, BLOCK_ROWS):
-            block = np.asarray(vectors[lo : lo + BLOCK_ROWS], np.float32)
+        for lo, block in zip(range(0, n, BLOCK_ROWS), embeddings.blocks(BLOCK_ROWS), strict=True):
             match, sim = index.best_match(block)
             inner, inner_sim = greedy_duplicates(block, threshold, np.where(match >= 0, sim, -np.inf))
             at = lo + np.arange(len(block))
             kept_as[at] = np.where(inner == -1, match, lo + inner)
             cosine[at] = inner_sim
             before = index.kind
-            index.add(at[inner == np.arange(len(block))])
+            kept = inner == np.arange(len(block))
+            index.add(at[kept], block[kept])
             if before != index.kind:
                 switched_at = len(index)
             bar.update(len(block))
-    return kept_as, cosine, "exact" if switched_at is None else f"exact, then ivf from {switched_at} kept"
+    if switched_at is None:
+        return kept_as, cosine, "exact"
+    return kept_as, cosine, f"exact, then ivf from {switched_at} kept ({index.rebuilds} list builds)"
 
 
 class EmbeddingFile:
@@ -136,11 +137,16 @@ class EmbeddingFile:
                 count = min(size, self.rows - lo)
                 yield np.fromfile(f, np.float32, count * self.dim).reshape(count, self.dim)
 
-    def memmap(self) -> np.ndarray:
-        """All rows, read from the file on demand (the search re-scores candidates from it)."""
-        if not self.rows:
-            return np.zeros((0, max(self.dim, 1)), np.float32)
-        return np.memmap(self.path, np.float32, "r", shape=(self.rows, self.dim))
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The embeddings at `rows` (any order), through a memory map opened for this read only:
+        pages a long search touched are not kept in this process's memory."""
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        mapped = np.memmap(self.path, np.float32, "r", shape=(self.rows, self.dim))
+        try:
+            return np.array(mapped[rows])
+        finally:
+            del mapped
 
 
 def greedy_duplicates(
@@ -185,7 +191,7 @@ def match_index(embeddings: np.ndarray, index: np.ndarray, threshold: float) -> 
     """For each new (L2-normalised) embedding, the row of `index` most similar to it if at cosine
     >= threshold (the closest published record), or -1, and that cosine: the same search as
     within a run (exhaustive up to EXACT_ROWS published rows, the re-scored IVF index beyond)."""
-    published = KeptIndex(index, threshold)
+    published = KeptIndex(lambda rows: index[rows], index.shape[1] if index.ndim == 2 else 1, threshold)
     for lo in range(0, len(index), BLOCK_ROWS):
         published.add(np.arange(lo, min(lo + BLOCK_ROWS, len(index))))
     return published.best_match(np.ascontiguousarray(embeddings, np.float32))
