@@ -147,7 +147,8 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     failure = None
     if config.validation:
         summary = validate_task(out, config.validation)
-        logger.info("validation: " + ", ".join(f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"]))
+        results = (f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"])
+        logger.info("validation: " + ", ".join(results))
         try:
             enforce(summary)
         except ValidationFailed as exc:

@@ -20,6 +20,7 @@ from trl.chat_template_utils import get_training_chat_template
 from trl.data_utils import _tokenize, apply_chat_template, is_conversational  # TRL's own data path
 
 from curation.core.stage import Stage, StageResult
+from curation.core.stats import StageStats
 from curation.export import FILES, LLAMAFACTORY_PREFERENCE, export_run, render, split, token_counts
 from curation.ingest import ingest
 from curation.llm.tokenizer import load_tokenizer
@@ -102,7 +103,7 @@ def records(shared_data: Path) -> pl.DataFrame:  # conftest: ../shared/data, or 
 DEDUP = {
     "stage": "dedup_exact", "in": 10, "out": 8, "removed": 2, "removed_by_reason": {"exact_duplicate": 2}
 }
-RUN_STATS = {"stages": [DEDUP]}
+RUN_STATS = [StageStats.model_validate(DEDUP)]
 
 
 def export(records: pl.DataFrame, out: Path, tokenizer: PreTrainedTokenizerBase, **cfg: Any) -> StageResult:

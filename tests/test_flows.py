@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -161,7 +162,8 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     n = 40
     openai_server.latency = 0.15
     openai_server.handler = lambda body: rating_reply(body, 4 if "quality=4" in body["messages"][-1]["content"] else 2)
-    judge = {"endpoint": {"base_url": openai_server.base_url, "model": "judge", "max_retries": 2, "timeout": 5, "max_concurrency": 2}}
+    judge = {"endpoint": {"base_url": openai_server.base_url, "model": "judge", "max_retries": 2, "timeout": 5,
+                          "max_concurrency": 2}}
     config = tmp_path / "resume.yaml"
     config.write_text(yaml.safe_dump({
         "inputs": [{"path": str(write_jsonl(tmp_path / "sft.jsonl", sft_rows(n) + sft_rows(4)))}],  # 4 exact copies
@@ -181,6 +183,10 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert openai_server.call_count < n, "the run finished before it could be killed"
+    with sqlite3.connect(tmp_path / "cache" / "llm_cache.sqlite") as db:  # answers are committed as they come
+        cached = db.execute("SELECT count(*) FROM answers").fetchone()[0]
+    assert cached >= 10
+    before = openai_server.call_count
     checkpoints = out / ".checkpoints"
     finished = sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith("."))
     assert finished == ["00-ingest", "01-filters", "02-dedup_exact", "03-dedup_minhash"]
@@ -190,8 +196,10 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     resumed = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (checkpoints / ".scratch").exists()  # a finished run leaves no half-written corpora
-    assert openai_server.call_count <= n + 2  # the jury asked only for what its cache lacked
-    assert written == {name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished}
+    assert openai_server.call_count - before == n - cached  # the jury asked only for what its cache lacked
+    assert written == {
+        name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished
+    }
     run = curate_runs(prefect_server, out)[-1]
     states = task_states(prefect_server, run.id)
     assert [states[s] for s in ("ingest", "filters", "dedup_exact", "dedup_minhash")] == ["Cached"] * 4
@@ -287,7 +295,11 @@ def deployment_runs(server: dict[str, str], deployment_id, completed: bool = Fal
 def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Path, prefect_server: dict[str, str]) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    first = [{"instruction": f"Explain topic number {i} in detail please.", "output": f"Topic {i} is explained here with care and words."} for i in range(12)]
+    first = [
+        {"instruction": f"Explain topic number {i} in detail please.",
+         "output": f"Topic {i} is explained here with care and words."}
+        for i in range(12)
+    ]
     (data / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
     config = tmp_path / "refresh.yaml"
     config.write_text(yaml.safe_dump({

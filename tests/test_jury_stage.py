@@ -4,13 +4,7 @@ OpenAI-compatible HTTP server on 127.0.0.1 (tests/openai_server.py) and real fil
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -200,41 +194,6 @@ def test_distillation_scores_the_rest_and_reports_agreement(tmp_path: Path, open
     methods = [orjson.loads(m)["jury"]["method"] for m in kept["meta"]]
     assert "distilled" in methods
     assert all("quality=5" in m[-1]["content"] for m in kept["messages"].to_list())
-
-
-def test_a_killed_run_resumes_without_asking_twice(tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict) -> None:
-    n = 40
-    data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(n, [4, 2]))
-    openai_server.latency = 0.15
-    openai_server.handler = lambda body: rating_reply(body, quality_of(body) or 3)
-    config = tmp_path / "config.yaml"
-    cache = tmp_path / "cache"
-    config.write_text(yaml.safe_dump({
-        "inputs": [{"path": str(data)}],
-        "jury": {"judges": [{"name": "a", "rubric": "geval_plain",
-                             "model": endpoint(openai_server, "judge-a", max_concurrency=2)}],
-                 "cache_dir": str(cache), "min_score": 3},
-    }))
-    command = [sys.executable, "-m", "flows.cli", "run", str(config), "--out", str(tmp_path / "run"), "--no-progress"]
-    env = {**os.environ, **prefect_server}
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while openai_server.call_count < 12 and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert openai_server.call_count < n, "the run finished before it could be killed"
-    with sqlite3.connect(cache / "llm_cache.sqlite") as db:
-        cached = db.execute("SELECT count(*) FROM answers").fetchone()[0]
-    assert cached >= 10
-    before = openai_server.call_count
-
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert openai_server.call_count - before == n - cached  # only what was not cached
-    kept = pl.read_parquet(tmp_path / "run" / "kept.parquet")
-    rejected = pl.read_parquet(tmp_path / "run" / "rejected.parquet")
-    assert kept.height == n // 2 and rejected.height == n // 2
 
 
 # --- synthesis --------------------------------------------------------------------------------
