@@ -38,6 +38,7 @@ from schemas.config import SemanticDedup
 
 STAGE = "dedup_semantic"
 BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
+READ_ROWS = 16_384  # embeddings read from the file at a time when many rows are read in order
 
 
 def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engine | None = None) -> Stage:
@@ -138,13 +139,20 @@ class EmbeddingFile:
                 yield np.fromfile(f, np.float32, count * self.dim).reshape(count, self.dim)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """The embeddings at `rows` (any order), through a memory map opened for this read only:
-        pages a long search touched are not kept in this process's memory."""
+        """The embeddings at `rows`, in that order. Many increasing rows (rebuilding the search
+        index) are read a block at a time; others through a memory map opened for this read
+        only, so the pages a long search touches are not held by this process."""
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
+        if len(rows) > READ_ROWS and (np.diff(rows) > 0).all():
+            out = np.empty((len(rows), self.dim), np.float32)
+            for lo, block in zip(range(0, self.rows, READ_ROWS), self.blocks(READ_ROWS), strict=True):
+                a, b = np.searchsorted(rows, [lo, lo + len(block)])
+                out[a:b] = block[rows[a:b] - lo]
+            return out
         mapped = np.memmap(self.path, np.float32, "r", shape=(self.rows, self.dim))
         try:
-            return np.array(mapped[rows])
+            return np.asarray(mapped[rows])  # fancy indexing copies: nothing refers to the map after
         finally:
             del mapped
 
