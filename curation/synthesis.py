@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import polars as pl
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from curation.llm.failures import check_failures
 from curation.llm.types import ChatModel, ChatRequest, Completion
-from schemas.base import ConfigError
+from schemas.base import ConfigError, StageFailed
 from schemas.jury import SynthesisConfig
 from schemas.record import Record, records_frame
 
@@ -146,7 +148,13 @@ def synthesize(
         )
         for c in chunks
     ]
-    answers = generator.complete(requests, progress="synthesis" if progress else None)
+    try:
+        answers = generator.complete(requests, progress="synthesis" if progress else None)
+    except StageFailed as exc:
+        raise StageFailed(f"synthesis: generator: {exc}") from None
+    errors = Counter(a.error for a in answers if a.text is None)  # failed requests, not unreadable answers
+    causes = {generator.identity: errors}
+    check_failures("synthesis", errors.total(), len(requests), cfg.max_failed, "synthesis.max_failed", causes)
     rows, failures = [], []
     for chunk, answer in zip(chunks, answers, strict=True):
         pairs = parse_pairs(answer.text)

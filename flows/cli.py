@@ -1,7 +1,9 @@
 """`curate` command line: run, train, serve or validate a config.
 
 Fatal problems (missing file, invalid config) print one message naming the field or path and
-exit with code 2, without a traceback. Prefect is imported only by commands that run a flow.
+exit with code 2, without a traceback; a failed `fail`-severity validation suite exits 3, a
+stage that could not do its job (judges unreachable, too many records unscored) exits 4.
+Prefect is imported only by commands that run a flow.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import time
 from pathlib import Path
 
 from curation.report.validate import ValidationFailed
+from curation.llm.secrets import mask_secrets
+from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
+EXIT_STAGE = 4
 OUT_HELP = (
     "run directory (default: a new runs/<config>-<time> per invocation). Re-running an unchanged"
     " config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
@@ -193,11 +198,14 @@ def main(argv: list[str] | None = None) -> int:
             return serve(args.config, args.cron, args.interval, args.runs, args.name)
         return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
     except ConfigError as exc:
-        print(f"curate: error: {exc}", file=sys.stderr)
+        print(f"curate: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
     except ValidationFailed as exc:
         print(f"curate: {exc}", file=sys.stderr)
         return EXIT_VALIDATION
+    except StageFailed as exc:
+        print(f"curate: stopped: {mask_secrets(str(exc))}", file=sys.stderr)
+        return EXIT_STAGE
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from curation.publish.versions import Version, load_version, publish
 from curation.report.html import write_report
 from curation.report.validate import ValidationFailed, enforce, validate_run
 from flows.artifacts import ProgressArtifact, keys, publish_run
+from schemas.base import StageFailed
 from schemas.config import CurateConfig, load_config
 from schemas.validation import ValidationConfig
 
@@ -57,13 +58,22 @@ def ingest_task(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fr
     return run_ingest(config, progress, checkpoint, fresh)
 
 
+def _stopped(exc: StageFailed) -> Failed:
+    """A stage that could not do its job: the task ends Failed with its message, without a
+    traceback and without a retry (the cause is outside; the rerun resumes from the cache)."""
+    get_run_logger().error(str(exc))
+    return Failed(message=str(exc), data=exc)
+
+
 @task(**CACHED)
 def stage_task(
     stage: Stage, records: Corpus, checkpoint: Checkpoint, fresh: bool = False, progress_key: str | None = None
-) -> dict:
+) -> dict | Failed:
     token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
     try:
         return run_stage(stage, records, checkpoint, fresh)
+    except StageFailed as exc:
+        return _stopped(exc)
     finally:
         if token is not None:
             jury_panel.JURY_PROGRESS.reset(token)
@@ -71,8 +81,11 @@ def stage_task(
 
 # LLM steps retry cheaply: every answer already received comes back from the answer cache.
 @task(retries=1, retry_delay_seconds=5, **CACHED)
-def expansion_task(step: Expansion, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict:
-    return run_expansion(step, records, checkpoint, fresh)
+def expansion_task(step: Expansion, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict | Failed:
+    try:
+        return run_expansion(step, records, checkpoint, fresh)
+    except StageFailed as exc:
+        return _stopped(exc)
 
 
 @task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -134,10 +147,18 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     for step, checkpoint in run.steps():
         options = _options(checkpoint, fresh)
         if isinstance(step.runner, Expansion):
-            expansion_task.with_options(**options)(step.runner, run.ledger.records, checkpoint, fresh)
+            state = expansion_task.with_options(**options)(
+                step.runner, run.ledger.records, checkpoint, fresh, return_state=True
+            )
         else:
             progress_key = keys(stem)["jury_progress"] if step.name == "jury" else None
-            stage_task.with_options(**options)(step.runner, run.ledger.records, checkpoint, fresh, progress_key)
+            state = stage_task.with_options(**options)(
+                step.runner, run.ledger.records, checkpoint, fresh, progress_key, return_state=True
+            )
+        error = state.result(raise_on_failure=False) if state.is_failed() else None
+        if isinstance(error, StageFailed):  # nothing after it runs: no run directory, no publishing
+            return Failed(message=str(error), data=error)
+        state.result()  # any other failure raises here, as it would from the task call
         logger.info(run.absorb(step, checkpoint).summary())
     ledger = run.ledger
     stats = write_task(out, ledger, Path(config_path))

@@ -1,4 +1,4 @@
-"""What every config model shares: strictness (unknown keys are errors) and the fatal error type."""
+"""What every config model shares: strictness (unknown keys are errors) and the fatal error types."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ TextView = Literal["all", "user", "assistant"]
 
 class ConfigError(Exception):
     """A fatal, user-facing problem with the config or its inputs (exit code 2, no traceback)."""
+
+
+class StageFailed(Exception):
+    """A stage could not do its job (judges unreachable, too many records left unscored): the run
+    stops with this message and nothing is published (exit code 4, no traceback)."""
 
 
 class Strict(BaseModel):

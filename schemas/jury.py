@@ -34,7 +34,12 @@ class Endpoint(Strict):
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
     timeout: float = Field(60.0, gt=0, description="Seconds per request attempt.")
-    max_retries: int = Field(5, ge=0, description="On 429, 5xx and timeouts, with backoff and jitter.")
+    max_retries: int = Field(
+        5, ge=0, description="On timeouts, connection errors, 408/409/429/502/503/504 and non-validation 500s."
+    )
+    max_consecutive_failures: int = Field(
+        10, ge=1, description="Identical failures in a row that stop the run (the endpoint is down or refuses)."
+    )
     json_schema: bool = Field(True, description="The endpoint supports response_format json_schema.")
     logprobs: bool = Field(False, description="The endpoint returns token log-probabilities.")
     price: Price | None = None
@@ -97,6 +102,14 @@ class JuryConfig(Strict):
     scale_max: int = Field(5, ge=2, le=9, description="Ratings are 1..scale_max (single digits).")
     aggregate: Aggregate = "mean"
     min_score: float | None = Field(None, description="Records scored below this are rejected.")
+    max_unscored: float = Field(
+        0.05, ge=0, le=1,
+        description="Share of the records the jury rates that may end unscored (every judge failed or was "
+        "unreadable, or distillation could not fit); past it the run stops: a gate that did not run publishes nothing.",
+    )
+    unscored: Literal["keep", "reject"] = Field(
+        "keep", description="Records left unscored (within max_unscored): kept, or rejected as `unscored`."
+    )
     kinds: list[Literal["sft", "raw"]] = Field(["sft"], description="Record kinds the jury rates.")
     max_chars: int = Field(6000, ge=100, description="Per text shown to a judge (longer is cut).")
     cache_dir: str | None = Field(
@@ -129,6 +142,9 @@ class SynthesisConfig(Strict):
     temperature: float = Field(0.7, ge=0, le=2)
     max_tokens: int = Field(512, ge=16)
     view: TextView = "all"
+    max_failed: float = Field(
+        0.05, ge=0, le=1, description="Share of generation requests that may fail (errors, not unreadable answers)."
+    )
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> SynthesisConfig:
@@ -142,6 +158,7 @@ class Candidates(Strict):
     generators: list[ModelSpec] = []
     local_temperatures: list[float] = Field([], description="Bundled-model samples at these temperatures.")
     max_tokens: int = Field(256, ge=16)
+    max_failed: float = Field(0.05, ge=0, le=1, description="Share of generation requests that may fail.")
 
 
 class PairwiseCheck(Strict):

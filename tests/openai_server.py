@@ -9,6 +9,10 @@ processed at once (the rest wait), so capacity / latency is the server's through
         EndpointModel(Endpoint(base_url=server.base_url, model="m")).complete(requests)
         server.call_count, server.max_in_flight, server.calls[0]["messages"], server.headers[0]
 
+The probe EndpointModel sends before its first request (see curation/llm/endpoint.py) goes to the
+handler like any request but is counted apart: `calls` and `call_count` are the real requests,
+`probes` the probe requests.
+
 Handlers for common scripts: `echo` (the default), `fail_first`, `always_fail`, `slow`,
 `unparsable`, `rating_handler` / `rating_reply` (a judge's answer in the format it asked for).
 """
@@ -26,9 +30,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from curation.llm.endpoint import PROBE_MESSAGES
+
 # Small on purpose: the openai client honours retry-after-ms, so retry tests stay fast. (It
 # ignores `retry-after: 0` and falls back to its own backoff of 0.5 s and up.)
 QUICK_RETRY = {"retry-after-ms": "10"}
+PROBE = [{"role": role, "content": content} for role, content in PROBE_MESSAGES]
 
 
 @dataclass
@@ -132,6 +139,7 @@ class FakeOpenAI:
         self.latency = latency
         self.capacity = capacity
         self._calls: list[dict] = []
+        self._probes: list[dict] = []
         self._headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(capacity)
@@ -169,6 +177,12 @@ class FakeOpenAI:
             return list(self._headers)
 
     @property
+    def probes(self) -> list[dict]:
+        """The probe requests received, in arrival order."""
+        with self._lock:
+            return list(self._probes)
+
+    @property
     def call_count(self) -> int:
         with self._lock:
             return len(self._calls)
@@ -181,8 +195,11 @@ class FakeOpenAI:
 
     def answer(self, body: dict, headers: dict[str, str]) -> Reply:
         with self._lock:
-            self._calls.append(body)
-            self._headers.append(headers)
+            if body.get("messages") == PROBE:
+                self._probes.append(body)
+            else:
+                self._calls.append(body)
+                self._headers.append(headers)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:

@@ -31,7 +31,7 @@ from openai_server import (
 from curation.llm.cache import AnswerCache, CachedModel
 from curation.llm.endpoint import Budget, EndpointModel, estimate_cost
 from curation.llm.types import ChatRequest, Completion
-from schemas.base import ConfigError
+from schemas.base import ConfigError, StageFailed
 from schemas.jury import Endpoint, Price
 
 SCHEMA = {
@@ -95,7 +95,7 @@ def test_request_mapping(openai_server: FakeOpenAI) -> None:
     assert "seed" not in openai_server.calls[1]
 
 
-def test_json_schema_rejected_with_400_falls_back_once(
+def test_refused_json_schema_steps_down_once_at_the_probe(
     openai_server: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     def no_schemas(body: dict) -> Reply:
@@ -107,11 +107,60 @@ def test_json_schema_rejected_with_400_falls_back_once(
     model = EndpointModel(endpoint(openai_server, max_concurrency=1))
     with caplog.at_level(logging.WARNING, logger="curation.llm.endpoint"):
         out = model.complete([ask(f"q{i}", json_schema=SCHEMA) for i in range(5)])
+        model.complete([ask("later", json_schema=SCHEMA)])
 
     assert [c.text for c in out] == ["Rating: 4"] * 5
-    assert model.supports_json_schema is False
-    assert openai_server.call_count == 6  # one 400, its retry, then four plain requests
-    assert caplog.text.count("rejected response_format") == 1
+    assert model.structured is None
+    # plain, json_schema, json_object: once per model, then plain requests only
+    assert [p.get("response_format", {}).get("type") for p in openai_server.probes] == [None, "json_schema", "json_object"]
+    assert openai_server.call_count == 6 and not any("response_format" in c for c in openai_server.calls)
+    assert caplog.text.count("does not accept response_format json_schema") == 1
+
+
+def test_llama_cpp_500_on_json_schema_is_not_retried_and_json_object_is_used(openai_server: FakeOpenAI) -> None:
+    # What the llama-cpp-python server answers: a 500 whose body is a pydantic validation error.
+    def llama_cpp(body: dict) -> Reply:
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            return Reply(status=500, text="1 validation error: Input should be 'text' or 'json_object'")
+        return Reply(text='{"reason": "ok", "score": 4}')
+
+    openai_server.handler = llama_cpp
+    model = EndpointModel(endpoint(openai_server, max_retries=5))
+
+    out = model.complete([ask(f"q{i}", json_schema=SCHEMA) for i in range(3)])
+
+    assert [json.loads(c.text)["score"] for c in out] == [4, 4, 4]
+    assert model.structured == "json_object"
+    assert len(openai_server.probes) == 3  # the 500 was not retried five times
+    assert {c["response_format"]["type"] for c in openai_server.calls} == {"json_object"}
+
+
+def test_refused_request_is_not_retried(openai_server: FakeOpenAI) -> None:
+    openai_server.handler = always_fail(400, match="bad")
+    model = EndpointModel(endpoint(openai_server, max_retries=5))
+
+    out = model.complete([ask("bad"), ask("good")])
+
+    assert [c.error for c in out] == ["http 400", None]
+    assert calls_for(openai_server, "bad") == 1
+
+
+def test_identical_failures_in_a_row_stop_the_endpoint(openai_server: FakeOpenAI) -> None:
+    openai_server.handler = always_fail(503, match="q")
+    model = EndpointModel(endpoint(openai_server, max_retries=0, max_concurrency=1, max_consecutive_failures=4))
+
+    with pytest.raises(StageFailed, match=r"4 requests in a row failed with http 503"):
+        model.complete([ask(f"q{i}") for i in range(50)])
+
+    assert openai_server.call_count == 4  # the other 46 were never sent
+
+
+def test_logprobs_the_server_ignores_stop_with_the_option_to_change(openai_server: FakeOpenAI) -> None:
+    model = EndpointModel(endpoint(openai_server, logprobs=True))  # echo never returns logprobs
+
+    with pytest.raises(StageFailed, match="returned no log-probabilities: set logprobs: false"):
+        model.complete([ask("rate", logprobs=True)])
+    assert openai_server.call_count == 0
 
 
 def test_logprobs_parsed_per_position(openai_server: FakeOpenAI) -> None:
@@ -198,14 +247,13 @@ def test_timeout_is_an_error_quickly(openai_server: FakeOpenAI) -> None:
     assert seconds < 2.0  # two 0.3 s attempts and one backoff of at most 0.5 s
 
 
-def test_unreachable_server_is_a_connection_error() -> None:
+def test_unreachable_server_stops_at_the_probe() -> None:
     with FakeOpenAI() as server:
         base_url = server.base_url  # closed when the block ends: nothing listens there now
     model = EndpointModel(Endpoint(base_url=base_url, model="m", max_retries=0))
 
-    (out,) = model.complete([ask("anyone?")])
-
-    assert (out.text, out.error) == (None, "connection error")
+    with pytest.raises(StageFailed, match=r"does not answer: connection error \(is the server running"):
+        model.complete([ask("anyone?")])
 
 
 def test_unparsable_text_passes_through(openai_server: FakeOpenAI) -> None:
@@ -303,7 +351,7 @@ def test_key_is_sent_but_never_leaks(
         if prompt == "auth":  # as real servers do: the message echoes the key it refused
             return Reply(status=401, text=f"Incorrect API key provided: {SECRET}")
         if prompt == "down":
-            return Reply(status=503, text=f"overloaded (key {SECRET})")
+            return Reply(status=503, text=f"overloaded (key {SECRET[:-5]}, header Authorization: Bearer {SECRET[:-5]})")
         return Reply(text="fine", delay=1.0 if prompt == "stuck" else 0.0)
 
     openai_server.handler = handler
@@ -314,7 +362,9 @@ def test_key_is_sent_but_never_leaks(
     assert [c.error for c in out] == ["http 401", "http 503", "timeout", None]
     assert {h["authorization"] for h in openai_server.headers} == {f"Bearer {SECRET}"}
     assert "http 401" in caplog.text  # the failures were logged...
-    assert SECRET not in caplog.text  # ...without the key
+    fragments = {SECRET[i : i + 8] for i in range(len(SECRET) - 7)}
+    assert "overloaded" in caplog.text
+    assert not [f for f in fragments if f in caplog.text]  # ...without the key or any 8 characters of it
     assert SECRET not in model.identity
     assert not any(SECRET in repr(c) for c in out)
     assert SECRET not in repr(model.usage)

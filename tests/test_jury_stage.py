@@ -11,13 +11,14 @@ import orjson
 import polars as pl
 import pytest
 import yaml
-from openai_server import FakeOpenAI, Reply, rating_reply
+from openai_server import FakeOpenAI, Reply, echo, prompt_of, rating_reply
 
 from curation.core.plan import build_plan
 from curation.core.run import run_pipeline
 from curation.jury.judge import load_rubric
 from curation.llm.endpoint import EndpointModel
 from curation.preference.pairwise import PairwiseJudge
+from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 from schemas.jury import Endpoint
 
@@ -139,33 +140,41 @@ def test_jury_survives_a_misbehaving_endpoint_and_loses_nothing(tmp_path: Path, 
     assert again and all(b["model"] == "judge-c" and "server fails" in b["messages"][-1]["content"] for b in again)
 
 
-def test_budget_stops_cleanly_and_keeps_what_was_done(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+def test_budget_stops_the_run_unless_unscored_records_are_allowed(tmp_path: Path, openai_server: FakeOpenAI) -> None:
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(30, [4]))
     openai_server.handler = lambda body: Reply(**{**rating_reply(body, 4).__dict__, "prompt_tokens": 1000})
     price = {"input_per_million": 1000.0, "output_per_million": 0.0}  # 1 USD per request
-    config = {
-        "inputs": [{"path": str(data)}],
-        "jury": {
-            "judges": [
-                {
-                    "name": "a",
-                    "rubric": "geval_plain",
-                    "model": endpoint(openai_server, "judge-a", max_concurrency=1, price=price),
-                },
-            ],
-            "budget_usd": 5,
-            "min_score": 2,
-            "cache_dir": str(tmp_path / "cache"),
-        },
+    jury = {
+        "judges": [
+            {"name": "a", "rubric": "geval_plain", "model": endpoint(openai_server, "judge-a", max_concurrency=1, price=price)}
+        ],
+        "budget_usd": 5,
+        "min_score": 2,
     }
-    stats, out = curate(tmp_path, config)
-    jury = next(s for s in stats["stages"] if s["stage"] == "jury")
-    assert 5 <= openai_server.call_count <= 6
-    assert jury["unscored"] == 30 - openai_server.call_count
-    assert pl.read_parquet(out / "kept.parquet").height == 30  # unscored records are kept, not lost
+    config = {"inputs": [{"path": str(data)}], "jury": {**jury, "cache_dir": str(tmp_path / "cache-1")}}
+    # Fail closed: 25 of 30 records would pass the gate unscored.
+    with pytest.raises(StageFailed, match=r"jury: 2[45] of 30 \(8\d%\) failed, more than jury.max_unscored = 0.05 allows"
+                       r" - judge a \(endpoint .* judge-a\): budget exhausted x2[45]"):
+        (tmp_path / "closed").mkdir()
+        curate(tmp_path / "closed", config)
+    assert not (tmp_path / "closed" / "run" / "kept.parquet").exists()
+
+    # Allowed explicitly: the unscored records are rejected as such, none lost.
+    config["jury"] = {**jury, "cache_dir": str(tmp_path / "cache-2"), "max_unscored": 1.0, "unscored": "reject"}
+    calls = openai_server.call_count
+    (tmp_path / "open").mkdir()
+    stats, out = curate(tmp_path / "open", config)
+    jury_stats = next(s for s in stats["stages"] if s["stage"] == "jury")
+    answered = openai_server.call_count - calls
+    assert 5 <= answered <= 6
+    assert jury_stats["unscored"] == 30 - answered
+    assert jury_stats["removed_by_reason"] == {"unscored": 30 - answered}
+    assert pl.read_parquet(out / "kept.parquet").height == answered
+    rejected = pl.read_parquet(out / "rejected.parquet")
+    assert set(rejected["detail"]) == {"no score: a budget exhausted"}
     errors = pl.read_parquet(out / "jury" / "ratings.parquet")["error"].drop_nulls().unique().to_list()
     assert errors == ["budget exhausted"]
-    assert jury["estimated_cost_usd"] > 0
+    assert jury_stats["estimated_cost_usd"] > 0
 
 
 def test_distillation_scores_the_rest_and_reports_agreement(tmp_path: Path, openai_server: FakeOpenAI) -> None:
@@ -210,6 +219,8 @@ def test_synthesis_turns_raw_text_into_traceable_pairs_that_meet_the_filters(
     calls = {"n": 0}
 
     def handler(body: dict) -> Reply:
+        if "TEXT:" not in prompt_of(body):  # the endpoint's probe
+            return echo(body)
         calls["n"] += 1
         chunk = body["messages"][-1]["content"].split("TEXT:", 1)[1]
         words = re.findall(r"[A-Za-z]{6,}", chunk)

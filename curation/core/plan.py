@@ -10,6 +10,7 @@ RUN_DIR it writes besides its records.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +32,12 @@ from curation.jury.stage import build_jury_stage
 from curation.llm.cache import AnswerCache, default_cache
 from curation.llm.chat import open_model
 from curation.llm.endpoint import Budget
+from curation.llm.failures import check_failures
 from curation.llm.tokenizer import load_tokenizer
 from curation.preference.pairs import add_generated, build_pairs, group_prompts
 from curation.publish.versions import Version
 from curation.synthesis import synthesize
+from schemas.base import StageFailed
 from schemas.config import CurateConfig
 from schemas.jury import Local, ModelSpec
 
@@ -141,16 +144,23 @@ def _preference(
         prompts = group_prompts(records, cfg.candidates.existing)
         if cfg.max_prompts is not None:
             prompts = prompts[: cfg.max_prompts]
-        failed = 0
-        for spec in cfg.candidates.generators:
-            model = open_model(spec, cache, budget)
-            failed += add_generated(prompts, model, 0.7, cfg.candidates.max_tokens, "answers" if progress else None)
-        for temperature in cfg.candidates.local_temperatures:
-            model = open_model(ModelSpec(local=Local()), cache, budget)
-            bar = f"answers t={temperature}" if progress else None
-            failed += add_generated(prompts, model, temperature, cfg.candidates.max_tokens, bar)
+        failed: dict[str, Counter[str]] = {}
+        samplers = [(open_model(spec, cache, budget), 0.7, "answers") for spec in cfg.candidates.generators]
+        samplers += [
+            (open_model(ModelSpec(local=Local()), cache, budget), t, f"answers t={t}") for t in cfg.candidates.local_temperatures
+        ]
+        for model, temperature, label in samplers:
+            bar = label if progress else None
+            try:
+                failed[model.identity] = add_generated(prompts, model, temperature, cfg.candidates.max_tokens, bar)
+            except StageFailed as exc:
+                raise StageFailed(f"preference: candidate generator: {exc}") from None
+            check_failures(
+                "preference candidates", failed[model.identity].total(), len(prompts),
+                cfg.candidates.max_failed, "preference.candidates.max_failed", {model.identity: failed[model.identity]},
+            )
         pairs, stats = build_pairs(prompts, cfg, jury, progress)
-        stats["failed_generations"] = failed
+        stats["failed_generations"] = sum(c.total() for c in failed.values())
         return pairs, stats
 
     return Expansion("preference", run)

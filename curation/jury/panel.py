@@ -16,6 +16,7 @@ from curation.llm.cache import AnswerCache
 from curation.llm.chat import open_model
 from curation.llm.endpoint import Budget, estimate_cost
 from curation.llm.types import ChatRequest, Usage
+from schemas.base import StageFailed
 from schemas.jury import JuryConfig
 
 # (done, total) ratings, for a caller's progress display (the flows set it: a Prefect artifact).
@@ -54,21 +55,28 @@ class Jury:
     def names(self) -> list[str]:
         return [j.name for j in self.judges]
 
+    @property
+    def identities(self) -> list[str]:
+        """Each judge's model (endpoint URL and model name, or local path): named in failures."""
+        return [j.model.identity for j in self.judges]
+
     def rate(
         self, items: list[JudgeItem], progress: bool, on_progress: Callable[[int, int], None] | None = None
     ) -> Verdicts:
         on_progress = on_progress or JURY_PROGRESS.get()
-        if on_progress is None:
-            ratings = [j.rate(items, progress=f"jury {j.name}" if progress else None) for j in self.judges]
-        else:  # in about 20 batches per judge, reporting after each
-            total, size = len(items) * len(self.judges), max(8, math.ceil(len(items) / 20))
-            ratings = []
-            for k, j in enumerate(self.judges):
-                rs: list[Rating] = []
-                for start in range(0, len(items), size):
+        ratings = []
+        # Without a progress callback, one call per judge; with one, about 20 batches per judge.
+        size = len(items) if on_progress is None else max(8, math.ceil(len(items) / 20))
+        for k, j in enumerate(self.judges):
+            rs: list[Rating] = []
+            for start in range(0, len(items), max(size, 1)):
+                try:
                     rs += j.rate(items[start : start + size], progress=f"jury {j.name}" if progress else None)
-                    on_progress(k * len(items) + len(rs), total)
-                ratings.append(rs)
+                except StageFailed as exc:  # its endpoint is down or refuses: name the judge
+                    raise StageFailed(f"judge {j.name}: {exc}") from None
+                if on_progress is not None:
+                    on_progress(k * len(items) + len(rs), len(items) * len(self.judges))
+            ratings.append(rs)
         by_judge = np.array(
             [[np.nan if r.score is None else r.score for r in rs] for rs in ratings], dtype=np.float64
         ).T.reshape(len(items), len(self.judges))

@@ -5,13 +5,17 @@ Every judge (a rubric prompt on a model) rates every record of the kinds `jury.k
 the rest. Each record's `meta.jury` keeps the aggregate, every judge's score, the spread and how
 the score was made; `RUN_DIR/jury/ratings.parquet` keeps every judge's raw answer, so a failed
 rating (score null) is never silent. Records scored below `jury.min_score` are rejected with
-reason `low_jury_score`; unscored records are kept and counted.
+reason `low_jury_score`. Fail closed: when more than `jury.max_unscored` of the rated records end
+unscored (every judge failed, or distillation could not fit), the stage stops the run naming the
+judges and their error kinds; the unscored records below that share are kept or rejected as
+`unscored` (`jury.unscored`), and counted either way.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +45,7 @@ from curation.jury.distill import Scorer, fit_scorer, sample_indices
 from curation.jury.judge import JudgeItem, render_conversation
 from curation.jury.panel import JURY_PROGRESS, Jury, Verdicts
 from curation.llm.cache import default_cache
+from curation.llm.failures import check_failures
 from curation.llm.types import Usage
 from schemas.bundled import MINILM_NAME
 from schemas.jury import JuryConfig
@@ -49,6 +54,7 @@ from schemas.record import meta_json
 STAGE = "jury"
 RAY_BATCH = 64  # items a Ray task rates with local judges (~1 s an item on a CPU core)
 REASON = "low_jury_score"
+UNSCORED = "unscored"
 log = logging.getLogger(__name__)
 
 def judge_item(row: dict) -> JudgeItem:
@@ -95,6 +101,7 @@ def build_jury_stage(
             scorer, distill = _fit(cfg, rated)
         elif d:
             distill = {"sample": len(rated_rows)}
+        _check_unscored(cfg, jury, rated, len(eligible), distill if d and distilled and scorer is None else None)
         method = "distilled" if scorer is not None else "unscored"  # of the records not rated
         seen: list[np.ndarray] = []  # every eligible record's score, for the histogram
 
@@ -118,8 +125,15 @@ def build_jury_stage(
             full = np.full(shard.height, np.nan)
             full[local] = score
             low = full < cfg.min_score if cfg.min_score is not None else np.zeros(shard.height, bool)
-            reason = pl.Series([REASON if x else None for x in low], dtype=pl.String)
-            details = [_detail(full[i], cfg.min_score, metas[i]) if low[i] else None for i in range(shard.height)]
+            unscored = np.zeros(shard.height, bool)
+            if cfg.unscored == "reject":
+                unscored[local] = np.isnan(score)
+            reasons = [REASON if low[i] else UNSCORED if unscored[i] else None for i in range(shard.height)]
+            details = [
+                _detail(full[i], cfg.min_score, metas[i]) if low[i] else _unscored_detail(metas[i]) if unscored[i] else None
+                for i in range(shard.height)
+            ]
+            reason = pl.Series(reasons, dtype=pl.String)
             detail = pl.Series(details, dtype=pl.String)
             return shard.with_columns(pl.Series("meta", metas, pl.String)), reason, detail, None
 
@@ -139,6 +153,21 @@ def build_jury_stage(
         return result
 
     return Stage(STAGE, run, streams=True)
+
+
+def _check_unscored(cfg: JuryConfig, jury: Jury, rated: _Rated, eligible: int, failed_distill: dict | None) -> None:
+    """Stop the run when more than jury.max_unscored of the eligible records would end unscored."""
+    unscored = int(np.isnan(rated.scores).sum())
+    causes: dict[str, Counter[str]] = {
+        f"judge {name} ({model})": Counter() for name, model in zip(jury.names, jury.identities, strict=True)
+    }
+    for failures in rated.failed.values():
+        for name, failure in failures.items():
+            causes[f"judge {name} ({jury.identities[jury.names.index(name)]})"][failure["error"]] += 1
+    if failed_distill is not None:  # nothing scores the records outside the sample
+        unscored += eligible - len(rated.rows)
+        causes["distillation"] = Counter({failed_distill.get("error", "no scorer"): 1})
+    check_failures("jury", unscored, eligible, cfg.max_unscored, "jury.max_unscored", causes)
 
 
 def _rated_items(records: Source, rows: np.ndarray, batch: int | None = None) -> Iterator[Batch]:
@@ -283,6 +312,11 @@ def _with_jury(
             jury["failed"] = failed
     data["jury"] = jury
     return meta_json(data)
+
+
+def _unscored_detail(meta: str) -> str:
+    failed = orjson.loads(meta)["jury"].get("failed") or {}
+    return "no score" + (": " + ", ".join(f"{n} {f['error']}" for n, f in failed.items()) if failed else "")
 
 
 def _detail(score: float, min_score: float | None, meta: str) -> str:

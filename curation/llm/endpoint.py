@@ -1,10 +1,22 @@
 """A ChatModel for any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp, ...).
 
 Requests run concurrently (at most `max_concurrency` in flight) under optional requests- and
-tokens-per-minute limits, and with a shared dollar budget. Retries on 408/409/429/5xx, timeouts
-and connection errors, with exponential backoff, jitter and `retry-after`, are the openai
-client's own. A request that still fails comes back as a Completion with an error, never as an
-exception. The API key is read from the environment and never appears in identity, logs or errors.
+tokens-per-minute limits, and with a shared dollar budget. A request that fails comes back as a
+Completion with an error, never as an exception; the endpoint itself failing raises StageFailed:
+
+- Probed, not assumed: before its first request, one small request checks that the server
+  answers and accepts the configured modes. `logprobs: true` that the server refuses (or ignores)
+  stops the run, saying which option to change; a refused `response_format` json_schema falls
+  back to json_object, then to plain text (the judge's parser reads both), with a warning.
+- Retried only when retrying can help: timeouts, connection errors, 408/409/429/502/503/504 and
+  a 500 that is not a validation error, with exponential backoff, jitter and `retry-after`. A
+  request the server refuses (4xx, or a 500 whose body is a validation error, as
+  llama-cpp-python answers an unsupported response_format) fails at once.
+- `max_consecutive_failures` identical failures in a row stop the endpoint: the rest of the
+  batch is not sent, and complete() raises StageFailed naming the endpoint and the error.
+
+The API key is read from the environment, registered for masking (curation/llm/secrets.py) and
+never appears in identity, logs or errors.
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -22,14 +36,23 @@ import openai
 import orjson
 from tqdm import tqdm
 
+from curation.llm.secrets import mask_secrets, register_secret
 from curation.llm.types import ChatRequest, Completion, OnDone, Usage
-from schemas.base import ConfigError
+from schemas.base import ConfigError, StageFailed
 from schemas.jury import Endpoint, Price
 
 log = logging.getLogger(__name__)
 
 NO_KEY = "not-needed"  # local servers (vLLM, llama.cpp, Ollama) ignore the key; the client wants one
 BUDGET_EXHAUSTED = "budget exhausted"
+TRANSIENT_STATUS = frozenset({408, 409, 429, 502, 503, 504})
+# A 500 whose body reads as a validation error is the server refusing this request, not a hiccup.
+_VALIDATION_ERROR = re.compile(r"validation|input should be|invalid|not supported|unsupported", re.IGNORECASE)
+MAX_BACKOFF_S = 8.0
+MAX_RETRY_AFTER_S = 60.0
+# The probe: a request any chat model answers in a few tokens.
+PROBE_MESSAGES = (("user", 'Reply with the JSON object {"ok": true} and nothing else.'),)
+PROBE_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
 
 
 class Budget:
@@ -82,9 +105,14 @@ class EndpointModel:
         self.identity = f"endpoint {cfg.base_url} {cfg.model}"
         self.supports_json_schema = cfg.json_schema
         self.supports_logprobs = cfg.logprobs
+        # What response_format a json_schema request is sent with: the probe may step it down.
+        self.structured: str | None = "json_schema" if cfg.json_schema else None
         self.usage = Usage()
         self._api_key = _api_key(cfg)
         self._errors_logged: set[str] = set()
+        self._probed = False
+        self._streak: tuple[str | None, int] = (None, 0)  # the last error kind and how often in a row
+        self._stopped: str | None = None  # why the endpoint stopped (max_consecutive_failures)
 
     def complete(
         self, requests: Sequence[ChatRequest], on_done: OnDone | None = None, progress: str | None = None
@@ -113,18 +141,67 @@ class EndpointModel:
         pending = iter(range(len(requests)))
         with tqdm(total=len(requests), desc=progress, disable=progress is None) as bar:
             async with self._client() as client:
+                if not self._probed:
+                    await self._probe(client)
+                    self._probed = True
 
                 async def worker() -> None:
                     for i in pending:
                         completion = await self._one(client, requests[i], limits)
                         self._account(completion)
+                        self._count_streak(completion)
                         results[i] = completion
                         if on_done:
                             on_done(i, completion)
                         bar.update()
 
                 await asyncio.gather(*(worker() for _ in range(min(self.cfg.max_concurrency, len(requests)))))
+        if self._stopped:
+            raise StageFailed(f"{self.identity}: {self._stopped}; stopped asking it (answers received so far are cached)")
         return results  # type: ignore[return-value]
+
+    async def _probe(self, client: openai.AsyncOpenAI) -> None:
+        """One small request (two with json_schema): does the server answer, and does it accept the
+        configured modes? Raises StageFailed with the option to change; steps `structured` down."""
+        messages = [{"role": r, "content": c} for r, c in PROBE_MESSAGES]
+        plain = {"model": self.cfg.model, "messages": messages, "temperature": 0, "max_tokens": 8}
+        logprobs = {"logprobs": True, "top_logprobs": 1} if self.supports_logprobs else {}
+        try:
+            body = await self._post(client, {**plain, **logprobs})
+        except openai.APIError as err:
+            if logprobs and not _transient(err) and await self._accepts(client, plain):
+                refused = f"{self.identity} refuses logprobs ({self._describe(err)})"
+                raise StageFailed(f"{refused}: set logprobs: false for it") from None
+            raise StageFailed(f"{self.identity} does not answer: {self._describe(err)}{_hint(err)}") from None
+        if self.supports_logprobs and not _completion(orjson.loads(body)).logprobs:
+            raise StageFailed(f"{self.identity} returned no log-probabilities: set logprobs: false for it")
+        if self.structured is None:
+            return
+        kind = None
+        for candidate in ("json_schema", "json_object"):  # the documented order of fallback
+            if await self._accepts(client, {**plain, "response_format": _response_format(candidate, PROBE_SCHEMA)}):
+                kind = candidate
+                break
+        if kind != "json_schema":
+            log.warning(
+                "%s does not accept response_format json_schema: asking with %s (set json_schema: false to skip this check)",
+                self.identity, f"response_format {kind}" if kind else "no response_format",
+            )
+        self.structured = kind
+
+    async def _accepts(self, client: openai.AsyncOpenAI, arguments: dict[str, Any]) -> bool:
+        try:
+            await self._post(client, arguments)
+        except openai.APIError:
+            return False
+        return True
+
+    def _count_streak(self, completion: Completion) -> None:
+        error = completion.error if completion.text is None and completion.error != BUDGET_EXHAUSTED else None
+        last, count = self._streak
+        self._streak = (error, count + 1 if error is not None and error == last else int(error is not None))
+        if error is not None and self._streak[1] >= self.cfg.max_consecutive_failures and self._stopped is None:
+            self._stopped = f"{self._streak[1]} requests in a row failed with {error}"
 
     def _client(self) -> openai.AsyncOpenAI:
         # One client per run: its connection pool belongs to the event loop asyncio.run creates.
@@ -132,7 +209,7 @@ class EndpointModel:
             api_key=self._api_key,
             base_url=self.cfg.base_url,
             timeout=self.cfg.timeout,
-            max_retries=self.cfg.max_retries,
+            max_retries=0,  # retried here (_post): only what retrying can fix
         )
 
     async def _one(self, client: openai.AsyncOpenAI, request: ChatRequest, limits: _Limits) -> Completion:
@@ -140,29 +217,28 @@ class EndpointModel:
         # before sending; requests already in flight finish.
         if self.budget.exhausted:
             return Completion(text=None, error=BUDGET_EXHAUSTED)
+        if self._stopped:
+            return Completion(text=None, error=self._streak[0] or "stopped")
         await limits.acquire(request)
         if self.budget.exhausted:
             return Completion(text=None, error=BUDGET_EXHAUSTED)
-        arguments = self._arguments(request)
         try:
-            try:
-                body = await self._post(client, arguments)
-            except openai.BadRequestError:
-                if "response_format" not in arguments:
-                    raise
-                del arguments["response_format"]
-                body = await self._post(client, arguments)
-                self._drop_json_schema()  # only once the plain request worked: the 400 was the schema
-            return _completion(orjson.loads(body))
+            return _completion(orjson.loads(await self._post(client, self._arguments(request))))
         except Exception as err:  # noqa: BLE001 - one bad item must not sink the run
             return Completion(text=None, error=self._describe(err))
 
-    @staticmethod
-    async def _post(client: openai.AsyncOpenAI, arguments: dict[str, Any]) -> bytes:
-        # The client's generic post (documented for custom requests) keeps its retries but skips
-        # chat.completions.create's recursive parameter transform and pydantic response models:
-        # together 40% of the client's CPU per request, which caps throughput on a small machine.
-        return await client.post("/chat/completions", body=arguments, cast_to=bytes)
+    async def _post(self, client: openai.AsyncOpenAI, arguments: dict[str, Any]) -> bytes:
+        # The client's generic post (documented for custom requests) skips chat.completions.create's
+        # recursive parameter transform and pydantic response models: together 40% of the client's
+        # CPU per request, which caps throughput on a small machine.
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                return await client.post("/chat/completions", body=arguments, cast_to=bytes)
+            except openai.APIError as err:
+                if attempt == self.cfg.max_retries or not _transient(err):
+                    raise
+                await asyncio.sleep(_backoff(err, attempt))
+        raise AssertionError("unreachable")
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -173,23 +249,12 @@ class EndpointModel:
         }
         if request.seed is not None:
             arguments["seed"] = request.seed
-        if request.json_schema and self.supports_json_schema:
-            arguments["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "rating", "schema": request.json_schema, "strict": True},
-            }
+        if request.json_schema and self.structured:
+            arguments["response_format"] = _response_format(self.structured, request.json_schema)
         if request.logprobs and self.supports_logprobs:
             arguments["logprobs"] = True
             arguments["top_logprobs"] = request.top_logprobs
         return arguments
-
-    def _drop_json_schema(self) -> None:
-        if self.supports_json_schema:
-            self.supports_json_schema = False
-            log.warning(
-                "%s rejected response_format json_schema (http 400); asking without it for the rest of the run",
-                self.identity,
-            )
 
     def _account(self, completion: Completion) -> None:
         cost = cost_usd(self.cfg.price, completion.prompt_tokens, completion.completion_tokens)
@@ -208,9 +273,8 @@ class EndpointModel:
             error = f"bad response ({type(err).__name__})"
         if error not in self._errors_logged:
             self._errors_logged.add(error)
-            # Servers may echo the key (or part of it) in a message: never let it reach a log.
-            message = str(err).replace(self._api_key, "***")
-            log.warning("%s: %s (%s); later failures of this kind are only counted", self.identity, error, message)
+            # Servers may echo the key (or part of it) in a message: the log-record factory masks it.
+            log.warning("%s: %s (%s); later failures of this kind are only counted", self.identity, error, _message(err))
         return error
 
 
@@ -220,7 +284,51 @@ def _api_key(cfg: Endpoint) -> str:
     key = os.environ.get(cfg.api_key_env)
     if not key:
         raise ConfigError(f"environment variable {cfg.api_key_env} (the API key for {cfg.base_url}) is not set")
+    register_secret(key)
     return key
+
+
+def _transient(err: openai.APIError) -> bool:
+    """Whether retrying can fix it: the network, a busy or briefly broken server."""
+    if isinstance(err, openai.APIConnectionError):  # timeouts included
+        return True
+    if isinstance(err, openai.APIStatusError):
+        if err.status_code in TRANSIENT_STATUS:
+            return True
+        return err.status_code >= 500 and not _VALIDATION_ERROR.search(str(err))
+    return False
+
+
+def _backoff(err: openai.APIError, attempt: int) -> float:
+    """retry-after(-ms) when the server says, else 0.5 s doubling per attempt with jitter."""
+    headers = err.response.headers if isinstance(err, openai.APIStatusError) else {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return min(float(headers[name]) * scale, MAX_RETRY_AFTER_S)
+        except (KeyError, ValueError):
+            continue
+    return min(0.5 * 2**attempt, MAX_BACKOFF_S) * random.uniform(0.75, 1.0)
+
+
+def _response_format(kind: str, schema: dict) -> dict:
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": "rating", "schema": schema, "strict": True}}
+
+
+def _message(err: Exception, limit: int = 300) -> str:
+    text = mask_secrets(str(err))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _hint(err: openai.APIError) -> str:
+    if isinstance(err, openai.APIStatusError) and err.status_code in (401, 403):
+        return " (check the API key in the variable api_key_env names)"
+    if isinstance(err, openai.APIStatusError) and err.status_code == 404:
+        return " (check base_url and the model name)"
+    if isinstance(err, openai.APIConnectionError):
+        return " (is the server running at base_url?)"
+    return f" ({_message(err)})"
 
 
 def _completion(body: dict[str, Any]) -> Completion:

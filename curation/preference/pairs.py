@@ -69,8 +69,10 @@ def _rank(meta: dict) -> int | None:
     return ranks[-1] if isinstance(ranks, list) and ranks and isinstance(ranks[-1], int) else None
 
 
-def add_generated(prompts: list[Prompt], model: ChatModel, temperature: float, max_tokens: int, progress: str | None) -> int:
-    """Ask `model` for one answer per prompt; returns how many requests failed."""
+def add_generated(
+    prompts: list[Prompt], model: ChatModel, temperature: float, max_tokens: int, progress: str | None
+) -> Counter[str]:
+    """Ask `model` for one answer per prompt; returns the failed requests by error kind."""
     requests = [
         ChatRequest(
             messages=tuple((t["role"], t["content"]) for t in p.turns),
@@ -80,13 +82,13 @@ def add_generated(prompts: list[Prompt], model: ChatModel, temperature: float, m
         )
         for p in prompts
     ]
-    failed = 0
+    failed: Counter[str] = Counter()
     for prompt, answer in zip(prompts, model.complete(requests, progress=progress), strict=True):
         if answer.text and answer.text.strip():
             origin = model.identity if temperature == 0 else f"{model.identity} t={temperature}"
             prompt.candidates.append(Candidate(answer.text.strip(), origin))
         else:
-            failed += 1
+            failed[answer.error or "empty answer"] += 1
     return failed
 
 
