@@ -350,5 +350,7 @@ def expand_input(path: str) -> list[Path]:
     if p.is_dir():
         if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
             return [p]
-        return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+        # Everything but folders and hidden names: what is not a regular file (a FIFO, a device,
+        # a broken or looping symlink) becomes an `unreadable_file` reject, not a silent skip.
+        return sorted(f for f in p.rglob("*") if not f.name.startswith(".") and not f.is_dir())
     return sorted(Path(m) for m in glob.glob(path, recursive=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,59 @@ def test_a_file_that_cannot_be_read_is_rejected(tmp_path: Path) -> None:
         (str(tmp_path / "a_gone.jsonl"), "unreadable_file")
     ]
     assert result.records["text"].to_list() == ["fine"]
+
+
+def test_what_is_not_a_regular_file_is_rejected_not_read(tmp_path: Path) -> None:
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "ok.jsonl").write_text('{"text": "fine"}\n')
+    os.mkfifo(folder / "pipe.jsonl")  # opening it would block forever
+    (folder / "loop_a").symlink_to(folder / "loop_b")
+    (folder / "loop_b").symlink_to(folder / "loop_a")
+    (folder / "up").symlink_to(tmp_path)  # a folder link: not followed, no loop
+
+    result = run(folder)
+
+    assert result.records["text"].to_list() == ["fine"]
+    assert sorted(result.rejected.select("source", "reason", "detail").rows()) == [
+        (str(folder / "loop_a"), "unreadable_file", "a symlink loop: only regular files are read"),
+        (str(folder / "loop_b"), "unreadable_file", "a symlink loop: only regular files are read"),
+        (str(folder / "pipe.jsonl"), "unreadable_file", "a FIFO: only regular files are read"),
+    ]
+
+
+@pytest.mark.parametrize("named", ["/dev/zero", "fifo"])
+def test_an_input_that_is_not_a_regular_file_is_a_config_error(tmp_path: Path, named: str) -> None:
+    if named == "fifo":
+        named = str(tmp_path / "pipe.jsonl")
+        os.mkfifo(named)
+    with pytest.raises(ConfigError, match=r"inputs\[0\]: .* is a (device|FIFO): only regular files"):
+        check_inputs([InputSpec(path=named, format="jsonl")])
+
+
+def test_hostile_rows_are_rejected_one_by_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("curation.ingest.readers.MAX_LINE_BYTES", 1000)
+    deep = "[" * 300 + "]" * 300  # orjson reads 1024 levels but writes only 254
+    lines = [
+        json.dumps({"instruction": "Say hi", "output": "Hi\u0000 there\u0007!\tok"}),
+        '{"instruction": "a", "output": "b", "extra": ' + deep + "}",
+        json.dumps({"instruction": "long", "output": "x" * 5000}),
+        json.dumps({"instruction": "next", "output": "after the long line"}),
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    result = run(path)
+
+    assert result.rejected.select("source", "reason").rows() == [
+        (f"{path}:2", "too_deep"),
+        (f"{path}:3", "line_too_long"),
+    ]
+    assert result.records["messages"].to_list()[-1][1]["content"] == "after the long line"
+    first = result.records.row(0, named=True)
+    assert first["messages"][1]["content"] == "Hi there!\tok"  # NUL and BEL removed, the tab kept
+    assert json.loads(first["meta"])["control_chars_removed"] == 2
+    assert result.stats().figures["control_chars_removed"] == 1
 
 
 # --- real data ----------------------------------------------------------------------------

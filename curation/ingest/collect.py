@@ -7,6 +7,7 @@ import gc
 import hashlib
 import itertools
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ from tqdm import tqdm
 
 from curation.core.corpus import CorpusWriter, Source
 from curation.core.stage import StageResult
-from curation.ingest.readers import _READERS, _Row, detect_format
+from curation.ingest.readers import _READERS, _Row, detect_format, not_regular
 from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id
 from schemas.config import ConfigError, InputFormat, InputSpec, expand_input
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
 
 STAGE = "ingest"
+# Control characters other than tab, newline and carriage return (NUL included) are removed
+# from every text: they corrupt tokenizers and terminals and carry no content.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -35,10 +39,11 @@ class IngestResult:
     rejected: Source  # REJECT_SCHEMA, stage "ingest"
     rows_read: int  # input rows seen; a file that cannot be read at all counts as one
     seconds: float
+    control_chars_removed: int = 0  # records whose texts lost control characters
 
     def stats(self) -> dict:
         """The "ingest" entry of stats.json."""
-        extra = {"rows_read": self.rows_read}
+        extra = {"rows_read": self.rows_read, "control_chars_removed": self.control_chars_removed}
         result = StageResult(self.records, self.rejected, self.seconds, extra)
         return result.stats(STAGE, self.records.height + self.rejected.height)
 
@@ -77,18 +82,24 @@ def ingest(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return IngestResult(records, rejected, rows_read=collector.rows_read, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return IngestResult(records, rejected, collector.rows_read, seconds, collector.control_chars_removed)
 
 
-def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:
-    plan = []
+def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat | None]]:
+    """Every input file with its format; None for what is not a regular file (rejected when
+    found under a directory or by a glob, a ConfigError when the input names it)."""
+    plan: list[tuple[InputSpec, Path, InputFormat | None]] = []
     for i, spec in enumerate(inputs):
         files = expand_input(spec.path)
         if not files:
             raise ConfigError(f"inputs[{i}]: no file matches {spec.path}")
         for path in files:
+            odd = not_regular(path)
+            if odd and path == Path(spec.path):
+                raise ConfigError(f"inputs[{i}]: {path} is {odd}: only regular files (and directories of them) are read")
             try:
-                fmt = spec.format if spec.format != "auto" else detect_format(path)
+                fmt = None if odd else spec.format if spec.format != "auto" else detect_format(path)
             except ConfigError as exc:
                 raise ConfigError(f"inputs[{i}]: {exc}") from None
             plan.append((spec, path, fmt))
@@ -106,6 +117,26 @@ def _shown(path: Path) -> str:
 def _content_id(draft: _Draft) -> str:
     fields = [draft.kind, draft.text, draft.messages, draft.chosen, draft.rejected]
     return hashlib.sha1(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _remove_control_chars(draft: _Draft) -> int:
+    """Remove _CONTROL characters from the draft's texts in place; returns how many."""
+    removed = 0
+
+    def clean(text: str | None) -> str | None:
+        nonlocal removed
+        if text is None or not _CONTROL.search(text):
+            return text
+        cleaned = _CONTROL.sub("", text)
+        removed += len(text) - len(cleaned)
+        return cleaned
+
+    draft.text = clean(draft.text)
+    for turns in (draft.messages, draft.chosen, draft.rejected):
+        for turn in turns or ():
+            if isinstance(turn.get("content"), str):
+                turn["content"] = clean(turn["content"])
+    return removed
 
 
 def _error_detail(exc: ValidationError) -> str:
@@ -126,6 +157,7 @@ class _Collector:
         self.rejects: list[dict[str, Any]] = []
         self.sinks, self.batch_size = sinks, batch_size
         self.rows_read = 0
+        self.control_chars_removed = 0
         self.taken: set[str] = set()
         self.suffixes: dict[str, int] = {}  # input id -> the last suffix number given to it
 
@@ -141,8 +173,13 @@ class _Collector:
             self.sinks[1].write(rejects_frame(self.rejects))
             self.records, self.rejects = [], []
 
-    def read_file(self, spec: InputSpec, fmt: InputFormat, path: Path) -> None:
+    def read_file(self, spec: InputSpec, fmt: InputFormat | None, path: Path) -> None:
         shown = _shown(path)
+        if fmt is None:  # found under a directory or by a glob: one reject, the run goes on
+            self.rows_read += 1
+            kind = not_regular(path) or "not a regular file"
+            self.reject(_Row(shown), "unreadable_file", f"{kind}: only regular files are read")
+            return
         rows = self._rows(fmt, path, shown, spec)
         shape: str | None = spec.shape
         if shape == "auto":  # from the first object: rows before it are held, the rest stream
@@ -186,6 +223,11 @@ class _Collector:
             return
         extras = {k: v for k, v in value.items() if k not in spec.uses and v is not None}
         row_id = _input_id(value)
+        try:
+            meta_json(extras)
+        except TypeError:  # orjson writes at most 254 levels: refuse the row, not the run
+            self.reject(row, "too_deep", "a field is nested more than 254 levels deep", id=row_id)
+            return
         for draft in drafts:
             self.add(row, draft, {**extras, **draft.meta, "shape": shape}, row_id)
 
@@ -194,6 +236,10 @@ class _Collector:
         if draft.error:
             self.reject(row, *draft.error, draft=draft, id=rid, meta=meta_json(meta))
             return
+        removed = _remove_control_chars(draft)
+        if removed:
+            meta["control_chars_removed"] = removed
+            self.control_chars_removed += 1
         fields = {"id": rid, "source": row.source, "kind": draft.kind, "text": draft.text}
         fields |= {"messages": draft.messages, "chosen": draft.chosen, "rejected": draft.rejected}
         try:

@@ -1,9 +1,16 @@
 """Readers: a file -> input rows (a parsed JSON value, its source and raw bytes), one reader
-per input format, and the format told from a file's name."""
+per input format, and the format told from a file's name.
+
+Only regular files are read (a FIFO or a device would block or never end): `not_regular` says
+what anything else is. A JSON Lines line longer than MAX_LINE_BYTES is rejected as
+`line_too_long` without being held in memory.
+"""
 
 from __future__ import annotations
 
+import errno
 import io
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +24,7 @@ from schemas.config import ConfigError, InputFormat, InputSpec
 
 RAW_LIMIT = 2000  # characters of input text kept in a reject's `raw`
 PARQUET_BATCH = 10_000  # rows read from a parquet input at a time
+MAX_LINE_BYTES = 16 << 20  # a JSON Lines row longer than 16 MiB is rejected (line_too_long)
 
 _SUFFIX_FORMATS: dict[str, InputFormat] = {
     ".jsonl": "jsonl",
@@ -43,6 +51,23 @@ def detect_format(path: Path) -> InputFormat:
     return fmt
 
 
+def not_regular(path: Path) -> str | None:
+    """What `path` is when it is neither a regular file nor a directory, else None."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks: a link to a regular file is fine
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "a broken symlink" if path.is_symlink() else f"unreadable ({exc.strerror})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+
+
 @dataclass(slots=True)
 class _Row:
     """One input row: a parsed JSON value, or the reason it could not be parsed."""
@@ -57,7 +82,10 @@ class _Row:
             return self.line.decode("utf-8", errors="replace")[:RAW_LIMIT]
         if self.error:
             return None  # a file that could not be read at all
-        return orjson.dumps(self.value).decode()[:RAW_LIMIT]
+        try:
+            return orjson.dumps(self.value).decode()[:RAW_LIMIT]
+        except TypeError:  # nested deeper than orjson writes
+            return None
 
 
 _Reader = Callable[[Path, str, InputSpec], Iterator[_Row]]
@@ -87,10 +115,25 @@ def _json_lines(data: bytes, shown: str) -> Iterator[_Row]:
 
 def _read_jsonl(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
     with path.open("rb") as f:  # a line at a time: the file is never all in memory
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                size = len(line) + _skip_line(f)
+                detail = f"{size:,} bytes or more; a line may have at most {MAX_LINE_BYTES:,}"
+                yield _Row(f"{shown}:{n}", line=line[:RAW_LIMIT], error=("line_too_long", detail))
+                continue
             line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
             if line.strip():
                 yield _parse(f"{shown}:{n}", line.rstrip(b"\r\n"))
+
+
+def _skip_line(f: io.BufferedReader) -> int:
+    """Read past the rest of an over-long line, a MiB at a time; returns the bytes skipped."""
+    skipped = 0
+    while chunk := f.readline(1 << 20):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped
 
 
 def _read_json(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
