@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from curation.report.validate import ValidationFailed
 from curation.llm.secrets import mask_secrets
+from curation.report.validate import ValidationFailed
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 
