@@ -76,10 +76,10 @@ def _offline_defaults() -> None:
 
 
 def validate(config_path: Path) -> int:
-    from curation.ingest import check_inputs
+    from curation.core.preflight import preflight
 
     config = load_config(config_path)
-    check_inputs(config.inputs)
+    preflight(config)
     names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "validation", "train")
     sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
@@ -96,11 +96,11 @@ def report(run_dir: Path) -> int:
 
 
 def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False) -> int:
-    from curation.ingest import check_inputs
+    from curation.core.preflight import preflight
 
     config = load_config(config_path)
-    check_inputs(config.inputs)  # every fatal input problem surfaces before any work
     out = out or _new_run_dir(config_path)
+    preflight(config, out)  # every fatal problem surfaces before any work
     from flows.curate import curate_flow
 
     stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress, fresh=fresh)
@@ -121,13 +121,13 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
 
 
 def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, fresh: bool = False) -> int:
-    from curation.ingest import check_inputs
+    from curation.core.preflight import preflight
 
     config = load_config(config_path)
     if config.train is None:
         raise ConfigError(f"{config_path}: `curate all` needs a `train:` section (or use `curate run`)")
-    check_inputs(config.inputs)
     out = out or _new_run_dir(config_path)
+    preflight(config, out)
     from flows.train import curate_then_train
 
     stats, results = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
@@ -137,9 +137,9 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
 
 
 def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path, name: str | None) -> int:
-    from curation.ingest import check_inputs
+    from curation.core.preflight import preflight
 
-    check_inputs(load_config(config_path).inputs)
+    preflight(load_config(config_path), runs)
     from flows.serve import serve_curate
 
     serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)

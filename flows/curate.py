@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,14 +21,16 @@ import curation.jury.panel as jury_panel  # the module, not its ContextVar: `ser
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
 from curation.core.corpus import Corpus
 from curation.core.plan import Expansion
+from curation.core.preflight import preflight
 from curation.core.run import CurationRun, RunLedger, run_expansion, run_ingest, run_stage, write_run
 from curation.core.stage import Stage
 from curation.publish.inputs import refresh_inputs
+from curation.publish.lock import publish_lock
 from curation.publish.versions import Version, load_version, publish
 from curation.report.html import write_report
 from curation.report.validate import ValidationFailed, enforce, validate_run
 from flows.artifacts import ProgressArtifact, keys, publish_run
-from schemas.base import StageFailed
+from schemas.base import ConfigError, StageFailed
 from schemas.config import CurateConfig, load_config
 from schemas.validation import ValidationConfig
 
@@ -133,55 +136,63 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     logger = get_run_logger()
     config = load_config(config_path)
     out = expand_out_dir(out_dir)
-    stem = Path(config_path).stem
-    previous = None
-    if config.publish:  # a refresh: only inputs the latest version has not consumed
-        previous = load_version(config.publish.dir)
-        config.inputs = refresh_inputs(config.publish.dir, config.inputs)
-        if not config.inputs:
-            logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")
-            return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
-    run = CurationRun(config, out, progress, previous)
-    ingest_task.with_options(**_options(run.ingest_checkpoint, fresh))(config, progress, run.ingest_checkpoint, fresh)
-    logger.info(run.start().stages[-1].summary())
-    for step, checkpoint in run.steps():
-        options = _options(checkpoint, fresh)
-        if isinstance(step.runner, Expansion):
-            state = expansion_task.with_options(**options)(
-                step.runner, run.ledger.records, checkpoint, fresh, return_state=True
-            )
-        else:
-            progress_key = keys(stem)["jury_progress"] if step.name == "jury" else None
-            state = stage_task.with_options(**options)(
-                step.runner, run.ledger.records, checkpoint, fresh, progress_key, return_state=True
-            )
-        error = state.result(raise_on_failure=False) if state.is_failed() else None
-        if isinstance(error, StageFailed):  # nothing after it runs: no run directory, no publishing
-            return Failed(message=str(error), data=error)
-        state.result()  # any other failure raises here, as it would from the task call
-        logger.info(run.absorb(step, checkpoint).summary())
-    ledger = run.ledger
-    stats = write_task(out, ledger, Path(config_path))
-    run.clean()
-    totals = stats["totals"]
-    logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
-    failure = None
-    if config.validation:
-        summary = validate_task(out, config.validation)
-        results = (f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"])
-        logger.info("validation: " + ", ".join(results))
+    with ExitStack() as held:
         try:
-            enforce(summary)
-        except ValidationFailed as exc:
-            failure = exc
-    if config.publish and failure is None:
-        version = publish_task(config, out, previous)
-        logger.info(f"published {version}")
-    report = report_task(out)  # also after a failed validation: it shows what failed
-    logger.info(f"report: {report}")
-    artifacts_task(out, stem)
-    if failure is not None:
-        # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
-        logger.error(str(failure))
-        return Failed(message=str(failure), data=failure)
-    return stats
+            preflight(config, out)  # scheduled runs start here, not in the CLI
+            if config.publish:  # a refresh holds its publish dir from reading the latest version to publishing the next
+                held.enter_context(publish_lock(config.publish.dir, wait=config.publish.lock == "wait"))
+        except ConfigError as exc:
+            logger.error(str(exc))
+            return Failed(message=str(exc), data=exc)
+        stem = Path(config_path).stem
+        previous = None
+        if config.publish:  # a refresh: only inputs the latest version has not consumed
+            previous = load_version(config.publish.dir)
+            config.inputs = refresh_inputs(config.publish.dir, config.inputs)
+            if not config.inputs:
+                logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")
+                return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
+        run = CurationRun(config, out, progress, previous)
+        ingest_task.with_options(**_options(run.ingest_checkpoint, fresh))(config, progress, run.ingest_checkpoint, fresh)
+        logger.info(run.start().stages[-1].summary())
+        for step, checkpoint in run.steps():
+            options = _options(checkpoint, fresh)
+            if isinstance(step.runner, Expansion):
+                state = expansion_task.with_options(**options)(
+                    step.runner, run.ledger.records, checkpoint, fresh, return_state=True
+                )
+            else:
+                progress_key = keys(stem)["jury_progress"] if step.name == "jury" else None
+                state = stage_task.with_options(**options)(
+                    step.runner, run.ledger.records, checkpoint, fresh, progress_key, return_state=True
+                )
+            error = state.result(raise_on_failure=False) if state.is_failed() else None
+            if isinstance(error, StageFailed):  # nothing after it runs: no run directory, no publishing
+                return Failed(message=str(error), data=error)
+            state.result()  # any other failure raises here, as it would from the task call
+            logger.info(run.absorb(step, checkpoint).summary())
+        ledger = run.ledger
+        stats = write_task(out, ledger, Path(config_path))
+        run.clean()
+        totals = stats["totals"]
+        logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
+        failure = None
+        if config.validation:
+            summary = validate_task(out, config.validation)
+            results = (f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"])
+            logger.info("validation: " + ", ".join(results))
+            try:
+                enforce(summary)
+            except ValidationFailed as exc:
+                failure = exc
+        if config.publish and failure is None:
+            version = publish_task(config, out, previous)
+            logger.info(f"published {version}")
+        report = report_task(out)  # also after a failed validation: it shows what failed
+        logger.info(f"report: {report}")
+        artifacts_task(out, stem)
+        if failure is not None:
+            # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
+            logger.error(str(failure))
+            return Failed(message=str(failure), data=failure)
+        return stats

@@ -102,6 +102,65 @@ def test_unknown_input_format_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "data.xyz" in err and "format" in err
 
 
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("out_is_a_file", "--out {tmp}/taken: exists and is not a directory"),
+        ("publish_dir_is_a_file", "publish.dir {tmp}/taken: exists and is not a directory"),
+        ("rubric_without_answer", "judge strict: the rubric never shows the answer it rates: use {{ answer }}"),
+        ("rubric_not_a_template", "judge strict: the rubric never shows the answer it rates"),
+        ("template_without_chunk", "synthesis.template: the prompt never shows the text"),
+    ],
+)
+def test_outputs_and_templates_are_checked_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture, case: str, expected: str
+) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "a small document"}\n')
+    (tmp_path / "taken").write_text("a file where a folder should be")
+    (tmp_path / "rubric.jinja").write_text("Rate how helpful this is: {{ prompt }}")
+    (tmp_path / "prompt.jinja").write_text("Write {{ n }} questions.")
+    config: dict = {"inputs": [{"path": str(data)}]}
+    out = tmp_path / ("taken" if case == "out_is_a_file" else "run")
+    if case == "publish_dir_is_a_file":
+        config["publish"] = {"dir": str(tmp_path / "taken")}
+    if case.startswith("rubric"):
+        rubric = str(tmp_path / "rubric.jinja") if case == "rubric_without_answer" else "/etc/passwd"
+        config["jury"] = {"judges": [{"name": "strict", "rubric": rubric}]}
+    if case == "template_without_chunk":
+        config["synthesis"] = {"template": str(tmp_path / "prompt.jinja")}
+    path = write_config(tmp_path, config)
+    commands = [("run", str(path), "--out", str(out))] + ([] if case == "out_is_a_file" else [("validate", str(path))])
+    for args in commands:
+        code, _, err = main(capsys, *args)
+        assert code == 2, err
+        assert expected.replace("{tmp}", str(tmp_path)) in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_jury_that_cannot_judge_stops_the_run_and_publishes_nothing(
+    tmp_path: Path, prefect_server: dict[str, str]
+) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Question {i}?", "output": f"Answer {i}."}) + "\n" for i in range(8)))
+    down = {"endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "judge-m", "max_retries": 1}}
+    config = write_config(tmp_path, {
+        "inputs": [{"path": str(data)}],
+        "jury": {"judges": [{"name": "helpful", "model": down}], "min_score": 2},
+        "publish": {"dir": str(tmp_path / "published")},
+    })  # fmt: skip
+    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert (
+        "curate: stopped: judge helpful: endpoint http://127.0.0.1:9/v1 judge-m does not answer: connection error"
+        in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "kept.parquet").exists()
+    assert not (tmp_path / "published" / "LATEST").exists()
+
+
 @pytest.mark.parametrize(("severity", "code"), [("fail", 3), ("warn", 0)])
 def test_validation_stops_or_warns_as_configured(
     tmp_path: Path, prefect_server: dict[str, str], severity: str, code: int

@@ -9,9 +9,11 @@ Corpus; the helpers here let stage code treat both alike.
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +184,22 @@ def append(source: Source, added: pl.DataFrame) -> Source:
 
 def write_parquet(sources: list[Source], path: Path, schema: pl.Schema | dict) -> int:
     """The rows of all sources, in order, as one parquet file (streamed: a corpus is never
-    collected). Returns the row count."""
+    collected). Written under a temporary name and renamed: a reader never sees half a file.
+    Returns the row count."""
     frames = [lazy(s).select(list(schema)).cast(schema) for s in sources]  # type: ignore[arg-type]
     whole = pl.concat(frames) if frames else pl.LazyFrame(schema=schema)
-    whole.sink_parquet(path)
+    with atomic_path(path) as tmp:
+        whole.sink_parquet(tmp)
     return sum(s.height for s in sources)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write; renamed to `path` when the block succeeds,
+    removed when it fails."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

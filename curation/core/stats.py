@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.core.corpus import atomic_path
+
 STATS_FILE = "stats.json"
 INVARIANT = "ingested + generated == kept + rejected"
 
@@ -70,7 +72,8 @@ class RunStats(BaseModel):
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=False), indent=2) + "\n"
 
     def write(self, run_dir: Path) -> None:
-        (run_dir / STATS_FILE).write_text(self.to_json(), encoding="utf-8")
+        with atomic_path(run_dir / STATS_FILE) as tmp:  # a reader never sees half a file
+            tmp.write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def read(cls, run_dir: Path) -> RunStats:

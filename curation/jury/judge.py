@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from curation.llm.types import ChatModel, ChatRequest, Completion
@@ -76,6 +76,33 @@ def load_rubric(name_or_path: str) -> str:
 
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def compile_rubric(name: str, rubric: str, scale_max: int = 5, comparison: bool = False) -> tuple[Template, bool]:
+    """The rubric's sandboxed template and whether it places {{ instruction }} itself; a
+    ConfigError when it does not compile, uses unknown names, or never shows the answer (a judge
+    would rate text it never saw). `comparison`: it must show `second` too."""
+    try:
+        variables = meta.find_undeclared_variables(_ENV.parse(rubric))
+        template = _ENV.from_string(rubric)
+        # Undefined names fail now, not on the first item.
+        template.render(prompt="p", answer="a", second="b", scale_max=scale_max, instruction="i")
+    except TemplateError as e:
+        raise ConfigError(f"judge {name}: rubric template error: {e}") from e
+    if "answer" not in variables:
+        raise ConfigError(f"judge {name}: the rubric never shows the answer it rates: use {{{{ answer }}}}")
+    if comparison != ("second" in variables):
+        raise ConfigError(
+            f"judge {name}: "
+            + (
+                "a comparison rubric must show both answers ({{ answer }} and {{ second }})"
+                if comparison
+                else "this rubric compares two answers ({{ second }}): use it as preference.pairwise.rubric"
+            )
+        )
+    # A rubric may place the answer-format line itself ({{ instruction }}, e.g. before a long
+    # answer, so the answer comes last); otherwise the judge appends it.
+    return template, "instruction" in variables
 
 _ROLE_NAMES = {"user": "User", "assistant": "Assistant", "system": "System"}
 
@@ -197,25 +224,7 @@ class RubricJudge:
             self.mode = "json"
         else:
             self.mode = "text"
-        try:
-            # A rubric may place the answer-format line itself ({{ instruction }}, e.g. before a
-            # long answer, so the answer comes last); otherwise the judge appends it.
-            variables = meta.find_undeclared_variables(_ENV.parse(rubric))
-            self._places_instruction = "instruction" in variables
-            self._template = _ENV.from_string(rubric)
-            # Undefined names fail now, not on the first item.
-            self._template.render(prompt="p", answer="a", second="b", scale_max=scale_max, instruction="i")
-        except TemplateError as e:
-            raise ConfigError(f"judge {name}: rubric template error: {e}") from e
-        if comparison != ("second" in variables):
-            raise ConfigError(
-                f"judge {name}: "
-                + (
-                    "a comparison rubric must show both answers ({{ answer }} and {{ second }})"
-                    if comparison
-                    else "this rubric compares two answers ({{ second }}): use it as preference.pairwise.rubric"
-                )
-            )
+        self._template, self._places_instruction = compile_rubric(name, rubric, scale_max, comparison)
 
     # -------------------------------------------------------------- prompts
     def _format_instruction(self) -> str:

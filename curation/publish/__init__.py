@@ -27,5 +27,8 @@ computations are reused when they are still in memory). An index stored under ot
 
 Versions are append-only directories: a version is assembled under a temporary name, renamed
 into place when complete, and only then does LATEST move to it, so a crash never leaves LATEST
-pointing at a partial version; earlier versions are never written again.
+pointing at a partial version; earlier versions are never written again. A refresh holds the
+directory's lock (curation/publish/lock.py) from reading the latest version to moving LATEST, so
+overlapping refreshes publish one after the other, each on top of the previous one; temporary
+folders a killed publish left are removed by the next refresh.
 """

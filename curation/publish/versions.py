@@ -233,6 +233,7 @@ def _atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the pointer is for readers, like the versions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

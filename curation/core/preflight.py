@@ -1,0 +1,62 @@
+"""Everything a run can check before any work, so a fatal problem stops it in a second with one
+message naming the field or path (ConfigError: exit 2) instead of a traceback after an hour:
+the inputs (see curation.ingest.check_inputs), the folders it writes (the run directory and the
+publish directory must be, or be creatable as, writable directories) and the templates (rubrics
+and the synthesis prompt compile in the sandbox and show what they must)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from jinja2 import TemplateError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from curation.ingest import check_inputs
+from curation.jury.judge import compile_rubric, load_rubric
+from curation.synthesis import load_prompt
+from schemas.base import ConfigError
+from schemas.config import CurateConfig
+
+
+def preflight(config: CurateConfig, out: Path | None = None) -> None:
+    """Raise ConfigError for the first fatal problem of `config` run into `out`."""
+    check_inputs(config.inputs)
+    if out is not None:
+        writable_dir(out, "--out")
+    if config.publish:
+        writable_dir(Path(config.publish.dir), "publish.dir")
+    check_templates(config)
+
+
+def writable_dir(path: Path, what: str) -> None:
+    """`path` is a directory this process can write in, or can be created as one."""
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"{what} {path}: {existing} is a broken symlink")
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "exists and is not a directory" if existing == path else f"{existing} is not a directory"
+        raise ConfigError(f"{what} {path}: {where}")
+    try:  # a real write: permissions, read-only mounts and ACLs all answer here
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot write in {existing} ({exc.strerror})") from None
+
+
+def check_templates(config: CurateConfig) -> None:
+    if config.jury:
+        for judge in config.jury.judges:
+            compile_rubric(judge.name, load_rubric(judge.rubric), config.jury.scale_max)
+    if config.preference and config.preference.pairwise:
+        compile_rubric("pairwise", load_rubric(config.preference.pairwise.rubric), 2, comparison=True)
+    if config.synthesis:
+        text = load_prompt(config.synthesis.template)
+        try:
+            variables = meta.find_undeclared_variables(SandboxedEnvironment().parse(text))
+        except TemplateError as e:
+            raise ConfigError(f"synthesis.template: {e}") from e
+        if "chunk" not in variables:
+            raise ConfigError("synthesis.template: the prompt never shows the text to write pairs from: use {{ chunk }}")
