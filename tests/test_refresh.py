@@ -7,6 +7,9 @@ Alpaca records from ../shared/data, the bundled MiniLM for the semantic index.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,9 @@ from curation.core.run import run_pipeline
 from curation.dedup import semantic
 from curation.publish import indexes, versions
 from curation.publish.inputs import new_inputs, refresh_inputs
+from curation.publish.lock import publish_lock
 from curation.publish.versions import latest_version, load_version, publish
+from schemas.base import ConfigError
 from schemas.config import load_config
 from schemas.record import meta_json
 
@@ -77,18 +82,20 @@ class Embeds:
         monkeypatch.setattr(indexes, "semantic", Counted())
 
 
-def run_refresh(root: Path, run: str, embeds: Embeds | None = None):
-    """What the flow does: only new files -> the plan (in-run dedup, dedup_published) -> publish."""
-    path = root / "config.yaml"
+def run_refresh(root: Path, run: str, embeds: Embeds | None = None, config_name: str = "config.yaml"):
+    """What the flow does: under the lock, only new files -> the plan (in-run dedup,
+    dedup_published) -> publish."""
+    path = root / config_name
     config = load_config(path)
     publish_dir, run_dir = root / "published", root / "runs" / run
-    previous = load_version(publish_dir)
-    specs = refresh_inputs(publish_dir, config.inputs)
-    config.inputs = specs
-    if embeds:
-        embeds.texts.clear()  # count from here: what this refresh embeds
-    stats = run_pipeline(config, run_dir, path, previous=previous, in_memory=True)
-    version = publish(publish_dir, run_dir, config, previous)
+    with publish_lock(publish_dir):
+        previous = load_version(publish_dir)
+        specs = refresh_inputs(publish_dir, config.inputs)
+        config.inputs = specs
+        if embeds:
+            embeds.texts.clear()  # count from here: what this refresh embeds
+        stats = run_pipeline(config, run_dir, path, previous=previous, in_memory=True)
+        version = publish(publish_dir, run_dir, config, previous)
     return specs, stats, stats.stage("dedup_published"), version
 
 
@@ -185,7 +192,7 @@ def test_new_version_is_old_plus_new(published: dict) -> None:
     assert snapshot(v1) == published["v1_bytes"]  # v1 untouched
     manifest = json.loads((v2 / "manifest.json").read_text())
     assert manifest["counts"]["records"] == 33 and manifest["counts"]["added"] == 8
-    assert not [p for p in v2.parent.iterdir() if p.name.startswith(".")]  # no temporary left
+    assert not [p for p in v2.parent.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # no temporary left
 
 
 def test_index_rows_are_reused(published: dict) -> None:
@@ -266,13 +273,53 @@ def test_failed_publish_leaves_latest_alone(tmp_path: Path, monkeypatch) -> None
         run_refresh(tmp_path, "r2")
     publish_dir = tmp_path / "published"
     assert latest_version(publish_dir) == 1
-    assert sorted(p.name for p in publish_dir.iterdir()) == ["LATEST", "v0001"]
+    assert sorted(p.name for p in publish_dir.iterdir()) == [".lock", "LATEST", "v0001"]
     # Another refresh published after this run loaded v1: publishing on top of v1 is refused.
     monkeypatch.undo()
     previous = load_version(publish_dir)
     run_refresh(tmp_path, "r3")
     with pytest.raises(versions.PublishError, match="latest version is now 2"):
         publish(publish_dir, tmp_path / "runs" / "r3", load_config(tmp_path / "config.yaml"), previous)
+
+
+def test_overlapping_refreshes_publish_one_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(f"inputs:\n  - path: data_{name}/*.jsonl\ndedup:\n  exact: {{}}\n")
+        write(tmp_path / f"data_{name}" / "rows.jsonl", [
+            {"id": f"{name}{i}", "instruction": f"Question {name} {i}?", "input": "", "output": f"Answer {i}."}
+            for i in range(3)
+        ])  # fmt: skip
+    publish_dir = tmp_path / "published"
+    publish_dir.mkdir()
+    (publish_dir / ".v0007.killed").mkdir()  # what a killed publish leaves behind
+    holding, slow_diff = threading.Event(), versions.diff_versions
+
+    def diff_while_the_other_waits(old, new):  # the first refresh, mid-publish, holds the lock
+        holding.set()
+        time.sleep(0.5)
+        return slow_diff(old, new)
+
+    monkeypatch.setattr(versions, "diff_versions", diff_while_the_other_waits)
+    first = threading.Thread(target=run_refresh, args=(tmp_path, "ra", None, "a.yaml"))
+    first.start()
+    assert holding.wait(30)
+    with pytest.raises(ConfigError, match="another refresh is publishing here"):
+        with publish_lock(publish_dir, wait=False):
+            pass
+    with caplog.at_level(logging.WARNING, logger="curation.publish.lock"):
+        run_refresh(tmp_path, "rb", None, "b.yaml")  # waits for the first, then dedups against its version
+    first.join()
+
+    assert "waiting for it to finish" in caplog.text
+    v1, v2 = load_version(publish_dir, 1), load_version(publish_dir, 2)
+    assert (v1.manifest["parent"], v2.manifest["parent"]) == (None, 1)
+    assert v1.kept["id"].to_list() == ["a0", "a1", "a2"]
+    assert v2.kept["id"].to_list() == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert latest_version(publish_dir) == 2
+    assert (publish_dir / "LATEST").stat().st_mode & 0o777 == 0o644
+    assert not (publish_dir / ".v0007.killed").exists()
 
 
 @pytest.mark.parametrize("verify", [True, False])
