@@ -140,6 +140,37 @@ def test_jury_survives_a_misbehaving_endpoint_and_loses_nothing(tmp_path: Path, 
     assert again and all(b["model"] == "judge-c" and "server fails" in b["messages"][-1]["content"] for b in again)
 
 
+def test_a_llama_cpp_style_server_rates_in_json_object_and_failures_past_the_share_stop(
+    tmp_path: Path, openai_server: FakeOpenAI
+) -> None:
+    rows = sft_rows(10, [4])
+    rows[3]["output"] = "Answer 3 (the server fails on this one). quality=4"
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+
+    def llama_cpp(body: dict) -> Reply:  # a 500 validation error for json_schema, as llama-cpp-python answers
+        if (body.get("response_format") or {}).get("type") == "json_schema":
+            return Reply(status=500, text="1 validation error: Input should be 'text' or 'json_object'")
+        if "server fails" in conversation(body):
+            return Reply(status=503)
+        return Reply(text=json.dumps({"reason": "fine", "score": quality_of(body) or 3}))
+
+    openai_server.handler = llama_cpp
+    jury = {"judges": [{"name": "a", "model": endpoint(openai_server, "judge-a", max_retries=0)}], "min_score": 2}
+    config = {"inputs": [{"path": str(data)}], "jury": {**jury, "cache_dir": str(tmp_path / "cache")}}
+    (tmp_path / "closed").mkdir()
+    with pytest.raises(StageFailed, match=r"jury: 1 of 10 \(10%\) failed.* - judge a \(endpoint .* judge-a\): http 503 x1"):
+        curate(tmp_path / "closed", config)
+    assert {b["response_format"]["type"] for b in openai_server.calls} == {"json_object"}
+    asked = openai_server.call_count
+
+    config["jury"]["max_unscored"] = 0.1  # one unscored record in ten is allowed: kept, and counted
+    (tmp_path / "open").mkdir()
+    stats, out = curate(tmp_path / "open", config)
+    jury_stats = next(s for s in stats["stages"] if s["stage"] == "jury")
+    assert jury_stats["unscored"] == 1 and pl.read_parquet(out / "kept.parquet").height == 10
+    assert openai_server.call_count - asked == 1  # the rerun asked again only for the failed one
+
+
 def test_budget_stops_the_run_unless_unscored_records_are_allowed(tmp_path: Path, openai_server: FakeOpenAI) -> None:
     data = write_jsonl(tmp_path / "sft.jsonl", sft_rows(30, [4]))
     openai_server.handler = lambda body: Reply(**{**rating_reply(body, 4).__dict__, "prompt_tokens": 1000})
