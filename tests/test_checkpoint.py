@@ -108,3 +108,21 @@ def test_a_rerun_reuses_the_stages_whose_keys_match_and_recomputes_from_the_firs
     assert all(stamps()[name] != after[name] for name in after)  # fresh: every stage again
     kept = pl.read_parquet(out / "kept.parquet")
     assert kept.height == first.totals.kept
+
+
+def test_run_files_are_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.core.corpus import write_parquet
+
+    path = tmp_path / "kept.parquet"
+    write_parquet([records_frame([])], path, dict(records_frame([]).schema))
+    before = path.read_bytes()
+
+    def killed_midway(self, target, *args, **kwargs):
+        Path(target).write_bytes(b"PAR1 half a file")  # what a kill leaves behind
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_parquet([records_frame([])], path, dict(records_frame([]).schema))
+    assert path.read_bytes() == before  # the old file whole, never a truncated one
+    assert [p.name for p in tmp_path.iterdir()] == ["kept.parquet"]  # no temporary left

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from openai_server import FakeOpenAI, Reply
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
@@ -139,26 +140,33 @@ def test_outputs_and_templates_are_checked_before_any_work(
     assert not (tmp_path / "run").exists()
 
 
-def test_a_jury_that_cannot_judge_stops_the_run_and_publishes_nothing(
-    tmp_path: Path, prefect_server: dict[str, str]
+def test_a_jury_that_cannot_judge_stops_the_run_publishes_nothing_and_leaks_no_key(
+    tmp_path: Path, prefect_server: dict[str, str], openai_server: FakeOpenAI
 ) -> None:
+    secret = "sk-PLANTED-7f3a9c2e5b1d8046-KEY"
+    # As some servers do: the refusal echoes the key, here minus its last characters.
+    openai_server.handler = lambda body: Reply(status=401, text=f"Incorrect API key provided: {secret[:-4]}")
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"Question {i}?", "output": f"Answer {i}."}) + "\n" for i in range(8)))
-    down = {"endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "judge-m", "max_retries": 1}}
+    judge = {"endpoint": {"base_url": openai_server.base_url, "model": "judge-m", "api_key_env": "CURATE_TEST_KEY"}}
     config = write_config(tmp_path, {
         "inputs": [{"path": str(data)}],
-        "jury": {"judges": [{"name": "helpful", "model": down}], "min_score": 2},
+        "jury": {"judges": [{"name": "helpful", "model": judge}], "min_score": 2},
         "publish": {"dir": str(tmp_path / "published")},
     })  # fmt: skip
-    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
+    env = {**prefect_server, "CURATE_TEST_KEY": secret}
+    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=env)
+
     assert done.returncode == 4, done.stderr[-3000:]
-    assert (
-        "curate: stopped: judge helpful: endpoint http://127.0.0.1:9/v1 judge-m does not answer: connection error"
-        in done.stderr
-    )
-    assert "Traceback" not in done.stderr
+    assert f"curate: stopped: judge helpful: endpoint {openai_server.base_url} judge-m does not answer: http 401" in done.stderr
+    assert "check the API key" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "kept.parquet").exists()
     assert not (tmp_path / "published" / "LATEST").exists()
+    fragments = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    prefect_files = b"".join(p.read_bytes() for p in Path(prefect_server["PREFECT_HOME"]).rglob("*") if p.is_file())
+    for where, text in (("output", done.stdout + done.stderr), ("Prefect's files", prefect_files.decode("latin-1"))):
+        assert not [f for f in fragments if f in text], f"a fragment of the key is in {where}"
+    assert b"Incorrect API key provided" in prefect_files  # the message itself did reach Prefect's logs
 
 
 @pytest.mark.parametrize(("severity", "code"), [("fail", 3), ("warn", 0)])
