@@ -22,11 +22,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-SLOW_FIXTURES = {"prefect_server", "ray_cluster"}  # a real server or cluster: seconds to start, minutes to use
+# A real server or cluster (seconds to start, minutes to use), or a model that is trained
+# (`base`, the tiny Llama of tests/test_training.py: every test that trains or evaluates uses it).
+SLOW_FIXTURES = {"prefect_server", "ray_cluster", "base"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that needs a real Prefect server or Ray cluster is slow, marked or not."""
+    """Every test that needs a real Prefect server, a Ray cluster or trains a model is slow, marked or not."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
