@@ -77,12 +77,19 @@ def _offline_defaults() -> None:
 
 def validate(config_path: Path) -> int:
     from curation.core.preflight import preflight
+    from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
 
     config = load_config(config_path)
     preflight(config)
+    files = check_inputs(config.inputs, sample=True)  # what each file holds, from a sample
     names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "validation", "train")
     sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
+    print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")
+    for report in files:
+        print(f"  {report.line()}")
+    for path in skipped_files(config.inputs):
+        print(f"  skipped (not a data file): {path}")
     return 0
 
 

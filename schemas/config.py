@@ -36,13 +36,49 @@ InputShape = Literal[
     "preference",
     "openai_dpo",
     "oasst",
+    "hh_rlhf",
 ]
+# LLaMA-Factory's dataset_info.json `columns:` names, and the input key each stands for here
+# (prompt/query/response are Alpaca's instruction/input/output; messages is ShareGPT's).
+INPUT_COLUMNS: dict[str, str] = {
+    "prompt": "instruction",
+    "query": "input",
+    "response": "output",
+    "system": "system",
+    "history": "history",
+    "messages": "conversations",
+    "chosen": "chosen",
+    "rejected": "rejected",
+    "text": "text",
+    "id": "id",
+}
+InputColumn = Literal["prompt", "query", "response", "system", "history", "messages", "chosen", "rejected", "text", "id"]
+
+# The format a file name says (after any compression suffix), and the compressions read.
+SUFFIX_FORMATS: dict[str, InputFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".txt": "txt",
+    ".md": "txt",
+    ".rst": "txt",
+}
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+# In a directory input, files with these stems are about the data, not data.
+NOT_DATA_STEMS = ("readme", "license", "licence", "copying", "notice", "changelog", "changes", "authors", "citation")
 
 
 class InputSpec(Strict):
     path: str = Field(description="File, glob or directory, relative to the config file.")
     format: InputFormat = "auto"
     shape: InputShape = "auto"
+    columns: dict[InputColumn, str] = Field(
+        {},
+        description="Which input column holds what, in LLaMA-Factory's names (prompt, query, response, system,"
+        " history, messages, chosen, rejected; also text, id): e.g. {prompt: User Prompt, response: Model Answer}.",
+    )
     txt_split: Literal["file", "paragraph"] = Field(
         "file", description="Plain text: one document per file, or per blank-line paragraph."
     )
@@ -339,10 +375,11 @@ def _resolve(value: str, base: Path) -> Path:
 
 
 def expand_input(path: str) -> list[Path]:
-    """The files an input path names: a file, every file under a directory, or a glob.
+    """The files an input path names: a file, the data files under a directory, or a glob.
 
     A directory written by `datasets.save_to_disk` counts as one input (its dataset_info.json
-    marks it), so it is returned as the directory itself.
+    marks it), so it is returned as the directory itself. In any other directory only data
+    files are read (`is_data_file`); `skipped_in_dir` lists the rest.
     """
     p = Path(path)
     if p.is_file():
@@ -350,7 +387,31 @@ def expand_input(path: str) -> list[Path]:
     if p.is_dir():
         if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
             return [p]
-        # Everything but folders and hidden names: what is not a regular file (a FIFO, a device,
-        # a broken or looping symlink) becomes an `unreadable_file` reject, not a silent skip.
-        return sorted(f for f in p.rglob("*") if not f.name.startswith(".") and not f.is_dir())
+        # Data files only (is_data_file); what is not a regular file (a FIFO, a device, a broken
+        # or looping symlink) but is named like data becomes an `unreadable_file` reject.
+        return sorted(f for f in _dir_files(p) if is_data_file(f, p))
     return sorted(Path(m) for m in glob.glob(path, recursive=True))
+
+
+def skipped_in_dir(path: str) -> list[Path]:
+    """The files of a directory input that are not read (see `is_data_file`); [] for anything else."""
+    p = Path(path)
+    if not p.is_dir() or len(expand_input(path)) == 1 and expand_input(path)[0] == p:
+        return []
+    return sorted(f for f in _dir_files(p) if not is_data_file(f, p))
+
+
+def _dir_files(folder: Path) -> list[Path]:
+    return [f for f in folder.rglob("*") if not f.is_dir()]
+
+
+def is_data_file(path: Path, folder: Path) -> bool:
+    """The directory rule: a file whose name says a data format (optionally compressed), not
+    hidden nor under a hidden folder, and not a README / LICENSE / NOTICE / CHANGELOG / ... file."""
+    if any(part.startswith(".") for part in path.relative_to(folder).parts):
+        return False
+    name = path.name.lower()
+    if name.split(".")[0] in NOT_DATA_STEMS:
+        return False
+    inner = Path(name).with_suffix("") if Path(name).suffix in COMPRESSION_SUFFIXES else Path(name)
+    return inner.suffix in SUFFIX_FORMATS

@@ -103,18 +103,20 @@ def test_what_is_not_a_regular_file_is_rejected_not_read(tmp_path: Path) -> None
     folder.mkdir()
     (folder / "ok.jsonl").write_text('{"text": "fine"}\n')
     os.mkfifo(folder / "pipe.jsonl")  # opening it would block forever
-    (folder / "loop_a").symlink_to(folder / "loop_b")
-    (folder / "loop_b").symlink_to(folder / "loop_a")
+    (folder / "loop_a.jsonl").symlink_to(folder / "loop_b.jsonl")  # named as data: read, so rejected
+    (folder / "loop_b.jsonl").symlink_to(folder / "loop_a.jsonl")
+    (folder / "loop_c").symlink_to(folder / "loop_c")  # not named as data: skipped and listed
     (folder / "up").symlink_to(tmp_path)  # a folder link: not followed, no loop
 
     result = run(folder)
 
     assert result.records["text"].to_list() == ["fine"]
     assert sorted(result.rejected.select("source", "reason", "detail").rows()) == [
-        (str(folder / "loop_a"), "unreadable_file", "a symlink loop: only regular files are read"),
-        (str(folder / "loop_b"), "unreadable_file", "a symlink loop: only regular files are read"),
+        (str(folder / "loop_a.jsonl"), "unreadable_file", "a symlink loop: only regular files are read"),
+        (str(folder / "loop_b.jsonl"), "unreadable_file", "a symlink loop: only regular files are read"),
         (str(folder / "pipe.jsonl"), "unreadable_file", "a FIFO: only regular files are read"),
     ]
+    assert result.skipped == [str(folder / "loop_c")]
 
 
 @pytest.mark.parametrize("named", ["/dev/zero", "fifo"])
@@ -371,11 +373,17 @@ def test_shape(tmp_path: Path, row: dict, shape: str, expected: dict) -> None:
     assert record["source"] == f"{tmp_path / 'rows.jsonl'}:1"
 
 
-def test_shape_override_and_misfit_rows(tmp_path: Path) -> None:
-    rows = [{"text": "ok"}, {"instruction": "i", "output": "o"}]
+def test_shape_override_and_mixed_rows(tmp_path: Path) -> None:
+    # Detected per row: a mixed file is read whole and says so; a row that fits no shape is
+    # read as the file's shape, so its reason names what it lacks.
+    rows = [{"text": "ok"}, {"instruction": "i", "output": "o"}, {"instruction": "no answer"}]
     auto = one(rows, tmp_path)
-    assert auto.records["text"].to_list() == ["ok"]
+    assert auto.records["text"].to_list() == ["ok", None]
+    assert auto.records["messages"].to_list()[1] == [user("i"), bot("o")]
     assert auto.rejected.select("reason", "detail").row(0) == ("missing_fields", "text")
+    assert auto.files[0].shape == "mixed: text 2, alpaca 1"
+    assert "mixed: text 2, alpaca 1, 3 rows read, 2 records, 1 rejected (missing_fields 1)" in auto.files[0].line()
+    rows = rows[:2]
     forced = one(rows, tmp_path, shape="alpaca")
     assert forced.records["messages"].to_list() == [[user("i"), bot("o")]]
     assert forced.rejected.select("reason", "detail").row(0) == (
@@ -515,7 +523,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             {"messages": [user("hi"), bot("hello")]},  # 1: good
             {"messages": [user("only a question")]},  # 2: invalid_record (no assistant turn)
             {"messages": [image, bot("a")]},  # 3: wrong_type
-            robot,  # 4: a ShareGPT row in a messages file: missing_fields
+            robot,  # 4: a ShareGPT row in a messages file is read as ShareGPT: its role is wrong_type
         ],
     )
     write_jsonl(Path("gpt.jsonl"), [robot])  # wrong_type: unknown role
@@ -555,7 +563,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("rows.jsonl:7", "bad_encoding"),
         ("chat.jsonl:2", "invalid_record"),
         ("chat.jsonl:3", "wrong_type"),
-        ("chat.jsonl:4", "missing_fields"),
+        ("chat.jsonl:4", "wrong_type"),
         ("gpt.jsonl:1", "wrong_type"),
         ("odd.jsonl:1", "unknown_shape"),
         ("odd.jsonl:2", "unknown_shape"),
@@ -574,7 +582,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert detail["chat.jsonl:3/wrong_type"] == (
         "messages[0].content[0]: unsupported content part 'image_url'"
     )
-    assert detail["chat.jsonl:4/missing_fields"] == "messages"
+    assert detail["chat.jsonl:4/wrong_type"] == "conversations[1].from: unknown role 'robot'"
     assert detail["gpt.jsonl:1/wrong_type"] == "conversations[1].from: unknown role 'robot'"
     assert detail["odd.jsonl:2/unknown_shape"].startswith("no shape fits keys: baz")
     assert detail["oasst.jsonl:1/oasst_deleted"] == "prompt.replies[1] (del)"
@@ -596,6 +604,12 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert stats.rows_in == stats.out + stats.removed == 4 + 17
     assert stats.removed_by_reason["unknown_shape"] == 2
     assert result.rows_read == 8 + 4 + 1 + 2 + 1 + 1 + 2
+    # Per file: what was detected and what became of its rows.
+    files = {f.path: f for f in result.files}
+    assert files["chat.jsonl"].shape == "mixed: messages 3, sharegpt 1"
+    assert (files["rows.jsonl"].rows_read, files["rows.jsonl"].records, files["rows.jsonl"].rejected) == (8, 2, 6)
+    assert files["odd.jsonl"].to_dict()["removed_by_reason"] == {"unknown_shape": 2}
+    assert sum(f.rows_read for f in result.files) == result.rows_read
 
 
 def test_raw_is_truncated(tmp_path: Path) -> None:
@@ -608,3 +622,107 @@ def test_100k_rows_in_seconds(tmp_path: Path) -> None:
     result = one(rows, tmp_path)
     assert result.records.height == 100_000
     assert result.seconds < 25  # ~4 s on a busy 2-core machine; catches anything quadratic
+
+
+# --- compressed files, HH-RLHF transcripts, column mappings, directories --------------------
+
+
+def test_compressed_inputs_by_name_and_by_magic_bytes(shared_data: Path, tmp_path: Path) -> None:
+    import bz2
+    import gzip
+
+    import pyarrow as pa
+
+    gsm8k = (shared_data / "sft/gsm8k_test.jsonl").read_bytes()
+    (tmp_path / "gsm8k.jsonl.gz").write_bytes(gzip.compress(gsm8k))
+    (tmp_path / "gsm8k.jsonl").write_bytes(gzip.compress(gsm8k))  # gzipped, named plainly
+    (tmp_path / "alpaca.json.bz2").write_bytes(bz2.compress((shared_data / "sft/llamafactory_alpaca_en_demo.json").read_bytes()))
+    with pa.output_stream(str(tmp_path / "pairs.csv.zst"), compression="zstd") as f:
+        f.write(b"question,answer\nWhat is 2+2?,4\n")
+    for name, kind, records in [("gsm8k.jsonl.gz", "gzip", 1319), ("gsm8k.jsonl", "gzip", 1319),
+                                ("alpaca.json.bz2", "bz2", 999), ("pairs.csv.zst", "zstd", 1)]:
+        result = run(tmp_path / name)
+        assert (result.records.height, result.rejected.height) == (records, 0), name
+        assert (result.files[0].compression, result.files[0].rejected) == (kind, 0)
+    assert detect_format(tmp_path / "gsm8k.jsonl.gz") == "jsonl"
+    (tmp_path / "dump.gz").write_bytes(gzip.compress(b'{"text": "x"}\n'))
+    with pytest.raises(ConfigError, match=r"dump\.gz: a gzip-compressed file .* data\.jsonl\.gz or set `format:`"):
+        detect_format(tmp_path / "dump.gz")
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(gsm8k)[:5000])  # a truncated download
+    cut = run(tmp_path / "cut.jsonl.gz")
+    assert cut.rejected["reason"].to_list()[-1] == "unreadable_file"
+    assert cut.records.height > 0
+
+
+HH_CHOSEN = "\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for nine minutes."
+HH_REJECTED = "\n\nHuman: How do I boil an egg?\n\nAssistant: Eggs are bad."
+HH_TWO_TURNS = (
+    "\n\nHuman: Name a prime.\n\nAssistant: 7.\n\nHuman: A bigger one?\n\nAssistant: 11, and 13 too."
+)
+
+
+def test_hh_rlhf_transcripts(tmp_path: Path) -> None:
+    import gzip
+
+    rows = [
+        {"chosen": HH_CHOSEN, "rejected": HH_REJECTED},
+        {"chosen": HH_TWO_TURNS, "rejected": HH_TWO_TURNS.replace("11, and 13 too.", "No.")},
+        {"chosen": "Human: no blank lines\n\nAssistant: ok", "rejected": "nothing shared"},
+    ]
+    path = tmp_path / "harmless-base.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    result = run(path)
+    assert result.files[0].shape == "hh_rlhf"
+    assert result.records["kind"].to_list() == ["preference", "preference"]
+    assert result.records["messages"][0].to_list() == [user("How do I boil an egg?")]
+    assert result.records["chosen"][0].to_list() == [bot("Put it in boiling water for nine minutes.")]
+    assert result.records["rejected"][0].to_list() == [bot("Eggs are bad.")]
+    assert result.records["messages"][1].to_list() == [user("Name a prime."), bot("7."), user("A bigger one?")]
+    reason, detail = result.rejected.select("reason", "detail").row(0)
+    assert (reason, detail) == ("wrong_type", "rejected: not a '\\n\\nHuman: ... \\n\\nAssistant: ...' transcript")
+    # One transcript per row (red-team attempts) is a conversation.
+    chat = one([{"transcript": HH_TWO_TURNS, "rating": 2}], tmp_path)
+    expected = [user("Name a prime."), bot("7."), user("A bigger one?"), bot("11, and 13 too.")]
+    assert chat.records["messages"][0].to_list() == expected
+    assert json.loads(chat.records["meta"][0]) == {"rating": 2, "shape": "hh_rlhf"}
+
+
+def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "answers.csv"
+    path.write_text('Question ID,User Prompt,Model Answer\nq1,What is the capital of France?,"Paris, on the Seine."\n')
+    unmapped = run(path)
+    assert unmapped.rejected["reason"].to_list() == ["unknown_shape"]
+    assert "set `shape:` or `columns:`" in unmapped.rejected["detail"][0]
+    columns = {"id": "Question ID", "prompt": "User Prompt", "response": "Model Answer"}
+    mapped = run(path, columns=columns)
+    assert mapped.records.select("id", "kind").row(0) == ("q1", "sft")
+    assert mapped.records["messages"][0].to_list() == [user("What is the capital of France?"), bot("Paris, on the Seine.")]
+    assert mapped.files[0].shape == "alpaca"
+    # LLaMA-Factory's names for a ranking set and for history.
+    ranked = one([{"q": "Say hi", "good": "Hi!", "bad": "No.", "past": [["Hello?", "Hello."]]}], tmp_path,
+                 columns={"prompt": "q", "chosen": "good", "rejected": "bad"})
+    assert ranked.records.select("kind", "chosen").row(0) == ("preference", [bot("Hi!")])
+    assert json.loads(ranked.records["meta"][0])["past"] == [["Hello?", "Hello."]]
+    history = one([{"q": "And now?", "a": "Bye.", "h": [["Hello?", "Hello."]]}], tmp_path,
+                  columns={"prompt": "q", "response": "a", "history": "h"})
+    assert history.records["messages"][0].to_list() == [user("Hello?"), bot("Hello."), user("And now?"), bot("Bye.")]
+    with pytest.raises(ConfigError, match=r"answers\.csv: `columns:` names columns the file does not have: Answer"):
+        check_inputs([InputSpec(path=str(path), columns={"prompt": "User Prompt", "response": "Answer"})], sample=True)
+
+
+def test_a_directory_reads_only_its_data_files(tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    (folder / ".cache").mkdir(parents=True)
+    write_jsonl(folder / "part-0.jsonl", [{"text": "one"}])
+    write_jsonl(folder / ".cache" / "part-9.jsonl", [{"text": "hidden"}])
+    (folder / "notes.md").write_text("a markdown document is text data")
+    for name in ("README.md", "LICENSE", "LICENSE.txt", ".gitattributes", "convert.py"):
+        (folder / name).write_text("not data")
+    (folder / "empty.jsonl").write_text("")
+    result = run(folder)
+    assert sorted(result.records["text"].to_list()) == ["a markdown document is text data", "one"]
+    skipped = sorted(Path(p).name for p in result.skipped)
+    assert skipped == [".gitattributes", "LICENSE", "LICENSE.txt", "README.md", "convert.py", "part-9.jsonl"]
+    empty = next(f for f in result.files if f.path.endswith("empty.jsonl"))
+    assert empty.line().endswith("0 rows read, 0 records, 0 rejected - an empty file")
+    assert result.stats().figures["skipped_files"] == result.skipped

@@ -6,11 +6,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import itertools
+import logging
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,56 @@ from tqdm import tqdm
 
 from curation.core.corpus import CorpusWriter, Source
 from curation.core.stage import StageResult
-from curation.ingest.readers import _READERS, _Row, detect_format, not_regular
-from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id
-from schemas.config import ConfigError, InputFormat, InputSpec, expand_input
+from curation.ingest.readers import _READERS, _Row, compression, detect_format, not_regular
+from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id, map_columns
+from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, skipped_in_dir
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
 
 STAGE = "ingest"
+SAMPLE_ROWS = 200  # rows per file `curate validate` reads
 # Control characters other than tab, newline and carriage return (NUL included) are removed
 # from every text: they corrupt tokenizers and terminals and carry no content.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileReport:
+    """What ingest made of one input file: stats.json's `ingest.files`, the report's Sources."""
+
+    path: str
+    format: str
+    compression: str | None = None
+    shapes: Counter = field(default_factory=Counter)  # shape -> rows read as it ("unknown": none fits)
+    rows_read: int = 0
+    records: int = 0
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    missing_columns: list[str] = field(default_factory=list)  # `columns:` names no row had
+
+    @property
+    def shape(self) -> str:
+        """The shape, or `mixed: a 10, b 2` when rows came in several."""
+        if len(self.shapes) <= 1:
+            return next(iter(self.shapes), "-")
+        return "mixed: " + ", ".join(f"{s} {n}" for s, n in self.shapes.most_common())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "compression": self.compression, "shape": self.shape,
+                "rows_read": self.rows_read, "records": self.records, "rejected": self.rejected,
+                "removed_by_reason": dict(self.reasons.most_common()), "missing_columns": self.missing_columns}
+
+    def line(self) -> str:
+        """One log line: `data.jsonl.gz (jsonl, gzip): hh_rlhf, 120 rows read, 118 records, 2 rejected (...)`."""
+        fmt = f"{self.format}, {self.compression}" if self.compression else self.format
+        reasons = ", ".join(f"{r} {n}" for r, n in self.reasons.most_common(3))
+        text = f"{self.path} ({fmt}): {self.shape}, {self.rows_read} rows read, {self.records} records, {self.rejected} rejected"
+        text += f" ({reasons})" if reasons else ""
+        if self.rows_read == 0:
+            text += " - an empty file"
+        if self.missing_columns:
+            text += f" - columns not found: {', '.join(self.missing_columns)}"
+        return text
 
 
 @dataclass
@@ -40,29 +83,55 @@ class IngestResult:
     rows_read: int  # input rows seen; a file that cannot be read at all counts as one
     seconds: float
     control_chars_removed: int = 0  # records whose texts lost control characters
+    files: list[FileReport] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files of directory inputs that are not data
 
     def stats(self) -> dict:
         """The "ingest" entry of stats.json."""
-        extra = {"rows_read": self.rows_read, "control_chars_removed": self.control_chars_removed}
+        extra = {"rows_read": self.rows_read, "control_chars_removed": self.control_chars_removed,
+                 "files": [f.to_dict() for f in self.files], "skipped_files": self.skipped}
         result = StageResult(self.records, self.rejected, self.seconds, extra)
         return result.stats(STAGE, self.records.height + self.rejected.height)
 
 
-def check_inputs(inputs: list[InputSpec]) -> None:
-    """Expand every input and resolve every file's format; raise ConfigError before any work."""
+def check_inputs(inputs: list[InputSpec], sample: bool = False) -> list[FileReport]:
+    """Expand every input and resolve every file's format; raise ConfigError before any work.
+
+    With `sample`, also read the first SAMPLE_ROWS rows of every file and return what each
+    came to; a `columns:` mapping that names a column no sampled row has is a ConfigError."""
     _plan(inputs)
+    if not sample:
+        return []
+    files = ingest(inputs, progress=False, limit=SAMPLE_ROWS).files
+    for report in files:
+        if report.missing_columns:
+            missing = ", ".join(report.missing_columns)
+            raise ConfigError(f"{report.path}: `columns:` names columns the file does not have: {missing}")
+    return files
+
+
+def skipped_files(inputs: list[InputSpec]) -> list[str]:
+    """The files of directory inputs that ingest leaves out (README, LICENSE, hidden, not data)."""
+    return [_shown(f) for spec in inputs for f in skipped_in_dir(spec.path)]
 
 
 def ingest(
-    inputs: list[InputSpec], progress: bool = True, out: Path | None = None, batch_size: int = 10_000
+    inputs: list[InputSpec],
+    progress: bool = True,
+    out: Path | None = None,
+    batch_size: int = 10_000,
+    limit: int | None = None,
 ) -> IngestResult:
     """Read every input into records (in input order) and rejects; bad rows never raise.
 
     With `out`, records and rejects are written as corpora to out/records and out/rejected
     (shards of `batch_size` rows, derived corpora in out/scratch) as they are read; without it
-    they are returned as frames."""
+    they are returned as frames. `limit`: read at most that many rows of each file (a sample)."""
     start = time.perf_counter()
     plan = _plan(inputs)
+    skipped = skipped_files(inputs)
+    if skipped:
+        log.info("ingest: skipped %d files of directory inputs that are not data: %s", len(skipped), ", ".join(skipped))
     # Ingest allocates millions of small objects that all survive: the cyclic GC would rescan
     # them over and over (a fifth of the run time on 100k rows) and can free nothing.
     gc_was_enabled = gc.isenabled()
@@ -75,15 +144,19 @@ def ingest(
                 CorpusWriter(out / "records", batch_size, scratch, RECORD_SCHEMA),
                 CorpusWriter(out / "rejected", batch_size, scratch, REJECT_SCHEMA),
             )
-        collector = _Collector(sinks, batch_size)
+        collector = _Collector(sinks, batch_size, limit)
         for spec, path, fmt in tqdm(plan, desc=STAGE, unit="file", disable=not progress):
             collector.read_file(spec, fmt, path)
+            if limit is None:
+                log.info("ingest: %s", collector.files[-1].line())
         records, rejected = collector.close()
     finally:
         if gc_was_enabled:
             gc.enable()
     seconds = time.perf_counter() - start
-    return IngestResult(records, rejected, collector.rows_read, seconds, collector.control_chars_removed)
+    return IngestResult(
+        records, rejected, collector.rows_read, seconds, collector.control_chars_removed, collector.files, skipped
+    )
 
 
 def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat | None]]:
@@ -152,12 +225,15 @@ class _Collector:
     """Records and rejects in input order, with run-wide unique ids; with sinks, handed to them
     every `batch_size` rows."""
 
-    def __init__(self, sinks: tuple[CorpusWriter, CorpusWriter] | None = None, batch_size: int = 10_000) -> None:
+    def __init__(
+        self, sinks: tuple[CorpusWriter, CorpusWriter] | None = None, batch_size: int = 10_000, limit: int | None = None
+    ) -> None:
         self.records: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
-        self.sinks, self.batch_size = sinks, batch_size
+        self.sinks, self.batch_size, self.limit = sinks, batch_size, limit
         self.rows_read = 0
         self.control_chars_removed = 0
+        self.files: list[FileReport] = []
         self.taken: set[str] = set()
         self.suffixes: dict[str, int] = {}  # input id -> the last suffix number given to it
 
@@ -175,21 +251,28 @@ class _Collector:
 
     def read_file(self, spec: InputSpec, fmt: InputFormat | None, path: Path) -> None:
         shown = _shown(path)
+        self.file = FileReport(shown, fmt or "-", compression(path) if fmt not in (None, "hf_disk") else None)
+        self.files.append(self.file)
         if fmt is None:  # found under a directory or by a glob: one reject, the run goes on
             self.rows_read += 1
+            self.file.rows_read += 1
             kind = not_regular(path) or "not a regular file"
             self.reject(_Row(shown), "unreadable_file", f"{kind}: only regular files are read")
             return
         rows = self._rows(fmt, path, shown, spec)
         shape: str | None = spec.shape
-        if shape == "auto":  # from the first object: rows before it are held, the rest stream
+        first: dict | None = None
+        if shape == "auto":  # the file's shape from the first object: rows before it are held, the rest stream
             ahead = []
             for row in rows:
                 ahead.append(row)
                 if isinstance(row.value, dict):
                     break
-            shape = _detect(ahead[-1].value) if ahead and isinstance(ahead[-1].value, dict) else None
+            first = ahead[-1].value if ahead and isinstance(ahead[-1].value, dict) else None
+            shape = _detect(map_columns(first, spec.columns)) if first is not None else None
             rows = itertools.chain(ahead, rows)
+        if spec.columns and first is not None:
+            self.file.missing_columns = [c for c in spec.columns.values() if c not in first]
         for row in rows:
             if self.sinks is not None and len(self.records) + len(self.rejects) >= self.batch_size:
                 self.flush()
@@ -198,20 +281,29 @@ class _Collector:
                 self.reject(row, *row.error)
             elif not isinstance(value, dict):
                 self.reject(row, "not_an_object", f"expected an object, got {type(value).__name__}")
-            elif shape is None:
-                keys = ", ".join(value) or "(none)"
-                detail = f"no shape fits keys: {keys}; set `shape:`"
-                self.reject(row, "unknown_shape", detail, id=_input_id(value))
             else:
-                self.convert(row, value, shape)
+                value = map_columns(value, spec.columns)
+                # A row the file's shape does not fit but another does (a mixed file) is read as that one.
+                row_shape = shape if spec.shape != "auto" or (shape and _SHAPES[shape].fits(value)) else _detect(value) or shape
+                self.file.shapes[row_shape or "unknown"] += 1
+                if row_shape is None:
+                    keys = ", ".join(value) or "(none)"
+                    detail = f"no shape fits keys: {keys}; set `shape:` or `columns:`"
+                    self.reject(row, "unknown_shape", detail, id=_input_id(value))
+                else:
+                    self.convert(row, value, row_shape)
 
     def _rows(self, fmt: InputFormat, path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
         try:
-            for row in _READERS[fmt](path, shown, spec):
+            for n, row in enumerate(_READERS[fmt](path, shown, spec)):
+                if self.limit is not None and n >= self.limit:
+                    return
                 self.rows_read += 1
+                self.file.rows_read += 1
                 yield row
         except OSError as exc:  # e.g. no permission: the (rest of the) file is rejected, the run goes on
             self.rows_read += 1
+            self.file.rows_read += 1
             yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
 
     def convert(self, row: _Row, value: dict, shape: str) -> None:
@@ -255,6 +347,7 @@ class _Collector:
             meta["input_id"] = rid
         fields["meta"] = meta_json(meta)
         self.records.append(fields)
+        self.file.records += 1
 
     def unique(self, rid: str) -> str:
         candidate, n = rid, self.suffixes.get(rid, 1)
@@ -273,3 +366,5 @@ class _Collector:
             record |= {"chosen": draft.chosen, "rejected": draft.rejected}
         record |= {"source": row.source, "stage": STAGE, "reason": reason, "detail": detail}
         self.rejects.append({**record, "raw": row.raw()})
+        self.file.rejected += 1
+        self.file.reasons[reason] += 1

@@ -1,5 +1,6 @@
 """Readers: a file -> input rows (a parsed JSON value, its source and raw bytes), one reader
-per input format, and the format told from a file's name.
+per input format, the format told from a file's name, and compressed files (gzip, zstd, bz2)
+opened by their magic bytes.
 
 Only regular files are read (a FIFO or a device would block or never end): `not_regular` says
 what anything else is. A JSON Lines line longer than MAX_LINE_BYTES is rejected as
@@ -8,46 +9,103 @@ what anything else is. A JSON Lines line longer than MAX_LINE_BYTES is rejected 
 
 from __future__ import annotations
 
+import bz2
 import errno
+import gzip
 import io
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 import polars as pl
 
-from curation.ingest.shapes import _fits
-from schemas.config import ConfigError, InputFormat, InputSpec
+from curation.ingest.shapes import _fits, map_columns
+from schemas.config import COMPRESSION_SUFFIXES, SUFFIX_FORMATS, ConfigError, InputFormat, InputSpec
 
 RAW_LIMIT = 2000  # characters of input text kept in a reject's `raw`
 PARQUET_BATCH = 10_000  # rows read from a parquet input at a time
 MAX_LINE_BYTES = 16 << 20  # a JSON Lines row longer than 16 MiB is rejected (line_too_long)
 
-_SUFFIX_FORMATS: dict[str, InputFormat] = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".parquet": "parquet",
-    ".csv": "csv",
-    ".txt": "txt",
-    ".md": "txt",
-    ".rst": "txt",
-}
+
+def compression(path: Path) -> str | None:
+    """gzip, zstd or bz2 when the file's first bytes say so (whatever its name), else None."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(10)
+    except OSError:
+        return None  # the reader reports an unreadable file
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
+        return "bz2"
+    return None
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed when it is compressed; a corrupt stream raises OSError."""
+    kind = compression(path)
+    if kind is None:
+        return path.open("rb")
+    if kind == "gzip":
+        stream: Any = gzip.open(path, "rb")
+    elif kind == "bz2":
+        stream = bz2.open(path, "rb")
+    else:
+        import pyarrow as pa  # pyarrow's zstd codec: no extra dependency
+
+        stream = pa.input_stream(str(path), compression="zstd")
+    return io.BufferedReader(_Decompressed(stream, kind))
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream whose failures (truncated, corrupt) are all OSError."""
+
+    def __init__(self, stream: Any, kind: str) -> None:
+        self.stream, self.kind = stream, kind
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self.stream.read(len(buffer))
+        except (OSError, EOFError, ValueError) as exc:
+            raise OSError(f"corrupt {self.kind} stream: {exc}") from exc
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 def detect_format(path: Path) -> InputFormat:
-    """The input format from a file's extension, or hf_disk for a `save_to_disk` folder."""
+    """The input format from a file's extension (after .gz / .zst / .bz2), or hf_disk for a
+    `save_to_disk` folder."""
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             return "hf_disk"
         raise ConfigError(f"{path}: a directory that is not a `datasets.save_to_disk` folder")
-    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    name = Path(path.name.lower())
+    inner = name.with_suffix("") if name.suffix in COMPRESSION_SUFFIXES else name
+    fmt = SUFFIX_FORMATS.get(inner.suffix)
     if fmt is None:
-        known = ", ".join([*sorted(set(_SUFFIX_FORMATS.values())), "hf_disk"])
-        raise ConfigError(f"{path}: cannot tell the format from the name; set `format:` ({known})")
+        known = ", ".join([*sorted(set(SUFFIX_FORMATS.values())), "hf_disk"])
+        kind = compression(path)
+        if kind:
+            raise ConfigError(
+                f"{path}: a {kind}-compressed file whose name does not say what is inside; name it like"
+                f" data.jsonl.gz or set `format:` ({known}); compressed files are read as they are"
+            )
+        raise ConfigError(
+            f"{path}: cannot tell the format from the name; set `format:` ({known};"
+            " .gz, .zst and .bz2 files are read too)"
+        )
     return fmt
 
 
@@ -104,7 +162,8 @@ def _parse(source: str, data: bytes) -> _Row:
 
 
 def _read_bytes(path: Path) -> bytes:
-    return path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not content
+    with open_input(path) as f:
+        return f.read().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not content
 
 
 def _json_lines(data: bytes, shown: str) -> Iterator[_Row]:
@@ -114,7 +173,7 @@ def _json_lines(data: bytes, shown: str) -> Iterator[_Row]:
 
 
 def _read_jsonl(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
-    with path.open("rb") as f:  # a line at a time: the file is never all in memory
+    with open_input(path) as f:  # a line at a time: the file is never all in memory
         for n, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
                 size = len(line) + _skip_line(f)
@@ -148,7 +207,7 @@ def _read_json(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
             yield whole
     elif isinstance(value, list):
         yield from (_Row(f"{shown}#{i}", v) for i, v in enumerate(value))
-    elif isinstance(value, dict) and not _fits(value, spec.shape):
+    elif isinstance(value, dict) and not _fits(map_columns(value, spec.columns), spec.shape):
         # A container such as {"train": [...], "test": [...]}: each array of objects is a table.
         tables = [k for k, v in value.items() if _objects(v)]
         for key in tables:
@@ -192,13 +251,14 @@ def _table_reader(load: Callable[[Path], _Tables]) -> _Reader:
 def _load_parquet(path: Path) -> Iterator[tuple[str | None, pl.DataFrame]]:
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):  # row groups, lazily
+    source = path if compression(path) is None else io.BytesIO(_read_bytes(path))
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=PARQUET_BATCH):  # row groups, lazily
         yield None, pl.from_arrow(batch)  # type: ignore[misc]
 
 
 def _load_csv(path: Path) -> _Tables:
     # All columns as strings; an empty field (quoted or not) is missing, like a null.
-    frame = pl.read_csv(path, infer_schema=False)
+    frame = pl.read_csv(path if compression(path) is None else _read_bytes(path), infer_schema=False)
     return [(None, frame.with_columns(pl.all().replace("", None)))]
 
 

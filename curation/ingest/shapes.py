@@ -3,11 +3,12 @@ OASST trees, ...), and the shape detected from a row's keys."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from schemas.config import InputShape
+from schemas.config import INPUT_COLUMNS, InputShape
 
 # One map for ShareGPT `from` and OpenAI `role` values: their spellings do not collide.
 _ROLES = {
@@ -147,7 +148,21 @@ def _shape_text(row: dict) -> list[_Draft]:
 def _shape_alpaca(row: dict) -> list[_Draft]:
     _require(row, "instruction", "output")
     ask = _ask(row["instruction"], row.get("input"), "input")
-    return _sft(row, ask, _msg("assistant", row["output"], "output"))
+    return _sft(row, *_history(row.get("history")), ask, _msg("assistant", row["output"], "output"))
+
+
+def _history(value: Any) -> list[_Turn]:
+    """LLaMA-Factory's Alpaca `history`: [[instruction, answer], ...] before the last turn."""
+    if value is None or value == []:
+        return []
+    if not isinstance(value, list):
+        raise _wrong("history", value, "list of [instruction, answer] pairs")
+    turns = []
+    for i, pair in enumerate(value):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise _wrong(f"history[{i}]", pair, "[instruction, answer]")
+        turns += [_msg("user", pair[0], f"history[{i}][0]"), _msg("assistant", pair[1], f"history[{i}][1]")]
+    return turns
 
 
 def _shape_dolly(row: dict) -> list[_Draft]:
@@ -214,21 +229,59 @@ def _side(row: dict, key: str, role: str) -> list[_Turn]:
 def _shape_preference(row: dict) -> list[_Draft]:
     _require(row, "chosen", "rejected")
     chosen, rejected = _side(row, "chosen", "assistant"), _side(row, "rejected", "assistant")
-    # TRL's implicit form (or full conversations next to a prompt): the shared head is context.
+    if row.get("prompt") is not None:
+        prompt = _side(row, "prompt", "user")
+    elif row.get("instruction") is not None:  # LLaMA-Factory's Alpaca-style ranking rows
+        prompt = [_ask(row["instruction"], row.get("input"), "input")]
+    else:
+        prompt = []
+    return [_pair(row, prompt, chosen, rejected, "prompt")]
+
+
+def _pair(row: dict, prompt: list[_Turn], chosen: list[_Turn], rejected: list[_Turn], missing: str) -> _Draft:
+    """A preference draft; the head `chosen` and `rejected` share is context (TRL's implicit
+    form, full conversations next to a prompt, HH-RLHF transcripts)."""
     common = 0
     while common < min(len(chosen), len(rejected)) - 1 and chosen[common] == rejected[common]:
         common += 1
-    prompt = _side(row, "prompt", "user") if row.get("prompt") is not None else chosen[:common]
+    prompt = prompt or chosen[:common]
     if not prompt:
-        raise _Bad("missing_fields", "prompt")
-    return [
-        _Draft(
-            "preference",
-            messages=_system(row, prompt),
-            chosen=chosen[common:],
-            rejected=rejected[common:],
-        )
-    ]
+        raise _Bad("missing_fields", missing)
+    return _Draft("preference", messages=_system(row, prompt), chosen=chosen[common:], rejected=rejected[common:])
+
+
+# Anthropic HH-RLHF transcripts: "\n\nHuman: ... \n\nAssistant: ..." in one string.
+_HH_SPEAKER = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+_HH_KEYS = ("chosen", "rejected", "transcript", "text")
+
+
+def _is_hh(value: Any) -> bool:
+    return isinstance(value, str) and value.lstrip("\n").startswith("Human:") and "\n\nAssistant:" in value
+
+
+def _looks_hh(row: dict) -> bool:
+    return any(_is_hh(row.get(k)) for k in _HH_KEYS)
+
+
+def _hh_turns(value: Any, where: str) -> list[_Turn]:
+    text = _text(value, where)
+    parts = _HH_SPEAKER.split(text.lstrip("\n"))
+    if parts[0].strip() or len(parts) < 3:
+        raise _Bad("wrong_type", f"{where}: not a '\\n\\nHuman: ... \\n\\nAssistant: ...' transcript")
+    turns = zip(parts[1::2], parts[2::2], strict=True)  # the split alternates speaker, words
+    return [_msg(_HH_ROLES[who], said.strip(), f"{where} turn {i}") for i, (who, said) in enumerate(turns)]
+
+
+def _shape_hh_rlhf(row: dict) -> list[_Draft]:
+    """chosen/rejected transcripts -> a preference pair (the shared turns are the prompt); one
+    transcript (red-team `transcript`, or `text`) -> a conversation."""
+    if _has(row, "chosen", "rejected"):
+        chosen, rejected = _hh_turns(row["chosen"], "chosen"), _hh_turns(row["rejected"], "rejected")
+        return [_pair(row, [], chosen, rejected, "chosen/rejected: no shared Human turn")]
+    key = "transcript" if row.get("transcript") is not None else "text"
+    _require(row, key)
+    return _sft(row, *_hh_turns(row[key], key))
 
 
 def _shape_openai_dpo(row: dict) -> list[_Draft]:
@@ -307,20 +360,25 @@ class _Shape(NamedTuple):
     convert: Callable[[dict], list[_Draft]]
     signatures: tuple[tuple[str, ...], ...]  # a row fits when it has every key of one of these
     uses: frozenset[str]  # keys the shape consumes; the rest of the row goes to meta
+    test: Callable[[dict], bool] | None = None  # and, when set, when its values pass this
 
     def fits(self, row: dict) -> bool:
-        return any(_has(row, *keys) for keys in self.signatures)
+        return any(_has(row, *keys) for keys in self.signatures) and (self.test is None or self.test(row))
 
 
 def _shape(
-    convert: Callable[[dict], list[_Draft]], signatures: list[tuple[str, ...]], *uses: str
+    convert: Callable[[dict], list[_Draft]],
+    signatures: list[tuple[str, ...]],
+    *uses: str,
+    test: Callable[[dict], bool] | None = None,
 ) -> _Shape:
     used = {key for keys in signatures for key in keys} | {*uses, *_ID_KEYS}
-    return _Shape(convert, tuple(signatures), frozenset(used))
+    return _Shape(convert, tuple(signatures), frozenset(used), test)
 
 
 # Detection tries these in order, so the more specific signatures come first.
 _SHAPES: dict[str, _Shape] = {
+    "hh_rlhf": _shape(_shape_hh_rlhf, [("chosen", "rejected"), ("transcript",), ("text",)], test=_looks_hh),
     "oasst": _shape(_shape_oasst, [("message_tree_id", "prompt")]),
     "openai_dpo": _shape(
         _shape_openai_dpo, [("preferred_output", "non_preferred_output")], "input"
@@ -328,8 +386,8 @@ _SHAPES: dict[str, _Shape] = {
     "sharegpt": _shape(_shape_sharegpt, [("conversations",)], "system", "chosen", "rejected"),
     "messages": _shape(_shape_messages, [("messages",)]),
     "selfinstruct": _shape(_shape_selfinstruct, [("instruction", "instances")], "system"),
-    "preference": _shape(_shape_preference, [("chosen", "rejected")], "prompt", "system"),
-    "alpaca": _shape(_shape_alpaca, [("instruction", "output")], "input", "system"),
+    "preference": _shape(_shape_preference, [("chosen", "rejected")], "prompt", "instruction", "input", "system"),
+    "alpaca": _shape(_shape_alpaca, [("instruction", "output")], "input", "system", "history"),
     "dolly": _shape(_shape_dolly, [("instruction", "response")], "context", "system"),
     "prompt_response": _shape(
         _shape_prompt_response, [(ask, a) for ask, answers in _PAIRS for a in answers], "system"
@@ -348,3 +406,14 @@ def _fits(row: dict, shape: InputShape) -> bool:
 
 def _input_id(row: dict) -> str | None:
     return next((str(row[k]) for k in _ID_KEYS if row.get(k) not in (None, "")), None)
+
+
+def map_columns(row: dict, columns: dict[str, str]) -> dict:
+    """The row with the configured columns under the keys the shapes read (`columns:` maps
+    LLaMA-Factory's names to the input's column names); other columns stay as they are."""
+    if not columns:
+        return row
+    sources = set(columns.values())
+    mapped = {k: v for k, v in row.items() if k not in sources}
+    mapped.update({INPUT_COLUMNS[name]: row[column] for name, column in columns.items() if column in row})
+    return mapped
