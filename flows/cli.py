@@ -21,7 +21,7 @@ from schemas.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
-EXIT_STAGE = 4
+EXIT_STAGE = 4  # a stage could not do its job, an input mostly rejected, or fewer than execution.min_kept kept
 OUT_HELP = (
     "run directory (default: a new runs/<config>-<time> per invocation). Re-running an unchanged"
     " config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"

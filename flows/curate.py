@@ -24,6 +24,7 @@ from curation.core.plan import Expansion
 from curation.core.preflight import preflight
 from curation.core.run import CurationRun, RunLedger, run_expansion, run_ingest, run_stage, write_run
 from curation.core.stage import Stage
+from curation.core.stats import RunFailed, RunStats, check_kept
 from curation.publish.inputs import refresh_inputs
 from curation.publish.lock import publish_lock
 from curation.publish.versions import Version, load_version, publish
@@ -154,7 +155,10 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
                 return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
         run = CurationRun(config, out, progress, previous)
         ingest_task.with_options(**_options(run.ingest_checkpoint, fresh))(config, progress, run.ingest_checkpoint, fresh)
-        logger.info(run.start().stages[-1].summary())
+        try:
+            logger.info(run.start().stages[-1].summary())
+        except RunFailed as exc:  # an input mostly rejected: stop before any stage works on the rest
+            return _stopped(exc)
         for step, checkpoint in run.steps():
             options = _options(checkpoint, fresh)
             if isinstance(step.runner, Expansion):
@@ -176,8 +180,12 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
         run.clean()
         totals = stats["totals"]
         logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
-        failure = None
-        if config.validation:
+        failure: Exception | None = None
+        try:
+            check_kept(RunStats.model_validate(stats), config.execution)
+        except RunFailed as exc:  # the report is still written: it shows where the records went
+            failure = exc
+        if config.validation and failure is None:
             summary = validate_task(out, config.validation)
             results = (f"{s['name']} {'passed' if s['success'] else 'FAILED'}" for s in summary["suites"])
             logger.info("validation: " + ", ".join(results))

@@ -22,6 +22,16 @@ class ExecutionConfig(Strict):
         description="Records per corpus shard: what a stage holds in memory at a time, and one Ray task's partition.",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (address: null); null = all.")
+    min_kept: int = Field(
+        1, ge=0, description="A run that keeps fewer records fails (exit 4); a scheduled refresh may want more, or 0."
+    )
+    max_ingest_rejected: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A run stops (exit 4) right after ingest when an input file loses more than this share"
+        " of its rows to ingest errors (1 = never).",
+    )
 
     @field_validator("address")
     @classmethod

@@ -194,6 +194,17 @@ def test_validation_stops_or_warns_as_configured(
         assert "Traceback" not in done.stderr
 
 
+def test_a_run_that_keeps_nothing_exits_4_with_one_message(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    data = tmp_path / "short.jsonl"
+    data.write_text('{"text": "too short"}\n{"text": "also short"}\n')
+    config = write_config(tmp_path, {"inputs": [{"path": str(data)}], "filters": {"length": {"min_words": 5}}})
+    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "curate: stopped: kept 0 of 2 records" in done.stderr and "filters too_few_words 2" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "run" / "report.html").is_file()  # the report shows where the rows went
+
+
 @pytest.mark.slow
 def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str, str]) -> None:
     """`curate all` on the demo config: curation, export, then SFT + DPO of the real 135M model."""

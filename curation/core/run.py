@@ -22,7 +22,7 @@ from curation.core.checkpoint import Checkpoint, digest, input_fingerprint, scra
 from curation.core.corpus import Corpus, Source, append, write_parquet
 from curation.core.plan import Expansion, Step, build_plan
 from curation.core.stage import Stage, StageResult
-from curation.core.stats import Invariant, RunStats, StageStats, Totals, stage_stats
+from curation.core.stats import Invariant, RunStats, StageStats, Totals, check_ingest, check_kept, stage_stats
 from curation.ingest import IngestResult, ingest
 from curation.publish.versions import Version
 from schemas.config import CurateConfig
@@ -154,6 +154,7 @@ class CurationRun:
         records, rejected, stats = self.ingest_checkpoint.load()
         self.ledger = RunLedger(records=records, rejects=[rejected] if rejected is not None else [],
                                 stages=[StageStats.model_validate(stats)], ingested=records.height + rejected.height)
+        check_ingest(self.ledger.stages[0], self.config.execution)
         return self.ledger
 
     def steps(self) -> Iterator[tuple[Step, Checkpoint]]:
@@ -198,7 +199,8 @@ def run_pipeline(
     around: Around | None = None,
 ) -> RunStats:
     """Curate into `out` in this process: ingest, every planned step, kept/rejected/stats.json.
-    Validation, publishing and the report are the flow's.
+    Validation, publishing and the report are the flow's. RunFailed after ingest when an input
+    file is mostly rejected, and after writing the run files when too few records are kept.
 
     Streamed by default, as `curate run` does: parquet shards of `execution.batch_size` records,
     each step checkpointed (a re-run resumes). `in_memory`: the corpus as one frame, no
@@ -209,6 +211,7 @@ def run_pipeline(
     around = around or (lambda name, call: call())
     if in_memory:
         ledger = RunLedger.from_ingest(around("ingest", lambda: ingest(config.inputs, progress=progress)))
+        check_ingest(ledger.stages[0], config.execution)
         for step in build_plan(config, out, progress, previous, run_stats=ledger.stages):
             if isinstance(step.runner, Expansion):
                 rows_in, start = ledger.records.height, time.perf_counter()
@@ -216,7 +219,9 @@ def run_pipeline(
                 ledger.extend(step.name, rows_in, added, {**figures, "seconds": round(time.perf_counter() - start, 3)})
             else:
                 around(step.name, lambda runner=step.runner: ledger.apply(runner))
-        return around("write_run", lambda: write_run(out, ledger, config_path))
+        stats = around("write_run", lambda: write_run(out, ledger, config_path))
+        check_kept(stats, config.execution)
+        return stats
     run = CurationRun(config, out, progress, previous)
     around("ingest", lambda: run_ingest(config, progress, run.ingest_checkpoint, fresh))
     log.info(run.start().stages[-1].summary())
@@ -227,4 +232,6 @@ def run_pipeline(
         else:
             around(step.name, lambda s=step.runner, c=checkpoint, r=records: run_stage(s, r, c, fresh))
         log.info(run.absorb(step, checkpoint).summary())
-    return around("write_run", lambda: run.finish(config_path))
+    stats = around("write_run", lambda: run.finish(config_path))
+    check_kept(stats, config.execution)
+    return stats

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.core.corpus import atomic_path
+from schemas.base import StageFailed
+from schemas.execution import ExecutionConfig
 
 STATS_FILE = "stats.json"
 INVARIANT = "ingested + generated == kept + rejected"
@@ -88,3 +90,38 @@ def stage_stats(
     entry = {"stage": name, "in": rows_in, "out": rows_out, "removed": sum(removed_by_reason.values()),
              "removed_by_reason": removed_by_reason, "seconds": seconds}
     return StageStats.model_validate({**entry, **{k: v for k, v in figures.items() if k not in entry}})
+
+
+class RunFailed(StageFailed):
+    """The run worked but its outcome is not usable: an input file mostly lost at ingest
+    (`execution.max_ingest_rejected`), or fewer records kept than `execution.min_kept`
+    (exit code 4, like every StageFailed)."""
+
+
+def check_ingest(stats: StageStats, execution: ExecutionConfig) -> None:
+    """RunFailed naming every input file that lost more than its allowed share at ingest, with
+    its top reasons: a wrong format, shape or mapping must not curate a sliver of the file."""
+    limit = execution.max_ingest_rejected
+    lost = []
+    for f in stats.figures.get("files", []):
+        outcomes = f["records"] + f["rejected"]
+        if outcomes and f["rejected"] / outcomes > limit:
+            reasons = ", ".join(f"{r} {n}" for r, n in list(f["removed_by_reason"].items())[:3])
+            lost.append(f"  {f['path']} ({f['format']}, {f['shape']}): {f['rejected']} of {outcomes} rejected ({reasons})")
+    if lost:
+        raise RunFailed(
+            f"ingest rejected more than {limit:.0%} of an input file (execution.max_ingest_rejected);"
+            " check its format:, shape: or columns: (curate validate shows what was detected):\n" + "\n".join(lost)
+        )
+
+
+def check_kept(stats: RunStats, execution: ExecutionConfig) -> None:
+    """RunFailed when the run kept fewer than `execution.min_kept` records, with the top reasons."""
+    if stats.totals.kept >= execution.min_kept:
+        return
+    removed = sorted(((n, f"{s.stage} {r}") for s in stats.stages for r, n in s.removed_by_reason.items()), reverse=True)
+    reasons = ", ".join(f"{what} {n}" for n, what in removed[:5]) or "none"
+    raise RunFailed(
+        f"kept {stats.totals.kept} of {stats.totals.ingested} records, fewer than execution.min_kept"
+        f" ({execution.min_kept}); top reasons: {reasons}"
+    )
