@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.base import ConfigError, Strict, TextView
 from schemas.bundled import SEMANTIC_BUNDLED
@@ -132,6 +132,19 @@ class RepetitionFilter(Strict):
     max_dup_line_frac: float | None = Field(0.3, gt=0, le=1)
     max_top_ngram_frac: float | None = Field(0.2, gt=0, le=1)
     ngram: int = Field(2, ge=1, le=10)
+    min_words: dict[Literal["raw", "sft", "preference"], int] = Field(
+        {"raw": 50, "sft": 100, "preference": 100},
+        description="Per record kind: texts of the view with fewer words (markup set aside) are not checked."
+        " Gopher's rules are made for documents of 50 words or more; answers repeat their nouns and numbers"
+        " by design (GSM8K solutions), so conversations need more.",
+    )
+
+    @field_validator("min_words")
+    @classmethod
+    def _every_kind(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(n < 0 for n in value.values()):
+            raise ValueError("word counts cannot be negative")
+        return {"raw": 50, "sft": 100, "preference": 100} | value
     # Answers by default: rewrite/translate prompts legitimately repeat the user's text.
     view: TextView = "assistant"
 

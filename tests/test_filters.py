@@ -343,7 +343,7 @@ def test_repeated_lines_on_a_real_paragraph(paragraph: str) -> None:
     rows = [raw("repeated", "\n".join([paragraph] * 3)), raw("once", paragraph)]
     got = outcome({"repetition": {}}, rows)
     assert got == {
-        "repeated": ("repeated_lines", "0.67 of lines repeat an earlier line > max_dup_line_frac 0.3"),
+        "repeated": ("repeated_lines", "66.6% of lines repeat an earlier line, over max_dup_line_frac 0.3 (30%)"),
         "once": None,
     }
     both_off = {"repetition": {"max_dup_line_frac": None, "max_top_ngram_frac": None}}
@@ -356,15 +356,15 @@ def test_repeated_ngrams_on_a_real_paragraph(paragraph: str) -> None:
     text = " ".join([spam] * 10 + words[2:30])
     top = 10 * len("".join(words[:2]))  # the top 2-gram occurs 10 times
     frac = top / len("".join(text.split()))
-    got = outcome(
-        {"repetition": {"max_dup_line_frac": None}}, [raw("spam", text), raw("once", paragraph)]
-    )
+    config = {"max_dup_line_frac": None, "min_words": {"raw": 0}}  # 48 words: under Gopher's 50
+    got = outcome({"repetition": config}, [raw("spam", text), raw("once", paragraph)])
     assert got["once"] is None
     assert got["spam"] == (
         "repeated_ngrams",
-        f"{frac:.2f} of word chars in the top 2-gram > max_top_ngram_frac 0.2",
+        f"{int(frac * 1000) / 10}% of word chars in the top 2-gram, over max_top_ngram_frac 0.2 (20%)",
     )
     assert frac > 0.2
+    assert outcome({"repetition": {"max_dup_line_frac": None}}, [raw("spam", text)])["spam"] is None
 
 
 def test_repeated_ngrams_need_two_occurrences() -> None:
@@ -378,11 +378,31 @@ def test_repetition_looks_at_answers_by_default(paragraph: str) -> None:
     lines = paragraph.split(". ")[:3]
     echo = sft("echo", "Rewrite these lines:\n" + "\n".join(lines), "\n".join(lines))
     spam = sft("spam", "Say something.", "\n".join([lines[0]] * 3))
-    assert outcome({"repetition": {}}, [echo, spam]) == {
+    every_length = {"min_words": {"sft": 0}}
+    assert outcome({"repetition": every_length}, [echo, spam]) == {
         "echo": None,
-        "spam": ("repeated_lines", "0.67 of lines repeat an earlier line > max_dup_line_frac 0.3"),
+        "spam": ("repeated_lines", "66.6% of lines repeat an earlier line, over max_dup_line_frac 0.3 (30%)"),
     }
-    assert outcome({"repetition": {"view": "all"}}, [echo])["echo"][0] == "repeated_lines"
+    assert outcome({"repetition": {**every_length, "view": "all"}}, [echo])["echo"][0] == "repeated_lines"
+
+
+def test_default_repetition_rules_keep_instruction_data(shared_data: Path) -> None:
+    """GSM8K calculator annotations and glaive tool calls repeat by design: Gopher's rules are
+    for documents, so short texts are not checked and the markup is set aside."""
+    from curation.ingest import ingest
+    from schemas.config import InputSpec
+
+    def removed(name: str) -> pl.DataFrame:
+        records = ingest([InputSpec(path=str(shared_data / name))], progress=False).records
+        return build_filter_stage(Filters.model_validate({"repetition": {}}))(records).rejected
+
+    gsm8k = removed("sft/gsm8k_test.jsonl")  # was 35 of 1319
+    assert gsm8k["reason"].to_list() == ["repeated_ngrams"]  # one 121-word answer, its top 2-gram 21%
+    assert gsm8k["detail"][0] == "21.3% of word chars in the top 2-gram, over max_top_ngram_frac 0.2 (20%)"
+    tools = removed("sft/llamafactory_glaive_toolcall_en_demo.json")  # was 26 of 300
+    # Left: two second answers that repeat the first answer's code (the turns are joined).
+    assert tools["reason"].to_list() == ["repeated_lines", "repeated_lines"]
+    assert not any('"arguments"' in m["content"] for ms in tools["messages"] for m in ms)
 
 
 # --- the stage as a whole -------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Repetition checks (Gopher-style): the share of repeated lines and of the top word n-gram."""
+"""Repetition checks (Gopher-style): the share of repeated lines and of the top word n-gram.
+
+Gopher's rules are made for documents, so instruction data gets two allowances: texts shorter
+than their kind's `min_words` are not checked (50 for documents, as Gopher; 100 for
+conversations, whose answers repeat nouns and numbers by design), and markup is set aside first - tool-call lines (a JSON object
+per line), GSM8K-style calculator annotations (`<<48/2=24>>`) and lines with no letter or digit
+(code fences, closing braces) - as they repeat by design.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from curation.filters.checks import CONTENT, ROW, WORDS, Check
+from curation.filters.checks import CONTENT, ROW, WORDS, Check, with_words
 from schemas.config import RepetitionFilter
 
 if TYPE_CHECKING:
@@ -16,17 +23,25 @@ if TYPE_CHECKING:
 # polars would recompute a sub-expression that several expressions share.
 
 
+# Markup that repeats by design: a line holding one JSON object (a tool call), a calculator
+# annotation, a line without a letter or digit.
+_TOOL_CALL_LINE = r"(?m)^[ \t]*\{.*\}[ \t]*$"
+_CALCULATOR = r"<<[^<>\n]*>>"
+_NO_WORD_LINE = r"(?m)^[^\p{L}\p{N}\n]*$"
+
+
 def repetition_section(cfg: RepetitionFilter) -> Section:
     def section(work: Work) -> list[Check]:
         checks = []
+        texts = _checked_texts(work.texts(cfg.view), work.records.select(ROW, "kind"), cfg.min_words)
         if cfg.max_dup_line_frac is not None:
-            work.add(_dup_line_fraction(work.texts(cfg.view)))
+            work.add(_dup_line_fraction(texts))
             what = "of lines repeat an earlier line"
             checks.append(
                 _fraction_check("repeated_lines", what, "max_dup_line_frac", cfg.max_dup_line_frac)
             )
         if cfg.max_top_ngram_frac is not None:
-            work.add(_top_ngram_fraction(work.texts(cfg.view, words=True), cfg.ngram, cfg.max_top_ngram_frac))
+            work.add(_top_ngram_fraction(texts, cfg.ngram, cfg.max_top_ngram_frac))
             what = f"of word chars in the top {cfg.ngram}-gram"
             checks.append(
                 _fraction_check("repeated_ngrams", what, "max_top_ngram_frac", cfg.max_top_ngram_frac)
@@ -36,12 +51,29 @@ def repetition_section(cfg: RepetitionFilter) -> Section:
     return section
 
 
+def _checked_texts(texts: pl.DataFrame, kinds: pl.DataFrame, min_words: dict[str, int]) -> pl.DataFrame:
+    """The texts the rules look at: markup set aside, and only those of their kind's
+    `min_words` words or more."""
+    content = pl.col(CONTENT)
+    cleaned = texts.select(
+        ROW,
+        content.str.replace_all(_TOOL_CALL_LINE, "")
+        .str.replace_all(_CALCULATOR, "")
+        .str.replace_all(_NO_WORD_LINE, "")
+        .alias(CONTENT),
+    )
+    words = with_words(cleaned).join(kinds, on=ROW, how="left", maintain_order="left")
+    least = pl.col("kind").replace_strict(min_words, return_dtype=pl.Int64)
+    return words.filter(pl.col(WORDS).list.len() >= least).drop("kind")
+
+
 def _fraction_check(reason: str, what: str, setting: str, limit: float) -> Check:
-    """`reason` when the record's fraction (helper column `_<reason>`) passes `limit`."""
+    """`reason` when the record's fraction (helper column `_<reason>`) passes `limit`; the
+    detail shows it to a tenth of a percent, rounded down, beside the limit (never `0.20 > 0.2`)."""
     frac = pl.col(f"_{reason}")
-    cents = (frac * 100).round().cast(pl.Int64)
-    shown = pl.format("{}.{}", cents // 100, (cents % 100).cast(pl.String).str.zfill(2))
-    return Check(reason, frac > limit, pl.format(f"{{}} {what} > {setting} {limit}", shown))
+    tenths = (frac * 1000).floor().cast(pl.Int64)
+    shown = pl.format("{}.{}%", tenths // 10, tenths % 10)
+    return Check(reason, frac > limit, pl.format(f"{{}} {what}, over {setting} {limit:g} ({limit * 100:g}%)", shown))
 
 
 def _dup_line_fraction(texts: pl.DataFrame) -> pl.DataFrame:
