@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-# Which part of a record a text-level stage looks at: everything, only the user turns, or only
-# the answers (assistant turns, and `chosen` for preference rows). Raw text is the same in all.
-TextView = Literal["all", "user", "assistant"]
+# Which part of a record a text-level stage looks at: everything, everything but system turns,
+# only the user turns, or only the answers (assistant turns, and `chosen` for preference rows).
+# Raw text is the same in all.
+TextView = Literal["all", "no_system", "user", "assistant"]
 
 
 class ConfigError(Exception):

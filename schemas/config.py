@@ -182,12 +182,22 @@ class SemanticDedup(Strict):
     )
     batch_size: int | None = Field(None, ge=1, description="Texts per encoder batch; null = 1024 static, 64 transformer.")
     max_seq_length: int | None = Field(
-        128, ge=8, description="Tokens embedded per text (its beginning); null = the model's limit."
+        None,
+        ge=8,
+        description="Tokens embedded per text (its beginning); null = the whole text for the static encoder,"
+        " the model's limit (256) for the transformer.",
     )
     search: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="auto: exhaustive up to 65,536 kept records, a re-scored IVF index beyond."
     )
-    view: TextView = "all"
+    view: TextView = Field("no_system", description="no_system: a shared system prompt says nothing of a record.")
+    shared_lines: float | None = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Lines found in at least this share (and 3) of the first shard's records - shared"
+        " preambles, tool lists - are left out of the text embedded (unless nothing else is left); null = embed as is.",
+    )
 
 
 class Dedup(Strict):
@@ -220,10 +230,10 @@ class CurateConfig(Strict):
         pref = self.preference
         if pref is None:
             return self
-        if pref.ranking != "human" and self.jury is None:
+        if pref.ranking not in ("human", "source") and self.jury is None:
             raise ValueError(
                 f"preference.ranking '{pref.ranking}' rates candidates with the jury: add a `jury:`"
-                " section, or set ranking: human (oasst ranks only)"
+                " section, or set ranking: human (oasst ranks only) or ranking: source (with source_order)"
             )
         if pref.pairwise and self.jury is None:
             raise ValueError("preference.pairwise compares answers with the jury's models: add a `jury:` section")

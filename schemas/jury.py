@@ -172,11 +172,27 @@ class PairwiseCheck(Strict):
 class PreferenceConfig(Strict):
     candidates: Candidates = Candidates()
     max_prompts: int | None = Field(None, ge=1, description="Cap on prompts (generation cost).")
-    ranking: Literal["jury", "human", "human_then_jury"] = Field(
-        "human_then_jury", description="Human ranks (oasst) where present, else the jury."
+    ranking: Literal["jury", "human", "human_then_jury", "source"] = Field(
+        "human_then_jury",
+        description="Human ranks (oasst) where present, else the jury; source: the answer from the file"
+        " earlier in source_order beats the one from a later file.",
+    )
+    source_order: list[str] = Field(
+        [],
+        description="ranking: source - input files, best first: a file name, or the end of its path"
+        " (outputs_gpt4.json, gpt4/outputs.json).",
     )
     rejected: Literal["lowest", "random_lower"] = "lowest"
     min_margin: float = Field(0.5, ge=0)
     min_chosen_score: float | None = None
     pairwise: PairwiseCheck | None = None
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _source_ranking_has_an_order(self) -> PreferenceConfig:
+        if self.ranking == "source" and len(self.source_order) < 2:
+            raise ValueError("ranking: source needs source_order: two or more input files, best first")
+        if self.source_order and self.ranking != "source":
+            raise ValueError(f"source_order is only read by ranking: source (ranking is {self.ranking!r})")
+        return self
+

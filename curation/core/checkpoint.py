@@ -147,5 +147,5 @@ def stage_fingerprint(previous: str, name: str, sections: tuple[str, ...], confi
             if value is not None and not hasattr(value, attr):
                 raise KeyError(f"stage {name}: no config section {dotted!r}")  # a typo in the plan
             value = getattr(value, attr, None) if value is not None else None
-        values[dotted] = value.model_dump(mode="json") if value is not None else None
+        values[dotted] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
     return digest(FORMAT, previous, name, json.dumps(values, sort_keys=True, default=str))

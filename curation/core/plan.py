@@ -106,7 +106,10 @@ def build_plan(
     if dedup and dedup.minhash:
         steps.append(Step(build_minhash_stage(dedup.minhash, progress, engine), ("dedup.minhash",)))
     if dedup and dedup.semantic:
-        steps.append(Step(build_semantic_stage(dedup.semantic, progress, engine), ("dedup.semantic",)))
+        # With preference pairs, sibling answers from other files are candidates, not duplicates.
+        siblings = config.preference is not None
+        semantic = build_semantic_stage(dedup.semantic, progress, engine, keep_siblings=siblings)
+        steps.append(Step(semantic, ("dedup.semantic", "preference.ranking") if siblings else ("dedup.semantic",)))
     if previous is not None:  # which version it is: part of the ingest fingerprint
         steps.append(Step(build_published_stage(previous, dedup, progress), ("dedup",)))
     jury = Jury(config.jury, cache, budget) if config.jury else None
@@ -141,7 +144,7 @@ def _preference(
     assert cfg is not None
 
     def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-        prompts = group_prompts(records, cfg.candidates.existing)
+        prompts = group_prompts(records, cfg.candidates.existing, cfg.source_order)
         if cfg.max_prompts is not None:
             prompts = prompts[: cfg.max_prompts]
         failed: dict[str, Counter[str]] = {}

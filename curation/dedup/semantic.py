@@ -1,9 +1,11 @@
 """Semantic dedup (SemDeDup-style): sentence embeddings and a cosine threshold.
 
-1. Embed every record's view text with the configured encoder (curation.dedup.encoders; default:
-   the static model distilled from the bundled all-MiniLM-L6-v2), L2-normalised so a dot product
-   is the cosine. The encoder reads the first cfg.max_seq_length tokens only (default 128): longer
-   texts are compared by their beginning. Embeddings are written to a scratch file as each
+1. Embed every record's view text (default `no_system`: a shared system prompt says nothing of
+   a record) with the configured encoder (curation.dedup.encoders; default: the static model
+   distilled from the bundled all-MiniLM-L6-v2), L2-normalised so a dot product is the cosine.
+   Lines shared by many records (`cfg.shared_lines` of the first shard: a tool list or preamble
+   every prompt repeats) are left out first, or they dominate every embedding. The whole text is
+   embedded unless cfg.max_seq_length caps its tokens. Embeddings are written to a scratch file as each
    partition is embedded (on this process or on Ray workers): the stage never holds all of them.
 2. Walk the embeddings in input order, a block of BLOCK_ROWS at a time: a record is a duplicate
    of the most similar earlier *kept* record if their cosine is >= threshold, else it is kept and
@@ -14,12 +16,15 @@
 Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
 every removal names the closest earlier kept record (`duplicate_of`, cosine in `detail`), so
 nothing is removed as a duplicate of a removed record. Records whose view text is empty (or only
-whitespace) are never duplicates.
+whitespace) are never duplicates. With `keep_siblings` (the run builds preference pairs), an sft
+record whose closest kept record answers the same prompt from another input file is kept: the
+two are candidate answers for a pair, not duplicates.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +32,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from curation.core.corpus import Corpus, Source
+from curation.core.corpus import Corpus, Source, shards, take
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
@@ -39,19 +44,25 @@ from schemas.config import SemanticDedup
 STAGE = "dedup_semantic"
 BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
 READ_ROWS = 16_384  # embeddings read from the file at a time when many rows are read in order
+SHARED_MIN_RECORDS = 3  # a line must be in at least this many records to count as shared
 
 
-def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engine | None = None) -> Stage:
+def build_semantic_stage(
+    cfg: SemanticDedup, progress: bool = True, engine: Engine | None = None, keep_siblings: bool = False
+) -> Stage:
     """`engine` embeds partitions of the records (default: this process; on Ray, each worker
-    process loads the encoder once); the search runs in this process, on the embeddings file."""
+    process loads the encoder once); the search runs in this process, on the embeddings file.
+    `keep_siblings`: answers to the same prompt from different input files are never duplicates."""
     engine = engine or LocalEngine()
 
-    def embed_rows(records: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        texts = records.select(text_view(cfg.view)).to_series()
-        rows = np.flatnonzero((texts.str.strip_chars() != "").to_numpy())
-        return rows, embed(texts.gather(rows).to_list(), cfg, progress and engine.name == "local")
-
     def run(records: Source) -> StageResult:
+        shared = shared_lines(records, cfg)
+
+        def embed_rows(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+            texts = without_lines(part.select(text_view(cfg.view)).to_series(), shared)
+            rows = np.flatnonzero((texts.str.strip_chars() != "").to_numpy())
+            return rows, embed(texts.gather(rows).to_list(), cfg, progress and engine.name == "local")
+
         scratch = records.scratch if isinstance(records, Corpus) else None
         if scratch is not None:
             scratch.mkdir(parents=True, exist_ok=True)
@@ -67,15 +78,61 @@ def build_semantic_stage(cfg: SemanticDedup, progress: bool = True, engine: Engi
             kept_as, sim, search = greedy_kept(embeddings, cfg.threshold, _exact_rows(cfg, embeddings.rows), progress)
         root = np.arange(records.height)
         root[rows] = rows[kept_as]
+        siblings = release_siblings(records, root) if keep_siblings else 0
         dup = root != np.arange(records.height)
         cosine = np.zeros(records.height, np.float32)
         cosine[rows] = sim
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
-        result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows)}
+        result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows),
+                        "shared_lines_left_out": len(shared)}
+        if keep_siblings:
+            result.extra["sibling_answers_kept"] = siblings
         return result
 
     return Stage(STAGE, run, streams=True)
+
+
+def shared_lines(records: Source, cfg: SemanticDedup) -> frozenset[str]:
+    """Lines (stripped) in at least `cfg.shared_lines` of the first shard's records and in
+    SHARED_MIN_RECORDS of them: shared preambles, tool lists, boilerplate."""
+    if cfg.shared_lines is None or records.height == 0:
+        return frozenset()
+    first = next(shards(records))[0]
+    texts = first.select(text_view(cfg.view)).to_series().to_list()
+    counts = Counter(line for text in texts for line in {x.strip() for x in text.split("\n")} if line)
+    least = max(SHARED_MIN_RECORDS, cfg.shared_lines * len(texts))
+    return frozenset(line for line, n in counts.items() if n >= least)
+
+
+def without_lines(texts: pl.Series, shared: frozenset[str]) -> pl.Series:
+    """Each text without its shared lines; a text of shared lines only stays whole (two copies
+    of one preamble-only record are still duplicates)."""
+    if not shared:
+        return texts
+
+    def strip(text: str) -> str:
+        kept = [line for line in text.split("\n") if line.strip() not in shared]
+        return "\n".join(kept) if any(line.strip() for line in kept) else text
+
+    return pl.Series(texts.name, [strip(t) for t in texts.to_list()], dtype=pl.String)
+
+
+def release_siblings(records: Source, root: np.ndarray) -> int:
+    """Keep (root[i] = i) every sft duplicate whose kept record has the same prompt (the turns
+    before the last answer) and comes from another input file; returns how many."""
+    at = np.flatnonzero(root != np.arange(records.height))
+    if not len(at):
+        return 0
+    rows = np.unique(np.concatenate([at, root[at]]))  # take() reads sorted rows
+    prompt = pl.when(pl.col("kind") == "sft").then(pl.col("messages").list.head(pl.col("messages").list.len() - 1))
+    file = pl.col("source").str.replace(r"(:\d+|#.*)$", "")
+    prompts, files = take(records, rows, prompt.alias("p")).to_list(), take(records, rows, file.alias("f")).to_list()
+    released = 0
+    for i, j in zip(np.searchsorted(rows, at), np.searchsorted(rows, root[at]), strict=True):
+        if prompts[i] is not None and prompts[i] == prompts[j] and files[i] != files[j]:
+            root[rows[i]], released = rows[i], released + 1
+    return released
 
 
 def _exact_rows(cfg: SemanticDedup, n: int) -> int:

@@ -1,7 +1,8 @@
 """Preference pairs: gather candidate answers per prompt, rank them, pair the best with a worse one.
 
 Candidates for a prompt (the turns before an sft record's last answer) are: the answers already
-in the data for that same prompt (oasst sibling replies carry their human rank), answers from the
+in the data for that same prompt (oasst sibling replies carry their human rank; with
+`ranking: source`, each carries its input file's place in `source_order`), answers from the
 configured generator models, and the bundled local model sampled at each `local_temperatures`.
 The jury rates every candidate (answers it already rated in the jury stage come from the cache),
 and `curation.preference.rules.choose_pair` applies the rules: human ranks and/or jury scores, ties
@@ -18,8 +19,11 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import orjson
 import polars as pl
@@ -44,9 +48,10 @@ class Prompt:
     judges: dict[str, dict] = field(default_factory=dict)  # per candidate origin: each judge's score
 
 
-def group_prompts(records: pl.DataFrame, existing: bool) -> list[Prompt]:
+def group_prompts(records: pl.DataFrame, existing: bool, source_order: Sequence[str] = ()) -> list[Prompt]:
     """One Prompt per distinct conversation prefix of the sft records, in first-seen order."""
     prompts: dict[bytes, Prompt] = {}
+    source_ranks: dict[str, int | None] = {}
     for row in records.filter(pl.col("kind") == "sft").iter_rows(named=True):
         messages = row["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
@@ -58,10 +63,28 @@ def group_prompts(records: pl.DataFrame, existing: bool) -> list[Prompt]:
             meta = orjson.loads(row["meta"]) if row["meta"] else {}
             jury = meta.get("jury") or {}
             origin = f"data:{row['id']}"
-            prompt.candidates.append(Candidate(messages[last]["content"], origin, jury.get("score"), _rank(meta)))
+            file = _input_file(row["source"])
+            if file not in source_ranks:
+                source_ranks[file] = _source_rank(file, source_order)
+            candidate = Candidate(messages[last]["content"], origin, jury.get("score"), _rank(meta), source_ranks[file])
+            prompt.candidates.append(candidate)
             if jury.get("judges"):
                 prompt.judges[origin] = jury["judges"]
     return list(prompts.values())
+
+
+def _input_file(source: str) -> str:
+    """`path:line`, `path#row` or `path[split]#row` -> path."""
+    return re.sub(r"(:\d+|(\[[^\]]*\])?#.*)$", "", source)
+
+
+def _source_rank(file: str, order: Sequence[str]) -> int | None:
+    """The place of the first `order` entry naming this file (its name, or the end of its path)."""
+    path = Path(file)
+    for i, entry in enumerate(order):
+        if path.name == entry or path.as_posix().endswith("/" + entry.lstrip("/")):
+            return i
+    return None
 
 
 def _rank(meta: dict) -> int | None:
@@ -166,7 +189,7 @@ def _shuffled(prompt: Prompt, seed: int) -> list[Candidate]:
 
 
 def _needs_jury(prompt: Prompt, ranking: str) -> bool:
-    if len(prompt.candidates) < 2 or ranking == "human":
+    if len(prompt.candidates) < 2 or ranking in ("human", "source"):
         return False
     ranked = sum(c.human_rank is not None for c in prompt.candidates)
     return ranking == "jury" or ranked < 2
@@ -200,7 +223,8 @@ def _pair_record(prompt: Prompt, decision: PairDecision, pairwise: dict | None) 
     key = orjson.dumps([prompt.turns, chosen.text, rejected.text])
 
     def described(c: Candidate) -> dict:
-        return {"origin": c.origin, "score": c.score, "human_rank": c.human_rank, "judges": prompt.judges.get(c.origin)}
+        ranks = {"human_rank": c.human_rank} | ({"source_rank": c.source_rank} if c.source_rank is not None else {})
+        return {"origin": c.origin, "score": c.score, **ranks, "judges": prompt.judges.get(c.origin)}
 
 
     return Record(

@@ -3,7 +3,7 @@
 `choose_pair` rules, applied in this order:
 
 1. Merge: candidates whose stripped texts are equal are one candidate. The first in input order
-   is kept; a score or human rank it lacks is taken from the first duplicate that has one.
+   is kept; a score, human or source rank it lacks is taken from the first duplicate that has one.
    Fewer than 2 distinct candidates -> "fewer_than_two_candidates".
 2. Ranking. "human_then_jury" uses "human" when at least 2 candidates have a human rank,
    else "jury" (a human tie does not fall back to the jury: the humans said they are equal).
@@ -16,6 +16,8 @@
      "no_human_ranks". chosen = the smallest rank, rejected = the largest ("lowest") or a
      uniformly random candidate ranked strictly worse than chosen ("random_lower"), each the
      first in input order among equal ranks. All ranks equal -> "tie".
+   - "source": as "human", with the rank of the candidate's input file in `source_order`
+     (0 = best); fewer than 2 ranked -> "no_source_ranks".
 3. Thresholds. "jury": margin = chosen.score - rejected.score below min_margin ->
    "margin_below_min" (checked first), then chosen.score below min_chosen_score ->
    "chosen_below_min". "human": min_margin is not applied (ranks are not scores);
@@ -39,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Ranking = Literal["jury", "human", "human_then_jury"]
+Ranking = Literal["jury", "human", "human_then_jury", "source"]
 RejectedRule = Literal["lowest", "random_lower"]
 
 # Scores are means of judges' integers, and their differences are inexact:
@@ -53,6 +55,7 @@ class Candidate:
     origin: str  # "data:<record id>", "endpoint <model>", "local t=0.7", ...
     score: float | None = None  # jury score (None = unscored)
     human_rank: int | None = None  # 0 = best (oasst ranks)
+    source_rank: int | None = None  # 0 = best: its input file's place in preference.source_order
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class PairDecision:
     chosen: Candidate | None
     rejected: Candidate | None
     reason: str | None  # why there is no pair; None when a pair was built
-    ranking: str | None  # "human" | "jury"
+    ranking: str | None  # "human" | "jury" | "source"
     margin: float | None  # chosen.score - rejected.score when both scored
 
 
@@ -76,6 +79,7 @@ def _merge_duplicates(candidates: Sequence[Candidate]) -> list[Candidate]:
                 kept,
                 score=kept.score if _scored(kept) else candidate.score,
                 human_rank=kept.human_rank if kept.human_rank is not None else candidate.human_rank,
+                source_rank=kept.source_rank if kept.source_rank is not None else candidate.source_rank,
             )
     return list(merged.values())
 
@@ -128,21 +132,23 @@ def _jury_pair(
     return PairDecision(chosen=chosen, rejected=rejected, reason=None, ranking="jury", margin=margin)
 
 
-def _human_pair(
+def _ranked_pair(
     ranked: list[Candidate],
+    ranks: list[int],
+    ranking: str,
     rejected_rule: RejectedRule,
     min_chosen_score: float | None,
     rng: random.Random,
 ) -> PairDecision:
     # Rank 0 is best: negated, the best is the largest value, as for scores.
-    picked = _pick([-c.human_rank for c in ranked], rejected_rule, rng)
+    picked = _pick([-r for r in ranks], rejected_rule, rng)
     if picked is None:
-        return _no_pair("tie", "human")
+        return _no_pair("tie", ranking)
     chosen, rejected = (ranked[i] for i in picked)
     margin = _margin(chosen, rejected)
     if min_chosen_score is not None and _scored(chosen) and chosen.score < min_chosen_score:
-        return _no_pair("chosen_below_min", "human", margin)
-    return PairDecision(chosen=chosen, rejected=rejected, reason=None, ranking="human", margin=margin)
+        return _no_pair("chosen_below_min", ranking, margin)
+    return PairDecision(chosen=chosen, rejected=rejected, reason=None, ranking=ranking, margin=margin)
 
 
 def choose_pair(
@@ -157,11 +163,16 @@ def choose_pair(
     distinct = _merge_duplicates(candidates)
     if len(distinct) < 2:
         return _no_pair("fewer_than_two_candidates", None)
+    if ranking == "source":
+        by_file = [c for c in distinct if c.source_rank is not None]
+        if len(by_file) < 2:
+            return _no_pair("no_source_ranks", "source")
+        return _ranked_pair(by_file, [c.source_rank for c in by_file], "source", rejected_rule, min_chosen_score, rng)
     ranked = [c for c in distinct if c.human_rank is not None]
     if ranking == "human" or (ranking == "human_then_jury" and len(ranked) >= 2):
         if len(ranked) < 2:
             return _no_pair("no_human_ranks", "human")
-        return _human_pair(ranked, rejected_rule, min_chosen_score, rng)
+        return _ranked_pair(ranked, [c.human_rank for c in ranked], "human", rejected_rule, min_chosen_score, rng)
     return _jury_pair(distinct, rejected_rule, min_margin, min_chosen_score, rng)
 
 
