@@ -23,8 +23,8 @@ EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
 EXIT_STAGE = 4  # a stage could not do its job, an input mostly rejected, or fewer than execution.min_kept kept
 OUT_HELP = (
-    "run directory (default: a new runs/<config>-<time> per invocation). Re-running an unchanged"
-    " config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
+    "run directory (default: a new runs/<config>-<time> beside the config, per invocation). Re-running an"
+    " unchanged config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
 )
 FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
 
@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
     train.add_argument("config", type=Path)
-    train.add_argument("--data", type=Path, help="curated run directory (default: the latest for CONFIG)")
+    train.add_argument(
+        "--data", type=Path,
+        help="curated run directory (default: the latest run under runs/ beside CONFIG made from this very config file)",
+    )
     train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     everything = commands.add_parser("all", help="curate, then train: one command")
     everything.add_argument("config", type=Path)
@@ -56,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     when = serve.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (03:00 daily)')
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
-    serve.add_argument("--runs", type=Path, default=Path("runs"), help="each run writes RUNS/<config>-<time>/ (default: runs)")
+    serve.add_argument(
+        "--runs", type=Path, help="each run writes RUNS/<config>-<time>/ (default: runs/ beside the config)"
+    )
     serve.add_argument("--name", help="deployment name (default: the config file's stem)")
     report = commands.add_parser("report", help="(re)write RUN_DIR/report.html, the quality report")
     report.add_argument("run_dir", type=Path)
@@ -81,14 +86,14 @@ def validate(config_path: Path) -> int:
 
     config = load_config(config_path)
     preflight(config)
-    files = check_inputs(config.inputs, sample=True)  # what each file holds, from a sample
+    files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
     names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "validation", "train")
     sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")
     for report in files:
         print(f"  {report.line()}")
-    for path in skipped_files(config.inputs):
+    for path in skipped_files(config.inputs, config.base_dir):
         print(f"  skipped (not a data file): {path}")
     return 0
 
@@ -143,9 +148,10 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     return 0
 
 
-def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path, name: str | None) -> int:
+def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path | None, name: str | None) -> int:
     from curation.core.preflight import preflight
 
+    runs = runs or _runs_dir(config_path)
     preflight(load_config(config_path), runs)
     from flows.serve import serve_curate
 
@@ -153,15 +159,43 @@ def serve(config_path: Path, cron: str | None, interval: float | None, runs: Pat
     return 0
 
 
+def _runs_dir(config_path: Path) -> Path:
+    """runs/ beside the config: where its runs go, wherever the command starts."""
+    return config_path.resolve().parent / "runs"
+
+
 def _new_run_dir(config_path: Path) -> Path:
-    return Path("runs") / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return _runs_dir(config_path) / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _latest_run_dir(config_path: Path) -> Path:
-    runs = sorted(p.parent.parent.parent for p in Path("runs").glob(f"{config_path.stem}*/export/hf/sft"))
-    if not runs:
-        raise ConfigError(f"no curated run of {config_path.stem} under runs/: pass --data RUN_DIR")
-    return max(runs, key=lambda p: p.stat().st_mtime)
+    """The newest run with exported sets that this config file made: stats.json records the
+    config's path and content hash (never a match by name: `sft.yaml` must not take a run of
+    `sft_v2.yaml`). A run of the file as it is now wins; else the newest run of an earlier
+    version of it (the train section was edited, say), with a warning."""
+    from curation.core.stats import RunStats, config_sha256
+
+    path, digest = config_path.resolve(), config_sha256(config_path)
+    runs, older = [], []
+    for stats_file in _runs_dir(config_path).glob("*/stats.json"):
+        run_dir = stats_file.parent
+        try:
+            stats = RunStats.read(run_dir)
+        except ValueError:  # a half-written or foreign stats.json
+            continue
+        if stats.config is None or Path(stats.config).resolve() != path or not (run_dir / "export").is_dir():
+            continue
+        (runs if stats.config_sha256 == digest else older).append(run_dir)
+    def newest(dirs: list[Path]) -> Path:
+        return max(dirs, key=lambda p: (p / "stats.json").stat().st_mtime)
+
+    if runs:
+        return newest(runs)
+    if older:
+        chosen = newest(older)
+        print(f"curate: warning: {config_path} changed since it curated {chosen}; training on that run", file=sys.stderr)
+        return chosen
+    raise ConfigError(f"no curated run of {config_path} under {_runs_dir(config_path)}: pass --data RUN_DIR")
 
 
 def _training(results: dict, run_dir: Path) -> str:

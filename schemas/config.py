@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from schemas.base import ConfigError, Strict, TextView
 from schemas.bundled import SEMANTIC_BUNDLED
@@ -218,6 +218,12 @@ class CurateConfig(Strict):
     publish: PublishConfig | None = None
     train: TrainConfig | None = None
     execution: ExecutionConfig = ExecutionConfig()
+    _base_dir: Path | None = PrivateAttr(None)  # the config file's folder (load_config)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder relative paths (and records' `source`) are relative to; None = the working directory."""
+        return self._base_dir
 
     @model_validator(mode="after")
     def _score_range_follows_the_jury(self) -> CurateConfig:
@@ -320,6 +326,7 @@ def yaml_path(loc: tuple) -> str:
 
 def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
     """Make input and file paths absolute and check that every input matches something."""
+    config._base_dir = Path(base).resolve()
     for i, spec in enumerate(config.inputs):
         spec.path = str(_resolve(spec.path, base))
         if not expand_input(spec.path):

@@ -311,3 +311,55 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     assert all(r.state.is_completed() for r in flow_runs)
     assert len(flow_runs) == 3
     assert expected <= names
+
+
+def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """By the config's path and hash in stats.json, never by name: sft_pref.yaml must not take
+    runs/sft_pref_v2-... (newer, and a prefix match)."""
+    from curation.core.stats import RunStats, Totals, config_sha256
+    from flows.cli import _latest_run_dir, _new_run_dir
+    from schemas.config import ConfigError
+
+    configs = {name: tmp_path / f"{name}.yaml" for name in ("sft_pref", "sft_pref_v2")}
+    for name, path in configs.items():
+        path.write_text(f"inputs: [{{path: {name}.jsonl}}]\n")
+
+    def curated(config: Path, run: str, mtime: float) -> Path:
+        run_dir = tmp_path / "runs" / run
+        (run_dir / "export").mkdir(parents=True)
+        totals = Totals(ingested=1, kept=1, rejected=0)
+        RunStats(config=str(config), config_sha256=config_sha256(config), stages=[], totals=totals).write(run_dir)
+        os.utime(run_dir / "stats.json", (mtime, mtime))
+        return run_dir
+
+    mine = curated(configs["sft_pref"], "sft_pref-20261201-100000", 1_000)
+    curated(configs["sft_pref_v2"], "sft_pref_v2-20261201-120000", 3_000)
+    (tmp_path / "runs" / "sft_pref-broken").mkdir()  # no stats.json: not a run
+    assert _new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
+    assert _latest_run_dir(configs["sft_pref"]) == mine
+    # Edited since (say its train section): the run of the earlier version, with a warning.
+    configs["sft_pref"].write_text("inputs: [{path: sft_pref.jsonl}]\ntrain: {}\n")
+    assert _latest_run_dir(configs["sft_pref"]) == mine
+    assert "changed since it curated" in capsys.readouterr().err
+    other = tmp_path / "elsewhere" / "sft_pref.yaml"
+    other.parent.mkdir()
+    other.write_text(configs["sft_pref"].read_text())
+    with pytest.raises(ConfigError, match="no curated run of"):
+        _latest_run_dir(other)  # same name and content, another file
+
+
+def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.core.run import run_pipeline
+    from schemas.config import load_config
+
+    (tmp_path / "project" / "data").mkdir(parents=True)
+    (tmp_path / "project" / "data" / "docs.jsonl").write_text('{"text": "a document"}\n')
+    config_path = tmp_path / "project" / "config.yaml"
+    config_path.write_text("inputs: [{path: data/docs.jsonl}]\n")
+    sources = []
+    for cwd in (tmp_path, tmp_path / "project" / "data"):
+        monkeypatch.chdir(cwd)
+        stats = run_pipeline(load_config(config_path), tmp_path / f"run{len(sources)}", config_path, in_memory=True)
+        sources.append(pl.read_parquet(tmp_path / f"run{len(sources)}" / "kept.parquet")["source"].to_list())
+        assert stats.stage("ingest").figures["files"][0]["path"] == "data/docs.jsonl"
+    assert sources == [["data/docs.jsonl:1"], ["data/docs.jsonl:1"]]

@@ -120,6 +120,7 @@ def digest(*parts: str) -> str:
 def input_fingerprint(config: CurateConfig) -> str:
     """The ingest key: the inputs section and every input file (size + sha256, or size + mtime)."""
     parts = [FORMAT, "ingest", json.dumps([s.model_dump(mode="json") for s in config.inputs], sort_keys=True)]
+    parts.append(str(config.base_dir))  # records' `source` is relative to it
     for spec in config.inputs:
         for path in expand_input(spec.path):
             files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]

@@ -22,7 +22,16 @@ from curation.core.checkpoint import Checkpoint, digest, input_fingerprint, scra
 from curation.core.corpus import Corpus, Source, append, write_parquet
 from curation.core.plan import Expansion, Step, build_plan
 from curation.core.stage import Stage, StageResult
-from curation.core.stats import Invariant, RunStats, StageStats, Totals, check_ingest, check_kept, stage_stats
+from curation.core.stats import (
+    Invariant,
+    RunStats,
+    StageStats,
+    Totals,
+    check_ingest,
+    check_kept,
+    config_sha256,
+    stage_stats,
+)
 from curation.ingest import IngestResult, ingest
 from curation.publish.versions import Version
 from schemas.config import CurateConfig
@@ -79,7 +88,8 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path | str | None) 
     rejected = write_parquet(ledger.rejects, out_dir / "rejected.parquet", REJECT_SCHEMA)
     accounted, expected = kept + rejected, ledger.ingested + ledger.generated
     stats = RunStats(
-        config=str(config_path) if config_path is not None else None,
+        config=str(Path(config_path).resolve()) if config_path is not None else None,
+        config_sha256=config_sha256(config_path) if config_path is not None else None,
         stages=ledger.stages,
         totals=Totals(ingested=ledger.ingested, generated=ledger.generated, kept=kept, rejected=rejected,
                       removed_by_stage={s.stage: s.removed for s in ledger.stages}),
@@ -101,7 +111,7 @@ def run_ingest(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fre
     if (manifest := restored(checkpoint, fresh)) is not None:
         return manifest
     work = checkpoint.scratch / "ingest"
-    result = ingest(config.inputs, progress=progress, out=work, batch_size=config.execution.batch_size)
+    result = ingest(config.inputs, progress=progress, out=work, batch_size=config.execution.batch_size, base=config.base_dir)
     manifest = checkpoint.save(result.records, result.rejected, result.stats())
     shutil.rmtree(work, ignore_errors=True)
     return manifest
@@ -210,7 +220,7 @@ def run_pipeline(
     out = Path(out)
     around = around or (lambda name, call: call())
     if in_memory:
-        ledger = RunLedger.from_ingest(around("ingest", lambda: ingest(config.inputs, progress=progress)))
+        ledger = RunLedger.from_ingest(around("ingest", lambda: ingest(config.inputs, progress=progress, base=config.base_dir)))
         check_ingest(ledger.stages[0], config.execution)
         for step in build_plan(config, out, progress, previous, run_stats=ledger.stages):
             if isinstance(step.runner, Expansion):

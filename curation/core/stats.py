@@ -7,6 +7,7 @@ semantic dedup's search, ...) ride along as extra fields, in the order the stage
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ class Invariant(BaseModel):
 
 
 class RunStats(BaseModel):
-    config: str | None = None
+    config: str | None = None  # the config file's absolute path
+    config_sha256: str | None = None  # and its content: `curate train` finds a config's run by both
     stages: list[StageStats]
     totals: Totals
     invariant: Invariant | None = None
@@ -81,6 +83,14 @@ class RunStats(BaseModel):
     def read(cls, run_dir: Path) -> RunStats:
         """RUN_DIR/stats.json; FileNotFoundError when the directory has none."""
         return cls.model_validate_json((run_dir / STATS_FILE).read_text(encoding="utf-8"))
+
+
+def config_sha256(path: Path | str) -> str | None:
+    """The sha256 of a config file's bytes; None when there is no such file."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def stage_stats(

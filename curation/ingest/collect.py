@@ -94,7 +94,7 @@ class IngestResult:
         return result.stats(STAGE, self.records.height + self.rejected.height)
 
 
-def check_inputs(inputs: list[InputSpec], sample: bool = False) -> list[FileReport]:
+def check_inputs(inputs: list[InputSpec], sample: bool = False, base: Path | None = None) -> list[FileReport]:
     """Expand every input and resolve every file's format; raise ConfigError before any work.
 
     With `sample`, also read the first SAMPLE_ROWS rows of every file and return what each
@@ -102,7 +102,7 @@ def check_inputs(inputs: list[InputSpec], sample: bool = False) -> list[FileRepo
     _plan(inputs)
     if not sample:
         return []
-    files = ingest(inputs, progress=False, limit=SAMPLE_ROWS).files
+    files = ingest(inputs, progress=False, limit=SAMPLE_ROWS, base=base).files
     for report in files:
         if report.missing_columns:
             missing = ", ".join(report.missing_columns)
@@ -110,9 +110,9 @@ def check_inputs(inputs: list[InputSpec], sample: bool = False) -> list[FileRepo
     return files
 
 
-def skipped_files(inputs: list[InputSpec]) -> list[str]:
+def skipped_files(inputs: list[InputSpec], base: Path | None = None) -> list[str]:
     """The files of directory inputs that ingest leaves out (README, LICENSE, hidden, not data)."""
-    return [_shown(f) for spec in inputs for f in skipped_in_dir(spec.path)]
+    return [_shown(f, base) for spec in inputs for f in skipped_in_dir(spec.path)]
 
 
 def ingest(
@@ -121,15 +121,18 @@ def ingest(
     out: Path | None = None,
     batch_size: int = 10_000,
     limit: int | None = None,
+    base: Path | None = None,
 ) -> IngestResult:
     """Read every input into records (in input order) and rejects; bad rows never raise.
 
     With `out`, records and rejects are written as corpora to out/records and out/rejected
     (shards of `batch_size` rows, derived corpora in out/scratch) as they are read; without it
-    they are returned as frames. `limit`: read at most that many rows of each file (a sample)."""
+    they are returned as frames. `limit`: read at most that many rows of each file (a sample).
+    Records' `source` names files relative to `base` (the config's folder; default: the working
+    directory), so it does not change with the directory a run starts in."""
     start = time.perf_counter()
     plan = _plan(inputs)
-    skipped = skipped_files(inputs)
+    skipped = skipped_files(inputs, base)
     if skipped:
         log.info("ingest: skipped %d files of directory inputs that are not data: %s", len(skipped), ", ".join(skipped))
     # Ingest allocates millions of small objects that all survive: the cyclic GC would rescan
@@ -144,7 +147,7 @@ def ingest(
                 CorpusWriter(out / "records", batch_size, scratch, RECORD_SCHEMA),
                 CorpusWriter(out / "rejected", batch_size, scratch, REJECT_SCHEMA),
             )
-        collector = _Collector(sinks, batch_size, limit)
+        collector = _Collector(sinks, batch_size, limit, base)
         for spec, path, fmt in tqdm(plan, desc=STAGE, unit="file", disable=not progress):
             collector.read_file(spec, fmt, path)
             if limit is None:
@@ -179,12 +182,12 @@ def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat | 
     return plan
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Path, base: Path | None = None) -> str:
     absolute = Path(os.path.abspath(path))  # not resolve(): keep the names the user wrote
     try:
-        return str(absolute.relative_to(Path.cwd()))
+        return str(absolute.relative_to(base or Path.cwd()))
     except ValueError:
-        return str(absolute)
+        return os.path.relpath(absolute, base) if base and absolute.anchor == base.anchor else str(absolute)
 
 
 def _content_id(draft: _Draft) -> str:
@@ -226,11 +229,15 @@ class _Collector:
     every `batch_size` rows."""
 
     def __init__(
-        self, sinks: tuple[CorpusWriter, CorpusWriter] | None = None, batch_size: int = 10_000, limit: int | None = None
+        self,
+        sinks: tuple[CorpusWriter, CorpusWriter] | None = None,
+        batch_size: int = 10_000,
+        limit: int | None = None,
+        base: Path | None = None,
     ) -> None:
         self.records: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
-        self.sinks, self.batch_size, self.limit = sinks, batch_size, limit
+        self.sinks, self.batch_size, self.limit, self.base = sinks, batch_size, limit, base
         self.rows_read = 0
         self.control_chars_removed = 0
         self.files: list[FileReport] = []
@@ -250,7 +257,7 @@ class _Collector:
             self.records, self.rejects = [], []
 
     def read_file(self, spec: InputSpec, fmt: InputFormat | None, path: Path) -> None:
-        shown = _shown(path)
+        shown = _shown(path, self.base)
         self.file = FileReport(shown, fmt or "-", compression(path) if fmt not in (None, "hf_disk") else None)
         self.files.append(self.file)
         if fmt is None:  # found under a directory or by a glob: one reject, the run goes on
