@@ -298,6 +298,7 @@ def test_fit_scorer_recovers_a_linear_jury() -> None:
     scores[::12] = nan  # judges failed on some: dropped
     scorer, report = fit_scorer(embeddings, scores, holdout=0.25, seed=0, scale_max=5, min_score=3.0)
     assert (report["n_train"], report["n_holdout"]) == (165, 55)  # 220 scored, 25% held out
+    assert report["warning"].startswith("hold-out of 55 records: its Spearman is uncertain by about +-0.27")
     assert report["spearman"] > 0.8
     assert report["mae"] < 0.5
     assert report["accuracy_at_min_score"] > 0.8
@@ -314,6 +315,11 @@ def test_fit_scorer_clips_and_reports_constant_juries() -> None:
     assert predicted.min() == 1.0 and predicted.max() == 5.0
     _, report = fit_scorer(embeddings[:12], np.full(12, 4.0), holdout=0.5, seed=0, scale_max=5, min_score=None)
     assert (report["spearman"], report["mae"], report["n_holdout"]) == (None, pytest.approx(0.0), 6)
+    # Six held-out rows say little: the report says how uncertain and how large it should be.
+    assert report["warning"] == (
+        "hold-out of 6 records: its Spearman is uncertain by about +-1.00; 100+ held-out records"
+        " (distill.sample >= 200 at this holdout share) give +-0.2"
+    )
 
 
 def test_fit_scorer_needs_ten_scored_rows() -> None:

@@ -45,3 +45,16 @@ def test_a_run_that_keeps_nothing_fails_after_writing_its_files(tmp_path: Path) 
     assert RunStats.read(tmp_path / "run").totals.rejected == 2  # the run files say where the rows went
     config.execution.min_kept = 0  # e.g. a scheduled refresh that may find nothing new
     assert run_pipeline(config, tmp_path / "run").totals.kept == 0
+
+
+def test_a_rerun_without_a_section_removes_its_stale_output(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "chats.jsonl", [
+        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]}
+        for i in range(4)
+    ])
+    out = tmp_path / "run"
+    (out / "export" / "hf" / "sft").mkdir(parents=True)  # what an earlier run with export: wrote
+    (out / "jury").mkdir()
+    run_pipeline(CurateConfig(inputs=[{"path": str(data)}], jury=None), out)  # the same --out, neither section
+    assert not (out / "export").exists()  # `curate train --data` cannot pick up the old sets
+    assert not (out / "jury").exists() and (out / "kept.parquet").is_file()

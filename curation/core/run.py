@@ -104,6 +104,25 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path | str | None) 
     return stats
 
 
+# Run-directory outputs and the config section that writes each: a rerun into the same RUN_DIR
+# without that section removes it, so no stale export is trained on or shown in the report.
+SECTION_OUTPUTS = {"synthesis": "synthesis", "jury": "jury", "export": "export", "validation": "validation",
+                   "publish.json": "publish"}
+
+
+def remove_stale_outputs(out: Path, config: CurateConfig) -> list[str]:
+    """Remove what an earlier run in `out` wrote for a section this config does not have."""
+    removed = []
+    for name, section in SECTION_OUTPUTS.items():
+        target = out / name
+        if getattr(config, section) is None and target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            removed.append(name)
+    if removed:
+        log.info("removed stale outputs of sections no longer configured: %s", ", ".join(removed))
+    return removed
+
+
 # --- the steps, with their checkpoints (the flow's task bodies) ---------------------------------
 
 
@@ -154,6 +173,7 @@ class CurationRun:
 
     def __post_init__(self) -> None:
         shutil.rmtree(scratch_dir(self.out), ignore_errors=True)  # a killed run's half-written corpora
+        remove_stale_outputs(self.out, self.config)
         published = str(self.previous.number) if self.previous else ""  # the version is an input too
         self.ingest_checkpoint = Checkpoint(
             self.out, 0, "ingest", digest(input_fingerprint(self.config), published), self.config.execution.batch_size
@@ -220,6 +240,7 @@ def run_pipeline(
     out = Path(out)
     around = around or (lambda name, call: call())
     if in_memory:
+        remove_stale_outputs(out, config)
         ledger = RunLedger.from_ingest(around("ingest", lambda: ingest(config.inputs, progress=progress, base=config.base_dir)))
         check_ingest(ledger.stages[0], config.execution)
         for step in build_plan(config, out, progress, previous, run_stats=ledger.stages):

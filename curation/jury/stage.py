@@ -287,6 +287,8 @@ def _fit(cfg: JuryConfig, rated: _Rated) -> tuple[Scorer | None, dict]:
     except ValueError as exc:
         log.warning("jury distillation skipped: %s", exc)
         return None, {**report, "error": str(exc)}
+    if "warning" in fit:
+        log.warning("jury distillation: %s", fit["warning"])
     return scorer, {**report, **fit}
 
 
