@@ -205,6 +205,10 @@ def test_token_stats_count_the_overlength_rows(exported: tuple[StageResult, Path
         assert stats["over_max_seq_length"] == stats["dropped_too_long"] == dropped > 0
         assert stats["kept_for_truncation"] == 0
         assert stats["min"] <= stats["p50"] <= stats["p95"] <= stats["max"] > MAX_LEN
+        # The report's token histogram: every measured record once, those over the limit past it.
+        hist = stats["histogram"]
+        assert sum(hist["counts"]) == stats["count"]
+        assert sum(hist["counts"][-(-MAX_LEN // hist["bin_width"]):]) >= stats["over_max_seq_length"]
     detail = too_long["detail"][0]
     assert detail.endswith(f"tokens > max_seq_length {MAX_LEN}") and int(detail.split()[0]) > MAX_LEN
 
@@ -326,6 +330,15 @@ def test_a_tokenizer_without_a_template_needs_a_named_one(tokenizer: PreTrainedT
     with pytest.raises(ConfigError, match=re.escape(message)):
         apply_template(bare, None)
     assert apply_template(bare, "zephyr").chat_template == named_template("zephyr")
+
+
+def test_card_sources_are_input_files() -> None:
+    from curation.export.card import source_file
+
+    assert source_file("preference:data/outputs_gpt4.json#3") == "data/outputs_gpt4.json"  # a pair: its prompt's file
+    assert source_file("data/raw.jsonl:1@0-400") == "data/raw.jsonl"  # synthesis
+    assert source_file("data/d.parquet[train]#5") == "data/d.parquet"
+    assert source_file("data/c.json#train[7]") == "data/c.json"
 
 
 def test_card_and_framework_configs(exported: tuple[StageResult, Path]) -> None:

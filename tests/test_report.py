@@ -112,7 +112,12 @@ def stats(kept: int, rejected: int) -> dict:
     usage = {"requests": 8, "failures": 0, "cached": 0, "prompt_tokens": 2400, "completion_tokens": 80,
              "cost_usd": 0.0006, "by_error": {}}
     stages = [
-        stage("ingest", 15, 14, {"bad_json": 1}, rows_read=15),
+        stage("ingest", 15, 14, {"bad_json": 1}, rows_read=15, files=[
+            {"path": "data/alpaca.jsonl.gz", "format": "jsonl", "compression": "gzip", "shape": "alpaca", "rows_read": 12,
+             "records": 12, "rejected": 0, "removed_by_reason": {}, "missing_columns": []},
+            {"path": BAD_FILE, "format": "jsonl", "compression": None, "shape": "mixed: text 2, alpaca 1", "rows_read": 3,
+             "records": 2, "rejected": 1, "removed_by_reason": {"bad_json": 1}, "missing_columns": []},
+        ], skipped_files=["data/README.md", "data/LICENSE"]),
         stage("synthesis", 14, 16, {}, documents=3, chunks=2, generated=2, failed_chunks=0, generator="local:smollm2"),
         stage("filters", 16, 14, {"too_few_words": 1, "excluded_keyword": 1}),
         stage("dedup_exact", 14, 12, {"exact_duplicate": 2}),
@@ -121,8 +126,18 @@ def stats(kept: int, rejected: int) -> dict:
               mean_spread=0.875, histogram={"1": 0, "2": 1, "3": 2, "4": 4, "5": 1, "unscored": 0},
               usage={j: {"model": "endpoint:gpt-4o-mini", **usage} for j in JUDGES}, estimated_cost_usd=0.0013,
               distill={"sample": 6, "n_train": 4, "n_holdout": 2, "spearman": 0.8, "mae": 0.41,
-                       "accuracy_at_min_score": 1.0, "ridge_alpha": 10.0}),
-        stage("preference", 10, 11, {}, prompts=1, candidates=2, generated=1, no_pair_by_reason={}),
+                       "accuracy_at_min_score": 1.0, "ridge_alpha": 10.0,
+                       "warning": "hold-out of 2 records: its Spearman is uncertain by about +-1.00"}),
+        stage("preference", 10, 11, {}, prompts=1, candidates=2, generated=1, no_pair_by_reason={"tie": 3, "unscored": 1}),
+        stage("export", 11, 11, {}, chat_template="chatml", tokenizer="bundled/SmolLM2-135M-Instruct", max_seq_length=256,
+              overlength="truncate", files={"sharegpt.json": {"rows": 7, "skipped": 0, "system_column": False}},
+              splits={"sft": {"train": 6, "test": 1}, "preference": {"train": 1, "test": 0}}, not_exported={"raw": 3},
+              tokens={"sft": {"count": 7, "min": 20, "mean": 150.0, "p50": 120, "p95": 600, "max": 600,
+                              "over_max_seq_length": 2, "dropped_too_long": 0, "kept_for_truncation": 2,
+                              "histogram": {"bin_width": 32, "counts": [0, 1, 2, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]}},
+                      "preference": {"count": 1, "min": 90, "mean": 90.0, "p50": 90, "p95": 90, "max": 90,
+                                     "over_max_seq_length": 0, "dropped_too_long": 0, "kept_for_truncation": 0,
+                                     "histogram": {"bin_width": 32, "counts": [0, 0, 1] + [0] * 14}}}),
     ]
     return {
         "config": "configs/report.yaml",
@@ -292,9 +307,31 @@ def test_report_content(rendered: dict) -> None:
         "cluster of 3",  # a1 and its two exact duplicates
         "0.612",  # Krippendorff's alpha
         "accuracy_at_min_score 1",  # distillation agreement
+        "hold-out of 2 records: its Spearman is uncertain",  # and its warning
         "unparsable",  # a failed rating
+        # Per input file as ingest read it, and what a directory input left out.
+        "data/alpaca.jsonl.gz jsonl (gzip) alpaca 12 12 0 0.0%",
+        "mixed: text 2, alpaca 1 3 2 1 33.3% bad_json: 1",
+        "Skipped in directory inputs",
+        "data/README.md, data/LICENSE",
+        # Kept, split into what training gets and what it does not.
+        "8 in the exported sets (sft: 7 · preference: 1)",
+        "3 kept but in no exported set (raw: 3)",
+        # Token lengths with the training tokenizer, the share over max_seq_length and what is cut.
+        "sft: 28.6% over max_seq_length 256",
+        "tokenizer bundled/SmolLM2-135M-Instruct",
+        "cuts the end of the answer",
+        # Stage figures as rows of a table, not JSON.
+        "no_pair_by_reason.tie 3",
+        "splits.sft.train 6",
+        "files.sharegpt.json.rows 7",
     ):
         assert shown in text, shown
+    funnel = dom[dom.index('id="funnel"'):dom.index('id="reasons"')]
+    assert '{"' not in funnel and "&quot;" not in funnel  # no JSON blobs in the details
+    # The token chart marks the bins past max_seq_length in the removed colour.
+    tokens = dom[dom.index('id="tokens-sft"'):dom.index('id="tokens-preference"')]
+    assert tokens.count("c-removed") == 9 and "c-length" in tokens
     links = [a["href"] for tag, a, s in Elements(dom).found if tag == "a" and s == "validation"]
     assert links == ["validation/docs/index.html"] * 2
     assert "suite skipped" in text

@@ -15,7 +15,10 @@ from curation.core.stage import StageResult
 from curation.core.stats import StageStats
 from curation.export.checks import STAGE, Row
 
-_SOURCE_SUFFIX = re.compile(r"[:#]\d+$")  # "path:line" or "path#row"
+# "path:line", "path#row", "path[split]#row"; synthesis adds "@start-end"; a preference pair is
+# "preference:" + the source of its prompt's first record.
+_SOURCE_SUFFIX = re.compile(r"(@\d+-\d+)?$")
+_SOURCE_ROW = re.compile(r"(:\d+|(\[[^\]/]*\])?#(\d+|[^/#]*\[\d+\]))$")
 _CATALOGUES = ("README.md", "SOURCES.md")
 _CATALOGUE_DEPTH = 4  # the file's folder and three above
 _SUMMARY = ("count", "min", "mean", "p50", "p95", "max")
@@ -41,7 +44,8 @@ def summary(values: Iterable[float]) -> dict[str, float]:
 
 
 def source_file(source: str) -> str:
-    return _SOURCE_SUFFIX.sub("", source)
+    """The input file a record came from (a pair: the file of its prompt's first answer)."""
+    return _SOURCE_ROW.sub("", _SOURCE_SUFFIX.sub("", source.removeprefix("preference:"), count=1))
 
 
 def licences(paths: Iterable[str]) -> dict[str, str]:

@@ -112,7 +112,19 @@ def _token_stats(checked: list[Checked], kind: str, cfg: ExportConfig) -> dict[s
         "over_max_seq_length": len(over),
         "dropped_too_long": sum(c.reason == "too_long" for c in over),
         "kept_for_truncation": sum(c.truncated for c in over),
+        "histogram": token_histogram([c.tokens for c in measured], cfg.max_seq_length),
     }
+
+
+def token_histogram(tokens: list[int], limit: int, bins_to_limit: int = 8) -> dict[str, Any]:
+    """Counts in bins of limit / bins_to_limit tokens up to twice the limit, then one tail bin:
+    the report draws it with the limit marked."""
+    width = max(1, -(-limit // bins_to_limit))
+    last = 2 * bins_to_limit  # the tail bin: 2 x limit and more
+    counts = [0] * (last + 1)
+    for n in tokens:
+        counts[min(n // width, last)] += 1
+    return {"bin_width": width, "counts": counts}
 
 
 def _score_stats(records: pl.DataFrame, ids: list[str]) -> dict[str, dict[str, float]]:

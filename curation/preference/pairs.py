@@ -44,6 +44,7 @@ STAGE = "preference"
 class Prompt:
     turns: list[dict]  # the conversation up to (not including) the answer
     first_id: str
+    first_source: str  # the input row of its first record: a pair's source names that file
     candidates: list[Candidate] = field(default_factory=list)
     judges: dict[str, dict] = field(default_factory=dict)  # per candidate origin: each judge's score
 
@@ -58,7 +59,7 @@ def group_prompts(records: pl.DataFrame, existing: bool, source_order: Sequence[
         turns = [{"role": m["role"], "content": m["content"]} for m in messages[:last]]
         if not turns or turns[-1]["role"] != "user":
             continue  # a preference prompt must end with the user's turn
-        prompt = prompts.setdefault(orjson.dumps(turns), Prompt(turns, row["id"]))
+        prompt = prompts.setdefault(orjson.dumps(turns), Prompt(turns, row["id"], row["source"]))
         if existing:
             meta = orjson.loads(row["meta"]) if row["meta"] else {}
             jury = meta.get("jury") or {}
@@ -229,7 +230,7 @@ def _pair_record(prompt: Prompt, decision: PairDecision, pairwise: dict | None) 
 
     return Record(
         id="pref-" + hashlib.sha1(key).hexdigest()[:16],
-        source=f"{STAGE}:{prompt.first_id}",
+        source=f"{STAGE}:{prompt.first_source}",
         kind="preference",
         messages=prompt.turns,
         chosen=[{"role": "assistant", "content": chosen.text}],

@@ -67,9 +67,11 @@ def write_report(run_dir: Path) -> Path:
         "funnel": _funnel(stages),
         "reasons": _reasons(stages, rejected),
         "lengths": _lengths(kept) if kept is not None else None,
+        "tokens": _tokens(stats.stage("export")),
         "duplicates": _duplicates(kept, rejected) if rejected is not None else None,
         "jury": _jury(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
         "sources": _sources(kept, rejected) if kept is not None or rejected is not None else None,
+        "inputs": _inputs(stats.stage("ingest")),
         "validation": _validation(run_dir / "validation" / "summary.json"),
         "version": _version(run_dir / "publish.json"),
     }
@@ -116,15 +118,23 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
-def _compact(value: Any, limit: int = 160) -> str:
-    """A stage extra in one short line (dicts and lists as compact JSON)."""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, (dict, list)):
-        text = json.dumps(value, separators=(", ", ": "), default=str)
-    else:
-        text = _num(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def details(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """A stage's own figures as (name, value) rows for a table, never JSON: nested figures get
+    dotted names (`splits.sft.test`), lists of plain values are joined, lists of objects become
+    one row per item (`files[0].path`)."""
+    rows: list[tuple[str, str]] = []
+    for key, value in figures.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += details(value, f"{name}.") if value else [(name, "none")]
+        elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                rows += details(item, f"{name}[{i}].") if isinstance(item, dict) else [(f"{name}[{i}]", _num(item))]
+        elif isinstance(value, list):
+            rows.append((name, ", ".join(_num(v) for v in value) or "none"))
+        else:
+            rows.append((name, _num(value)))
+    return rows
 
 
 def _excerpt(text: str | None, limit: int = EXCERPT) -> str:
@@ -146,8 +156,9 @@ def record_text(row: dict) -> str:
 # --- charts (inline SVG) ---------------------------------------------------------------------
 
 
-def bar_chart(bars: list[tuple[str, str, float]], css: str, unit: str) -> Markup:
-    """Vertical bars of (tick label, tooltip, value); ticks thinned out so they never overlap."""
+def bar_chart(bars: list[tuple[str, str, float]], css: str, unit: str, over: list[bool] | None = None) -> Markup:
+    """Vertical bars of (tick label, tooltip, value); ticks thinned out so they never overlap.
+    `over`: per bar, whether it is past a limit (drawn in the removed colour)."""
     width, height, top, bottom, left = 640, 200, 14, 34, 44
     peak = max((v for _, _, v in bars), default=0) or 1
     slot = (width - left - 4) / max(len(bars), 1)
@@ -162,8 +173,9 @@ def bar_chart(bars: list[tuple[str, str, float]], css: str, unit: str) -> Markup
     for i, (tick, tip, value) in enumerate(bars):
         h = plot * value / peak
         x = left + i * slot + slot * 0.1
+        bar_css = "c-removed" if over and over[i] else css
         parts.append(
-            f'<rect class="bar {escape(css)}" x="{x:.1f}" y="{top + plot - h:.1f}" width="{slot * 0.8:.1f}"'
+            f'<rect class="bar {escape(bar_css)}" x="{x:.1f}" y="{top + plot - h:.1f}" width="{slot * 0.8:.1f}"'
             f' height="{h:.1f}"><title>{escape(tip)}: {escape(_num(value))}</title></rect>'
         )
         if i in ticks:
@@ -229,6 +241,7 @@ def _summary(stats: RunStats, kept: pl.LazyFrame | None) -> dict:
         counts = kept.group_by("kind").len().sort("len", descending=True).collect()
         by_kind = dict(zip(counts["kind"].to_list(), counts["len"].to_list(), strict=True))
     return {
+        "exported": _exported(stats.stage("export")),
         "ingested": ingested,
         "generated": generated,
         "kept": totals.kept,
@@ -242,12 +255,28 @@ def _summary(stats: RunStats, kept: pl.LazyFrame | None) -> dict:
     }
 
 
+def _exported(export: StageStats | None) -> dict | None:
+    """Of the kept records: how many are in an exported set (per kind) and how many are in none
+    (raw text, kinds no format takes); None without an export stage."""
+    if export is None:
+        return None
+    splits = export.figures.get("splits") or {}
+    in_sets = {kind: sum(int(n) for n in parts.values()) for kind, parts in splits.items() if isinstance(parts, dict)}
+    outside = {kind: int(n) for kind, n in (export.figures.get("not_exported") or {}).items()}
+    return {"in_sets": in_sets, "total": sum(in_sets.values()), "outside": outside, "outside_total": sum(outside.values())}
+
+
+# Figures shown in their own section rather than the funnel's details.
+OWN_SECTION = {"ingest": {"files", "skipped_files"}, "jury": JURY_KEYS, "export": {"tokens"}}
+
+
 def _funnel(stages: list[StageStats]) -> dict:
     """In/out per stage; filters remove records, synthesis and preference add them."""
     rows = []
     for s in stages:
         counts = {"in": s.rows_in, "out": s.out, "removed": s.removed}
-        extras = {k: _compact(v) for k, v in s.figures.items() if not (s.stage == "jury" and k in JURY_KEYS)}
+        own = OWN_SECTION.get(s.stage, set())
+        extras = details({k: v for k, v in s.figures.items() if k not in own})
         added = max(s.out - s.rows_in, 0)
         rows.append({"stage": s.stage, **counts, "seconds": s.seconds, "added": added, "extras": extras})
     chart_rows = [
@@ -346,6 +375,42 @@ def _length_panel(name: str, frame: pl.DataFrame) -> dict:
         "median_chars": float(frame["chars"].median()),  # type: ignore[arg-type]
         "chart": bar_chart(histogram(values), "c-length", "words"),
     }
+
+
+def _tokens(export: StageStats | None) -> list[dict] | None:
+    """Token lengths of the exported sets as the training tokenizer and chat template count
+    them (export measures every record), with the share over max_seq_length and what happens
+    to those records."""
+    if export is None:
+        return None
+    limit = export.figures.get("max_seq_length")
+    overlength = export.figures.get("overlength")
+    panels = []
+    for kind, t in (export.figures.get("tokens") or {}).items():
+        if not t.get("count"):
+            continue
+        panel = {"kind": kind, **{k: t.get(k) for k in ("count", "p50", "p95", "max", "over_max_seq_length",
+                                                         "dropped_too_long", "kept_for_truncation")}}
+        panel["over_share"] = _pct(t.get("over_max_seq_length") or 0, t["count"])
+        hist = t.get("histogram")
+        panel["chart"] = _token_chart(hist, limit) if hist and limit else None
+        panels.append(panel)
+    return [{**p, "limit": limit, "overlength": overlength, "tokenizer": export.figures.get("tokenizer"),
+             "template": export.figures.get("chat_template")} for p in panels]
+
+
+def _token_chart(hist: dict, limit: int) -> Markup:
+    """The export's token histogram; bins past max_seq_length are drawn in the removed colour."""
+    width, counts = int(hist["bin_width"]), hist["counts"]
+    bars = []
+    for i, count in enumerate(counts):
+        lo, hi = i * width, (i + 1) * width - 1
+        tail = i == len(counts) - 1
+        label = f"≥{_short(lo)}" if tail else _short(lo)
+        tip = f"{lo}+ tokens" if tail else f"{lo}-{hi} tokens"
+        bars.append((label, tip + (" (over max_seq_length)" if lo >= limit else ""), float(count), lo >= limit))
+    return bar_chart([(a, b, c) for a, b, c, _ in bars], "c-length", f"tokens (max_seq_length {limit} marked red)",
+                     over=[over for *_, over in bars])
 
 
 def histogram(values: np.ndarray, bins: int = LENGTH_BINS) -> list[tuple[str, float]]:
@@ -532,8 +597,21 @@ def _sources(kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
     }
 
 
+def _inputs(ingest: StageStats | None) -> dict | None:
+    """What ingest detected per input file (format, compression, shape) and made of it, and
+    the files of directory inputs it left out."""
+    if ingest is None or "files" not in ingest.figures:
+        return None
+    files = []
+    for f in ingest.figures["files"]:
+        reasons = list((f.get("removed_by_reason") or {}).items())[:3]
+        outcomes = (f.get("records") or 0) + (f.get("rejected") or 0)
+        files.append({**f, "reasons": reasons, "rejected_share": _pct(f.get("rejected") or 0, outcomes)})
+    return {"files": files, "skipped": ingest.figures.get("skipped_files") or []}
+
+
 def _source_path() -> pl.Expr:
-    # "path:line" / "path#row"; synthesis appends "@start-end"; preference pairs are "preference:<id>".
+    # "path:line" / "path#row"; synthesis appends "@start-end"; preference pairs are "preference:<prompt source>".
     source = pl.col("source").fill_null("(unknown)")
     path = source.str.replace(r"@\d+-\d+$", "").str.replace(r"[:#]\d+$", "")
     return (
