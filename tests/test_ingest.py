@@ -707,7 +707,7 @@ def test_csv_with_a_column_mapping(tmp_path: Path) -> None:
                   columns={"prompt": "q", "response": "a", "history": "h"})
     assert history.records["messages"][0].to_list() == [user("Hello?"), bot("Hello."), user("And now?"), bot("Bye.")]
     with pytest.raises(ConfigError, match=r"answers\.csv: `columns:` names columns the file does not have: Answer"):
-        check_inputs([InputSpec(path=str(path), columns={"prompt": "User Prompt", "response": "Answer"})], sample=True)
+        check_inputs([InputSpec(path=str(path), columns={"prompt": "User Prompt", "response": "Answer"})])  # curate run too
 
 
 def test_a_directory_reads_only_its_data_files(tmp_path: Path) -> None:

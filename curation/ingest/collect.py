@@ -97,17 +97,17 @@ class IngestResult:
 def check_inputs(inputs: list[InputSpec], sample: bool = False, base: Path | None = None) -> list[FileReport]:
     """Expand every input and resolve every file's format; raise ConfigError before any work.
 
-    With `sample`, also read the first SAMPLE_ROWS rows of every file and return what each
-    came to; a `columns:` mapping that names a column no sampled row has is a ConfigError."""
+    A `columns:` mapping that names a column the file's first object lacks is a ConfigError too
+    (those inputs are always sampled). With `sample`, every file's first SAMPLE_ROWS rows are
+    read and what each came to is returned (`curate validate`)."""
     _plan(inputs)
-    if not sample:
-        return []
-    files = ingest(inputs, progress=False, limit=SAMPLE_ROWS, base=base).files
+    read = inputs if sample else [spec for spec in inputs if spec.columns]
+    files = ingest(read, progress=False, limit=SAMPLE_ROWS, base=base).files if read else []
     for report in files:
         if report.missing_columns:
             missing = ", ".join(report.missing_columns)
             raise ConfigError(f"{report.path}: `columns:` names columns the file does not have: {missing}")
-    return files
+    return files if sample else []
 
 
 def skipped_files(inputs: list[InputSpec], base: Path | None = None) -> list[str]:
