@@ -195,7 +195,7 @@ class SemanticDedup(Strict):
         0.01,
         gt=0,
         le=1,
-        description="Lines found in at least this share (and 3) of the first shard's records - shared"
+        description="Lines found in at least this share (and 3) of the first 10,000 records - shared"
         " preambles, tool lists - are left out of the text embedded (unless nothing else is left); null = embed as is.",
     )
 

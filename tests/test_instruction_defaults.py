@@ -10,10 +10,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from curation.core.corpus import CorpusWriter
 from curation.core.run import run_pipeline
 from curation.dedup import build_semantic_stage
 from curation.ingest import ingest
 from schemas.config import CurateConfig, InputSpec, SemanticDedup
+from schemas.record import RECORD_SCHEMA
 
 PREAMBLE = [
     "You are an assistant with access to these tools. Call a tool with a JSON object on one line.",
@@ -44,6 +46,12 @@ def test_a_shared_preamble_and_system_prompt_do_not_make_duplicates(tmp_path: Pa
     default = build_semantic_stage(SemanticDedup(), progress=False)(records)
     assert default.rejected["duplicate_of"].to_list() == [records["id"][0]]
     assert default.extra["shared_lines_left_out"] == len(PREAMBLE)
+    # In shards of 8 records the shared lines, and so the decisions, are the same.
+    writer = CorpusWriter(tmp_path / "corpus", 8, tmp_path / "scratch", RECORD_SCHEMA)
+    writer.write(records)
+    sharded = build_semantic_stage(SemanticDedup(), progress=False)(writer.close())
+    assert sharded.rejected.collect()["id"].to_list() == default.rejected["id"].to_list()
+    assert sharded.extra["shared_lines_left_out"] == len(PREAMBLE)
     # As before: the system prompt, the preamble and a 128-token prefix dominate every embedding.
     old = build_semantic_stage(SemanticDedup(view="all", shared_lines=None, max_seq_length=128), progress=False)(records)
     assert old.rejected.height > 20
@@ -68,7 +76,14 @@ def test_sibling_answers_from_two_files_become_source_ranked_pairs(tmp_path: Pat
     assert semantic.removed == 0 and semantic.figures["sibling_answers_kept"] == removed
     pref = stats.stage("preference")
     assert pref.figures["generated"] == len(alpaca) and pref.figures["no_pair_by_reason"] == {}
-    pairs = pl.read_parquet(tmp_path / "run" / "kept.parquet").filter(pl.col("kind") == "preference")
+    # Streamed in shards of 16 records, the run decides the same (shared lines, siblings, pairs).
+    execution = {"batch_size": 16}
+    config = CurateConfig(inputs=inputs, dedup=dedup, preference=preference, execution=execution)
+    streamed = run_pipeline(config, tmp_path / "streamed")
+    assert [(s.stage, s.out) for s in streamed.stages] == [(s.stage, s.out) for s in stats.stages]
+    kept = pl.read_parquet(tmp_path / "run" / "kept.parquet")
+    assert pl.read_parquet(tmp_path / "streamed" / "kept.parquet")["id"].to_list() == kept["id"].to_list()
+    pairs = kept.filter(pl.col("kind") == "preference")
     by_prompt = {r["instruction"]: r["output"] for r in strong}
     for messages, chosen, meta in pairs.select("messages", "chosen", "meta").iter_rows():
         assert chosen[0]["content"] == by_prompt[messages[0]["content"]]  # the earlier file's answer wins

@@ -3,7 +3,7 @@
 1. Embed every record's view text (default `no_system`: a shared system prompt says nothing of
    a record) with the configured encoder (curation.dedup.encoders; default: the static model
    distilled from the bundled all-MiniLM-L6-v2), L2-normalised so a dot product is the cosine.
-   Lines shared by many records (`cfg.shared_lines` of the first shard: a tool list or preamble
+   Lines shared by many records (`cfg.shared_lines` of the first 10,000 records: a tool list or preamble
    every prompt repeats) are left out first, or they dominate every embedding. The whole text is
    embedded unless cfg.max_seq_length caps its tokens. Embeddings are written to a scratch file as each
    partition is embedded (on this process or on Ray workers): the stage never holds all of them.
@@ -45,6 +45,7 @@ STAGE = "dedup_semantic"
 BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
 READ_ROWS = 16_384  # embeddings read from the file at a time when many rows are read in order
 SHARED_MIN_RECORDS = 3  # a line must be in at least this many records to count as shared
+SHARED_SAMPLE_ROWS = 10_000  # shared lines are counted in the first this many records
 
 
 def build_semantic_stage(
@@ -94,12 +95,16 @@ def build_semantic_stage(
 
 
 def shared_lines(records: Source, cfg: SemanticDedup) -> frozenset[str]:
-    """Lines (stripped) in at least `cfg.shared_lines` of the first shard's records and in
-    SHARED_MIN_RECORDS of them: shared preambles, tool lists, boilerplate."""
+    """Lines (stripped) in at least `cfg.shared_lines` of the first SHARED_SAMPLE_ROWS records
+    and in SHARED_MIN_RECORDS of them: shared preambles, tool lists, boilerplate. The same
+    records whatever the shard size, so a streamed run decides as the in-memory one does."""
     if cfg.shared_lines is None or records.height == 0:
         return frozenset()
-    first = next(shards(records))[0]
-    texts = first.select(text_view(cfg.view)).to_series().to_list()
+    texts: list[str] = []
+    for shard, _ in shards(records):
+        texts += shard.head(SHARED_SAMPLE_ROWS - len(texts)).select(text_view(cfg.view)).to_series().to_list()
+        if len(texts) >= SHARED_SAMPLE_ROWS:
+            break
     counts = Counter(line for text in texts for line in {x.strip() for x in text.split("\n")} if line)
     least = max(SHARED_MIN_RECORDS, cfg.shared_lines * len(texts))
     return frozenset(line for line, n in counts.items() if n >= least)
