@@ -174,5 +174,7 @@ def test_a_streamed_jury_with_distillation_decides_what_the_in_memory_jury_does(
     assert ratings.height == 40 and ratings["score"].null_count() >= 1  # a failed rating is stored
     assert kept.equals(streamed[0]) and rejected.equals(streamed[1]) and ratings.equals(streamed[2])
     # The distillation figures agree to float noise: the sample is embedded in other batches.
-    assert streamed[3].pop("distill") == pytest.approx(jury.pop("distill"), rel=1e-4)
+    streamed_distill, distill = streamed[3].pop("distill"), jury.pop("distill")
+    assert streamed_distill.pop("warning", None) == distill.pop("warning", None)  # a small hold-out: said alike
+    assert streamed_distill == pytest.approx(distill, rel=1e-4)
     assert jury == streamed[3]
