@@ -37,6 +37,7 @@ InputShape = Literal[
     "openai_dpo",
     "oasst",
     "hh_rlhf",
+    "questions",
 ]
 # LLaMA-Factory's dataset_info.json `columns:` names, and the input key each stands for here
 # (prompt/query/response are Alpaca's instruction/input/output; messages is ShareGPT's).
@@ -206,9 +207,49 @@ class Dedup(Strict):
     semantic: SemanticDedup | None = None
 
 
+class Benchmark(Strict):
+    path: str = Field(description="A benchmark file (any format and shape ingest reads), relative to the config.")
+    name: str | None = Field(None, description="How rejects and the report name it; null = the file stem.")
+    format: InputFormat = "auto"
+    shape: InputShape = "auto"
+    view: TextView = Field("all", description="Which turns of a benchmark item are checked.")
+
+
+class SemanticContamination(Strict):
+    """Rephrased benchmark items: a record within `threshold` cosine of a benchmark text."""
+
+    threshold: float = Field(0.9, gt=0, le=1)
+    model: str | None = Field(None, description="As dedup.semantic.model (null = the bundled static model).")
+    max_seq_length: int | None = Field(128, ge=8)
+    batch_size: int | None = Field(None, ge=1)
+
+
+class Decontamination(Strict):
+    benchmarks: list[Benchmark] = Field(min_length=1)
+    ngram: int = Field(13, ge=3, le=50, description="Word n-grams after normalisation.")
+    min_coverage: float = Field(
+        0.5, gt=0, le=1, description="Share of a benchmark text's words inside n-grams the record shares with it."
+    )
+    min_words: int = Field(
+        6, ge=1, description="Benchmark texts shorter than this are not checked; up to ngram - 1 words must appear whole."
+    )
+    view: TextView = "all"
+    semantic: SemanticContamination | None = None
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Decontamination:
+        for b in self.benchmarks:
+            b.name = b.name or Path(b.path).stem
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmarks: names must be unique, got {names} (set name:)")
+        return self
+
+
 class CurateConfig(Strict):
     inputs: list[InputSpec] = Field(min_length=1)
     filters: Filters | None = None
+    decontamination: Decontamination | None = None
     dedup: Dedup | None = None
     synthesis: SynthesisConfig | None = None
     jury: JuryConfig | None = None
@@ -331,6 +372,11 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
         spec.path = str(_resolve(spec.path, base))
         if not expand_input(spec.path):
             raise ConfigError(f"inputs[{i}].path: no file matches {spec.path}")
+    if config.decontamination:
+        for i, bench in enumerate(config.decontamination.benchmarks):
+            bench.path = str(_resolve(bench.path, base))
+            if not Path(bench.path).exists():
+                raise ConfigError(f"decontamination.benchmarks[{i}].path: file not found: {bench.path}")
     keywords = config.filters.keywords if config.filters else None
     if keywords and keywords.exclude_file:
         keywords.exclude_file = str(_resolve(keywords.exclude_file, base))
@@ -370,6 +416,9 @@ def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
         found.append(("filters.length.tokenizer", config.filters.length.tokenizer))
     if config.dedup and config.dedup.semantic and config.dedup.semantic.model not in (None, *SEMANTIC_BUNDLED):
         found.append(("dedup.semantic.model", config.dedup.semantic.model))
+    semantic = config.decontamination.semantic if config.decontamination else None
+    if semantic and semantic.model not in (None, *SEMANTIC_BUNDLED):
+        found.append(("decontamination.semantic.model", semantic.model))
     if config.export and config.export.tokenizer:
         found.append(("export.tokenizer", config.export.tokenizer))
     if config.train and config.train.base_model:

@@ -172,8 +172,8 @@ def test_hostile_rows_are_rejected_one_by_one(tmp_path: Path, monkeypatch: pytes
         ("raw/peps/*.rst", "text", "raw", 737, {}),
         # Six speeches are Latin-1, not UTF-8: each is rejected whole, never decoded wrongly.
         ("raw/state_union/*.txt", "text", "raw", 59, {"bad_encoding": 6}),
-        # Questions without answers fit no shape.
-        ("sft/mt_bench_question.jsonl", None, None, 0, {"unknown_shape": 80}),
+        # Questions without answers: raw text, one paragraph per turn (a benchmark to check against).
+        ("sft/mt_bench_question.jsonl", "questions", "raw", 80, {}),
     ],
 )
 def test_real_file(

@@ -123,12 +123,18 @@ def input_fingerprint(config: CurateConfig) -> str:
     parts.append(str(config.base_dir))  # records' `source` is relative to it
     for spec in config.inputs:
         for path in expand_input(spec.path):
-            files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-            for f in files:
-                st = f.stat()
-                content = _file_sha256(f) if st.st_size <= HASH_LIMIT else f"mtime {st.st_mtime_ns}"
-                parts.append(f"{f.resolve()} {st.st_size} {content}")
+            parts += _file_fingerprints(path)
     return digest(*parts)
+
+
+def _file_fingerprints(path: Path) -> list[str]:
+    """Per file under `path`: its resolved path, size and sha256 (or mtime when large)."""
+    parts = []
+    for f in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]:
+        st = f.stat()
+        content = _file_sha256(f) if st.st_size <= HASH_LIMIT else f"mtime {st.st_mtime_ns}"
+        parts.append(f"{f.resolve()} {st.st_size} {content}")
+    return parts
 
 
 def _file_sha256(path: Path) -> str:
@@ -139,8 +145,11 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def stage_fingerprint(previous: str, name: str, sections: tuple[str, ...], config: CurateConfig) -> str:
-    """A stage's key: the previous stage's key, its name and its config sections (dotted paths)."""
+def stage_fingerprint(
+    previous: str, name: str, sections: tuple[str, ...], config: CurateConfig, files: tuple[str, ...] = ()
+) -> str:
+    """A stage's key: the previous stage's key, its name, its config sections (dotted paths) and
+    the files it reads besides the records (their contents)."""
     values: dict = {}
     for dotted in sections:
         value = config
@@ -149,4 +158,5 @@ def stage_fingerprint(previous: str, name: str, sections: tuple[str, ...], confi
                 raise KeyError(f"stage {name}: no config section {dotted!r}")  # a typo in the plan
             value = getattr(value, attr, None) if value is not None else None
         values[dotted] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-    return digest(FORMAT, previous, name, json.dumps(values, sort_keys=True, default=str))
+    contents = [part for f in files for part in _file_fingerprints(Path(f))]
+    return digest(FORMAT, previous, name, json.dumps(values, sort_keys=True, default=str), *contents)

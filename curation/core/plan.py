@@ -21,6 +21,7 @@ from curation.core.corpus import Corpus, Source
 from curation.core.engine import open_engine
 from curation.core.stage import Stage, StageResult
 from curation.core.stats import StageStats
+from curation.decontamination import build_decontamination_stage
 from curation.dedup.exact import build_exact_stage
 from curation.dedup.minhash import build_minhash_stage
 from curation.dedup.published import build_published_stage
@@ -61,6 +62,7 @@ class Step:
     runner: Stage | Expansion
     sections: tuple[str, ...]
     side_output: str | None = None
+    files: tuple[str, ...] = ()  # files its output depends on besides the records (benchmarks)
 
     @property
     def name(self) -> str:
@@ -85,10 +87,11 @@ def build_plan(
 ) -> list[Step]:
     """Every step after ingest, in pipeline order; absent config sections are skipped.
 
-    Synthesis first (its pairs then meet the filters, dedup and jury), cheap filters before
-    dedup, cheapest dedup first, then (on a refresh, `previous`) the new records against the
-    published version, the jury on what survives, preference pairs from the jury's ratings, and
-    export last. `run_stats` is the run's stage list as it grows: export puts it in the card.
+    Synthesis first (its pairs then meet the filters, dedup and jury), cheap filters, benchmark
+    decontamination (a test item is removed as such, not as a duplicate), cheapest dedup first,
+    then (on a refresh, `previous`) the new records against the published version, the jury on
+    what survives, preference pairs from the jury's ratings, and export last. `run_stats` is the
+    run's stage list as it grows: export puts it in the card.
     """
     steps: list[Step] = []
     llm = config.synthesis or config.jury or config.preference
@@ -101,6 +104,10 @@ def build_plan(
         steps.append(Step(_synthesis(config, cache, budget, out_dir, progress), ("synthesis", "jury"), "synthesis"))
     if config.filters:
         steps.append(Step(build_filter_stage(config.filters, engine), ("filters",)))
+    if config.decontamination:
+        decontamination = build_decontamination_stage(config.decontamination, out_dir / "decontamination", engine)
+        benchmarks = tuple(b.path for b in config.decontamination.benchmarks)
+        steps.append(Step(decontamination, ("decontamination",), "decontamination", benchmarks))
     if dedup and dedup.exact:
         steps.append(Step(build_exact_stage(dedup.exact, engine), ("dedup.exact",)))
     if dedup and dedup.minhash:

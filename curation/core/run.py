@@ -193,7 +193,7 @@ class CurationRun:
         key = self.ingest_checkpoint.key
         plan = build_plan(self.config, self.out, self.progress, self.previous, run_stats=self.ledger.stages)
         for index, step in enumerate(plan, start=1):
-            key = stage_fingerprint(key, step.name, step.sections, self.config)
+            key = stage_fingerprint(key, step.name, step.sections, self.config, step.files)
             yield step, Checkpoint(self.out, index, step.name, key, self.config.execution.batch_size, step.side_output)
 
     def absorb(self, step: Step, checkpoint: Checkpoint) -> StageStats:

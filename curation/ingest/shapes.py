@@ -221,6 +221,14 @@ def _shape_prompt_response(row: dict) -> list[_Draft]:
     raise _Bad("missing_fields", "|".join(ask for ask, _ in _PAIRS))
 
 
+def _shape_questions(row: dict) -> list[_Draft]:
+    """Questions without answers (MT-Bench's `turns`): a raw record, one paragraph per turn."""
+    turns = row["turns"]
+    if not isinstance(turns, list) or not turns:
+        raise _wrong("turns", turns, "non-empty list of strings")
+    return [_Draft("raw", text="\n\n".join(_text(turn, f"turns[{i}]").strip() for i, turn in enumerate(turns)))]
+
+
 def _side(row: dict, key: str, role: str) -> list[_Turn]:
     value = row[key]
     return [_msg(role, value, key)] if isinstance(value, str) else _turns(value, key)
@@ -392,6 +400,7 @@ _SHAPES: dict[str, _Shape] = {
     "prompt_response": _shape(
         _shape_prompt_response, [(ask, a) for ask, answers in _PAIRS for a in answers], "system"
     ),
+    "questions": _shape(_shape_questions, [("turns",)]),
     "text": _shape(_shape_text, [("text",)]),
 }
 

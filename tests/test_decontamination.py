@@ -1,0 +1,132 @@
+"""Benchmark decontamination against the shared GSM8K test set and MT-Bench questions: planted
+copies (verbatim, edited, embedded, short turns) are removed and named, same-domain clean records
+survive, every row is accounted for, and the index is cached by file hash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curation.core.run import run_pipeline
+from curation.decontamination.index import build_index
+from schemas.config import ConfigError, CurateConfig, Decontamination, load_config
+
+# Math word problems in GSM8K's style that are not in its test set: they must survive.
+CLEAN_MATH = [
+    "Tom has 12 marbles. He gives 5 to his sister and then buys 9 more at the shop. How many marbles does Tom have now?",
+    "A baker makes 48 muffins every morning and sells them for $3 each. If she sells three quarters of them,"
+    " how much money does she make in dollars?",
+    "Maria reads 15 pages of her book every day. The book has 300 pages. How many days does it take her to"
+    " finish the book if she skips reading on Sundays?",
+    "A train travels at 60 miles per hour for 3 hours and then at 40 miles per hour for 2 hours. How many"
+    " miles does it travel in total?",
+]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open()]
+
+
+@pytest.fixture(scope="module")
+def benchmarks(shared_data: Path) -> dict[str, Path]:
+    return {"gsm8k": shared_data / "sft" / "gsm8k_test.jsonl", "mt_bench": shared_data / "sft" / "mt_bench_question.jsonl"}
+
+
+def _config(tmp_path: Path, rows: list[dict], benchmarks: dict[str, Path], **decontamination) -> CurateConfig:
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    section = {"benchmarks": [{"path": str(p)} for p in benchmarks.values()], **decontamination}
+    return CurateConfig.model_validate({"inputs": [{"path": str(data)}], "decontamination": section})
+
+
+def test_planted_benchmark_items_are_removed_and_named(tmp_path: Path, benchmarks: dict[str, Path]) -> None:
+    gsm8k, mt_bench = _lines(benchmarks["gsm8k"]), _lines(benchmarks["mt_bench"])
+    edited = gsm8k[6]["question"].upper().replace(",", " ;").replace(". ", ".\n\n  ")
+    changed = gsm8k[9]["question"].split()
+    changed[len(changed) // 2] = "purple"  # one word replaced: only the n-grams around it are lost
+    planted = {
+        "verbatim": {"instruction": gsm8k[5]["question"], "output": "The answer is 3."},
+        "edited": {"instruction": edited, "output": "Let me think."},
+        "one word changed": {"instruction": " ".join(changed), "output": "Let me think."},
+        "embedded": {
+            "instruction": "Please help with my homework, explain every step. " + gsm8k[7]["question"] + " Thanks a lot!",
+            "output": "Sure.",
+        },
+        "answer copied": {"instruction": "Solve this for me.", "output": gsm8k[8]["answer"]},
+        "mt-bench first turn": {"instruction": mt_bench[3]["turns"][0], "output": "Here it is."},
+        "mt-bench short turn": {"instruction": mt_bench[0]["turns"][1], "output": "Again."},
+    }
+    clean = [{"instruction": q, "output": "Let me work it out."} for q in CLEAN_MATH]
+    rows = list(planted.values()) + clean
+    stats = run_pipeline(_config(tmp_path, rows, benchmarks), tmp_path / "run")
+
+    rejected = pl.read_parquet(tmp_path / "run" / "rejected.parquet")
+    kept = pl.read_parquet(tmp_path / "run" / "kept.parquet")
+    assert rejected["reason"].to_list() == ["benchmark_overlap"] * len(planted)
+    assert rejected["stage"].unique().to_list() == ["decontamination"]
+    assert kept.height == len(clean)  # same-domain problems that are not test items survive
+    details = dict(zip(planted, rejected.sort("source")["detail"].to_list(), strict=True))
+    item = _id(benchmarks["gsm8k"], 5)
+    assert details["verbatim"].startswith(f"gsm8k_test: item {item} ({benchmarks['gsm8k']}:6, user turn 1)")
+    assert "(1.00)" in details["edited"]
+    assert "in shared 13-grams" in details["one word changed"] and "(1.00)" not in details["one word changed"]
+    assert "assistant turn 2" in details["answer copied"]
+    assert details["mt-bench first turn"].startswith(f"mt_bench_question: item 84 ({benchmarks['mt_bench']}:4, paragraph 1)")
+    assert "all 11 of its words in order" in details["mt-bench short turn"]
+
+    entry = stats.stages[-1]
+    assert entry.stage == "decontamination" and entry.removed_by_reason == {"benchmark_overlap": len(planted)}
+    figures = entry.model_dump()["benchmarks"]
+    assert figures["gsm8k_test"]["benchmark_overlap"] == 5 and figures["mt_bench_question"]["benchmark_overlap"] == 2
+    assert figures["gsm8k_test"]["items"] == 1319
+    assert stats.invariant.holds and stats.totals.kept + stats.totals.rejected == len(rows)
+    matches = pl.read_parquet(tmp_path / "run" / "decontamination" / "matches.parquet")
+    assert sorted(matches["id"].to_list()) == sorted(rejected["id"].to_list())
+    assert gsm8k[5]["question"] in matches["benchmark_text"].to_list()
+
+
+def _id(path: Path, line: int) -> str:
+    from curation.ingest import ingest
+    from schemas.config import InputSpec
+
+    return ingest([InputSpec(path=str(path))], progress=False).records["id"][line]
+
+
+def test_clean_instruction_data_survives(tmp_path: Path, shared_data: Path, benchmarks: dict[str, Path]) -> None:
+    """Thousands of real instructions from other sets share no benchmark text."""
+    inputs = [shared_data / "sft" / f for f in ("llamafactory_alpaca_en_demo.json", "code_alpaca_2k.json")]
+    section = {"benchmarks": [{"path": str(p)} for p in benchmarks.values()]}
+    config = CurateConfig.model_validate({"inputs": [{"path": str(p)} for p in inputs], "decontamination": section})
+    stats = run_pipeline(config, tmp_path / "run")
+    assert stats.stages[-1].removed == 0 and stats.stages[-1].rows_in > 2900
+
+
+def test_index_is_cached_by_file_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, benchmarks: dict[str, Path]) -> None:
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path / "cache"))
+    copy = tmp_path / "bench.jsonl"
+    copy.write_text(benchmarks["mt_bench"].read_text())
+    cfg = Decontamination(benchmarks=[{"path": str(copy)}])
+    first = build_index(cfg)
+    assert len(list((tmp_path / "cache" / "decontamination").iterdir())) == 1
+    assert build_index(cfg).texts.equals(first.texts)
+    copy.write_text(benchmarks["mt_bench"].read_text().replace("Hawaii", "Iceland"))  # new content: a new index
+    changed = build_index(cfg)
+    assert len(list((tmp_path / "cache" / "decontamination").iterdir())) == 2
+    assert any("Iceland" in t for t in changed.texts["text"]) and changed.figures["bench"]["items"] == 80
+
+
+def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "hello world"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text(f"inputs: [{{path: {data}}}]\ndecontamination: {{benchmarks: [{{path: nope.jsonl}}]}}\n")
+    with pytest.raises(ConfigError, match=r"decontamination.benchmarks\[0\].path: file not found"):
+        load_config(config)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"unrelated": 1}\n')
+    cfg = Decontamination(benchmarks=[{"path": str(empty)}])
+    with pytest.raises(ConfigError, match=r"no benchmark items read"):
+        build_index(cfg)
