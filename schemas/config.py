@@ -207,6 +207,16 @@ class Dedup(Strict):
     semantic: SemanticDedup | None = None
 
 
+PiiKind = Literal["email", "phone", "ip", "credit_card", "secret"]
+
+
+class PiiConfig(Strict):
+    action: Literal["redact", "drop"] = Field(
+        "redact", description="redact: typed placeholders, the record kept; drop: reject it (stored redacted)."
+    )
+    kinds: list[PiiKind] = ["email", "phone", "ip", "credit_card", "secret"]
+
+
 class Benchmark(Strict):
     path: str = Field(description="A benchmark file (any format and shape ingest reads), relative to the config.")
     name: str | None = Field(None, description="How rejects and the report name it; null = the file stem.")
@@ -248,6 +258,7 @@ class Decontamination(Strict):
 
 class CurateConfig(Strict):
     inputs: list[InputSpec] = Field(min_length=1)
+    pii: PiiConfig | None = None
     filters: Filters | None = None
     decontamination: Decontamination | None = None
     dedup: Dedup | None = None

@@ -35,6 +35,7 @@ from curation.llm.chat import open_model
 from curation.llm.endpoint import Budget
 from curation.llm.failures import check_failures
 from curation.llm.tokenizer import load_tokenizer
+from curation.pii import build_pii_stage
 from curation.preference.pairs import add_generated, build_pairs, group_prompts
 from curation.publish.versions import Version
 from curation.synthesis import synthesize
@@ -63,6 +64,8 @@ class Step:
     sections: tuple[str, ...]
     side_output: str | None = None
     files: tuple[str, ...] = ()  # files its output depends on besides the records (benchmarks)
+    scrubs: bool = False  # its output replaces text that must not stay on disk (PII): the
+    # records of earlier checkpoints are removed once its own is written
 
     @property
     def name(self) -> str:
@@ -87,7 +90,8 @@ def build_plan(
 ) -> list[Step]:
     """Every step after ingest, in pipeline order; absent config sections are skipped.
 
-    Synthesis first (its pairs then meet the filters, dedup and jury), cheap filters, benchmark
+    PII first (nothing after it, prompts and rejects included, sees what it redacts), then
+    synthesis (its pairs then meet the filters, dedup and jury), cheap filters, benchmark
     decontamination (a test item is removed as such, not as a duplicate), cheapest dedup first,
     then (on a refresh, `previous`) the new records against the published version, the jury on
     what survives, preference pairs from the jury's ratings, and export last. `run_stats` is the
@@ -99,6 +103,8 @@ def build_plan(
     budget = Budget(config.jury.budget_usd) if config.jury else None
     engine = open_engine(config.execution, progress)
     dedup = config.dedup
+    if config.pii:
+        steps.append(Step(build_pii_stage(config.pii, engine), ("pii",), scrubs=True))
     if config.synthesis:
         # jury: the answer cache and the budget it shares with the jury
         steps.append(Step(_synthesis(config, cache, budget, out_dir, progress), ("synthesis", "jury"), "synthesis"))

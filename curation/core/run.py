@@ -178,6 +178,7 @@ class CurationRun:
         self.ingest_checkpoint = Checkpoint(
             self.out, 0, "ingest", digest(input_fingerprint(self.config), published), self.config.execution.batch_size
         )
+        self.checkpoints = [self.ingest_checkpoint]  # absorbed so far
 
     def start(self) -> RunLedger:
         """The ledger from the ingest checkpoint (after its step ran)."""
@@ -201,6 +202,10 @@ class CurationRun:
         assert self.ledger is not None
         rows_in = self.ledger.records.height
         records, rejected, stats = checkpoint.load()
+        if step.scrubs:
+            for earlier in self.checkpoints:
+                earlier.discard_records()
+        self.checkpoints.append(checkpoint)
         if step.adds_records:
             self.ledger.extend(step.name, rows_in, records.collect(), stats)
         else:
