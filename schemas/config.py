@@ -150,11 +150,20 @@ class RepetitionFilter(Strict):
     view: TextView = "assistant"
 
 
+class LanguageFilter(Strict):
+    keep: list[str] = Field(["en"], min_length=1, description="ISO 639-1 codes of the languages to keep.")
+    # Measured on the shared English sets (BENCHMARKS.md): short instructions get low, spread-out
+    # scores, so only a confident other language rejects.
+    min_confidence: float = Field(0.5, ge=0, le=1, description="Reject only when the other language is this sure.")
+    view: TextView = "all"
+
+
 class Filters(Strict):
     length: LengthFilter | None = None
     keywords: KeywordFilter | None = None
     format: FormatFilter | None = None
     repetition: RepetitionFilter | None = None
+    language: LanguageFilter | None = None
 
 
 Normalisation = Literal["case", "whitespace", "punctuation"]

@@ -4,6 +4,7 @@ with its first failing check, and splits off the rejects (on parallel threads fo
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +16,7 @@ from curation.core.text import text_view
 from curation.filters.checks import CONTENT, ROW, Check, with_words
 from curation.filters.format import format_section
 from curation.filters.keywords import keyword_section
+from curation.filters.language import language_section
 from curation.filters.length import length_section
 from curation.filters.repetition import repetition_section
 from schemas.config import Filters, TextView
@@ -35,6 +37,11 @@ class Work:
         self.frame = self.records.select(ROW)
         self._turns: pl.DataFrame | None = None
         self._texts: dict[str, pl.DataFrame] = {}
+        self.counts: dict[str, Counter[str]] = {}  # figures over every record, for stats.json
+
+    def count(self, figure: str, values: pl.Series) -> None:
+        """Count the values of a per-record figure (the input's language mix)."""
+        self.counts.setdefault(figure, Counter()).update(values.to_list())
 
     def view(self, view: TextView) -> str:
         """Add the text view column once; return its name."""
@@ -105,13 +112,15 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
         sections.append(format_section(cfg.format))
     if cfg.repetition:
         sections.append(repetition_section(cfg.repetition))
+    if cfg.language:
+        sections.append(language_section(cfg.language))
 
-    def label(records: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    def label(records: pl.DataFrame) -> tuple[pl.Series, pl.Series, dict[str, Counter[str]]]:
         work = Work(records)
         checks = [check for section in sections for check in section(work)]  # extends work.frame
-        return _label(work.frame, checks)
+        return *_label(work.frame, checks), work.counts
 
-    def label_on_threads(records: pl.DataFrame) -> list[tuple[pl.Series, pl.Series]]:
+    def label_on_threads(records: pl.DataFrame) -> list[tuple[pl.Series, pl.Series, dict[str, Counter[str]]]]:
         # Most list expressions run on one core, so slices labelled on parallel threads (polars
         # releases the GIL) use every core.
         slices = records.iter_slices(max(PARALLEL_MIN_ROWS, -(-records.height // _threads())))
@@ -120,9 +129,15 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
 
     def run(records: pl.DataFrame) -> StageResult:
         labels = [lab for part in (engine or LocalEngine()).map(label_on_threads, records, STAGE) for lab in part]
-        reason = pl.concat([r for r, _ in labels]) if labels else pl.Series([], dtype=pl.String)
-        detail = pl.concat([d for _, d in labels]) if labels else pl.Series([], dtype=pl.String)
-        return split_rejects(records, STAGE, reason, detail)
+        reason = pl.concat([r for r, _, _ in labels]) if labels else pl.Series([], dtype=pl.String)
+        detail = pl.concat([d for _, d, _ in labels]) if labels else pl.Series([], dtype=pl.String)
+        counts: dict[str, Counter[str]] = {}
+        for _, _, part in labels:
+            for figure, values in part.items():
+                counts.setdefault(figure, Counter()).update(values)
+        result = split_rejects(records, STAGE, reason, detail)
+        result.extra = {figure: dict(values.most_common()) for figure, values in counts.items()}
+        return result
 
     return Stage(name=STAGE, run=run, streams=True)
 

@@ -1,0 +1,86 @@
+"""Language identification on real English instruction data and on multilingual samples
+written for this test: other languages are removed with language and confidence named, English
+(short instructions and code included) is kept, and the language mix is counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from curation.core.run import run_pipeline
+from curation.filters.language import detect
+from schemas.config import CurateConfig
+
+# (language, instruction, answer): everyday requests, as a multilingual chat set would hold them.
+FOREIGN = [
+    ("de", "Wie backe ich einen einfachen Apfelkuchen?",
+     "Mische Mehl, Zucker, Butter und Eier, lege die Äpfel darauf und backe ihn eine Stunde lang."),
+    ("fr", "Peux-tu m'expliquer pourquoi le ciel est bleu ?",
+     "La lumière du soleil est diffusée par les molécules de l'air, et le bleu est diffusé davantage que le rouge."),
+    ("es", "¿Cuál es la mejor manera de aprender a programar?",
+     "Empieza con un lenguaje sencillo, escribe pequeños programas todos los días y lee el código de otras personas."),
+    ("it", "Come posso migliorare la qualità del mio sonno?",
+     "Vai a letto sempre alla stessa ora, evita il caffè la sera e tieni la camera fresca e buia."),
+    ("pt", "Quais são os benefícios de beber água regularmente?",
+     "A água ajuda a regular a temperatura do corpo, melhora a digestão e mantém a pele saudável."),
+    ("ru", "Как правильно заваривать зелёный чай?",
+     "Нагрейте воду примерно до восьмидесяти градусов и заваривайте чай не дольше трёх минут."),
+    ("zh", "请介绍一下长城的历史。", "长城始建于两千多年前，历代王朝不断修建，用来抵御北方游牧民族的入侵。"),
+    ("ja", "日本でおすすめの観光地を教えてください。",
+     "京都の古いお寺や、東京の賑やかな街並み、北海道の美しい自然がおすすめです。"),
+    ("ar", "ما هي فوائد ممارسة الرياضة يوميا؟", "تساعد الرياضة على تقوية القلب وتحسين المزاج والنوم وتقليل التوتر."),
+]
+# A Chinese answer to an English prompt: a language problem only in the answer.
+MIXED = {
+    "instruction": "Translate 'good morning, how are you today?' into Chinese.",
+    "output": "早上好，你今天好吗？我希望你今天过得很愉快。",
+}
+
+
+def _run(tmp_path: Path, rows: list[dict], language: dict) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    tmp_path.mkdir()
+    data = tmp_path / "in.json"
+    data.write_text(json.dumps(rows, ensure_ascii=False))
+    config = CurateConfig.model_validate({"inputs": [{"path": str(data)}], "filters": {"language": language}})
+    stats = run_pipeline(config, tmp_path / "run")
+    assert stats.invariant.holds
+    kept, rejected = (pl.read_parquet(tmp_path / "run" / f"{name}.parquet") for name in ("kept", "rejected"))
+    return kept, rejected, stats.stages[-1].model_dump()
+
+
+def test_other_languages_are_removed_and_english_kept(tmp_path: Path, shared_data: Path) -> None:
+    english = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text())[:200]
+    foreign = [{"instruction": q, "output": a} for _, q, a in FOREIGN]
+    kept, rejected, filters = _run(tmp_path / "a", english + foreign + [MIXED], {"keep": ["en"]})
+    by_source = rejected.sort("source")
+    assert by_source["reason"].unique().to_list() == ["wrong_language"]
+    detected = [d.split(" ")[0] for d in by_source["detail"]]
+    assert detected[: len(FOREIGN)] == [lang for lang, _, _ in FOREIGN]
+    assert "(confidence " in by_source["detail"][0] and "keep en, view all" in by_source["detail"][0]
+    assert rejected.height <= len(FOREIGN) + 1 and kept.height >= len(english)  # no English lost
+    mix = filters["languages"]
+    assert mix["en"] >= 195 and all(mix.get(lang, 0) >= 1 for lang, _, _ in FOREIGN)
+
+    # Per role: the user view keeps the Chinese answer to an English prompt, the assistant view drops it.
+    kept_user, _, _ = _run(tmp_path / "u", [MIXED], {"keep": ["en"], "view": "user"})
+    _, rejected_answers, _ = _run(tmp_path / "s", [MIXED], {"keep": ["en"], "view": "assistant"})
+    assert kept_user.height == 1 and rejected_answers["detail"][0].startswith("zh ")
+    # keep: several languages.
+    kept_de, _, _ = _run(tmp_path / "d", foreign[:2], {"keep": ["en", "de"]})
+    assert kept_de.height == 1
+
+
+def test_english_instruction_sets_are_kept(shared_data: Path) -> None:
+    """Near-zero false rejects at the default confidence on thousands of short English texts,
+    code and math included."""
+    names = ["code_alpaca_2k.json", "gsm8k_test.jsonl", "selfinstruct_user_oriented_252.jsonl"]
+    texts = []
+    for name in names:
+        path = shared_data / "sft" / name
+        rows = json.loads(path.read_text()) if name.endswith(".json") else [json.loads(x) for x in path.open()]
+        texts += [r.get("instruction") or r.get("question") for r in rows]
+    found = detect(texts)
+    wrong = [t for t, (lang, p) in zip(texts, found, strict=True) if lang != "en" and p >= 0.5]
+    assert len(texts) > 3500 and len(wrong) <= 2, wrong
