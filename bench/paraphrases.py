@@ -71,13 +71,21 @@ def sources(n: int) -> list[str]:
 
 
 def build(n_sources: int = 300, progress: bool = True) -> ParaphraseSet:
+    texts = sources(n_sources)
+    found, dropped = rewrites(texts, progress)
+    kept = sorted(found)
+    return ParaphraseSet(texts + [found[i] for i in kept], [(i, len(texts) + k) for k, i in enumerate(kept)], dropped)
+
+
+def rewrites(texts: list[str], progress: bool = True) -> tuple[dict[int, str], dict[str, int]]:
+    """The bundled model's checked rewrite of each text it managed one for (by index), and the
+    rewrites dropped by check. Answers come from (and go to) the bench-llm cache."""
     from curation.llm.cache import AnswerCache, CachedModel
     from curation.llm.local import LocalModel
     from curation.llm.types import ChatRequest
     from schemas.bundled import cache_dir
     from schemas.jury import Local
 
-    texts = sources(n_sources)
     shots = tuple(m for q, a in SHOTS for m in (("user", f"Paraphrase: {q}"), ("assistant", a)))
     requests = [
         ChatRequest(messages=(("system", SYSTEM), *shots, ("user", f"Paraphrase: {t}")), temperature=0.0, max_tokens=96)
@@ -97,8 +105,7 @@ def build(n_sources: int = 300, progress: bool = True) -> ParaphraseSet:
                 found[i] = rewrite
             elif attempt == ATTEMPTS - 1:
                 dropped[problem] += 1
-    kept = sorted(found)
-    return ParaphraseSet(texts + [found[i] for i in kept], [(i, len(texts) + k) for k, i in enumerate(kept)], dict(dropped))
+    return found, dict(dropped)
 
 
 def _norm(text: str) -> str:

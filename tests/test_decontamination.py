@@ -12,6 +12,7 @@ import pytest
 
 from curation.core.run import run_pipeline
 from curation.decontamination.index import build_index
+from curation.report.html import write_report
 from schemas.config import ConfigError, CurateConfig, Decontamination, load_config
 
 # Math word problems in GSM8K's style that are not in its test set: they must survive.
@@ -86,6 +87,11 @@ def test_planted_benchmark_items_are_removed_and_named(tmp_path: Path, benchmark
     matches = pl.read_parquet(tmp_path / "run" / "decontamination" / "matches.parquet")
     assert sorted(matches["id"].to_list()) == sorted(rejected["id"].to_list())
     assert gsm8k[5]["question"] in matches["benchmark_text"].to_list()
+
+    html = write_report(tmp_path / "run").read_text()
+    section = html[html.index('id="contamination"') : html.index('id="languages"')]
+    assert "gsm8k_test" in section and "mt_bench_question" in section and "benchmark item" in section
+    assert str(benchmarks["gsm8k"]) + ":6" in section  # the benchmark item beside the record that holds it
 
 
 def _id(path: Path, line: int) -> str:

@@ -11,6 +11,7 @@ import polars as pl
 
 from curation.core.run import run_pipeline
 from curation.filters.language import detect
+from curation.report.html import write_report
 from schemas.config import CurateConfig
 
 # (language, instruction, answer): everyday requests, as a multilingual chat set would hold them.
@@ -62,6 +63,8 @@ def test_other_languages_are_removed_and_english_kept(tmp_path: Path, shared_dat
     assert rejected.height <= len(FOREIGN) + 1 and kept.height >= len(english)  # no English lost
     mix = filters["languages"]
     assert mix["en"] >= 195 and all(mix.get(lang, 0) >= 1 for lang, _, _ in FOREIGN)
+    html = write_report(tmp_path / "a" / "run").read_text()
+    assert "Language mix" in html and "<td>zh</td>" in html
 
     # Per role: the user view keeps the Chinese answer to an English prompt, the assistant view drops it.
     kept_user, _, _ = _run(tmp_path / "u", [MIXED], {"keep": ["en"], "view": "user"})

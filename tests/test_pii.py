@@ -12,6 +12,7 @@ import pytest
 
 from curation.core.run import run_pipeline
 from curation.pii.detect import KINDS, find, luhn, redact
+from curation.report.html import write_report
 from schemas.config import CurateConfig
 
 PLANTED = {
@@ -90,6 +91,8 @@ def test_no_pii_left_in_the_run_directory(tmp_path: Path, shared_data: Path, act
     rows = _planted_rows(shared_data)
     out = tmp_path / "run"
     stats = run_pipeline(_config(tmp_path, rows, action), out)
+    html = write_report(out).read_text()
+    assert "records held PII" in html
     assert _leaks(out) == []
     pii = stats.stages[1]
     planted = sum(len(v) for v in PLANTED.values())

@@ -18,7 +18,8 @@ from PIL import Image
 from curation.report.html import histogram, write_report
 from schemas.record import Record, records_frame, rejects_frame
 
-SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "jury", "sources", "validation", "version"]
+SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "contamination", "languages", "pii", "jury", "sources",
+            "validation", "version"]
 CHARTED = ["funnel", "reasons", "lengths", "duplicates", "jury", "sources"]
 TITLE = "curate report: run"
 # Data that would act if the report did not escape it.
@@ -27,6 +28,7 @@ IMG = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
 BAD_FILE = "data/bad<script>alert(2)</script>.jsonl"  # file names reach the charts' SVG labels
 KEPT_BLUE, REMOVED_RED, LENGTH_PURPLE = (37, 99, 235), (220, 38, 38), (124, 58, 237)
 JUDGES = ["helpfulness", "accuracy"]
+GSM8K_ITEM = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning."
 
 
 # --- a run directory ----------------------------------------------------------------------------
@@ -91,12 +93,18 @@ def build_run(run: Path) -> None:
          "stage": "dedup_minhash", "reason": "near_duplicate", "detail": "jaccard 0.93", "duplicate_of": "r1"},
         {**sft("a4", 4, "Tell me a joke.", "No.", jury["a4"]), "stage": "jury", "reason": "low_jury_score",
          "detail": "score 1.50 < 3.0 (helpfulness 2.00, accuracy 1.00)"},
+        {**sft("a11", 11, f"Homework: {GSM8K_ITEM}", "18 dollars."), "stage": "decontamination", "reason": "benchmark_overlap",
+         "detail": "gsm8k_test: item g1 (bench/gsm8k_test.jsonl:1, user turn 1): 41/41 of its words in shared 13-grams (1.00)"},
     ]
     run.mkdir(parents=True)
     records_frame(kept).write_parquet(run / "kept.parquet")
     rejects_frame(rejected).write_parquet(run / "rejected.parquet")
     (run / "stats.json").write_text(json.dumps(stats(len(kept), len(rejected))))
     write_ratings(run / "jury")
+    (run / "decontamination").mkdir()
+    pl.DataFrame([{"id": "a11", "reason": "benchmark_overlap", "benchmark": "gsm8k_test", "item": "g1",
+                   "item_source": "bench/gsm8k_test.jsonl:1", "part": "user turn 1", "benchmark_text": GSM8K_ITEM + IMG,
+                   "score": 1.0}]).write_parquet(run / "decontamination" / "matches.parquet")
     write_validation(run / "validation")
     publish = {"version_dir": "/data/published/v0003", "version": 3, "parent": 2, "added": ["k1", "k2"],
                "removed": ["old-9"], "score_shifts": [{"id": "k3", "old": 2.5, "new": 4.0}]}
@@ -112,14 +120,18 @@ def stats(kept: int, rejected: int) -> dict:
     usage = {"requests": 8, "failures": 0, "cached": 0, "prompt_tokens": 2400, "completion_tokens": 80,
              "cost_usd": 0.0006, "by_error": {}}
     stages = [
-        stage("ingest", 15, 14, {"bad_json": 1}, rows_read=15, files=[
-            {"path": "data/alpaca.jsonl.gz", "format": "jsonl", "compression": "gzip", "shape": "alpaca", "rows_read": 12,
-             "records": 12, "rejected": 0, "removed_by_reason": {}, "missing_columns": []},
+        stage("ingest", 16, 15, {"bad_json": 1}, rows_read=16, files=[
+            {"path": "data/alpaca.jsonl.gz", "format": "jsonl", "compression": "gzip", "shape": "alpaca", "rows_read": 13,
+             "records": 13, "rejected": 0, "removed_by_reason": {}, "missing_columns": []},
             {"path": BAD_FILE, "format": "jsonl", "compression": None, "shape": "mixed: text 2, alpaca 1", "rows_read": 3,
              "records": 2, "rejected": 1, "removed_by_reason": {"bad_json": 1}, "missing_columns": []},
         ], skipped_files=["data/README.md", "data/LICENSE"]),
-        stage("synthesis", 14, 16, {}, documents=3, chunks=2, generated=2, failed_chunks=0, generator="local:smollm2"),
-        stage("filters", 16, 14, {"too_few_words": 1, "excluded_keyword": 1}),
+        stage("pii", 15, 15, {}, action="redact", records_with_pii=1, found={"email": 1}),
+        stage("synthesis", 15, 17, {}, documents=3, chunks=2, generated=2, failed_chunks=0, generator="local:smollm2"),
+        stage("filters", 17, 15, {"too_few_words": 1, "excluded_keyword": 1}, languages={"en": 15, "de": 1, "uncertain": 1}),
+        stage("decontamination", 15, 14, {"benchmark_overlap": 1}, ngram=13, min_coverage=0.5,
+              benchmarks={"gsm8k_test": {"items": 1319, "texts": 2638, "too_short": 0, "benchmark_overlap": 1,
+                                         "benchmark_paraphrase": 0}}),
         stage("dedup_exact", 14, 12, {"exact_duplicate": 2}),
         stage("dedup_minhash", 12, 11, {"near_duplicate": 1}, candidate_pairs=3, confirmed_pairs=1),
         stage("jury", 11, 10, {"low_jury_score": 1}, judges=JUDGES, rated=8, unscored=0, agreement_alpha=0.612,
@@ -142,9 +154,9 @@ def stats(kept: int, rejected: int) -> dict:
     return {
         "config": "configs/report.yaml",
         "stages": stages,
-        "totals": {"ingested": 15, "generated": 3, "kept": kept, "rejected": rejected,
+        "totals": {"ingested": 16, "generated": 3, "kept": kept, "rejected": rejected,
                    "removed_by_stage": {s["stage"]: s["removed"] for s in stages}},
-        "invariant": {"rule": "ingested + generated == kept + rejected", "holds": 15 + 3 == kept + rejected},
+        "invariant": {"rule": "ingested + generated == kept + rejected", "holds": 16 + 3 == kept + rejected},
         "seconds": 12.5,
     }
 
@@ -298,7 +310,7 @@ def test_report_content(rendered: dict) -> None:
     assert 'id="invariant" data-holds="true"' in dom
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
     for shown in (
-        "data/alpaca.jsonl 5 5 50.0%",  # per source: kept, rejected, kept share
+        "data/alpaca.jsonl 5 6 45.5%",  # per source: kept, rejected, kept share
         "data/raw.jsonl (synthesis) 2 0",
         "data/bad&lt;script&gt;alert(2)&lt;/script&gt;.jsonl 0 1",
         "(preference pairs) 1 0",
@@ -310,7 +322,7 @@ def test_report_content(rendered: dict) -> None:
         "hold-out of 2 records: its Spearman is uncertain",  # and its warning
         "unparsable",  # a failed rating
         # Per input file as ingest read it, and what a directory input left out.
-        "data/alpaca.jsonl.gz jsonl (gzip) alpaca 12 12 0 0.0%",
+        "data/alpaca.jsonl.gz jsonl (gzip) alpaca 13 13 0 0.0%",
         "mixed: text 2, alpaca 1 3 2 1 33.3% bad_json: 1",
         "Skipped in directory inputs",
         "data/README.md, data/LICENSE",
@@ -325,6 +337,10 @@ def test_report_content(rendered: dict) -> None:
         "no_pair_by_reason.tie 3",
         "splits.sft.train 6",
         "files.sharegpt.json.rows 7",
+        "gsm8k_test 1,319 2,638 0 1 0",  # contamination per benchmark
+        "bench/gsm8k_test.jsonl:1 · user turn 1 Janet",  # the item beside the record
+        "1 of 15 records held PII (redact); found: email 1",
+        "de 1 5.9%",  # the language mix
     ):
         assert shown in text, shown
     funnel = dom[dom.index('id="funnel"'):dom.index('id="reasons"')]
@@ -341,7 +357,7 @@ def test_report_content(rendered: dict) -> None:
 def test_a_run_with_only_stats_json_renders(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    summary = stats(11, 7)
+    summary = stats(11, 8)
     summary["stages"] = [s for s in summary["stages"] if s["stage"] != "jury"]
     (run / "stats.json").write_text(json.dumps(summary))
     dom = dump_dom(write_report(run), tmp_path)

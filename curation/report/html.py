@@ -2,7 +2,8 @@
 
 What a data engineer opens first: the totals and the invariant, the funnel through the stages,
 why records were removed (with real examples), lengths of what was kept, the largest duplicate
-clusters, the jury, a per-source breakdown and the validation suites. Only stats.json is
+clusters, data hygiene (benchmark contamination, language mix, PII: curation.report.hygiene),
+the jury, a per-source breakdown and the validation suites. Only stats.json is
 required; every other part of the run directory is optional and its section then says
 "not in this run".
 
@@ -59,6 +60,8 @@ def write_report(run_dir: Path) -> Path:
     rejected = _scan(run_dir / "rejected.parquet")
     stages = stats.stages
     jury_stage = stats.stage("jury")
+    from curation.report import hygiene  # it uses this module's helpers
+
     context = {
         "title": f"curate report: {run_dir.resolve().name}",
         "run_dir": str(run_dir.resolve()),
@@ -69,6 +72,9 @@ def write_report(run_dir: Path) -> Path:
         "lengths": _lengths(kept) if kept is not None else None,
         "tokens": _tokens(stats.stage("export")),
         "duplicates": _duplicates(kept, rejected) if rejected is not None else None,
+        "contamination": hygiene.contamination(stats, run_dir, rejected),
+        "languages": hygiene.languages(stats),
+        "pii": hygiene.pii(stats),
         "jury": _jury(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
         "sources": _sources(kept, rejected) if kept is not None or rejected is not None else None,
         "inputs": _inputs(stats.stage("ingest")),
