@@ -37,6 +37,7 @@ def benchmarks(shared_data: Path) -> dict[str, Path]:
 
 
 def _config(tmp_path: Path, rows: list[dict], benchmarks: dict[str, Path], **decontamination) -> CurateConfig:
+    tmp_path.mkdir(exist_ok=True)
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     section = {"benchmarks": [{"path": str(p)} for p in benchmarks.values()], **decontamination}
@@ -99,6 +100,32 @@ def _id(path: Path, line: int) -> str:
     from schemas.config import InputSpec
 
     return ingest([InputSpec(path=str(path))], progress=False).records["id"][line]
+
+
+# Rephrased GSM8K test questions 1 and 2: no 13-gram (and few words in order) left in common.
+PARAPHRASES = [
+    "Every day, Janet's ducks produce 16 eggs. She has three of them for breakfast each morning and uses four more to"
+    " bake muffins for friends. The rest she sells at the farmers' market for $2 apiece. How many dollars does she earn"
+    " daily at the market?",
+    "To make a robe you need 2 bolts of blue fiber plus half as much white fiber. What is the total number of bolts needed?",
+]
+
+
+def test_paraphrased_items_are_caught_by_the_semantic_check(tmp_path: Path, benchmarks: dict[str, Path]) -> None:
+    """The n-gram check misses rephrased test items; the semantic check (the static encoder)
+    names them with their cosine, and the same-domain clean problems still survive."""
+    bench = tmp_path / "gsm8k_50.jsonl"  # 50 items keep the test fast; the rephrased ones are among them
+    bench.write_text("".join(benchmarks["gsm8k"].read_text().splitlines(keepends=True)[:50]))
+    rows = [{"instruction": q, "output": "Let me work it out."} for q in PARAPHRASES + CLEAN_MATH]
+    ngram_only = run_pipeline(_config(tmp_path / "a", rows, {"gsm8k": bench}), tmp_path / "a" / "run")
+    assert ngram_only.stages[-1].removed == 0
+    config = _config(tmp_path / "b", rows, {"gsm8k": bench}, semantic={"threshold": 0.85})
+    stats = run_pipeline(config, tmp_path / "b" / "run")
+    rejected = pl.read_parquet(tmp_path / "b" / "run" / "rejected.parquet").sort("source")
+    assert rejected["reason"].to_list() == ["benchmark_paraphrase"] * len(PARAPHRASES)
+    assert rejected["detail"][0].startswith(f"gsm8k_50: item {_id(bench, 0)} ({bench}:1, user turn 1): cosine 0.")
+    assert stats.stages[-1].model_dump()["benchmarks"]["gsm8k_50"]["benchmark_paraphrase"] == len(PARAPHRASES)
+    assert stats.totals.kept == len(CLEAN_MATH)
 
 
 def test_clean_instruction_data_survives(tmp_path: Path, shared_data: Path, benchmarks: dict[str, Path]) -> None:

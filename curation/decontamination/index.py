@@ -7,8 +7,8 @@ benchmark's `view`), `chosen` / `rejected` answers, and each blank-line paragrap
 n-grams; a shorter one with at least `min_words` words by its leading `min_words`-gram (it must
 then appear whole); shorter texts are not checked and are counted.
 
-Each benchmark's part is built once and cached by the file's sha256 (with the settings and the
-polars version, whose string hash the n-grams use) under `<cache>/decontamination/`, and once
+Each benchmark's part is built once and cached by the file's sha256 (with its path, the settings
+and the polars version, whose string hash the n-grams use) under `<cache>/decontamination/`, and once
 per process in memory.
 """
 
@@ -107,7 +107,9 @@ def _cache_key(bench: Benchmark, ngram: int, min_words: int) -> str:
         with f.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 h.update(block)
-    settings = [INDEX_FORMAT, pl.__version__, bench.name, bench.format, bench.shape, bench.view, ngram, min_words]
+    # The path too: the cached texts name their source locations.
+    settings = [INDEX_FORMAT, pl.__version__, str(Path(bench.path).resolve()), bench.name, bench.format, bench.shape,
+                bench.view, ngram, min_words]
     h.update(json.dumps(settings).encode())
     return h.hexdigest()[:32]
 

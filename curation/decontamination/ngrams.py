@@ -37,6 +37,6 @@ def gram_hashes(hashes: np.ndarray, starts: np.ndarray, n: int) -> tuple[np.ndar
     for j in range(1, n):
         key += hashes[j : j + total] * np.uint64(pow(PRIME, j, 2**64))  # wraps mod 2^64
     # An n-gram is inside one text when its last word is in the same text as its first.
-    text_of = np.searchsorted(starts, np.arange(len(hashes)), side="right") - 1
+    text_of = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     position = np.flatnonzero(text_of[:total] == text_of[n - 1 : n - 1 + total])
     return key[position], position

@@ -141,14 +141,16 @@ def _candidates(words: pl.Series, index: BenchmarkIndex) -> np.ndarray:
         if not len(table):
             continue
         grams, position = gram_hashes(hashes, starts, length)
-        lo = np.searchsorted(table, grams, side="left")
-        hi = np.searchsorted(table, grams, side="right")
-        hit = np.flatnonzero(hi > lo)
+        # A hash-set lookup (polars, all cores) finds the few hits; only they are located in the table.
+        hit = pl.Series(grams, dtype=pl.UInt64).is_in(pl.Series(table, dtype=pl.UInt64).implode()).arg_true().to_numpy()
         if not len(hit):
             continue
-        count = hi[hit] - lo[hit]
+        lo = np.searchsorted(table, grams[hit], side="left")
+        hi = np.searchsorted(table, grams[hit], side="right")
+        hit, lo, hi = hit[hi > lo], lo[hi > lo], hi[hi > lo]
+        count = hi - lo
         # Every (gram, indexed text) pair of the hits: the ranges lo..hi laid end to end.
-        at = np.repeat(lo[hit] - np.cumsum(np.concatenate([[0], count[:-1]])), count) + np.arange(count.sum())
+        at = np.repeat(lo - np.cumsum(np.concatenate([[0], count[:-1]])), count) + np.arange(count.sum())
         rows = np.repeat(np.searchsorted(starts, position[hit], side="right") - 1, count)
         pairs.append(np.stack([rows, texts[at]], axis=1))
     if not pairs:
