@@ -42,13 +42,17 @@ def keys(config_stem: str) -> dict[str, str]:
         "removals": f"{base}-removals",
         "duplicates": f"{base}-duplicates",
         "jury_scores": f"{base}-jury-scores",
+        "contamination": f"{base}-contamination",
+        "languages": f"{base}-languages",
+        "pii": f"{base}-pii",
         "report": f"{base}-report",
         "jury_progress": f"{base}-jury-progress",
     }
 
 
 def publish_run(run_dir: Path, config_stem: str) -> list[str]:
-    """Summary, removal reasons, duplicate clusters, jury scores and the report link; returns the keys."""
+    """Summary, removal reasons, duplicate clusters, data hygiene, jury scores and the report link;
+    returns the keys."""
     k = keys(config_stem)
     stats = RunStats.read(run_dir)
     report = run_dir / "report.html"
@@ -61,6 +65,9 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     if clusters:
         create_table_artifact(clusters, key=k["duplicates"], description=f"largest {TOP_CLUSTERS} duplicate clusters")
         published.append(k["duplicates"])
+    for name, (rows, description) in hygiene_tables(stats).items():
+        create_table_artifact(rows, key=k[name], description=description)
+        published.append(k[name])
     jury = stats.stage("jury")
     if jury and jury.figures.get("histogram"):
         rows = [{"score": score, "records": n} for score, n in jury.figures["histogram"].items()]
@@ -70,6 +77,22 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
         create_link_artifact(report.resolve().as_uri(), link_text=str(report), key=k["report"], description="HTML quality report")
         published.append(k["report"])
     return published
+
+
+def hygiene_tables(stats: RunStats) -> dict[str, tuple[list[dict], str]]:
+    """The data hygiene figures of the run as tables (only those of stages that ran)."""
+    tables = {}
+    decontamination, filters, pii = stats.stage("decontamination"), stats.stage("filters"), stats.stage("pii")
+    if decontamination:
+        rows = [{"benchmark": name, **figures} for name, figures in decontamination.figures.get("benchmarks", {}).items()]
+        tables["contamination"] = (rows, "records that contain a benchmark text, per benchmark")
+    if filters and filters.figures.get("languages"):
+        rows = [{"language": lang, "records": n} for lang, n in filters.figures["languages"].items()]
+        tables["languages"] = (rows, "the filter stage's input by detected language")
+    if pii:
+        rows = [{"kind": kind, "found": n} for kind, n in pii.figures.get("found", {}).items()]
+        tables["pii"] = (rows, f"PII found ({pii.figures.get('action')}), per kind; never the values")
+    return tables
 
 
 def summary_markdown(stats: RunStats, run_dir: Path) -> str:
