@@ -87,7 +87,8 @@ def validate(config_path: Path) -> int:
     config = load_config(config_path)
     preflight(config)
     files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
-    names = ("filters", "dedup", "synthesis", "jury", "preference", "export", "validation", "train")
+    names = ("pii", "filters", "decontamination", "dedup", "synthesis", "jury", "preference", "export", "validation",
+             "train")
     sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")

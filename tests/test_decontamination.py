@@ -155,7 +155,7 @@ def test_index_is_cached_by_file_hash(tmp_path: Path, monkeypatch: pytest.Monkey
     assert any("Iceland" in t for t in changed.texts["text"]) and changed.figures["bench"]["items"] == 80
 
 
-def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path) -> None:
+def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text('{"text": "hello world"}\n')
     config = tmp_path / "c.yaml"
@@ -167,3 +167,8 @@ def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path) -> No
     cfg = Decontamination(benchmarks=[{"path": str(empty)}])
     with pytest.raises(ConfigError, match=r"no benchmark items read"):
         build_index(cfg)
+    from flows.cli import main  # `curate validate` / `run` find it before any work: exit 2, one message
+
+    config.write_text(f"inputs: [{{path: {data}}}]\ndecontamination: {{benchmarks: [{{path: {empty}}}]}}\n")
+    assert main(["validate", str(config)]) == 2
+    assert "decontamination.benchmarks[0].path: no benchmark items read" in capsys.readouterr().err

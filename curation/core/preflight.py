@@ -1,6 +1,7 @@
 """Everything a run can check before any work, so a fatal problem stops it in a second with one
 message naming the field or path (ConfigError: exit 2) instead of a traceback after an hour:
-the inputs (see curation.ingest.check_inputs), the folders it writes (the run directory and the
+the inputs (see curation.ingest.check_inputs), the benchmark files (their index is built), the
+folders it writes (the run directory and the
 publish directory must be, or be creatable as, writable directories) and the templates (rubrics
 and the synthesis prompt compile in the sandbox and show what they must)."""
 
@@ -22,6 +23,10 @@ from schemas.config import CurateConfig
 def preflight(config: CurateConfig, out: Path | None = None) -> None:
     """Raise ConfigError for the first fatal problem of `config` run into `out`."""
     check_inputs(config.inputs)
+    if config.decontamination:  # the benchmark index is built (or read from its cache) here
+        from curation.decontamination.index import build_index
+
+        build_index(config.decontamination)
     if out is not None:
         writable_dir(out, "--out")
     if config.publish:
