@@ -112,6 +112,8 @@ def test_no_pii_left_in_the_run_directory(tmp_path: Path, shared_data: Path, act
         assert {"contact": "<EMAIL>", "pii": {"email": 1}, "shape": "alpaca"} in metas
         too_short = rejected.filter(pl.col("stage") == "filters")["messages"].list.last().struct.field("content")
         assert "ok <PHONE>" in too_short.to_list()  # later stages' rejects carry the redacted text
+        again = run_pipeline(_config(tmp_path, rows, action), out)  # resumes: ingest redone, later steps restored
+        assert again.totals == stats.totals and _leaks(out) == []
     else:
         dropped = rejected.filter(pl.col("stage") == "pii")
         assert dropped.height == planted + 2 and set(dropped["reason"]) == {"pii"}
