@@ -7,12 +7,13 @@
    test question) and planted PII (1% carry one value of a kind), against ten benchmark files
    (every file of ../shared/data/sft and pref, GSM8K and MT-Bench among them); the index build is
    timed cold (empty cache) and warm (from its cache).
-2. **Paraphrases** (the semantic check): the bundled SmolLM2 rewrites the first 116 GSM8K and 32
-   MT-Bench questions (bench/paraphrases.py: checked rewrites, cached in .cache/bench-llm). The benchmark is the first
-   660 GSM8K items plus MT-Bench; positives are rewrites of its items; hard negatives are the other
-   659 GSM8K questions (same style, not in the benchmark), ordinary negatives 999 Alpaca
-   instructions. Precision and recall per cosine threshold, for both encoders, and the n-gram
-   check's recall on the same rewrites.
+2. **Paraphrases** (the semantic check): the bundled SmolLM2's checked rewrites of GSM8K test
+   questions and Self-Instruct's human-evaluation instructions (bench/paraphrases.py, the set
+   bench_semantic uses, cached in .cache/bench-llm). The benchmarks are the first 660 GSM8K items
+   and the first 126 Self-Instruct ones; positives are the rewrites of their items; hard negatives
+   are the other GSM8K questions and Self-Instruct instructions (same style, not in the
+   benchmark), ordinary negatives 999 Alpaca instructions. Precision and recall per cosine
+   threshold, for both encoders, and the n-gram check's recall on the same rewrites.
 3. **Language identification**: docs/s of py3langid (the one used) and lingua on short English
    instructions and on 1,000-character documents, and English false rejects at the default
    confidence on the shared English sets.
@@ -40,9 +41,9 @@ PII_VALUES = {
     "credit_card": "4111 1111 1111 1111", "secret": "ghp_" + "a1B2c3D4e5" * 4,
 }
 THRESHOLDS = (0.7, 0.75, 0.8, 0.85, 0.9)
-# Questions rewritten by SmolLM2 on 2 CPU cores (minutes per batch of 16 on a loaded machine):
-# the GSM8K ones bench_semantic already asked for, and the first MT-Bench questions.
-PARAPHRASED_GSM8K, PARAPHRASED_MT_BENCH = 116, 32
+# The paraphrase benchmark: these first items of GSM8K test and of the Self-Instruct human
+# evaluation set; the rest of each file are same-style negatives that are not in it.
+GSM8K_BENCHMARK, SELFINSTRUCT_BENCHMARK = 660, 126
 ENCODERS = ("minilm-static", "all-MiniLM-L6-v2")
 
 
@@ -52,8 +53,8 @@ def _questions() -> tuple[list[str], list[str]]:
     return gsm8k, mt_bench
 
 
-def planted_corpus(n: int, seed: int = 0) -> tuple[pl.DataFrame, int, int]:
-    """Raw documents, 1% with a test question inside, 1% with one PII value; the two counts."""
+def planted_corpus(n: int, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Raw documents, 1% with a test question inside, 1% with one PII value; those rows."""
     from bench.corpus import build_corpus, to_records
 
     rng = np.random.default_rng(seed)
@@ -69,7 +70,7 @@ def planted_corpus(n: int, seed: int = 0) -> tuple[pl.DataFrame, int, int]:
     kinds = list(PII_VALUES)
     for k, i in enumerate(with_pii):
         texts[i] += f" Contact: {PII_VALUES[kinds[k % len(kinds)]]}."
-    return to_records(texts), len(contaminated), len(with_pii)
+    return to_records(texts), contaminated, with_pii
 
 
 def _decontamination(n: int) -> dict:
@@ -89,7 +90,10 @@ def _decontamination(n: int) -> dict:
         stage = build_decontamination_stage(cfg, None)
         result, seconds, cpu, rss = measured(lambda: stage(records))
     figures = result.extra["benchmarks"]
-    return {"docs": n, "planted": planted, "removed": result.rejected.height, "seconds": round(seconds, 2),
+    removed = result.rejected["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
+    extra = result.rejected.filter(~pl.Series(np.isin(removed, planted)))
+    return {"docs": n, "planted": len(planted), "planted_found": int(np.isin(planted, removed).sum()),
+            "removed": result.rejected.height, "not_planted": extra["detail"].head(12).to_list(), "seconds": round(seconds, 2),
             "cpu": round(cpu, 2), "rss_mb": round(rss), "docs_per_s": round(n / seconds),
             "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 2),
             "benchmark_texts": sum(f["texts"] for f in figures.values()), "benchmarks": len(figures),
@@ -103,30 +107,40 @@ def _pii(n: int) -> dict:
     records, _, planted = planted_corpus(n)
     stage = build_pii_stage(PiiConfig())
     result, seconds, cpu, rss = measured(lambda: stage(records))
-    return {"docs": n, "planted": planted, "found": result.extra["found"], "records_with_pii": result.extra["records_with_pii"],
-            "seconds": round(seconds, 2), "cpu": round(cpu, 2), "rss_mb": round(rss), "docs_per_s": round(n / seconds)}
+    kept = result.kept
+    marked = kept.filter(pl.col("meta").str.contains('"pii"'))["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
+    texts = kept["text"].gather(planted.tolist())
+    left = int(sum(texts.str.contains(v, literal=True).sum() for v in PII_VALUES.values()))
+    return {"docs": n, "planted": len(planted), "planted_found": int(np.isin(planted, marked).sum()),
+            "planted_values_left": left, "found": result.extra["found"],
+            "records_with_pii": result.extra["records_with_pii"], "seconds": round(seconds, 2), "cpu": round(cpu, 2),
+            "rss_mb": round(rss), "docs_per_s": round(n / seconds)}
 
 
 def _paraphrases(encoder: str) -> dict:
-    from bench.paraphrases import rewrites
+    from bench.corpus import to_records
+    from bench.paraphrases import build
     from curation.decontamination.stage import build_decontamination_stage
     from schemas.config import Decontamination
 
-    gsm8k, mt_bench = _questions()
-    found, dropped = rewrites(gsm8k[:PARAPHRASED_GSM8K] + mt_bench[:PARAPHRASED_MT_BENCH], progress=False)
-    positives = [found[i] for i in sorted(found)]
+    gsm8k, _ = _questions()
+    selfinstruct = [json.loads(x)["instruction"] for x in (SHARED / "sft" / "selfinstruct_user_oriented_252.jsonl").open()]
+    para = build(300, progress=False)  # bench_semantic's set: its rewrites are cached
+    in_benchmark = set(gsm8k[:GSM8K_BENCHMARK]) | set(selfinstruct[:SELFINSTRUCT_BENCHMARK])
+    positives = [para.texts[b] for a, b in para.pairs if para.texts[a] in in_benchmark]
     alpaca = [r["instruction"] for r in json.loads((SHARED / "sft" / "llamafactory_alpaca_en_demo.json").read_text())]
-    hard, ordinary = gsm8k[660:], alpaca
+    hard, ordinary = gsm8k[GSM8K_BENCHMARK:] + selfinstruct[SELFINSTRUCT_BENCHMARK:], alpaca
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Path(tmp) / "gsm8k_first_660.jsonl"
-        lines = (SHARED / "sft" / "gsm8k_test.jsonl").read_text().splitlines()[:660]
-        bench.write_text("\n".join(lines) + "\n")
+        benchmarks = []
+        parts = (("gsm8k_test.jsonl", GSM8K_BENCHMARK), ("selfinstruct_user_oriented_252.jsonl", SELFINSTRUCT_BENCHMARK))
+        for name, count in parts:
+            path = Path(tmp) / name
+            path.write_text("".join((SHARED / "sft" / name).read_text().splitlines(keepends=True)[:count]))
+            benchmarks.append({"path": str(path), "view": "user"})
         cfg = Decontamination(
-            benchmarks=[{"path": str(bench)}, {"path": str(SHARED / "sft" / "mt_bench_question.jsonl")}],
+            benchmarks=benchmarks,
             semantic={"threshold": min(THRESHOLDS), "model": None if encoder == "minilm-static" else encoder},
         )
-        from bench.corpus import to_records
-
         records = to_records(positives + hard + ordinary)
         stage = build_decontamination_stage(cfg, None)
         result, seconds, _, rss = measured(lambda: stage(records))
@@ -135,7 +149,7 @@ def _paraphrases(encoder: str) -> dict:
     cosine = rejected["detail"].str.extract(r"cosine ([\d.]+)").cast(pl.Float64).fill_null(1.0).to_numpy()
     overlap = (rejected["reason"] == "benchmark_overlap").to_numpy()
     n_pos, n_hard = len(positives), len(hard)
-    out: dict = {"positives": n_pos, "hard_negatives": n_hard, "ordinary_negatives": len(ordinary), "dropped": dropped,
+    out: dict = {"positives": n_pos, "hard_negatives": n_hard, "ordinary_negatives": len(ordinary),
                  "seconds": round(seconds, 2), "rss_mb": round(rss),
                  "ngram_recall": round(float((overlap & (row < n_pos)).sum()) / n_pos, 3), "by_threshold": {}}
     for t in THRESHOLDS:

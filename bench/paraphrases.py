@@ -77,9 +77,9 @@ def build(n_sources: int = 300, progress: bool = True) -> ParaphraseSet:
     return ParaphraseSet(texts + [found[i] for i in kept], [(i, len(texts) + k) for k, i in enumerate(kept)], dropped)
 
 
-def rewrites(texts: list[str], progress: bool = True) -> tuple[dict[int, str], dict[str, int]]:
+def rewrites(texts: list[str], progress: bool = True, attempts: int = ATTEMPTS) -> tuple[dict[int, str], dict[str, int]]:
     """The bundled model's checked rewrite of each text it managed one for (by index), and the
-    rewrites dropped by check. Answers come from (and go to) the bench-llm cache."""
+    rewrites dropped by check, after `attempts` tries. Answers come from (and go to) the bench-llm cache."""
     from curation.llm.cache import AnswerCache, CachedModel
     from curation.llm.local import LocalModel
     from curation.llm.types import ChatRequest
@@ -94,7 +94,7 @@ def rewrites(texts: list[str], progress: bool = True) -> tuple[dict[int, str], d
     model = CachedModel(LocalModel(Local(batch_size=16)), AnswerCache(cache_dir() / "bench-llm"))
     found: dict[int, str] = {}
     dropped: Counter[str] = Counter()
-    for attempt in range(ATTEMPTS):  # greedy first, then seeded samples for the sources still without one
+    for attempt in range(attempts):  # greedy first, then seeded samples for the sources still without one
         todo = [i for i in range(len(texts)) if i not in found]
         batch = [requests[i] if attempt == 0 else replace(requests[i], temperature=0.8, seed=attempt) for i in todo]
         desc = f"paraphrases (attempt {attempt + 1})" if progress else None
@@ -103,7 +103,7 @@ def rewrites(texts: list[str], progress: bool = True) -> tuple[dict[int, str], d
             problem = _problem(texts[i], rewrite)
             if problem is None:
                 found[i] = rewrite
-            elif attempt == ATTEMPTS - 1:
+            elif attempt == attempts - 1:
                 dropped[problem] += 1
     return found, dict(dropped)
 

@@ -4,8 +4,8 @@ A benchmark file is read with the project's own ingest (any format and shape it 
 item splits into the texts that are checked one by one: every turn of a conversation (of the
 benchmark's `view`), `chosen` / `rejected` answers, and each blank-line paragraph of a raw item
 (MT-Bench's questions: one per turn). A text with at least `ngram` words is indexed by all its
-n-grams; a shorter one with at least `min_words` words by its leading `min_words`-gram (it must
-then appear whole); shorter texts are not checked and are counted.
+n-grams; a shorter one by its leading `min_words`-gram (it must then appear whole). A text with
+fewer than `min_words` distinct words is not checked (counted as too short).
 
 Each benchmark's part is built once and cached by the file's sha256 (with its path, the settings
 and the polars version, whose string hash the n-grams use) under `<cache>/decontamination/`, and once
@@ -30,7 +30,7 @@ from curation.ingest import ingest
 from schemas.bundled import cache_dir
 from schemas.config import Benchmark, ConfigError, Decontamination, InputSpec
 
-INDEX_FORMAT = "decontamination-index-1"  # bump when what is cached changes
+INDEX_FORMAT = "decontamination-index-2"  # bump when what is cached changes
 PARAGRAPH = re.compile(r"\n\s*\n")
 TEXTS_SCHEMA = {"benchmark": pl.String, "item": pl.String, "source": pl.String, "part": pl.String, "text": pl.String}
 
@@ -135,11 +135,14 @@ def _build_part(bench: Benchmark, ngram: int, min_words: int, at: int) -> tuple[
     texts = pl.DataFrame(rows, schema=TEXTS_SCHEMA, orient="row")
     texts = texts.with_columns(normalised_words(pl.col("text")).alias("words"))
     n_words = texts["words"].list.len()
-    too_short = int((n_words < min_words).sum())
-    texts = texts.filter(n_words >= min_words)
+    # Distinct words: `arr = [0, 0, 0, ...]` or `def add(x, y): return x + y` say too little to
+    # tell a copy from a coincidence, however long they are.
+    checked = texts["words"].list.n_unique() >= min_words
+    too_short = int((~checked).sum())
+    texts = texts.filter(checked)
     arrays = {}
     for kind, chosen, length in (("long", n_words >= ngram, ngram), ("short", n_words < ngram, min_words)):
-        rows_of_kind = np.flatnonzero(chosen.filter(n_words >= min_words).to_numpy())
+        rows_of_kind = np.flatnonzero(chosen.filter(checked).to_numpy())
         hashes, starts = word_hashes(texts["words"].gather(rows_of_kind))
         grams, position = gram_hashes(hashes, starts, length)
         text_of = np.searchsorted(starts, position, side="right") - 1

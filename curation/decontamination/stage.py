@@ -5,7 +5,8 @@ curation.decontamination.index) when at least `min_coverage` of that text's word
 word `ngram`-grams the record shares with it, after normalisation (NFKC, case, punctuation and
 whitespace). Measured on the benchmark side, so a test item embedded in a longer prompt is
 caught as surely as a copy, and a few edited words only uncover the n-grams around them. A
-benchmark text with `min_words` up to `ngram` - 1 words must appear whole, in order. Reason
+benchmark text shorter than `ngram` words must appear whole, in order (texts with fewer than
+`min_words` distinct words are not checked). Reason
 `benchmark_overlap`; `detail` names the benchmark, the item (id, source location, part) and the
 overlap.
 
