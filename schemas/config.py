@@ -251,7 +251,7 @@ class Decontamination(Strict):
         0.5, gt=0, le=1, description="Share of a benchmark text's words inside n-grams the record shares with it."
     )
     min_words: int = Field(
-        8, ge=1, description="Benchmark texts with fewer distinct words are not checked; up to ngram - 1 words must appear whole."
+        6, ge=1, description="Benchmark texts with fewer distinct words are not checked; up to ngram - 1 words must appear whole."
     )
     view: TextView = "all"
     semantic: SemanticContamination | None = None
