@@ -4,7 +4,8 @@ Rule (n-grams): a record is contaminated by a benchmark text (a turn or paragrap
 curation.decontamination.index) when at least `min_coverage` of that text's words lie inside
 word `ngram`-grams the record shares with it, after normalisation (NFKC, case, punctuation and
 whitespace). Measured on the benchmark side, so a test item embedded in a longer prompt is
-caught as surely as a copy, and a few edited words only uncover the n-grams around them. A
+caught as surely as a copy, and a few edited words only uncover the n-grams around them (an
+n-gram of fewer than n / 2 distinct words, such as a run of zeros, counts for nothing). A
 benchmark text shorter than `ngram` words must appear whole, in order (texts with fewer than
 `min_words` distinct words are not checked). Reason
 `benchmark_overlap`; `detail` names the benchmark, the item (id, source location, part) and the
@@ -164,10 +165,13 @@ def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
 
 
 def _covered(text: list[str], grams: set[tuple[str, ...]], n: int) -> int:
-    """Words of `text` inside at least one of its n-grams that is in `grams`."""
+    """Words of `text` inside at least one of its n-grams that is in `grams`. An n-gram of fewer
+    than n / 2 distinct words (`0 0 0 0 ...`, `- - -`) counts for nothing: runs like that are
+    shared by chance."""
     covered = np.zeros(len(text), bool)
     for i in range(len(text) - n + 1):
-        if tuple(text[i : i + n]) in grams:
+        gram = tuple(text[i : i + n])
+        if gram in grams and 2 * len(set(gram)) >= n:
             covered[i : i + n] = True
     return int(covered.sum())
 
