@@ -67,9 +67,10 @@ def test_other_languages_are_removed_and_english_kept(tmp_path: Path, shared_dat
     assert "Language mix" in html and "<td>zh</td>" in html
 
     # Per role: the user view keeps the Chinese answer to an English prompt, the assistant view drops it.
-    kept_user, _, _ = _run(tmp_path / "u", [MIXED], {"keep": ["en"], "view": "user"})
-    _, rejected_answers, _ = _run(tmp_path / "s", [MIXED], {"keep": ["en"], "view": "assistant"})
-    assert kept_user.height == 1 and rejected_answers["detail"][0].startswith("zh ")
+    kept_user, _, _ = _run(tmp_path / "u", [MIXED, english[0]], {"keep": ["en"], "view": "user"})
+    _, rejected_answers, _ = _run(tmp_path / "s", [MIXED, english[0]], {"keep": ["en"], "view": "assistant"})
+    assert kept_user.height == 2 and rejected_answers["detail"].to_list() == [rejected_answers["detail"][0]]
+    assert rejected_answers["detail"][0].startswith("zh ")
     # keep: several languages.
     kept_de, _, _ = _run(tmp_path / "d", foreign[:2], {"keep": ["en", "de"]})
     assert kept_de.height == 1

@@ -1,9 +1,9 @@
 """Everything a run can check before any work, so a fatal problem stops it in a second with one
 message naming the field or path (ConfigError: exit 2) instead of a traceback after an hour:
 the inputs (see curation.ingest.check_inputs), the benchmark files (their index is built), the
-folders it writes (the run directory and the
-publish directory must be, or be creatable as, writable directories) and the templates (rubrics
-and the synthesis prompt compile in the sandbox and show what they must)."""
+folders it writes (the run directory and the publish directory must be, or be creatable as,
+writable directories) and the templates (rubrics and the synthesis prompt compile in the
+sandbox and show what they must)."""
 
 from __future__ import annotations
 

@@ -155,19 +155,19 @@ def _build_part(bench: Benchmark, ngram: int, min_words: int, at: int) -> tuple[
 
 
 def item_texts(record: dict, view: str) -> list[tuple[str, str]]:
-    """(part, text) of a benchmark item: what is checked on its own."""
+    """(part, text) of a benchmark item: what is checked on its own (the turns of `view`)."""
     if record["kind"] == "raw":
         paragraphs = [p.strip() for p in PARAGRAPH.split(record["text"] or "") if p.strip()]
         return [(f"paragraph {i + 1}" if len(paragraphs) > 1 else "text", p) for i, p in enumerate(paragraphs)]
+    sides = {"all": ("messages", "chosen", "rejected"), "no_system": ("messages", "chosen", "rejected"),
+             "user": ("messages",), "assistant": ("messages", "chosen")}[view]
     found = []
-    for side in ("messages", "chosen", "rejected"):
-        if side == "rejected" and view != "all":
-            continue
-        if side != "messages" and view == "user":
-            continue
+    for side in sides:
         for i, turn in enumerate(record[side] or []):
-            if view != "all" and side == "messages" and turn["role"] != view:
+            role = turn["role"]
+            wanted = role == view if view in ("user", "assistant") else view == "all" or role != "system"
+            if side == "messages" and not wanted:
                 continue
-            label = f"{turn['role']} turn {i + 1}" if side == "messages" else f"{side} turn {i + 1}"
+            label = f"{role} turn {i + 1}" if side == "messages" else f"{side} turn {i + 1}"
             found.append((label, turn["content"]))
     return found
