@@ -58,6 +58,8 @@ def _planted_rows(shared_data: Path) -> list[dict]:
         row["output"] += f"\n\nIf anything is unclear, use {value} to get in touch."
     rows[len(values)]["contact"] = PLANTED["email"][0]  # an extra key: kept in meta
     rows[len(values) + 1]["output"] = f"ok {PLANTED['phone'][0]}"  # removed by the length filter later
+    # Not an object: rejected by ingest before PII runs, with its input in `raw` (redacted afterwards).
+    rows.append(f"card {PLANTED['credit_card'][0]}, mail {PLANTED['email'][1]}")
     return rows
 
 
@@ -99,9 +101,11 @@ def test_no_pii_left_in_the_run_directory(tmp_path: Path, shared_data: Path, act
     assert pii.stage == "pii" and pii.model_dump()["found"] == {
         **{k: len(v) for k, v in PLANTED.items()}, "email": len(PLANTED["email"]) + 1, "phone": len(PLANTED["phone"]) + 1
     }
-    assert stats.invariant.holds and stats.totals.kept + stats.totals.rejected == len(rows)
+    assert stats.invariant.holds and stats.totals.kept + stats.totals.rejected == len(rows)  # the malformed row too
     kept = pl.read_parquet(out / "kept.parquet")
     rejected = pl.read_parquet(out / "rejected.parquet")
+    (malformed,) = rejected.filter(pl.col("stage") == "ingest")["raw"].to_list()
+    assert "<CREDIT_CARD>" in malformed and "<EMAIL>" in malformed
     if action == "redact":
         assert pii.removed == 0  # redaction changes text, never the row count
         answers = kept["messages"].list.last().struct.field("content")

@@ -93,9 +93,10 @@ class Checkpoint:
         partial.rename(self.dir)
         return manifest
 
-    def discard_records(self) -> None:
-        """Remove the records this checkpoint kept (it is then incomplete: a re-run recomputes it)."""
-        shutil.rmtree(self.dir / "records", ignore_errors=True)
+    def discard(self) -> None:
+        """Remove this checkpoint's corpora (a re-run recomputes it)."""
+        for frames in ("records", "rejected"):
+            shutil.rmtree(self.dir / frames, ignore_errors=True)
 
     def load(self) -> tuple[Corpus, Corpus | None, dict]:
         manifest = self.manifest()

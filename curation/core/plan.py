@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -36,6 +37,7 @@ from curation.llm.endpoint import Budget
 from curation.llm.failures import check_failures
 from curation.llm.tokenizer import load_tokenizer
 from curation.pii import build_pii_stage
+from curation.pii.stage import redacted_frame
 from curation.preference.pairs import add_generated, build_pairs, group_prompts
 from curation.publish.versions import Version
 from curation.synthesis import synthesize
@@ -64,8 +66,9 @@ class Step:
     sections: tuple[str, ...]
     side_output: str | None = None
     files: tuple[str, ...] = ()  # files its output depends on besides the records (benchmarks)
-    scrubs: bool = False  # its output replaces text that must not stay on disk (PII): the
-    # records of earlier checkpoints are removed once its own is written
+    # PII: what must not stay on disk. Earlier rejects (ingest's) are rewritten through it and the
+    # earlier checkpoints' corpora removed once this step's own checkpoint is written.
+    scrub: Callable[[pl.DataFrame], pl.DataFrame] | None = None
 
     @property
     def name(self) -> str:
@@ -104,7 +107,7 @@ def build_plan(
     engine = open_engine(config.execution, progress)
     dedup = config.dedup
     if config.pii:
-        steps.append(Step(build_pii_stage(config.pii, engine), ("pii",), scrubs=True))
+        steps.append(Step(build_pii_stage(config.pii, engine), ("pii",), scrub=partial(redacted_frame, kinds=config.pii.kinds)))
     if config.synthesis:
         # jury: the answer cache and the budget it shares with the jury
         steps.append(Step(_synthesis(config, cache, budget, out_dir, progress), ("synthesis", "jury"), "synthesis"))

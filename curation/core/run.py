@@ -80,6 +80,16 @@ class RunLedger:
         return result
 
 
+def scrubbed(rejects: Source, scrub: Callable[[pl.DataFrame], pl.DataFrame]) -> Source:
+    """Rejects rewritten through a scrubbing step (PII), shard by shard for a corpus."""
+    if isinstance(rejects, pl.DataFrame):
+        return scrub(rejects)
+    writer = rejects.derive(REJECT_SCHEMA)
+    for frame in rejects.frames():
+        writer.write(scrub(frame))
+    return writer.close()
+
+
 def write_run(out_dir: Path, ledger: RunLedger, config_path: Path | str | None) -> RunStats:
     """Write kept.parquet, rejected.parquet and stats.json; check ingested + generated == kept +
     rejected. Corpora are streamed into the two files, never collected."""
@@ -202,9 +212,10 @@ class CurationRun:
         assert self.ledger is not None
         rows_in = self.ledger.records.height
         records, rejected, stats = checkpoint.load()
-        if step.scrubs:
+        if step.scrub is not None:
+            self.ledger.rejects = [scrubbed(r, step.scrub) for r in self.ledger.rejects]
             for earlier in self.checkpoints:
-                earlier.discard_records()
+                earlier.discard()
         self.checkpoints.append(checkpoint)
         if step.adds_records:
             self.ledger.extend(step.name, rows_in, records.collect(), stats)
@@ -254,6 +265,8 @@ def run_pipeline(
                 added, figures = around(step.name, lambda runner=step.runner: runner(ledger.records))
                 ledger.extend(step.name, rows_in, added, {**figures, "seconds": round(time.perf_counter() - start, 3)})
             else:
+                if step.scrub is not None:
+                    ledger.rejects = [scrubbed(r, step.scrub) for r in ledger.rejects]
                 around(step.name, lambda runner=step.runner: ledger.apply(runner))
         stats = around("write_run", lambda: write_run(out, ledger, config_path))
         check_kept(stats, config.execution)

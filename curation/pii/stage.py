@@ -6,7 +6,9 @@ chosen / rejected answers, string values in meta).
 (reason `pii`, the kinds and counts in `detail`) and the rejected copy is the redacted one too, so
 the PII itself is written nowhere in the run directory. The stage runs first in the plan (before
 synthesis, filters and the jury): no later stage, reject, checkpoint or prompt sees the original
-text, and the ingest checkpoint's records are removed once this stage's checkpoint is written.
+text: the rejects ingest made before it (malformed rows keep their input line in `raw`) are
+rewritten redacted, and the ingest checkpoint's corpora removed, once this stage's checkpoint
+is written.
 
 polars finds the records where a kind could occur (curation.pii.detect.PREFILTER); only those are
 scanned and rebuilt in Python. Row count and order never change.
@@ -23,7 +25,7 @@ from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Decision, Stage, StageResult, split_each
 from curation.pii.detect import PREFILTER, redact
 from schemas.config import PiiConfig
-from schemas.record import RECORD_SCHEMA, meta_json
+from schemas.record import meta_json
 
 STAGE = "pii"
 TURN_SIDES = ("messages", "chosen", "rejected")
@@ -31,24 +33,9 @@ TURN_SIDES = ("messages", "chosen", "rejected")
 
 def build_pii_stage(cfg: PiiConfig, engine: Engine | None = None) -> Stage:
     """`engine` scans partitions of the records (default: this process)."""
-    prefilter = "|".join(f"(?:{PREFILTER[k]})" for k in cfg.kinds)
 
     def scan(records: pl.DataFrame) -> tuple[pl.DataFrame, list[Counter[str]]]:
-        """The partition with its PII replaced, and the kinds found per row."""
-        found = [Counter() for _ in range(records.height)]
-        if not cfg.kinds or not records.height:
-            return records, found
-        candidate = records.select(_all_strings().str.contains(prefilter).fill_null(False)).to_series()
-        rows = candidate.arg_true().to_list()
-        if not rows:
-            return records, found
-        redacted = []
-        for row, record in zip(rows, records[rows].iter_rows(named=True), strict=True):
-            record, found[row] = _redacted(record, cfg.kinds)
-            redacted.append(record)
-        changed = pl.DataFrame(redacted, schema=RECORD_SCHEMA).with_columns(pl.Series("_row", rows, pl.UInt32))
-        merged = records.with_row_index("_row").update(changed, on="_row", include_nulls=True)
-        return merged.drop("_row").select(list(records.columns)), found
+        return redact_rows(records, cfg.kinds)
 
     def run(records: pl.DataFrame) -> StageResult:
         counts: Counter[str] = Counter()
@@ -74,10 +61,35 @@ def build_pii_stage(cfg: PiiConfig, engine: Engine | None = None) -> Stage:
     return Stage(STAGE, run, streams=True)
 
 
-def _all_strings() -> pl.Expr:
-    """Every text of a record in one string (for the prefilter)."""
+def redact_rows(frame: pl.DataFrame, kinds: list[str]) -> tuple[pl.DataFrame, list[Counter[str]]]:
+    """Records (or rejects: their `raw` input text too) with PII of `kinds` replaced, and the
+    kinds found per row."""
+    found = [Counter() for _ in range(frame.height)]
+    if not kinds or not frame.height:
+        return frame, found
+    prefilter = "|".join(f"(?:{PREFILTER[k]})" for k in kinds)
+    candidate = frame.select(_all_strings(frame.columns).str.contains(prefilter).fill_null(False)).to_series()
+    rows = candidate.arg_true().to_list()
+    if not rows:
+        return frame, found
+    redacted = []
+    for row, record in zip(rows, frame[rows].iter_rows(named=True), strict=True):
+        record, found[row] = _redacted(record, kinds)
+        redacted.append(record)
+    changed = pl.DataFrame(redacted, schema=frame.schema).with_columns(pl.Series("_row", rows, pl.UInt32))
+    merged = frame.with_row_index("_row").update(changed, on="_row", include_nulls=True)
+    return merged.drop("_row").select(list(frame.columns)), found
+
+
+def redacted_frame(frame: pl.DataFrame, kinds: list[str]) -> pl.DataFrame:
+    return redact_rows(frame, kinds)[0]
+
+
+def _all_strings(columns: list[str]) -> pl.Expr:
+    """Every text of a record (and a reject's raw input) in one string, for the prefilter."""
     turns = [pl.col(side).list.eval(pl.element().struct.field("content")).list.join("\n") for side in TURN_SIDES]
-    return pl.concat_str([pl.col("text"), *turns, pl.col("meta")], separator="\n", ignore_nulls=True)
+    raw = [pl.col("raw")] if "raw" in columns else []
+    return pl.concat_str([pl.col("text"), *turns, pl.col("meta"), *raw], separator="\n", ignore_nulls=True)
 
 
 def _redacted(record: dict, kinds: list[str]) -> tuple[dict, Counter[str]]:
@@ -88,15 +100,17 @@ def _redacted(record: dict, kinds: list[str]) -> tuple[dict, Counter[str]]:
         found.update(counts)
         return new
 
-    if record["text"] is not None:
-        record["text"] = clean(record["text"])
+    for column in ("text", "raw"):
+        if record.get(column) is not None:
+            record[column] = clean(record[column])
     for side in TURN_SIDES:
         if record[side] is not None:
             record[side] = [{**turn, "content": clean(turn["content"])} for turn in record[side]]
-    meta = _clean_json(orjson.loads(record["meta"]) if record["meta"] else {}, clean)
-    if found:
-        meta["pii"] = dict(sorted(found.items()))
-    record["meta"] = meta_json(meta)
+    if record["meta"] is not None or "raw" not in record:  # an unparsed input row has no meta
+        meta = _clean_json(orjson.loads(record["meta"]) if record["meta"] else {}, clean)
+        if found:
+            meta["pii"] = dict(sorted(found.items()))
+        record["meta"] = meta_json(meta)
     return record, found
 
 
