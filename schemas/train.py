@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from schemas.base import ConfigError, Strict
 from schemas.chat import TemplateName
 
-Method = Literal["sft_dpo", "sft", "dpo", "orpo"]
+Method = Literal["sft_dpo", "sft", "dpo", "orpo", "prompt_tuning"]
 Quantization = Literal["none", "4bit"]
 Reporter = Literal["tensorboard", "wandb", "mlflow"]
 
@@ -26,6 +26,7 @@ METHOD_STAGES: dict[str, tuple[str, ...]] = {
     "sft": ("sft",),
     "dpo": ("dpo",),
     "orpo": ("orpo",),
+    "prompt_tuning": ("sft",),  # SFT that trains soft prompt tokens instead of a LoRA adapter
 }
 
 
@@ -49,6 +50,18 @@ class Lora(Strict):
             # TRL computes log-probs from lm_head.weight directly, so an adapter there never trains.
             raise ValueError("the LM head cannot take an adapter (TRL bypasses it): remove 'lm_head'")
         return self
+
+
+class PromptTuning(Strict):
+    """PEFT prompt tuning (Lester et al. 2021): virtual tokens prepended to every input are the
+    only trained weights, initialised from the embeddings of `init_text`."""
+
+    num_virtual_tokens: int = Field(8, ge=1)
+    init_text: str = Field(
+        "Answer the question helpfully and accurately.",
+        min_length=1,
+        description="Text whose token embeddings initialise the virtual tokens (cycled to fill them).",
+    )
 
 
 class Stage(Strict):
@@ -108,6 +121,7 @@ class TrainConfig(Strict):
         "none", description="4bit = QLoRA: NF4 base weights, double quantisation."
     )
     lora: Lora = Lora()
+    prompt_tuning: PromptTuning = PromptTuning()
     chat_template: TemplateName | None = Field(
         None, description="Named chat template; null = the tokenizer's own. Set from export.chat_template."
     )
@@ -147,4 +161,10 @@ class TrainConfig(Strict):
                     f"a '{section}' section is set but method '{self.method}' runs only"
                     f" {' + '.join(stages)}: remove the section or change the method"
                 )
+        if "prompt_tuning" in self.model_fields_set and self.method != "prompt_tuning":
+            raise ValueError(f"a 'prompt_tuning' section is set but method is '{self.method}': use method: prompt_tuning")
+        if "lora" in self.model_fields_set and self.method == "prompt_tuning":
+            raise ValueError("a 'lora' section is set but method 'prompt_tuning' trains no LoRA adapter")
+        if self.method == "prompt_tuning" and self.save_merged:
+            raise ValueError("save_merged: a prompt-tuning adapter cannot be merged into the weights (it adds input tokens)")
         return self

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from schemas.bundled import bundled_smollm2_gguf, smollm2_dir
 from schemas.config import format_errors
-from schemas.train import TrainConfig, TrainingInputError
+from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from training import hardware, sft
 from training.common import TrainOutcome, run
 from training.dpo import build_dpo_trainer, train_dpo, train_orpo
@@ -128,13 +128,13 @@ def pref_data(shared: Path, n: int) -> Dataset:
 
 
 def config(base: Path, method: str = "sft", **overrides: Any) -> TrainConfig:
-    stages = {"sft_dpo": ("sft", "dpo"), "sft": ("sft",), "dpo": ("dpo",), "orpo": ("orpo",)}[method]
+    stages = METHOD_STAGES[method]
     data = {
         "base_model": str(base),
         "method": method,
         "report_to": [],
         "max_seq_length": 128,
-        "lora": {"r": 8, "alpha": 16},
+        **({} if method == "prompt_tuning" else {"lora": {"r": 8, "alpha": 16}}),
         **{stage: dict(PAIRS if stage in ("dpo", "orpo") else FAST) for stage in stages},
     }
     return TrainConfig.model_validate({**data, **overrides})
@@ -447,6 +447,9 @@ def test_run_that_cannot_fit_the_gpu_is_refused(
         ({"quantization": "8bit"}, "quantization: Input should be 'none' or '4bit'"),
         ({"dpo": {"beta": 0}}, "dpo.beta: Input should be greater than 0"),
         ({"truncation": "cut"}, "truncation: Input should be 'truncate' or 'drop'"),
+        ({"prompt_tuning": {"num_virtual_tokens": 4}}, "a 'prompt_tuning' section is set but method is 'sft_dpo'"),
+        ({"method": "prompt_tuning", "lora": {"r": 4}}, "method 'prompt_tuning' trains no LoRA adapter"),
+        ({"method": "prompt_tuning", "save_merged": True}, "cannot be merged into the weights"),
     ],
 )
 def test_config_errors_name_the_field(data: dict, message: str) -> None:
@@ -562,3 +565,30 @@ def test_bundled_model_converts_once_into_the_cache(tmp_path: Path, monkeypatch:
     assert "4" in tokenizer.decode(answer)
     mtime = (model_dir / "model.safetensors").stat().st_mtime
     assert smollm2_dir() == model_dir and (model_dir / "model.safetensors").stat().st_mtime == mtime
+
+
+# ---- prompt tuning -----------------------------------------------------------------------------
+
+
+def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, tmp_path: Path) -> None:
+    cfg = config(
+        base,
+        method="prompt_tuning",
+        prompt_tuning={"num_virtual_tokens": 4, "init_text": "Solve the problem"},
+        sft={**FAST, "learning_rate": 1e-1},
+    )
+    trainer, dropped = build_sft_trainer(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path)
+    model = trainer.model
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt_encoder.default.embedding.weight"]
+    start = model.prompt_encoder["default"].embedding.weight.detach().clone()
+    # Text initialisation: the embeddings of the init text's tokens, cycled to fill the 4 slots.
+    ids = trainer.processing_class("Solve the problem", add_special_tokens=False)["input_ids"]
+    embed = model.get_input_embeddings().weight
+    assert torch.equal(start, embed[[ids[i % len(ids)] for i in range(4)]].detach())
+
+    outcome = run(trainer, cfg, "sft", tmp_path, True, dropped)
+    assert_trained(outcome, "sft", steps=2)
+    assert outcome.eval_loss is not None and math.isfinite(outcome.eval_loss)
+    saved = load_file(outcome.adapter_dir / "adapter_model.safetensors")
+    assert list(saved) == ["prompt_embeddings"] and not torch.equal(saved["prompt_embeddings"], start)
+    assert json.loads((outcome.adapter_dir / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"

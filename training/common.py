@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from peft import LoraConfig
+from peft import LoraConfig, PeftConfig, PromptTuningConfig, PromptTuningInit
 from transformers import (
     AutoConfig,
     PreTrainedTokenizerBase,
@@ -62,6 +62,20 @@ def lora_config(lora: Lora) -> LoraConfig:
     )
 
 
+def peft_config(cfg: TrainConfig, base_dir: Path) -> PeftConfig:
+    """What trains: a LoRA adapter, or (method prompt_tuning) virtual tokens initialised from
+    the embeddings of `prompt_tuning.init_text` as the base model's tokenizer splits it."""
+    if cfg.method != "prompt_tuning":
+        return lora_config(cfg.lora)
+    return PromptTuningConfig(
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=cfg.prompt_tuning.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text=cfg.prompt_tuning.init_text,
+        tokenizer_name_or_path=str(base_dir),
+    )
+
+
 def trainer_parts(cfg: TrainConfig, params: Stage, inputs: Inputs, device: Device) -> dict[str, Any]:
     """The keyword arguments every TRL trainer here takes: model, data, tokenizer, LoRA."""
     return {
@@ -69,7 +83,7 @@ def trainer_parts(cfg: TrainConfig, params: Stage, inputs: Inputs, device: Devic
         "train_dataset": inputs.train,
         "eval_dataset": inputs.eval,
         "processing_class": inputs.tokenizer,
-        "peft_config": lora_config(cfg.lora),
+        "peft_config": peft_config(cfg, inputs.base_dir),
     }
 
 
@@ -171,7 +185,7 @@ def _fits(
 def preflight(cfg: TrainConfig, params: Stage, base_dir: Path, device: Device, pairs: bool) -> None:
     """Stop before loading weights when the run cannot fit the GPU; on CPU, say the estimate."""
     estimate = estimate_gpu_memory_gb(
-        model_shape(AutoConfig.from_pretrained(base_dir, local_files_only=True), lora_config(cfg.lora)),
+        model_shape(AutoConfig.from_pretrained(base_dir, local_files_only=True), peft_config(cfg, base_dir)),
         cfg.quantization,
         seq_len=cfg.max_seq_length,
         batch=params.batch_size * (2 if pairs else 1),  # chosen and rejected share a forward pass

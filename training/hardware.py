@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import PeftConfig, get_peft_model
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from schemas.train import Quantization, TrainingInputError
@@ -54,14 +54,14 @@ class ModelShape:
 
     n_params: int
     n_block_linear_params: int  # linear layers except the LM head: what NF4 quantises
-    n_lora_params: int
+    n_lora_params: int  # trainable adapter parameters (LoRA, or prompt tuning's virtual tokens)
     n_layers: int
     hidden_size: int
     n_heads: int
     vocab_size: int
 
 
-def model_shape(config: PretrainedConfig, lora: LoraConfig) -> ModelShape:
+def model_shape(config: PretrainedConfig, adapter: PeftConfig) -> ModelShape:
     """Count parameters on the meta device: no memory, no weights read."""
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -70,7 +70,7 @@ def model_shape(config: PretrainedConfig, lora: LoraConfig) -> ModelShape:
         m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head
     )
     n_params = model.num_parameters()
-    n_lora, _ = get_peft_model(model, lora).get_nb_trainable_parameters()
+    n_lora, _ = get_peft_model(model, adapter).get_nb_trainable_parameters()
     text = config.get_text_config()
     return ModelShape(
         n_params=n_params,
