@@ -428,6 +428,9 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
         config.publish.dir = str(_resolve(config.publish.dir, base))
     if config.train and config.train.base_model:
         config.train.base_model = str(_resolve(config.train.base_model, base))
+    for candidate in config.train.candidates if config.train else []:
+        if isinstance(candidate.get("base_model"), str):
+            candidate["base_model"] = str(_resolve(candidate["base_model"], base))
     return config
 
 

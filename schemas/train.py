@@ -9,9 +9,10 @@ caller's (the CLI's run directory), not part of this section.
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.base import ConfigError, Strict
 from schemas.chat import TemplateName
@@ -19,6 +20,11 @@ from schemas.chat import TemplateName
 Method = Literal["sft_dpo", "sft", "dpo", "orpo", "prompt_tuning"]
 Quantization = Literal["none", "4bit"]
 Reporter = Literal["tensorboard", "wandb", "mlflow"]
+GgufType = Literal["f16", "q8_0"]
+# Metrics a candidate can be chosen by, and whether higher is better.
+Metric = Literal["eval_loss", "rouge_l", "bertscore", "win_rate"]
+HIGHER_IS_BETTER: dict[str, bool] = {"eval_loss": False, "rouge_l": True, "bertscore": True, "win_rate": True}
+CANDIDATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 # The stage sections each method runs, in order.
 METHOD_STAGES: dict[str, tuple[str, ...]] = {
@@ -69,7 +75,7 @@ class Stage(Strict):
 
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, ge=-1, description="-1 = run `epochs`; else stop after this many steps.")
-    learning_rate: float = Field(gt=0)
+    learning_rate: float = Field(ge=0, description="0 = a control run: the adapter keeps its initial weights.")
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(4, ge=1)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
@@ -86,18 +92,18 @@ class Stage(Strict):
 
 
 class Sft(Stage):
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(2e-4, ge=0)
     packing: bool = False
     assistant_only_loss: bool = Field(True, description="Loss on assistant tokens only.")
 
 
 class Dpo(Stage):
-    learning_rate: float = Field(5e-6, gt=0)
+    learning_rate: float = Field(5e-6, ge=0)
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference model.")
 
 
 class Orpo(Stage):
-    learning_rate: float = Field(8e-6, gt=0)
+    learning_rate: float = Field(8e-6, ge=0)
     beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term (lambda in the paper).")
 
 
@@ -108,7 +114,10 @@ class Eval(Strict):
     max_rows: int | None = Field(
         None, ge=1, description="Held-out rows for eval loss (the test split is shuffled); null = all."
     )
-    rouge_sample: int = Field(16, ge=0, description="Held-out conversations to answer for ROUGE-L; 0 = none.")
+    rouge_sample: int = Field(
+        16, ge=0, description="Held-out conversations answered by base and tuned model (ROUGE-L, BERTScore,"
+        " win-rate, error analysis); 0 = none."
+    )
     max_new_tokens: int = Field(128, ge=1, description="Tokens per generated answer, within max_seq_length.")
 
 
@@ -135,7 +144,16 @@ class TrainConfig(Strict):
     seed: int = 42
     report_to: list[Reporter] = Field(["tensorboard"], validate_default=True, description="[] = no logger.")
     save_merged: bool = Field(False, description="After the last stage, also save base + adapter merged.")
+    export_gguf: GgufType | None = Field(
+        None, description="Also write the merged model as GGUF (f16 | q8_0) and check it loads back the same."
+    )
     eval: Eval = Eval()
+    candidates: list[dict[str, Any]] = Field(
+        [], description="Runs to compare: each a `name` plus overrides of this section; [] = this section alone."
+    )
+    select_by: list[Metric] = Field(
+        ["eval_loss", "rouge_l"], min_length=1, description="The winner's metric, then tie-breakers."
+    )
 
     @field_validator("quantization")
     @classmethod
@@ -165,6 +183,42 @@ class TrainConfig(Strict):
             raise ValueError(f"a 'prompt_tuning' section is set but method is '{self.method}': use method: prompt_tuning")
         if "lora" in self.model_fields_set and self.method == "prompt_tuning":
             raise ValueError("a 'lora' section is set but method 'prompt_tuning' trains no LoRA adapter")
-        if self.method == "prompt_tuning" and self.save_merged:
-            raise ValueError("save_merged: a prompt-tuning adapter cannot be merged into the weights (it adds input tokens)")
+        if self.method == "prompt_tuning" and (self.save_merged or self.export_gguf):
+            raise ValueError(
+                "save_merged / export_gguf: a prompt-tuning adapter cannot be merged into the weights (it adds input tokens)"
+            )
+        self.candidate_configs()  # every candidate must be a valid train section too
         return self
+
+    def candidate_configs(self) -> dict[str, TrainConfig]:
+        """Each candidate's train section: this one (as written) with its overrides merged in,
+        nested sections key by key. Without candidates, this section alone, named "main"."""
+        if not self.candidates:
+            return {"main": self}
+        written = self.model_dump(exclude_unset=True, exclude={"candidates", "select_by"})
+        configs: dict[str, TrainConfig] = {}
+        for i, override in enumerate(self.candidates):
+            name = override.get("name")
+            if not isinstance(name, str) or not CANDIDATE_NAME.fullmatch(name):
+                raise ValueError(f"candidates[{i}]: needs a `name` of letters, digits, '_', '.' or '-'")
+            if name in configs or name == "best":
+                raise ValueError(f"candidates[{i}]: the name '{name}' is {'taken' if name in configs else 'reserved'}")
+            rest = {k: v for k, v in override.items() if k != "name"}
+            if {"candidates", "select_by"} & set(rest):
+                raise ValueError(f"candidates[{i}] ({name}): candidates and select_by belong to the train section")
+            try:
+                configs[name] = TrainConfig.model_validate(_merged(written, rest))
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"candidates[{i}] ({name}): {problems}") from None
+        return configs
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -275,7 +275,7 @@ def run(
     trainer.model.save_pretrained(adapter_dir, selected_adapters=["default"])
     trainer.processing_class.save_pretrained(adapter_dir)
     merged_dir = None
-    if cfg.save_merged and METHOD_STAGES[cfg.method][-1] == stage:
+    if (cfg.save_merged or cfg.export_gguf) and METHOD_STAGES[cfg.method][-1] == stage:
         base_dir = Path(trainer.model.peft_config["default"].base_model_name_or_path)
         merged_dir = merge_adapter(base_dir, adapter_dir, output_dir / "merged")
 

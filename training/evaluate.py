@@ -10,15 +10,19 @@ compared against (the SFT adapter, else the base model).
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
 from peft import PeftModel
 from rouge_score.rouge_scorer import RougeScorer
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from schemas.bundled import bundled_minilm_dir
 from schemas.train import TrainConfig, TrainingInputError
 from training.dpo import build_dpo_trainer
 from training.sft import build_sft_trainer
@@ -29,29 +33,60 @@ Prompt = list[int]
 def sft_eval(cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path) -> dict[str, float | int | None]:
     """Eval loss and perplexity on `eval_ds` (a `messages` column), and ROUGE-L F1 of greedy answers
     on a seeded sample of `cfg.eval.rouge_sample` conversations, for the base model and with the
-    SFT adapter in `adapter_dir`. The ROUGE-L values are None when no conversation is sampled."""
+    adapter in `adapter_dir`. The ROUGE-L values are None when no conversation is sampled."""
+    return evaluate_sft(cfg, eval_ds, adapter_dir)[0]
+
+
+def evaluate_sft(
+    cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path
+) -> tuple[dict[str, float | int | None], list[Generation]]:
+    """`sft_eval`'s metrics and the answers behind its ROUGE-L, one Generation per sampled prompt.
+
+    Any adapter of the config's layout evaluates: the SFT one, or the DPO / ORPO adapter of the
+    method's last stage (the whole tuned model, since DPO continues the SFT weights)."""
     with tempfile.TemporaryDirectory() as scratch:  # the trainer saves nothing; it only needs a dir
         trainer, _ = build_sft_trainer(
             _eval_config(cfg, "sft", len(eval_ds)), eval_ds, eval_ds, Path(scratch)
         )
         model, tokenizer = trainer.model, trainer.processing_class
         _load_trained(model, adapter_dir)
-        prompts, references = _rouge_sample(eval_ds, tokenizer, cfg)
+        sample = _rouge_sample(eval_ds, tokenizer, cfg)
+        prompts = [ids for ids, _, _ in sample]
+        references = [answer for _, _, answer in sample]
         batch = trainer.args.per_device_eval_batch_size
         with model.disable_adapter():
             loss_before = trainer.evaluate()["eval_loss"]
-            answers_before = _answers(model, tokenizer, prompts, cfg, batch)
+            before, before_cut = _answers(model, tokenizer, prompts, cfg, batch)
         loss_after = trainer.evaluate()["eval_loss"]
-        answers_after = _answers(model, tokenizer, prompts, cfg, batch)
-    return {
+        after, after_cut = _answers(model, tokenizer, prompts, cfg, batch)
+    metrics = {
         "eval_loss_before": loss_before,
         "eval_loss_after": loss_after,
         "perplexity_before": math.exp(loss_before),
         "perplexity_after": math.exp(loss_after),
-        "rouge_l_before": rouge_l(answers_before, references),
-        "rouge_l_after": rouge_l(answers_after, references),
+        "rouge_l_before": rouge_l(before, references),
+        "rouge_l_after": rouge_l(after, references),
         "rouge_samples": len(references),
     }
+    generations = [
+        Generation(turns, reference, *answers)
+        for (_, turns, reference), answers in zip(
+            sample, zip(before, after, before_cut, after_cut, strict=True), strict=True
+        )
+    ]
+    return metrics, generations
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One held-out prompt answered greedily by the base model and by the tuned one."""
+
+    prompt: list[dict[str, str]]  # the turns before the reference answer
+    reference: str
+    base: str
+    tuned: str
+    base_truncated: bool  # stopped at max_new_tokens (or max_seq_length) before an end token
+    tuned_truncated: bool
 
 
 def dpo_eval(
@@ -83,6 +118,40 @@ def rouge_l(predictions: list[str], references: list[str]) -> float | None:
     return sum(scores) / len(scores)
 
 
+def bertscore(predictions: list[str], references: list[str]) -> float | None:
+    """Mean BERTScore F1 (Zhang et al. 2020) with the bundled all-MiniLM-L6-v2 as the scorer: each
+    token of one text matched to its most similar token of the other by cosine of last-layer
+    embeddings, precision and recall averaged over tokens; no idf weighting, no baseline
+    rescaling. An empty text scores 0. None for no pairs."""
+    if not references:
+        return None
+    tokenizer, model = _minilm()
+    scores = []
+    for prediction, reference in zip(predictions, references, strict=True):
+        if not prediction.strip() or not reference.strip():
+            scores.append(0.0)
+            continue
+        a, b = (_token_embeddings(tokenizer, model, text) for text in (prediction, reference))
+        similarity = a @ b.T
+        precision, recall = similarity.max(dim=1).values.mean(), similarity.max(dim=0).values.mean()
+        scores.append(float(2 * precision * recall / (precision + recall)))
+    return sum(scores) / len(scores)
+
+
+@functools.cache
+def _minilm() -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    path = bundled_minilm_dir()
+    return AutoTokenizer.from_pretrained(path, local_files_only=True), AutoModel.from_pretrained(path).eval()
+
+
+def _token_embeddings(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, text: str) -> torch.Tensor:
+    """Unit-length contextual embeddings of the text's tokens, without [CLS] and [SEP]."""
+    inputs = tokenizer(text, return_tensors="pt", truncation=True, max_length=256)
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state[0, 1:-1]
+    return torch.nn.functional.normalize(hidden, dim=-1)
+
+
 def _eval_config(cfg: TrainConfig, stage: str, rows: int) -> TrainConfig:
     """The run's config for an evaluation-only trainer: no logger (it would record "before" and
     "after" as one curve at step 0), and a batch no larger than the held-out set, which the
@@ -104,12 +173,12 @@ def _load_trained(model: PeftModel, adapter_dir: Path) -> None:
 
 def _rouge_sample(
     eval_ds: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig
-) -> tuple[list[Prompt], list[str]]:
+) -> list[tuple[Prompt, list[dict[str, str]], str]]:
     """Up to `rouge_sample` conversations, shuffled with the run's seed: the turns before the last
     answer rendered as a generation prompt, and that answer. Conversations without an answer, or
     whose prompt leaves no room for one within max_seq_length, are passed over. Sorted by prompt
-    length, so that batches need little padding."""
-    picked: list[tuple[Prompt, str]] = []
+    length, so that batches need little padding. Each: token ids, turns, reference answer."""
+    picked: list[tuple[Prompt, list[dict[str, str]], str]] = []
     for row in eval_ds.select_columns(["messages"]).shuffle(seed=cfg.seed):
         if len(picked) == cfg.eval.rouge_sample:
             break
@@ -119,9 +188,9 @@ def _rouge_sample(
             continue
         ids = tokenizer.apply_chat_template(messages[:last], add_generation_prompt=True, return_dict=False)
         if len(ids) < cfg.max_seq_length:
-            picked.append((ids, messages[last]["content"]))
+            picked.append((ids, messages[:last], messages[last]["content"]))
     picked.sort(key=lambda p: len(p[0]))
-    return [ids for ids, _ in picked], [answer for _, answer in picked]
+    return picked
 
 
 def _answers(
@@ -130,10 +199,14 @@ def _answers(
     prompts: list[Prompt],
     cfg: TrainConfig,
     batch: int,
-) -> list[str]:
+) -> tuple[list[str], list[bool]]:
     """Greedy answers, `batch` prompts at a time, left-padded so every answer starts right after its
-    prompt; at most max_new_tokens each, and prompt + answer never longer than max_seq_length."""
+    prompt; at most max_new_tokens each, and prompt + answer never longer than max_seq_length.
+    Also whether each was cut off: it ended without an end token."""
     answers: list[str] = []
+    truncated: list[bool] = []
+    ends = model.generation_config.eos_token_id
+    ends = set(ends if isinstance(ends, list) else [ends]) | {tokenizer.eos_token_id}
     for start in range(0, len(prompts), batch):
         inputs = tokenizer.pad(
             {"input_ids": prompts[start : start + batch]}, padding_side="left", return_tensors="pt"
@@ -146,4 +219,5 @@ def _answers(
             pad_token_id=tokenizer.pad_token_id,
         )
         answers += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-    return [a.strip() for a in answers]
+        truncated += [not ends & set(row) for row in out[:, width:].tolist()]
+    return [a.strip() for a in answers], truncated
