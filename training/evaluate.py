@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from peft import PeftModel
 from rouge_score.rouge_scorer import RougeScorer
-import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from schemas.bundled import bundled_minilm_dir
