@@ -143,9 +143,10 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     preflight(config, out)
     from flows.train import curate_then_train
 
-    stats, results = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+    stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     print(_funnel(stats, out))
-    print(_training(results, out))
+    print(_training(summary, out))
+    print(f"report: {out / 'report.html'}")
     return 0
 
 
@@ -199,13 +200,27 @@ def _latest_run_dir(config_path: Path) -> Path:
     raise ConfigError(f"no curated run of {config_path} under {_runs_dir(config_path)}: pass --data RUN_DIR")
 
 
-def _training(results: dict, run_dir: Path) -> str:
+def _training(summary: dict, run_dir: Path) -> str:
     lines = []
-    for stage, r in results.items():
-        loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
-        lines.append(f"{stage}: {r['steps']} steps, train loss {loss}, adapter {r['adapter_dir']}")
-        for key, value in r.get("eval", {}).items():
-            lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+    for name, candidate in summary["candidates"].items():
+        prefix = "" if name == "main" else f"{name} "
+        for stage, r in candidate["stages"].items():
+            loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
+            lines.append(f"{prefix}{stage}: {r['steps']} steps, train loss {loss}, adapter {r['adapter_dir']}")
+            for key, value in r.get("eval", {}).items():
+                lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+        if (win := candidate.get("win_rate")) is not None and win["win_rate"] is not None:
+            low, high = win["ci95"]
+            lines.append(
+                f"{prefix}win-rate vs base: {win['win_rate']:.3f} (95% CI {low:.3f}-{high:.3f};"
+                f" win {win['win']} / tie {win['tie']} / loss {win['loss']})"
+            )
+    if len(summary["leaderboard"]) > 1:
+        lines.append(f"leaderboard by {', then '.join(summary['select_by'])}:")
+        for row in summary["leaderboard"]:
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
+            lines.append(f"  {row['rank']}. {row['name']}: {figures or 'no metrics'}")
+    lines.append(f"best: {summary['best']} -> {run_dir}/train/best")
     lines.append(f"summary: {run_dir}/train/summary.json")
     return "\n".join(lines)
 

@@ -1,11 +1,14 @@
-"""The train flow: SFT, then DPO (or ORPO), then evaluation, on a curated run's exported sets.
+"""The train flow: per candidate SFT, then DPO (or ORPO), then evaluation against the base model,
+on a curated run's exported sets; the candidates ranked, the winner linked as train/best.
 
-Each training stage is a Prefect task; the stage functions are the thin TRL wrappers in
-training/. Checkpoints live in RUN_DIR/train/<stage>/ and a re-run resumes from the last one.
+Each candidate is a Prefect subflow and each training stage a task; the stage functions are the
+thin TRL wrappers in training/, the judging (win-rate, error analysis) is curation's. Checkpoints
+live in RUN_DIR/train/[<candidate>/]<stage>/ and a re-run resumes from the last one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,19 +17,32 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_from_disk
 from prefect import State, flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
+from curation.evaluation.errors import error_analysis
+from curation.evaluation.winrate import win_rate
+from curation.jury.panel import Jury
+from curation.llm.cache import default_cache
+from curation.llm.endpoint import Budget
+from curation.llm.tokenizer import load_tokenizer
+from curation.report.html import write_report
 from flows.artifacts import ProgressArtifact, slug
 from flows.curate import curate_flow
 from schemas.config import CurateConfig, load_config
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
+from training.base_model import resolve_base_model
 from training.dpo import train_dpo, train_orpo
-from training.evaluate import dpo_eval, sft_eval
+from training.evaluate import bertscore, dpo_eval, evaluate_sft
+from training.gguf_export import export_and_verify
+from training.leaderboard import rank
 from training.sft import train_sft
 
 SFT_COLUMNS = ["messages"]
 PREFERENCE_COLUMNS = ["prompt", "chosen", "rejected"]
+GENERATIONS = "generations.json"  # held-out prompts answered by the base and the tuned model
+RESULT = "result.json"  # a finished candidate: its stages, metrics, win-rate, error analysis
 
 
 def exported(run_dir: Path, name: str, columns: list[str]) -> tuple[Dataset, Dataset | None]:
@@ -62,23 +78,24 @@ def progress_key(config_path: str, stage: str) -> str:
 
 
 @task(name="sft", cache_policy=NO_CACHE)
-def sft_task(cfg: TrainConfig, run_dir: Path, resume: bool, progress_key: str | None = None) -> dict:
+def sft_task(cfg: TrainConfig, run_dir: Path, out: Path, resume: bool, progress_key: str | None = None) -> dict:
     train, test = exported(run_dir, "sft", SFT_COLUMNS)
     with progress_artifact(progress_key, "sft"):
-        outcome = train_sft(cfg, train, test, run_dir / "train" / "sft", resume=resume)
+        outcome = train_sft(cfg, train, test, out / "sft", resume=resume)
     result = _outcome(outcome)
     if cfg.eval.enabled and test is not None:
-        result["eval"] = sft_eval(cfg, test, outcome.adapter_dir)
+        result["eval"], generations = evaluate_sft(cfg, test, outcome.adapter_dir)
+        _write_generations(out / "sft", generations)
     return result
 
 
 @task(name="dpo", cache_policy=NO_CACHE)
 def dpo_task(
-    cfg: TrainConfig, run_dir: Path, sft_adapter: Path | None, resume: bool, progress_key: str | None = None
+    cfg: TrainConfig, run_dir: Path, out: Path, sft_adapter: Path | None, resume: bool, progress_key: str | None = None
 ) -> dict:
     train, test = exported(run_dir, "preference", PREFERENCE_COLUMNS)
     with progress_artifact(progress_key, "dpo"):
-        outcome = train_dpo(cfg, train, test, sft_adapter, run_dir / "train" / "dpo", resume=resume)
+        outcome = train_dpo(cfg, train, test, sft_adapter, out / "dpo", resume=resume)
     result = _outcome(outcome)
     if cfg.eval.enabled and test is not None:
         result["eval"] = dpo_eval(cfg, test, outcome.adapter_dir, sft_adapter)
@@ -86,37 +103,164 @@ def dpo_task(
 
 
 @task(name="orpo", cache_policy=NO_CACHE)
-def orpo_task(cfg: TrainConfig, run_dir: Path, resume: bool, progress_key: str | None = None) -> dict:
+def orpo_task(cfg: TrainConfig, run_dir: Path, out: Path, resume: bool, progress_key: str | None = None) -> dict:
     train, test = exported(run_dir, "preference", PREFERENCE_COLUMNS)
     with progress_artifact(progress_key, "orpo"):
-        return _outcome(train_orpo(cfg, train, test, run_dir / "train" / "orpo", resume=resume))
+        return _outcome(train_orpo(cfg, train, test, out / "orpo", resume=resume))
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(cfg: TrainConfig, run_dir: Path, out: Path, stages: dict) -> dict:
+    """The tuned model (the last stage's adapter) against its base on the held-out conversations:
+    eval loss, ROUGE-L and BERTScore, the answers behind them (`generations.json`), and the GGUF
+    export with its check. Reuses the SFT stage's evaluation when SFT is the last stage."""
+    last = stages[METHOD_STAGES[cfg.method][-1]]
+    evaluation: dict = {"metrics": {}, "generations": []}
+    sft_dir = run_dir / "export" / "hf" / "sft"
+    if cfg.eval.enabled and (sft_dir / "test").is_dir():
+        if "eval" in last and "eval_loss_after" in last["eval"]:
+            metrics, generations = last["eval"], _read_generations(Path(last["adapter_dir"]).parent)
+        else:
+            test = exported(run_dir, "sft", SFT_COLUMNS)[1]
+            metrics, generations = evaluate_sft(cfg, test, Path(last["adapter_dir"]))
+            generations = [asdict(g) for g in generations]
+        references = [g["reference"] for g in generations]
+        evaluation["metrics"] = {
+            **metrics,
+            **{
+                f"bertscore_{when}": bertscore([g[side] for g in generations], references)
+                for when, side in (("before", "base"), ("after", "tuned"))
+            },
+        }
+        evaluation["generations"] = generations
+    if cfg.export_gguf and last.get("merged_dir"):
+        prompts = [g["prompt"] for g in evaluation["generations"]]
+        evaluation["gguf"] = export_and_verify(Path(last["merged_dir"]), cfg.export_gguf, prompts, cfg.eval.max_new_tokens)
+    _write_generations(out, evaluation["generations"])
+    return evaluation
+
+
+@task(name="judge", cache_policy=NO_CACHE)
+def judge_task(config: CurateConfig, cfg: TrainConfig, generations: list[dict], progress: bool) -> dict:
+    """Jury win-rate (with a `jury:` section) and error analysis of the base and tuned answers."""
+    if not generations:
+        return {"win_rate": None, "errors": None}
+    win = None
+    if config.jury is not None:
+        jury = Jury(config.jury, default_cache(config.jury.cache_dir), Budget(config.jury.budget_usd))
+        win = win_rate(generations, jury, progress)
+        win["usage"] = jury.usage()
+    tokenizer = load_tokenizer(str(resolve_base_model(cfg.base_model)))
+    repetition = config.filters.repetition if config.filters else None
+    return {"win_rate": win, "errors": error_analysis(generations, tokenizer, repetition)}
 
 
 def _outcome(outcome: object) -> dict:
     return json.loads(json.dumps(asdict(outcome), default=str))  # type: ignore[arg-type]
 
 
-@flow(name="train")
-def train_flow(config_path: str, run_dir: str, resume: bool = True) -> dict:
-    """Train the configured method's stages in order on RUN_DIR's exported sets."""
+def _write_generations(folder: Path, generations: list) -> None:
+    rows = [g if isinstance(g, dict) else asdict(g) for g in generations]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / GENERATIONS).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _read_generations(folder: Path) -> list[dict]:
+    return json.loads((folder / GENERATIONS).read_text(encoding="utf-8"))
+
+
+def candidate_dir(run_dir: Path, cfg: TrainConfig, name: str) -> Path:
+    """RUN_DIR/train/ for a single run; RUN_DIR/train/<name>/ for each of several candidates."""
+    return run_dir / "train" / name if cfg.candidates else run_dir / "train"
+
+
+@flow(name="train-candidate", flow_run_name="candidate-{name}")
+def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = True, progress: bool = False) -> dict:
+    """One candidate: its stages, then evaluation and judging. Its result.json marks it done: a
+    resumed sweep skips finished candidates (unless their settings changed) and an unfinished one
+    continues from its stages' last checkpoints."""
     logger = get_run_logger()
+    config: CurateConfig = load_config(config_path)
+    assert config.train is not None
+    cfg, data = config.train.candidate_configs()[name], Path(run_dir)
+    out = candidate_dir(data, config.train, name)
+    fingerprint = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+    done = out / RESULT
+    if resume and done.is_file():
+        result = json.loads(done.read_text(encoding="utf-8"))
+        if result.get("fingerprint") == fingerprint:
+            logger.info(f"candidate {name}: finished earlier ({done}), not run again")
+            return result
+    stages: dict[str, dict] = {}
+    for stage in METHOD_STAGES[cfg.method]:
+        key = progress_key(config_path, stage if name == "main" else f"{name}-{stage}")
+        if stage == "sft":
+            stages["sft"] = sft_task(cfg, data, out, resume, key)
+        elif stage == "dpo":
+            sft_adapter = Path(stages["sft"]["adapter_dir"]) if "sft" in stages else None
+            stages["dpo"] = dpo_task(cfg, data, out, sft_adapter, resume, key)
+        else:
+            stages["orpo"] = orpo_task(cfg, data, out, resume, key)
+        logger.info(f"{name} {stage}: {stages[stage]}")
+    evaluation = evaluate_task(cfg, data, out, stages)
+    judged = judge_task(config, cfg, evaluation["generations"], progress)
+    metrics = evaluation["metrics"]
+    win = judged["win_rate"]
+    result = {
+        "name": name,
+        "fingerprint": fingerprint,
+        "method": cfg.method,
+        "adapter_dir": stages[METHOD_STAGES[cfg.method][-1]]["adapter_dir"],
+        "stages": stages,
+        "metrics": {
+            "eval_loss": metrics.get("eval_loss_after"),
+            "rouge_l": metrics.get("rouge_l_after"),
+            "bertscore": metrics.get("bertscore_after"),
+            "win_rate": win["win_rate"] if win else None,
+        },
+        "base_metrics": {
+            "eval_loss": metrics.get("eval_loss_before"),
+            "rouge_l": metrics.get("rouge_l_before"),
+            "bertscore": metrics.get("bertscore_before"),
+        },
+        "win_rate": win,
+        "errors": judged["errors"],
+        "gguf": evaluation.get("gguf"),
+    }
+    done.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+@flow(name="train")
+def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bool = False) -> dict:
+    """Train and evaluate every candidate (or the train section alone) on RUN_DIR's exported
+    sets, rank them by train.select_by, link the winner's adapter as train/best, write
+    train/summary.json, the leaderboard artifact and the report's training section."""
     config: CurateConfig = load_config(config_path)
     if config.train is None:
         raise TrainingInputError(f"{config_path}: no `train:` section")
     cfg, out = config.train, Path(run_dir)
-    results: dict[str, dict] = {}
-    for stage in METHOD_STAGES[cfg.method]:
-        if stage == "sft":
-            results["sft"] = sft_task(cfg, out, resume, progress_key(config_path, "sft"))
-        elif stage == "dpo":
-            sft_adapter = Path(results["sft"]["adapter_dir"]) if "sft" in results else None
-            results["dpo"] = dpo_task(cfg, out, sft_adapter, resume, progress_key(config_path, "dpo"))
-        else:
-            results["orpo"] = orpo_task(cfg, out, resume, progress_key(config_path, "orpo"))
-        logger.info(f"{stage}: {results[stage]}")
-    summary = out / "train" / "summary.json"
-    summary.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return results
+    results = {
+        name: candidate_flow(config_path, run_dir, name, resume, progress) for name in cfg.candidate_configs()
+    }
+    order = rank({name: r["metrics"] for name, r in results.items()}, cfg.select_by)
+    board = [{"rank": i + 1, "name": name, **results[name]["metrics"]} for i, name in enumerate(order)]
+    best = out / "train" / "best"
+    if best.is_symlink() or best.exists():
+        best.unlink()
+    best.symlink_to(Path(results[order[0]]["adapter_dir"]).resolve())
+    summary = {"select_by": cfg.select_by, "best": order[0], "leaderboard": board, "candidates": results}
+    (out / "train" / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    publish_leaderboard(board, config_path, cfg.select_by)
+    if (out / "stats.json").is_file():
+        write_report(out)
+    return summary
+
+
+def publish_leaderboard(board: list[dict], config_path: str, select_by: list[str]) -> None:
+    key = f"train-{slug(Path(config_path).stem)}-leaderboard"
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in board]
+    create_table_artifact(rows, key=key, description=f"training candidates ranked by {', '.join(select_by)}")
 
 
 @flow(name="curate-then-train")
@@ -127,4 +271,4 @@ def curate_then_train(
     curated = curate_flow(config_path, run_dir, progress=progress, fresh=fresh, return_state=True)
     if curated.is_failed():
         return curated  # e.g. a failed validation: nothing to train on, and the reason is its own
-    return curated.result(), train_flow(config_path, run_dir, resume=resume)
+    return curated.result(), train_flow(config_path, run_dir, resume=resume, progress=progress)

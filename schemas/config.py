@@ -322,6 +322,8 @@ class CurateConfig(Strict):
         if self.export is None:
             self.export = ExportConfig()
         export, train = self.export, self.train
+        if "win_rate" in train.select_by and self.jury is None:
+            raise ValueError("train.select_by: win_rate is judged by the jury's models: add a `jury:` section")
         follows = {
             "max_seq_length": (train.max_seq_length, "max_seq_length"),
             "overlength": ({"truncate": "truncate", "drop": "drop"}[train.truncation], "truncation"),

@@ -144,6 +144,18 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, 
         writer.add_chat_template(tokenizer.chat_template)
 
 
+def export_and_verify(
+    merged_dir: Path, kind: GgufType, prompts: list[list[dict[str, str]]], max_new_tokens: int
+) -> dict[str, float | int | str]:
+    """Export `merged_dir` to `<its folder>/model-<kind>.gguf` and check it on `prompts` (turns
+    rendered with the model's chat template); without prompts, on one fixed question."""
+    out = export_gguf(merged_dir, merged_dir.parent / f"model-{kind}.gguf", kind)
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir, local_files_only=True)
+    turns = prompts or [[{"role": "user", "content": "What is 2 + 2?"}]]
+    ids = [tokenizer.apply_chat_template(t, add_generation_prompt=True, return_dict=False) for t in turns]
+    return {"file": str(out), "type": kind, "bytes": out.stat().st_size, **verify_gguf(merged_dir, out, ids, max_new_tokens)}
+
+
 def verify_gguf(
     merged_dir: Path, gguf_file: Path, prompts: list[list[int]], max_new_tokens: int
 ) -> dict[str, float | int]:

@@ -80,6 +80,7 @@ def write_report(run_dir: Path) -> Path:
         "inputs": _inputs(stats.stage("ingest")),
         "validation": _validation(run_dir / "validation" / "summary.json"),
         "version": _version(run_dir / "publish.json"),
+        "training": _training(run_dir / "train" / "summary.json"),
     }
     html = _environment().get_template(TEMPLATE).render(**context)
     out = run_dir / REPORT
@@ -628,6 +629,25 @@ def _source_path() -> pl.Expr:
         .otherwise(path)
         .alias("path")
     )
+
+
+def _training(path: Path) -> dict | None:
+    """train/summary.json (flows/train.py): the leaderboard with a chart of the deciding metric,
+    and per candidate its win-rate against the base and the error analysis of both sides."""
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if "leaderboard" not in summary:  # written before candidates were ranked
+        return None
+    metric = summary["select_by"][0]
+    board = [row for row in summary["leaderboard"] if row.get(metric) is not None]
+    bars = [(row["name"], f"{row['name']} {metric}", float(row[metric])) for row in board]
+    return {
+        "summary": summary,
+        "metric": metric,
+        "chart": bar_chart(bars, "c-train", metric) if bars else None,
+        "candidates": list(summary["candidates"].values()),
+    }
 
 
 def _version(path: Path) -> dict | None:
