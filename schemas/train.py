@@ -192,7 +192,8 @@ class TrainConfig(Strict):
 
     def candidate_configs(self) -> dict[str, TrainConfig]:
         """Each candidate's train section: this one (as written) with its overrides merged in,
-        nested sections key by key. Without candidates, this section alone, named "main"."""
+        nested sections key by key, null resetting a setting to its default. Without candidates,
+        this section alone, named "main"."""
         if not self.candidates:
             return {"main": self}
         written = self.model_dump(exclude_unset=True, exclude={"candidates", "select_by"})
@@ -215,9 +216,12 @@ class TrainConfig(Strict):
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` merged into `base`, nested dicts key by key; a null resets a key to its default."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merged(merged[key], value)
         else:
             merged[key] = value

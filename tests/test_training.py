@@ -28,7 +28,9 @@ from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from training import hardware, sft
 from training.common import TrainOutcome, run
 from training.dpo import build_dpo_trainer, train_dpo, train_orpo
+from training.gguf_export import export_and_verify, export_gguf
 from training.hardware import Device, ModelShape, estimate_gpu_memory_gb, memory_report, model_shape
+from training.leaderboard import rank
 from training.sft import build_sft_trainer, loss_route, train_sft
 
 FAST = {
@@ -592,3 +594,73 @@ def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, 
     saved = load_file(outcome.adapter_dir / "adapter_model.safetensors")
     assert list(saved) == ["prompt_embeddings"] and not torch.equal(saved["prompt_embeddings"], start)
     assert json.loads((outcome.adapter_dir / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"
+
+
+# ---- candidates and their ranking ----------------------------------------------------------------
+
+
+def test_candidates_are_the_section_with_overrides_merged_in(base: Path) -> None:
+    cfg = config(
+        base,
+        candidates=[
+            {"name": "control", "sft": {"learning_rate": 0}},
+            {"name": "soft-prompt", "method": "prompt_tuning", "lora": None},
+        ],
+        select_by=["rouge_l", "eval_loss"],
+    )
+    assert cfg.candidates and cfg.select_by == ["rouge_l", "eval_loss"]
+    control = cfg.candidate_configs()["control"]
+    # Nested sections merge key by key: the section's other sft settings stay.
+    assert control.sft.learning_rate == 0 and control.sft.max_steps == FAST["max_steps"]
+    assert control.lora.r == 8 and control.base_model == str(base) and not control.candidates
+    with pytest.raises(ValidationError, match=r"candidates\[1\] \(soft-prompt\): .*trains no LoRA adapter"):
+        config(base, candidates=[{"name": "a"}, {"name": "soft-prompt", "method": "prompt_tuning"}])
+    with pytest.raises(ValidationError, match=r"candidates\[0\] \(a\): sft.batch_size: Input should be greater"):
+        config(base, candidates=[{"name": "a", "sft": {"batch_size": 0}}])
+    with pytest.raises(ValidationError, match=r"candidates\[1\]: the name 'a' is taken"):
+        config(base, candidates=[{"name": "a"}, {"name": "a"}])
+    with pytest.raises(ValidationError, match=r"candidates\[0\]: needs a `name`"):
+        config(base, candidates=[{"sft": {"learning_rate": 1e-3}}])
+    assert list(config(base).candidate_configs()) == ["main"]
+
+
+def test_rank_by_the_first_metric_then_the_tie_breakers() -> None:
+    metrics = {
+        "control": {"eval_loss": 9.1, "rouge_l": 0.2, "win_rate": None},
+        "a": {"eval_loss": 4.0, "rouge_l": 0.3, "win_rate": 0.5},
+        "b": {"eval_loss": 4.00001, "rouge_l": 0.4, "win_rate": 0.75},
+        "c": {"eval_loss": None, "rouge_l": 0.9, "win_rate": 0.9},
+    }
+    assert rank(metrics, ["eval_loss", "rouge_l"]) == ["b", "a", "control", "c"]  # a, b tie on loss
+    assert rank(metrics, ["win_rate"]) == ["c", "b", "a", "control"]  # higher is better; none last
+    assert rank({"x": {"rouge_l": 0.5}, "y": {"rouge_l": 0.5}}, ["rouge_l"]) == ["x", "y"]  # config order
+
+
+# ---- GGUF export -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # transformers reads a GGUF file with a 49k-token vocabulary in ~20 s on 2 cores
+def test_gguf_export_loads_back_and_generates_like_the_merged_model(resumed: TrainOutcome) -> None:
+    merged = resumed.merged_dir
+    assert merged is not None
+    prompts = [[{"role": "user", "content": q}] for q in ("2+2?", "Name a colour.", "Why is the sky blue?")]
+    f16 = export_and_verify(merged, "f16", prompts, max_new_tokens=12)
+    assert Path(f16["file"]).name == "model-f16.gguf" and f16["prompts"] == 3
+    assert f16["identical_generations"] == 3 and f16["token_agreement"] == 1.0
+    # Tensor for tensor, the file holds exactly the merged weights rounded to half precision
+    # (query and key projections permuted for llama.cpp, and back by transformers).
+    assert f16["max_weight_diff"] == 0 and f16["max_logit_diff"] < 1e-2
+    tokenizer = AutoTokenizer.from_pretrained(merged.parent, gguf_file="model-f16.gguf")
+    text = "Hello wörld <|im_start|>user\n 12345"
+    assert tokenizer(text)["input_ids"] == AutoTokenizer.from_pretrained(merged)(text)["input_ids"]
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(merged).chat_template
+
+    q8 = export_and_verify(merged, "q8_0", prompts, max_new_tokens=12)
+    assert q8["bytes"] < f16["bytes"] and 0 < q8["max_weight_diff"] < 0.01 and q8["max_logit_diff"] < 0.05
+    assert q8["token_agreement"] >= 0.9
+
+
+def test_gguf_export_refuses_other_architectures(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    with pytest.raises(TrainingInputError, match="handles Llama-shaped models"):
+        export_gguf(tmp_path, tmp_path / "x.gguf", "f16")
