@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from schemas.train import TrainConfig, TrainingInputError
 from training.common import TrainOutcome
 from training.dpo import train_dpo
-from training.evaluate import _answers, dpo_eval, rouge_l, sft_eval
+from training.evaluate import _answers, dpo_eval, evaluate_sft, rouge_l, sft_eval
 from training.sft import train_sft
 
 Overfit = tuple[TrainConfig, TrainOutcome]
@@ -135,3 +135,19 @@ def test_adapter_of_another_lora_layout_is_refused(overfit: Overfit, shared_data
     narrower = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"target_modules": ["q_proj"]})})
     with pytest.raises(TrainingInputError, match="does not match train.lora"):
         sft_eval(narrower, sft_data(shared_data, 2), outcome.adapter_dir)
+
+
+@pytest.mark.slow  # trains: 25 s on 2 cores
+def test_prompt_tuning_eval_before_and_after(base: Path, shared_data: Path, tmp_path: Path) -> None:
+    cfg = config(
+        base,
+        method="prompt_tuning",
+        sft={**FAST, "max_steps": 6, "learning_rate": 1e-1},
+        eval={"rouge_sample": 2, "max_new_tokens": 4},
+    )
+    rows = sft_data(shared_data, 4)
+    outcome = train_sft(cfg, rows, None, tmp_path)
+    stats, generations = evaluate_sft(cfg, rows, outcome.adapter_dir)
+    assert stats["eval_loss_after"] < stats["eval_loss_before"]  # the virtual tokens learned the rows
+    assert len(generations) == 2 and generations[0].prompt[-1]["role"] == "user"
+    assert all(g.base_truncated for g in generations)  # 4 tokens: a random model never stops that soon

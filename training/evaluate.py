@@ -164,7 +164,9 @@ def _eval_config(cfg: TrainConfig, stage: str, rows: int) -> TrainConfig:
 def _load_trained(model: PeftModel, adapter_dir: Path) -> None:
     loaded = model.load_adapter(str(adapter_dir), adapter_name="default")
     # Another LoRA layout than the trainer's would leave modules at their fresh (zero) update.
-    if loaded.missing_keys or loaded.unexpected_keys:
+    # Prompt tuning: peft loads the embedding strictly on its own and reports it as unexpected.
+    prompt = model.peft_config["default"].is_prompt_learning
+    if loaded.missing_keys or set(loaded.unexpected_keys) - ({"prompt_embeddings"} if prompt else set()):
         raise TrainingInputError(
             f"adapter {adapter_dir} does not match train.lora and the base model: evaluate with the"
             " config it was trained with"

@@ -1,0 +1,94 @@
+"""Candidate runs through `curate train`: each a Prefect subflow, evaluated the same way, ranked
+by train.select_by, the winner linked as train/best, and a re-run resuming per candidate.
+
+Tiny Llamas with the real SmolLM2 tokenizer (test_training's fixtures) on real GSM8K rows; the
+jury is a scripted judge on the local OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import DatasetDict
+from openai_server import FakeOpenAI, Reply, rating_reply
+from test_flows import curate
+from test_training import FAST, sft_data, tiny_model, tokenizer_dir  # noqa: F401
+
+ANSWERS = re.compile(r"Answer 1:\n(.*)\n\nAnswer 2:\n?(.*)", re.DOTALL)  # an empty last answer is stripped
+
+
+def longer_first(body: dict) -> Reply:
+    """A judge that prefers the longer answer, in either position."""
+    first, second = ANSWERS.search(body["messages"][0]["content"]).groups()
+    return rating_reply(body, 1 if len(first) >= len(second) else 2, scale_max=2)
+
+
+@pytest.mark.slow
+def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
+    tokenizer_dir: Path, shared_data: Path, tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str]  # noqa: F811
+) -> None:
+    openai_server.handler = longer_first
+    base = tiny_model(tmp_path / "tiny-llama", tokenizer_dir)
+    rows = sft_data(shared_data, 4)
+    run = tmp_path / "run"
+    DatasetDict({"train": rows, "test": rows}).save_to_disk(str(run / "export" / "hf" / "sft"))
+    (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
+    judge = {"endpoint": {"base_url": openai_server.base_url, "model": "judge", "max_retries": 1, "timeout": 10}}
+    config = {
+        "inputs": [{"path": str(tmp_path / "in.jsonl")}],
+        "jury": {"judges": [{"name": "helpful", "rubric": "helpfulness", "model": judge}], "cache_dir": str(tmp_path / "cache")},
+        "train": {
+            "base_model": str(base),
+            "method": "sft",
+            "report_to": [],
+            "max_seq_length": 256,
+            "sft": {**FAST, "max_steps": 4, "learning_rate": 1e-2},
+            "eval": {"rouge_sample": 3, "max_new_tokens": 8},
+            "select_by": ["eval_loss", "win_rate"],
+            "candidates": [
+                {"name": "control", "sft": {"learning_rate": 0}},  # the adapter stays a no-op
+                {"name": "tuned"},
+                {"name": "soft", "method": "prompt_tuning", "prompt_tuning": {"num_virtual_tokens": 4}},
+            ],
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    done = curate("train", str(path), "--data", str(run), env=prefect_server)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run / "train" / "summary.json").read_text())
+    board = {row["name"]: row for row in summary["leaderboard"]}
+    assert summary["best"] == "tuned" and summary["leaderboard"][0]["name"] == "tuned"
+    assert board["tuned"]["eval_loss"] < board["control"]["eval_loss"]
+    control = summary["candidates"]["control"]
+    assert control["metrics"]["eval_loss"] == pytest.approx(control["base_metrics"]["eval_loss"])  # lr 0
+    assert (run / "train" / "best").resolve() == (run / "train" / "tuned" / "sft" / "adapter").resolve()
+    assert "best: tuned" in done.stdout and "leaderboard by eval_loss, then win_rate" in done.stdout
+    for name, candidate in summary["candidates"].items():
+        assert (run / "train" / name / "result.json").is_file()
+        assert len(json.loads((run / "train" / name / "generations.json").read_text())) == 3
+        assert all(math.isfinite(candidate["metrics"][m]) for m in ("eval_loss", "rouge_l", "bertscore"))
+        win = candidate["win_rate"]
+        assert win["win"] + win["tie"] + win["loss"] + win["unjudged"] == 3 and win["order_consistent"] is not None
+        assert set(candidate["errors"]["tuned"]["counts"]) >= {"truncated", "repetitive", "misspelled"}
+    assert summary["candidates"]["soft"]["method"] == "prompt_tuning"
+    assert json.loads((run / "train" / "soft" / "sft" / "adapter" / "adapter_config.json").read_text())["peft_type"] == (
+        "PROMPT_TUNING"
+    )
+
+    # A sweep stopped after two candidates: the re-run trains only the third.
+    kept = {name: (run / "train" / name / "result.json").stat().st_mtime_ns for name in ("control", "tuned")}
+    (run / "train" / "soft" / "result.json").unlink()
+    calls = openai_server.call_count
+    again = curate("train", str(path), "--data", str(run), env=prefect_server)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {name: (run / "train" / name / "result.json").stat().st_mtime_ns for name in kept} == kept
+    assert (run / "train" / "soft" / "result.json").is_file()
+    assert openai_server.call_count == calls  # the soft prompt's verdicts came from the cache
+    assert json.loads((run / "train" / "summary.json").read_text())["leaderboard"] == summary["leaderboard"]
