@@ -664,3 +664,20 @@ def test_gguf_export_refuses_other_architectures(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(TrainingInputError, match="handles Llama-shaped models"):
         export_gguf(tmp_path, tmp_path / "x.gguf", "f16")
+
+
+def test_gpu_check_builds_the_three_sizes_and_estimates_them() -> None:
+    """bench/gpu_check.py's CPU parts: its model configs have the sizes it names, and the
+    estimate it prints beside the measured peak is preflight's (the real run needs CUDA)."""
+    from bench import gpu_check
+
+    counts = {}
+    for size in gpu_check.SHAPES:
+        with torch.device("meta"):
+            counts[size] = AutoModelForCausalLM.from_config(gpu_check.llama_config(size)).num_parameters()
+    assert 0.4e9 < counts["0.5B"] < 0.6e9 and 0.9e9 < counts["1B"] < 1.2e9 and 6.5e9 < counts["7B"] < 7.2e9
+    cfg = gpu_check.train_config("unused", steps=4)
+    assert (cfg.quantization, cfg.sft.gradient_checkpointing, cfg.dpo.gradient_checkpointing) == ("4bit", True, True)
+    seven = gpu_check.estimate("7B", "sft")
+    assert 4 < seven["weights"] < 5 and seven["total"] < 139  # NF4 weights; fits one H200
+    assert gpu_check.estimate("0.5B", "dpo")["total"] < seven["total"]
