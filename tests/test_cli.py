@@ -283,12 +283,21 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     }
     # Training produced real adapters and evaluated them.
     summary = json.loads((out / "train" / "summary.json").read_text())
-    assert list(summary) == ["sft", "dpo"]
+    assert summary["best"] == "main" and [r["name"] for r in summary["leaderboard"]] == ["main"]
+    main = summary["candidates"]["main"]
+    assert list(main["stages"]) == ["sft", "dpo"]
     for stage in ("sft", "dpo"):
         assert (out / "train" / stage / "adapter" / "adapter_model.safetensors").is_file()
-        assert summary[stage]["steps"] > 0
-    assert summary["sft"]["eval"]["eval_loss_after"] < 20
-    assert 0 <= summary["dpo"]["eval"]["reward_accuracy"] <= 1
+        assert main["stages"][stage]["steps"] > 0
+    assert main["stages"]["sft"]["eval"]["eval_loss_after"] < 20
+    assert 0 <= main["stages"]["dpo"]["eval"]["reward_accuracy"] <= 1
+    assert (out / "train" / "best").resolve() == (out / "train" / "dpo" / "adapter").resolve()
+    # The tuned model against its base: the local jury's win-rate and the error analysis, in the report.
+    win = main["win_rate"]
+    assert win["win"] + win["tie"] + win["loss"] + win["unjudged"] == win["prompts"] > 0
+    assert list(main["errors"]["tuned"]["counts"]) == main["errors"]["categories"]
+    report = (out / "report.html").read_text()
+    assert 'id="training"' in report and "Jury win-rate of the tuned model" in report and "error category" in report
 
     # The run is visible through the Prefect API as a completed flow with one task per stage.
     from prefect.client.orchestration import get_client

@@ -19,8 +19,8 @@ from curation.report.html import histogram, write_report
 from schemas.record import Record, records_frame, rejects_frame
 
 SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "contamination", "languages", "pii", "jury", "sources",
-            "validation", "version"]
-CHARTED = ["funnel", "reasons", "lengths", "duplicates", "jury", "sources"]
+            "validation", "version", "training"]
+CHARTED = ["funnel", "reasons", "lengths", "duplicates", "jury", "sources", "training"]
 TITLE = "curate report: run"
 # Data that would act if the report did not escape it.
 SCRIPT = "<script>document.title='pwned'</script><script>alert(1)</script>"
@@ -109,6 +109,46 @@ def build_run(run: Path) -> None:
     publish = {"version_dir": "/data/published/v0003", "version": 3, "parent": 2, "added": ["k1", "k2"],
                "removed": ["old-9"], "score_shifts": [{"id": "k3", "old": 2.5, "new": 4.0}]}
     (run / "publish.json").write_text(json.dumps(publish))
+    write_training(run / "train")
+
+
+def write_training(folder: Path) -> None:
+    """train/summary.json as flows/train.py writes it: two candidates, one with a GGUF check."""
+    categories = ["truncated", "empty", "repetitive", "refusal", "wrong_language", "misspelled"]
+
+    def errors(tuned_repetitive: int) -> dict:
+        def side(repetitive: int) -> dict:
+            example = {"prompt": "Tell me about Rust.", "answer": f"Rust Rust Rust {IMG}", "why": "0.60 of word chars"}
+            return {
+                "answers": 3,
+                "counts": {c: repetitive if c == "repetitive" else 0 for c in categories},
+                "examples": {c: [example] * repetitive if c == "repetitive" else [] for c in categories},
+            }
+
+        return {"categories": categories, "word_list": "pyspellchecker's English word list",
+                "base": side(2), "tuned": side(tuned_repetitive)}
+
+    def candidate(name: str, loss: float, win: float | None, gguf: dict | None = None) -> dict:
+        verdicts = {"win": 2, "tie": 0, "loss": 1, "unjudged": 0} if win is not None else None
+        return {
+            "name": name, "method": "sft", "adapter_dir": f"/runs/x/train/{name}/sft/adapter", "stages": {},
+            "metrics": {"eval_loss": loss, "rouge_l": 0.31, "bertscore": 0.55, "win_rate": win},
+            "base_metrics": {"eval_loss": 2.9, "rouge_l": 0.2, "bertscore": 0.5},
+            "win_rate": None if win is None else {
+                "judges": ["judge-1"], "prompts": 3, **verdicts, "win_rate": win, "ci95": [0.2, 0.9],
+                "order_consistent": 0.667, "first_shown_wins": 0.5, "mean_words": {"base": 12.0, "tuned": 30.5},
+            },
+            "errors": errors(0 if win else 1), "gguf": gguf,
+        }
+
+    gguf = {"file": "/runs/x/train/tuned/sft/model-f16.gguf", "type": "f16", "bytes": 5_000_000, "prompts": 3,
+            "identical_generations": 3, "token_agreement": 1.0, "max_logit_diff": 0.0003, "max_weight_diff": 0.0}
+    board = [{"rank": 1, "name": "tuned", "eval_loss": 1.8, "rouge_l": 0.31, "bertscore": 0.55, "win_rate": 0.667},
+             {"rank": 2, "name": "control", "eval_loss": 2.9, "rouge_l": 0.31, "bertscore": 0.55, "win_rate": None}]
+    summary = {"select_by": ["eval_loss", "win_rate"], "best": "tuned", "leaderboard": board,
+               "candidates": {"control": candidate("control", 2.9, None), "tuned": candidate("tuned", 1.8, 0.667, gguf)}}
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps(summary))
 
 
 def stage(name: str, rows_in: int, out: int, reasons: dict[str, int], **extra: object) -> dict:
@@ -341,6 +381,13 @@ def test_report_content(rendered: dict) -> None:
         "bench/gsm8k_test.jsonl:1 · user turn 1 Janet",  # the item beside the record
         "1 of 15 records held PII (redact); found: email 1",
         "de 1 5.9%",  # the language mix
+        # Training: the leaderboard, win-rate against the base, error analysis, GGUF check.
+        "ranked by eval_loss, then win_rate ; best: tuned",
+        "1 tuned 1.8 0.31 0.55 0.667",  # the leaderboard
+        "on 3 held-out prompts: 0.667 (95% Wilson interval 0.2 – 0.9); win 2 · tie 0 · loss 1",
+        "mean words: base 12, tuned 30.5",
+        "repetitive 2 0",  # error analysis: base vs tuned counts
+        "3 of 3 greedy generations identical",
     ):
         assert shown in text, shown
     funnel = dom[dom.index('id="funnel"'):dom.index('id="reasons"')]
@@ -364,7 +411,7 @@ def test_a_run_with_only_stats_json_renders(tmp_path: Path) -> None:
     found = Elements(dom).found
     assert set(SECTIONS) <= {a.get("id") for tag, a, _ in found if tag == "section"}
     missing = {s for tag, a, s in found if tag == "p" and "missing" in (a.get("class") or "")}
-    assert {"lengths", "duplicates", "jury", "sources", "validation"} <= missing
+    assert {"lengths", "duplicates", "jury", "sources", "validation", "training"} <= missing
     assert any(tag == "rect" and s == "funnel" for tag, _, s in found)  # stats.json alone draws the funnel
 
 
