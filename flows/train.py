@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -192,6 +193,7 @@ def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = Tru
             logger.info(f"candidate {name}: finished earlier ({done}), not run again")
             return result
     stages: dict[str, dict] = {}
+    began = time.perf_counter()
     for stage in METHOD_STAGES[cfg.method]:
         key = progress_key(config_path, stage if name == "main" else f"{name}-{stage}")
         if stage == "sft":
@@ -202,8 +204,15 @@ def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = Tru
         else:
             stages["orpo"] = orpo_task(cfg, data, out, resume, key)
         logger.info(f"{name} {stage}: {stages[stage]}")
+    trained = time.perf_counter()
     evaluation = evaluate_task(cfg, data, out, stages)
+    evaluated = time.perf_counter()
     judged = judge_task(config, cfg, evaluation["generations"], progress)
+    seconds = {  # the stages include their own evaluation (eval loss before / after, DPO rewards)
+        "stages": round(trained - began, 1),
+        "evaluate": round(evaluated - trained, 1),
+        "judge": round(time.perf_counter() - evaluated, 1),
+    }
     metrics = evaluation["metrics"]
     win = judged["win_rate"]
     result = {
@@ -226,6 +235,7 @@ def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = Tru
         "win_rate": win,
         "errors": judged["errors"],
         "gguf": evaluation.get("gguf"),
+        "seconds": seconds,
     }
     done.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
