@@ -4,7 +4,9 @@ on the held-out prompts fall into each category, with examples.
 - truncated: the answer ran into max_new_tokens without an end token (the trainer says which);
 - empty: nothing but whitespace;
 - repetitive: the repetition filter's checks (repeated lines, top word n-gram share) with the
-  run's `filters.repetition` settings, else that filter's defaults;
+  run's `filters.repetition` settings, else that filter's defaults, on answers of at least
+  `MIN_WORDS_REPETITIVE` words (the filter's own allowance for conversations, 100 words, would
+  exempt every answer cut at a few dozen new tokens);
 - refusal: a phrase of the bundled refusal / boilerplate list (`filters.keywords.refusals`);
 - wrong_language: py3langid names another language for the answer than for the prompt (both at
   least `MIN_WORDS_FOR_LANGUAGE` words);
@@ -35,6 +37,7 @@ SIDES = ("base", "tuned")
 MAX_EXAMPLES = 3  # per category and side
 EXCERPT = 300
 MIN_WORDS_FOR_LANGUAGE = 5  # shorter texts are too short to identify reliably
+MIN_WORDS_REPETITIVE = 10
 WORD = re.compile(r"[A-Za-z]{3,}")
 WORD_LIST = "pyspellchecker's English word list"
 
@@ -73,8 +76,10 @@ def _categorise(
 ) -> list[dict[str, str]]:
     """Per answer: {category: why} for the categories it falls into."""
     found: list[dict[str, str]] = [{} for _ in answers]
+    rules = repetition or RepetitionFilter()
+    rules = rules.model_copy(update={"min_words": {**rules.min_words, "sft": MIN_WORDS_REPETITIVE}})
     filters = {
-        "repetitive": Filters(repetition=repetition or RepetitionFilter()),
+        "repetitive": Filters(repetition=rules),
         "refusal": Filters(keywords=KeywordFilter(refusals=True, view="assistant")),
     }
     for category, cfg in filters.items():
