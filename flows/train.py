@@ -121,9 +121,13 @@ def evaluate_task(cfg: TrainConfig, run_dir: Path, out: Path, stages: dict) -> d
     if cfg.eval.enabled and (sft_dir / "test").is_dir():
         if "eval" in last and "eval_loss_after" in last["eval"]:
             metrics, generations = last["eval"], _read_generations(Path(last["adapter_dir"]).parent)
-        else:
+        else:  # the base model's side is the SFT stage's, when there was one
             test = exported(run_dir, "sft", SFT_COLUMNS)[1]
-            metrics, generations = evaluate_sft(cfg, test, Path(last["adapter_dir"]))
+            sft = stages.get("sft", {})
+            baseline = None
+            if "eval" in sft:
+                baseline = (sft["eval"]["eval_loss_before"], _read_generations(Path(sft["adapter_dir"]).parent))
+            metrics, generations = evaluate_sft(cfg, test, Path(last["adapter_dir"]), baseline)
             generations = [asdict(g) for g in generations]
         references = [g["reference"] for g in generations]
         evaluation["metrics"] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def test_sft_eval_before_and_after(overfit: Overfit, shared_data: Path) -> None:
     adapter_dir = outcome.adapter_dir
     rows = sft_data(shared_data, 4)  # the train rows: the overfitting is what shows
     before = digest(adapter_dir)
-    stats = sft_eval(cfg, rows, adapter_dir)
+    stats, generations = evaluate_sft(cfg, rows, adapter_dir)
 
     assert set(stats) == SFT_KEYS
     assert json.loads(json.dumps(stats)) == stats  # goes into the run's stats as is
@@ -69,7 +70,9 @@ def test_sft_eval_before_and_after(overfit: Overfit, shared_data: Path) -> None:
     assert 0 <= stats["rouge_l_before"] <= 1 and 0 <= stats["rouge_l_after"] <= 1
 
     assert digest(adapter_dir) == before  # the adapter on disk is only read
-    assert sft_eval(cfg, rows, adapter_dir) == stats  # deterministic: same inputs, same numbers
+    # Deterministic: same inputs, same numbers; the base model's side can come from this evaluation.
+    baseline = (stats["eval_loss_before"], [asdict(g) for g in generations])
+    assert evaluate_sft(cfg, rows, adapter_dir, baseline) == (stats, generations)
 
 
 def test_sft_eval_without_rouge(overfit: Overfit, shared_data: Path) -> None:

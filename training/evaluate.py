@@ -38,12 +38,17 @@ def sft_eval(cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path) -> dict[str,
 
 
 def evaluate_sft(
-    cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path
+    cfg: TrainConfig,
+    eval_ds: Dataset,
+    adapter_dir: Path,
+    baseline: tuple[float, list[dict]] | None = None,
 ) -> tuple[dict[str, float | int | None], list[Generation]]:
     """`sft_eval`'s metrics and the answers behind its ROUGE-L, one Generation per sampled prompt.
 
     Any adapter of the config's layout evaluates: the SFT one, or the DPO / ORPO adapter of the
-    method's last stage (the whole tuned model, since DPO continues the SFT weights)."""
+    method's last stage (the whole tuned model, since DPO continues the SFT weights). `baseline`,
+    the base model's eval loss and generations from an earlier evaluation of the same config on
+    the same rows, saves computing them again (used only if its prompts are this sample's)."""
     with tempfile.TemporaryDirectory() as scratch:  # the trainer saves nothing; it only needs a dir
         trainer, _ = build_sft_trainer(
             _eval_config(cfg, "sft", len(eval_ds)), eval_ds, eval_ds, Path(scratch)
@@ -54,9 +59,13 @@ def evaluate_sft(
         prompts = [ids for ids, _, _ in sample]
         references = [answer for _, _, answer in sample]
         batch = trainer.args.per_device_eval_batch_size
-        with model.disable_adapter():
-            loss_before = trainer.evaluate()["eval_loss"]
-            before, before_cut = _answers(model, tokenizer, prompts, cfg, batch)
+        if baseline is not None and [g["prompt"] for g in baseline[1]] == [turns for _, turns, _ in sample]:
+            loss_before = baseline[0]
+            before, before_cut = [g["base"] for g in baseline[1]], [g["base_truncated"] for g in baseline[1]]
+        else:
+            with model.disable_adapter():
+                loss_before = trainer.evaluate()["eval_loss"]
+                before, before_cut = _answers(model, tokenizer, prompts, cfg, batch)
         loss_after = trainer.evaluate()["eval_loss"]
         after, after_cut = _answers(model, tokenizer, prompts, cfg, batch)
     metrics = {
