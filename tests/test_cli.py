@@ -329,10 +329,12 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
         if expected <= names:
             break
         time.sleep(1)
-    # This run's flows only (other tests share the server): curate-then-train and its subflows.
+    # This run's flows only (other tests share the server): curate-then-train and its subflows
+    # (curate, train, and one train-candidate: the demo trains the train section alone).
     flow_runs = [r for r in flow_runs if str(out.resolve()) in (r.parameters.get("run_dir"), r.parameters.get("out_dir"))]
     assert all(r.state.is_completed() for r in flow_runs)
-    assert len(flow_runs) == 3
+    assert sorted(r.name for r in flow_runs if r.name.startswith("candidate-")) == ["candidate-main"]
+    assert len(flow_runs) == 4
     assert expected <= names
 
 
