@@ -195,6 +195,14 @@ def _content_id(draft: _Draft) -> str:
     return hashlib.sha1(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
+def _too_deep(value: dict[str, Any]) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return True
+    return False
+
+
 def _remove_control_chars(draft: _Draft) -> int:
     """Remove _CONTROL characters from the draft's texts in place; returns how many."""
     removed = 0
@@ -322,9 +330,7 @@ class _Collector:
             return
         extras = {k: v for k, v in value.items() if k not in spec.uses and v is not None}
         row_id = _input_id(value)
-        try:
-            meta_json(extras)
-        except TypeError:  # orjson writes at most 254 levels: refuse the row, not the run
+        if extras and _too_deep(extras):  # orjson writes at most 254 levels: refuse the row, not the run
             self.reject(row, "too_deep", "a field is nested more than 254 levels deep", id=row_id)
             return
         for draft in drafts:

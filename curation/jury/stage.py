@@ -158,12 +158,11 @@ def build_jury_stage(
 def _check_unscored(cfg: JuryConfig, jury: Jury, rated: _Rated, eligible: int, failed_distill: dict | None) -> None:
     """Stop the run when more than jury.max_unscored of the eligible records would end unscored."""
     unscored = int(np.isnan(rated.scores).sum())
-    causes: dict[str, Counter[str]] = {
-        f"judge {name} ({model})": Counter() for name, model in zip(jury.names, jury.identities, strict=True)
-    }
+    who = {name: f"judge {name} ({model})" for name, model in zip(jury.names, jury.identities, strict=True)}
+    causes: dict[str, Counter[str]] = {label: Counter() for label in who.values()}
     for failures in rated.failed.values():
         for name, failure in failures.items():
-            causes[f"judge {name} ({jury.identities[jury.names.index(name)]})"][failure["error"]] += 1
+            causes[who[name]][failure["error"]] += 1
     if failed_distill is not None:  # nothing scores the records outside the sample
         unscored += eligible - len(rated.rows)
         causes["distillation"] = Counter({failed_distill.get("error", "no scorer"): 1})
