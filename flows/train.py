@@ -81,11 +81,13 @@ def progress_key(config_path: str, stage: str) -> str:
 @task(name="sft", cache_policy=NO_CACHE)
 def sft_task(cfg: TrainConfig, run_dir: Path, out: Path, resume: bool, progress_key: str | None = None) -> dict:
     train, test = exported(run_dir, "sft", SFT_COLUMNS)
+    evaluated = cfg.eval.enabled and test is not None  # the evaluation below computes the final loss
     with progress_artifact(progress_key, "sft"):
-        outcome = train_sft(cfg, train, test, out / "sft", resume=resume)
+        outcome = train_sft(cfg, train, test, out / "sft", resume=resume, final_eval=not evaluated)
     result = _outcome(outcome)
-    if cfg.eval.enabled and test is not None:
+    if evaluated:
         result["eval"], generations = evaluate_sft(cfg, test, outcome.adapter_dir)
+        result["eval_loss"] = result["eval"]["eval_loss_after"]
         _write_generations(out / "sft", generations)
     return result
 
@@ -95,11 +97,13 @@ def dpo_task(
     cfg: TrainConfig, run_dir: Path, out: Path, sft_adapter: Path | None, resume: bool, progress_key: str | None = None
 ) -> dict:
     train, test = exported(run_dir, "preference", PREFERENCE_COLUMNS)
+    evaluated = cfg.eval.enabled and test is not None
     with progress_artifact(progress_key, "dpo"):
-        outcome = train_dpo(cfg, train, test, sft_adapter, out / "dpo", resume=resume)
+        outcome = train_dpo(cfg, train, test, sft_adapter, out / "dpo", resume=resume, final_eval=not evaluated)
     result = _outcome(outcome)
-    if cfg.eval.enabled and test is not None:
+    if evaluated:
         result["eval"] = dpo_eval(cfg, test, outcome.adapter_dir, sft_adapter)
+        result["eval_loss"] = result["eval"]["eval_loss"]
     return result
 
 

@@ -39,6 +39,7 @@ def find_minilm_dir() -> Path | None:
 log = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
+SMOLLM2_TOKENIZER_NAME = "smollm2-135m-instruct-tokenizer"
 MINILM_NAME = "all-MiniLM-L6-v2"
 # model2vec static model distilled from MiniLM: 256 PCA dimensions (model2vec's default), centred
 # (see _distil_minilm). The name carries the settings: a cache built otherwise is never taken for it.
@@ -80,14 +81,31 @@ def smollm2_dir() -> Path:
     return target
 
 
+def smollm2_tokenizer_dir() -> Path:
+    """SmolLM2-135M-Instruct's tokenizer as plain files, read from the GGUF on first use.
+
+    Parsing the GGUF's vocabulary takes ~10 s on 2 cores and every process that exports or
+    counts tokens needs the tokenizer, so it is saved once (a second to load afterwards).
+    """
+    target = cache_dir() / "models" / SMOLLM2_TOKENIZER_NAME
+    if not (target / "tokenizer.json").is_file():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers imports huggingface_hub
+        from transformers import AutoTokenizer
+
+        gguf = bundled_smollm2_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        if "<|im_start|>" not in (tokenizer.chat_template or ""):
+            raise ConfigError(f"{gguf} carries no ChatML chat template; the package may be damaged")
+        _publish_folder(target, tokenizer.save_pretrained)
+    return target
+
+
 def _convert_bundled(target: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers imports huggingface_hub
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = bundled_smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-    if "<|im_start|>" not in (tokenizer.chat_template or ""):
-        raise ConfigError(f"{gguf} carries no ChatML chat template; the package may be damaged")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir(), local_files_only=True)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config and weights.
     config = loaded.config

@@ -90,7 +90,7 @@ RAW = record("raw-doc", "raw", None, text="A plain document is never exported.")
 
 @pytest.fixture(scope="module")
 def tokenizer() -> PreTrainedTokenizerBase:
-    return load_tokenizer(None)  # the bundled SmolLM2, read from its GGUF file
+    return load_tokenizer(None)  # the bundled SmolLM2's
 
 
 @pytest.fixture(scope="module")

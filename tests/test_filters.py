@@ -141,7 +141,7 @@ def test_token_bounds_use_the_bundled_tokenizer() -> None:
     from schemas.bundled import bundled_smollm2_gguf
 
     assert bundled_smollm2_gguf().is_file()
-    tokenizer = load_tokenizer(None)  # ~15 s once; cached for the stages below
+    tokenizer = load_tokenizer(None)  # loaded once per process; cached for the stages below
     assert load_tokenizer(None) is tokenizer
     n = len(tokenizer(CLEAN, add_special_tokens=False)["input_ids"])
     assert 10 < n < 30  # a real BPE: fewer tokens than chars, about one per word

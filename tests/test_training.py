@@ -1,7 +1,7 @@
 """Training: LoRA / QLoRA SFT, DPO from the SFT adapter, ORPO, resume, merge, bad inputs, memory.
 
 Models are tiny Llamas (hidden 64, 2 layers) built from a config, with the real SmolLM2
-tokenizer and chat template (read once from the bundled GGUF), so runs take seconds on a CPU.
+tokenizer and chat template (read from the bundled GGUF once, into the model cache), so runs take seconds on a CPU.
 Data are real rows from ../shared/data (GSM8K, Orca DPO pairs) in the trainers' formats.
 """
 
@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, Trainer
 
-from schemas.bundled import bundled_smollm2_gguf, smollm2_dir
+from schemas.bundled import bundled_smollm2_gguf, smollm2_dir, smollm2_tokenizer_dir
 from schemas.config import format_errors
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from training import hardware, sft
@@ -59,12 +59,9 @@ MARKED_TEMPLATE = (
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real SmolLM2 tokenizer, read from the GGUF once (~10 s) and saved as plain files."""
-    gguf = bundled_smollm2_gguf()
-    out = tmp_path_factory.mktemp("smollm2-tokenizer")
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
-    return out
+def tokenizer_dir() -> Path:
+    """The real SmolLM2 tokenizer as plain files (saved from the GGUF into the model cache once)."""
+    return smollm2_tokenizer_dir()
 
 
 def tiny_model(out: Path, tokenizer_dir: Path, hidden: int = 64, chat_template: str | None = None) -> Path:
@@ -164,6 +161,15 @@ def sft_run(base: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFact
 
 
 # ---- SFT ---------------------------------------------------------------------------------------
+
+
+def test_without_final_eval_only_the_periodic_evaluations_run(base: Path, shared_data: Path, tmp_path: Path) -> None:
+    """The flow evaluates the final adapter itself: the Trainer's pass after the last step is left out."""
+    cfg = config(base, sft={**FAST, "save_steps": 1})
+    outcome = train_sft(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path, final_eval=False)
+    history = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "eval_loss" in h] == [1]
+    assert outcome.eval_loss == next(h["eval_loss"] for h in history if "eval_loss" in h)
 
 
 def test_sft_trains_the_lora_adapter(sft_run: TrainOutcome) -> None:
@@ -551,10 +557,17 @@ def test_bundled_model_converts_once_into_the_cache(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path))
     model_dir = smollm2_dir()
     assert model_dir == tmp_path / "models" / "smollm2-135m-instruct"
-    assert {p.name for p in model_dir.parent.iterdir()} == {model_dir.name}  # no staging left
+    tokenizer_dir = smollm2_tokenizer_dir()  # saved on the way, read from the GGUF once
+    assert {p.name for p in model_dir.parent.iterdir()} == {model_dir.name, tokenizer_dir.name}  # no staging left
     assert (model_dir / "model.safetensors").is_file()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     assert "<|im_start|>" in tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+    gguf = bundled_smollm2_gguf()
+    from_gguf = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    text = "Hello wörld <|im_start|>user\n 12345  \t and more"
+    for saved in (tokenizer, AutoTokenizer.from_pretrained(tokenizer_dir)):
+        assert saved(text)["input_ids"] == from_gguf(text)["input_ids"]
+        assert saved.chat_template == from_gguf.chat_template and saved.pad_token == from_gguf.pad_token
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     assert 134e6 < model.num_parameters() < 136e6
     ids = tokenizer.apply_chat_template(
@@ -565,8 +578,10 @@ def test_bundled_model_converts_once_into_the_cache(tmp_path: Path, monkeypatch:
     )
     answer = model.generate(**ids, max_new_tokens=12, do_sample=False)[0][ids["input_ids"].shape[1] :]
     assert "4" in tokenizer.decode(answer)
-    mtime = (model_dir / "model.safetensors").stat().st_mtime
-    assert smollm2_dir() == model_dir and (model_dir / "model.safetensors").stat().st_mtime == mtime
+    files = (model_dir / "model.safetensors", tokenizer_dir / "tokenizer.json")
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    assert smollm2_dir() == model_dir and smollm2_tokenizer_dir() == tokenizer_dir
+    assert [f.stat().st_mtime_ns for f in files] == mtimes  # neither written again
 
 
 # ---- prompt tuning -----------------------------------------------------------------------------

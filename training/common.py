@@ -44,7 +44,7 @@ class TrainOutcome:
     stage: str  # sft | dpo | orpo
     steps: int  # optimizer steps reached, counting those of a resumed checkpoint
     train_loss: float | None  # last logged training loss (this stage's objective)
-    eval_loss: float | None  # at the last evaluation; None without an eval set
+    eval_loss: float | None  # at the last evaluation; None without one
     tokens_per_second: float | None  # non-padding input tokens in this session; None if not counted
     dropped_rows: int  # train rows left out by the length check (SFT on a plain template: answers)
     resumed_from: Path | None  # the checkpoint this session started from
@@ -254,10 +254,28 @@ class _Progress(TrainerCallback):
         self.on_progress(state.global_step, state.max_steps)
 
 
+class _NoFinalEval(TrainerCallback):
+    """Cancels the evaluation the Trainer adds after the last step (periodic ones stay)."""
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if control.should_training_stop:
+            control.should_evaluate = False
+
+
 def run(
-    trainer: Trainer, cfg: TrainConfig, stage: str, output_dir: Path, resume: bool, dropped_rows: int
+    trainer: Trainer,
+    cfg: TrainConfig,
+    stage: str,
+    output_dir: Path,
+    resume: bool,
+    dropped_rows: int,
+    final_eval: bool = True,
 ) -> TrainOutcome:
-    """Train (from the last checkpoint when resuming), then save the adapter and maybe merge."""
+    """Train (from the last checkpoint when resuming), then save the adapter and maybe merge.
+    `final_eval=False` when the caller evaluates the final weights itself on the same rows
+    (the evaluation after training): the Trainer's own last pass would be the same numbers."""
     checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if checkpoint and not resume:
         # Starting over: old checkpoints would otherwise be mixed into a later resume.
@@ -266,6 +284,8 @@ def run(
         checkpoint = None
     throughput = _Throughput()
     trainer.add_callback(throughput)
+    if not final_eval:
+        trainer.add_callback(_NoFinalEval)
     if (on_progress := TRAIN_PROGRESS.get()) is not None:
         trainer.add_callback(_Progress(on_progress))
     result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -89,10 +89,12 @@ def train_dpo(
     sft_adapter_dir: Path | None,
     output_dir: Path,
     resume: bool = True,
+    final_eval: bool = True,
 ) -> TrainOutcome:
-    """LoRA DPO continuing `sft_adapter_dir` (None: a fresh adapter on the base model)."""
+    """LoRA DPO continuing `sft_adapter_dir` (None: a fresh adapter on the base model).
+    `final_eval=False`: no evaluation after the last step (the caller evaluates the adapter)."""
     trainer, dropped = build_dpo_trainer(cfg, train, eval, sft_adapter_dir, output_dir)
-    return run(trainer, cfg, "dpo", output_dir, resume, dropped)
+    return run(trainer, cfg, "dpo", output_dir, resume, dropped, final_eval)
 
 
 def train_orpo(

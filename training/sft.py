@@ -86,8 +86,14 @@ def build_sft_trainer(
 
 
 def train_sft(
-    cfg: TrainConfig, train: Dataset, eval: Dataset | None, output_dir: Path, resume: bool = True
+    cfg: TrainConfig,
+    train: Dataset,
+    eval: Dataset | None,
+    output_dir: Path,
+    resume: bool = True,
+    final_eval: bool = True,
 ) -> TrainOutcome:
-    """LoRA SFT of `cfg.base_model` on conversations; adapter in `output_dir/adapter`."""
+    """LoRA SFT of `cfg.base_model` on conversations; adapter in `output_dir/adapter`.
+    `final_eval=False`: no evaluation after the last step (the caller evaluates the adapter)."""
     trainer, dropped = build_sft_trainer(cfg, train, eval, output_dir)
-    return run(trainer, cfg, "sft", output_dir, resume, dropped)
+    return run(trainer, cfg, "sft", output_dir, resume, dropped, final_eval)

@@ -1,5 +1,5 @@
 """Tokenizers the stages load (token bounds, export, synthesis chunks): a local directory or .gguf
-file, by default the bundled SmolLM2's; never from a hub."""
+file, by default the bundled SmolLM2's (saved from its GGUF once); never from a hub."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from schemas.bundled import bundled_smollm2_gguf
+from schemas.bundled import smollm2_tokenizer_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 def load_tokenizer(path: str | None = None) -> PreTrainedTokenizerBase:
     """A tokenizer from a local directory or .gguf file; None = the bundled SmolLM2 one.
 
-    Loading the GGUF tokenizer takes ~15 s on 2 cores, hence the cache.
+    Loading a GGUF tokenizer takes ~10 s on 2 cores, hence the cache.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers imports huggingface_hub
     from transformers import AutoTokenizer  # heavy: only imported when token bounds are set
 
-    source = bundled_smollm2_gguf() if path is None else Path(path)
+    source = smollm2_tokenizer_dir() if path is None else Path(path)
     if source.suffix == ".gguf":
         return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name, local_files_only=True)
     return AutoTokenizer.from_pretrained(source, local_files_only=True)
