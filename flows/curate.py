@@ -8,13 +8,14 @@ artifacts (flows/artifacts.py, read from the run dir).
 
 from __future__ import annotations
 
+import itertools
 import json
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as flow_run_info
 from prefect.states import Failed
 
 import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
@@ -122,8 +123,21 @@ def artifacts_task(out_dir: Path, config_stem: str) -> list[str]:
 
 
 def expand_out_dir(pattern: str) -> Path:
-    """`{time}` in an output directory becomes the start time: scheduled runs get a new one each."""
-    return Path(pattern.replace("{time}", time.strftime("%Y%m%d-%H%M%S")))
+    """`{time}` in an output directory becomes the run's scheduled start time (local time), and
+    the folder is claimed there and then: runs of a schedule that start in the same second (late
+    runs caught up together) each get their own, the later ones as `<name>-2`, `<name>-3`, ..."""
+    if "{time}" not in pattern:
+        return Path(pattern)
+    stamp = flow_run_info.scheduled_start_time.astimezone().strftime("%Y%m%d-%H%M%S")
+    first = Path(pattern.replace("{time}", stamp))
+    for n in itertools.count(1):
+        claimed = first if n == 1 else first.with_name(f"{first.name}-{n}")
+        try:
+            claimed.mkdir(parents=True)
+            return claimed
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
 
 
 @flow(name="curate", log_prints=False)

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -211,3 +212,14 @@ def _publish_folder(target: Path, write: Callable[[Path], object]) -> None:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_caches() -> list[Path]:
+    """Every model derived from the bundled ones, each built only when missing (setup runs this,
+    so the first run or test does not pause a minute for them)."""
+    return [smollm2_tokenizer_dir(), smollm2_dir(), minilm_static_dir()]
+
+
+if __name__ == "__main__":
+    for built in build_caches():
+        print(f"setup: model cache {built}", file=sys.stderr)

@@ -183,10 +183,8 @@ def test_a_jury_that_cannot_judge_stops_the_run_publishes_nothing_and_leaks_no_k
     assert b"Incorrect API key provided" in prefect_files  # the message itself did reach Prefect's logs
 
 
-@pytest.mark.parametrize(("severity", "code"), [("fail", 3), ("warn", 0)])
-def test_validation_stops_or_warns_as_configured(
-    tmp_path: Path, prefect_server: dict[str, str], severity: str, code: int
-) -> None:
+def test_a_failed_validation_suite_exits_3_with_its_failures(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+    """`severity: fail` stops the run (`warn` records the same failures and goes on: test_validate)."""
     rows = [
         {"messages": [{"role": "user", "content": "Hi there, how are you?"},
                       {"role": "assistant", "content": "Fine, thanks for asking."}]},
@@ -195,17 +193,16 @@ def test_validation_stops_or_warns_as_configured(
     ]
     data = tmp_path / "chats.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    suites = {"sft": {"severity": severity}}
+    suites = {"sft": {"severity": "fail"}}
     config = write_config(tmp_path, {"inputs": [{"path": str(data)}], "validation": {"suites": suites}})
     done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
-    assert done.returncode == code, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "validation" / "summary.json").read_text())
     (sft,) = summary["suites"]
     assert not sft["success"] and [f["column"] for f in sft["failed"]] == ["roles_alternate"]
     assert (tmp_path / "run" / sft["data_docs"]).is_file()
-    if severity == "fail":
-        assert "suite sft" in done.stderr and "roles_alternate" in done.stderr
-        assert "Traceback" not in done.stderr
+    assert "suite sft" in done.stderr and "roles_alternate" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_run_that_keeps_nothing_exits_4_with_one_message(tmp_path: Path, prefect_server: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -130,32 +131,6 @@ CHEAP_STAGES = {
 }
 
 
-def test_a_run_shows_its_stages_and_artifacts_in_prefect(tmp_path: Path, prefect_server: dict[str, str]) -> None:
-    config = tmp_path / "Flow Check.yaml"  # the stem becomes the artifact keys: curate-flow-check-*
-    config.write_text(yaml.safe_dump({"inputs": small_corpus(tmp_path / "data"), **CHEAP_STAGES}))
-    out = tmp_path / "run"
-    done = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
-    assert done.returncode == 0, done.stderr[-3000:]
-    stats = json.loads((out / "stats.json").read_text())
-    removed = stats["totals"]["removed_by_stage"]
-    assert removed["filters"] == 2 and removed["dedup_exact"] == 5 and removed["dedup_minhash"] >= 1
-
-    (run,) = curate_runs(prefect_server, out)
-    assert run.state.is_completed()
-    assert set(task_states(prefect_server, run.id)) >= {
-        "ingest", "filters", "dedup_exact", "dedup_minhash", "write-run", "report", "artifacts",
-    }
-
-    found = artifacts(prefect_server, run.id)
-    assert set(found) == {f"curate-flow-check-{k}" for k in ("summary", "removals", "duplicates", "report")}
-    assert "| dedup_exact | 38 | 33 | 5 | exact_duplicate 5 |" in found["curate-flow-check-summary"].data
-    removals = json.loads(found["curate-flow-check-removals"].data)
-    assert {"stage": "dedup_exact", "reason": "exact_duplicate", "count": 5} in removals
-    clusters = json.loads(found["curate-flow-check-duplicates"].data)
-    assert clusters[0]["size"] == 2 and clusters[0]["excerpt"].startswith("Question ")
-    assert (out / "report.html").resolve().as_uri() in found["curate-flow-check-report"].data
-
-
 def test_a_killed_run_resumes_from_its_last_finished_stage(
     tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str]
 ) -> None:
@@ -228,8 +203,10 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     assert (out / "export" / "alpaca.json").read_bytes() == (fresh / "export" / "alpaca.json").read_bytes()
 
 
-def test_a_served_schedule_runs_the_flow(tmp_path: Path, prefect_server: dict[str, str]) -> None:
-    config = tmp_path / "served.yaml"
+def test_a_served_schedule_runs_the_flow_and_shows_its_stages_and_artifacts(
+    tmp_path: Path, prefect_server: dict[str, str]
+) -> None:
+    config = tmp_path / "Served Check.yaml"  # the stem becomes the artifact keys: curate-served-check-*
     config.write_text(yaml.safe_dump({"inputs": small_corpus(tmp_path / "data"), **CHEAP_STAGES}))
     runs = tmp_path / "runs"
     log = (tmp_path / "serve.log").open("w")
@@ -239,10 +216,10 @@ def test_a_served_schedule_runs_the_flow(tmp_path: Path, prefect_server: dict[st
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deployment = wait_for(lambda: read_deployment(prefect_server, "curate/served"), 120, served)
+        deployment = wait_for(lambda: read_deployment(prefect_server, "curate/served-check"), 120, served)
         assert deployment.schedules[0].schedule.interval.total_seconds() == 5
         assert deployment.parameters["config_path"] == str(config.resolve())
-        assert deployment.parameters["out_dir"] == str(runs.resolve() / "served-{time}")
+        assert deployment.parameters["out_dir"] == str(runs.resolve() / "Served Check-{time}")
         completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, completed=True), 240, served)
         assert completed, (tmp_path / "serve.log").read_text()[-3000:]
     finally:
@@ -253,8 +230,36 @@ def test_a_served_schedule_runs_the_flow(tmp_path: Path, prefect_server: dict[st
             served.kill()
             served.wait()
         log.close()
-    written = [p for p in runs.glob("served-*") if (p / "stats.json").is_file()]
-    assert written and all(p.name != "served-{time}" for p in written)
+    written = [p for p in runs.glob("Served Check-*") if (p / "stats.json").is_file()]
+    assert written and all(p.name != "Served Check-{time}" for p in written)
+    assert len(written) >= len(completed)  # each its own folder, also runs started in the same second
+
+    # The run shows its stages and artifacts in Prefect.
+    run = completed[-1]
+    stats = json.loads((written[0] / "stats.json").read_text())
+    removed = stats["totals"]["removed_by_stage"]
+    assert removed["filters"] == 2 and removed["dedup_exact"] == 5 and removed["dedup_minhash"] >= 1
+    assert set(task_states(prefect_server, run.id)) >= {
+        "ingest", "filters", "dedup_exact", "dedup_minhash", "write-run", "report", "artifacts",
+    }
+    found = artifacts(prefect_server, run.id)
+    assert set(found) == {f"curate-served-check-{k}" for k in ("summary", "removals", "duplicates", "report")}
+    assert "| dedup_exact | 38 | 33 | 5 | exact_duplicate 5 |" in found["curate-served-check-summary"].data
+    removals = json.loads(found["curate-served-check-removals"].data)
+    assert {"stage": "dedup_exact", "reason": "exact_duplicate", "count": 5} in removals
+    clusters = json.loads(found["curate-served-check-duplicates"].data)
+    assert clusters[0]["size"] == 2 and clusters[0]["excerpt"].startswith("Question ")
+    assert any((p / "report.html").resolve().as_uri() in found["curate-served-check-report"].data for p in written)
+
+
+def test_runs_that_start_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    from flows.curate import expand_out_dir
+
+    pattern = str(tmp_path / "runs" / "demo-{time}")
+    first, second = expand_out_dir(pattern), expand_out_dir(pattern)
+    assert first.is_dir() and second.is_dir() and first != second
+    assert re.fullmatch(r"demo-\d{8}-\d{6}", first.name) and second.name.startswith(first.name[:13])
+    assert expand_out_dir(str(tmp_path / "fixed")) == tmp_path / "fixed"
 
 
 def wait_for(probe, seconds: float, process: subprocess.Popen):
