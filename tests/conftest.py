@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import prefect.main  # noqa: F401 - see below
 import pytest
 from openai_server import FakeOpenAI  # tests/ (no __init__.py) is on sys.path under pytest
 
@@ -20,6 +21,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Prefect binds its console log handler to sys.stderr when `prefect.main` is first imported
+# (`import prefect` alone is lazy): imported above, at collection, it writes into pytest's
+# session-wide capture, never into one test's capsys stream (closed when that test ends, which
+# would turn every later Prefect log line into a logging error).
 
 
 # A real server or cluster (seconds to start, minutes to use), or a model that is trained
@@ -91,6 +96,35 @@ def prefect_server() -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture
+def curate_here(prefect_server: dict[str, str], capsys: pytest.CaptureFixture) -> Callable[..., subprocess.CompletedProcess]:
+    """`curate ARGS` run by the CLI's `main` in this process against the session's Prefect server:
+    the same flows, tasks and server as a `python -m flows.cli` process, without a new
+    interpreter's 7-14 s of imports. Tests of the process itself (signals, secrets in its
+    output, the demo command) start the real process instead."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from flows.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        settings = {PREFECT_API_URL: prefect_server["PREFECT_API_URL"], PREFECT_HOME: prefect_server["PREFECT_HOME"]}
+        with temporary_settings(updates=settings):
+            try:
+                code = main(list(args))
+            finally:
+                # Logs and events go to the server from background workers: deliver them now,
+                # as a process does when it exits (Prefect's own test harness drains them too).
+                APILogWorker.drain_all(at_exit=False)
+                EventsWorker.drain_all(at_exit=False)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["curate", *args], code, out, err)
+
+    return run
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 import yaml
 from datasets import DatasetDict
 from openai_server import FakeOpenAI, Reply, rating_reply
-from test_flows import curate
 from test_training import FAST, sft_data, tiny_model, tokenizer_dir  # noqa: F401
 
 ANSWERS = re.compile(r"Answer 1:\n(.*)\n\nAnswer 2:\n?(.*)", re.DOTALL)  # an empty last answer is stripped
@@ -32,7 +31,7 @@ def longer_first(body: dict) -> Reply:
 
 @pytest.mark.slow
 def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
-    tokenizer_dir: Path, shared_data: Path, tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str]  # noqa: F811
+    tokenizer_dir: Path, shared_data: Path, tmp_path: Path, openai_server: FakeOpenAI, curate_here  # noqa: F811
 ) -> None:
     openai_server.handler = longer_first
     base = tiny_model(tmp_path / "tiny-llama", tokenizer_dir)
@@ -61,7 +60,7 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
 
-    done = curate("train", str(path), "--data", str(run), env=prefect_server)
+    done = curate_here("train", str(path), "--data", str(run))
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run / "train" / "summary.json").read_text())
     board = {row["name"]: row for row in summary["leaderboard"]}
@@ -83,7 +82,7 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
     kept = {"control": (run / "train" / "control" / "result.json").stat().st_mtime_ns}
     (run / "train" / "tuned" / "result.json").unlink()
     calls = sum(bool(ANSWERS.search(body["messages"][0]["content"])) for body in openai_server.calls)
-    again = curate("train", str(path), "--data", str(run), env=prefect_server)
+    again = curate_here("train", str(path), "--data", str(run))
     assert again.returncode == 0, again.stderr[-3000:]
     assert {name: (run / "train" / name / "result.json").stat().st_mtime_ns for name in kept} == kept
     assert (run / "train" / "tuned" / "result.json").is_file()

@@ -183,7 +183,7 @@ def test_a_jury_that_cannot_judge_stops_the_run_publishes_nothing_and_leaks_no_k
     assert b"Incorrect API key provided" in prefect_files  # the message itself did reach Prefect's logs
 
 
-def test_a_failed_validation_suite_exits_3_with_its_failures(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+def test_a_failed_validation_suite_exits_3_with_its_failures(tmp_path: Path, curate_here) -> None:
     """`severity: fail` stops the run (`warn` records the same failures and goes on: test_validate)."""
     rows = [
         {"messages": [{"role": "user", "content": "Hi there, how are you?"},
@@ -195,7 +195,7 @@ def test_a_failed_validation_suite_exits_3_with_its_failures(tmp_path: Path, pre
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     suites = {"sft": {"severity": "fail"}}
     config = write_config(tmp_path, {"inputs": [{"path": str(data)}], "validation": {"suites": suites}})
-    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run"), "--no-progress")
     assert done.returncode == 3, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "validation" / "summary.json").read_text())
     (sft,) = summary["suites"]
@@ -205,11 +205,11 @@ def test_a_failed_validation_suite_exits_3_with_its_failures(tmp_path: Path, pre
     assert "Traceback" not in done.stderr
 
 
-def test_a_run_that_keeps_nothing_exits_4_with_one_message(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+def test_a_run_that_keeps_nothing_exits_4_with_one_message(tmp_path: Path, curate_here) -> None:
     data = tmp_path / "short.jsonl"
     data.write_text('{"text": "too short"}\n{"text": "also short"}\n')
     config = write_config(tmp_path, {"inputs": [{"path": str(data)}], "filters": {"length": {"min_words": 5}}})
-    done = curate("run", str(config), "--out", str(tmp_path / "run"), "--no-progress", env=prefect_server)
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run"), "--no-progress")
     assert done.returncode == 4, done.stderr[-3000:]
     assert "curate: stopped: kept 0 of 2 records" in done.stderr and "filters too_few_words 2" in done.stderr
     assert "Traceback" not in done.stderr

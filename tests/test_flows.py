@@ -1,7 +1,8 @@
 """The Prefect side of `curate`: artifacts, per-stage caching and resume, and a served schedule.
 
-Every flow runs as the user runs it (`python -m flows.cli ...` in a subprocess) against the
-session's real Prefect server; the assertions read that server through the Prefect client.
+Every flow runs through the CLI against the session's real Prefect server: in this process
+(`curate_here`), or as a `python -m flows.cli` process where the process matters (killed
+mid-run, serving a schedule); the assertions read that server through the Prefect client.
 """
 
 from __future__ import annotations
@@ -40,13 +41,6 @@ from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, TaskRunSor
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def curate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=300, check=False,
-    )
 
 
 def api(server: dict[str, str], query):
@@ -132,7 +126,7 @@ CHEAP_STAGES = {
 
 
 def test_a_killed_run_resumes_from_its_last_finished_stage(
-    tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str]
+    tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str], curate_here
 ) -> None:
     n = 40
     openai_server.latency = 0.15
@@ -168,7 +162,7 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
     assert len(list((checkpoints / "00-ingest" / "records").glob("part-*.parquet"))) == 5  # 44 records
     written = {name: (checkpoints / name / "records" / "part-000000.parquet").stat().st_mtime_ns for name in finished}
 
-    resumed = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
+    resumed = curate_here("run", str(config), "--out", str(out), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (checkpoints / ".scratch").exists()  # a finished run leaves no half-written corpora
     assert openai_server.call_count - before == n - cached  # the jury asked only for what its cache lacked
@@ -186,7 +180,7 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
 
     # An uninterrupted run (its jury answers come from the same answer cache) decides the same.
     fresh = tmp_path / "fresh"
-    done = curate("run", str(config), "--out", str(fresh), "--no-progress", env=prefect_server)
+    done = curate_here("run", str(config), "--out", str(fresh), "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("kept.parquet", "rejected.parquet"):
         a, b = (pl.read_parquet(d / name).sort("id") for d in (out, fresh))
@@ -196,7 +190,7 @@ def test_a_killed_run_resumes_from_its_last_finished_stage(
 
     # A restored export must have its files: one missing, and the export (only) runs again.
     (out / "export" / "alpaca.json").unlink()
-    again = curate("run", str(config), "--out", str(out), "--no-progress", env=prefect_server)
+    again = curate_here("run", str(config), "--out", str(out), "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
     states = task_states(prefect_server, curate_runs(prefect_server, out)[-1].id)
     assert states["jury"] == "Cached" and states["export"] == "Completed"
@@ -297,7 +291,7 @@ def deployment_runs(server: dict[str, str], deployment_id, completed: bool = Fal
     return api(server, query)
 
 
-def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Path, prefect_server: dict[str, str]) -> None:
+def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Path, curate_here) -> None:
     data = tmp_path / "data"
     data.mkdir()
     first = [
@@ -312,7 +306,7 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
         "dedup": {"exact": {}, "minhash": {"threshold": 0.7}},
         "publish": {"dir": "published"},
     }))
-    done = curate("run", str(config), "--out", str(tmp_path / "run1"), "--no-progress", env=prefect_server)
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run1"), "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     published = tmp_path / "published"
     assert (published / "LATEST").read_text().strip() == "v0001"
@@ -321,7 +315,7 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
     # New file: two exact copies of published records, one new record, one copy inside itself.
     new = [first[0], first[5], {"instruction": "A brand new question?", "output": "A brand new answer."}]
     (data / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*new, new[2]]))
-    done = curate("run", str(config), "--out", str(tmp_path / "run2"), "--no-progress", env=prefect_server)
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run2"), "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (published / "LATEST").read_text().strip() == "v0002"
     assert (published / "v0001" / "kept.parquet").read_bytes() == v1  # nothing earlier is lost
@@ -337,6 +331,6 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
     assert "Version 2 (parent: version 1)" in report and diff["added"][0] in report
 
     # Nothing new: nothing to do, no version 3.
-    done = curate("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress", env=prefect_server)
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress")
     assert done.returncode == 0 and "no new inputs" in done.stdout
     assert (published / "LATEST").read_text().strip() == "v0002"
