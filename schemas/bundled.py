@@ -131,7 +131,7 @@ def bundled_minilm_dir() -> Path:
 
 def minilm_static_dir(rebuild: bool = False) -> Path:
     """A model2vec static model distilled from the bundled all-MiniLM-L6-v2 on first use (about
-    20 s on 2 CPU cores), never downloaded. `rebuild` replaces a cached copy that fails to load."""
+    30 s on 2 CPU cores), never downloaded. `rebuild` replaces a cached copy that fails to load."""
     target = cache_dir() / "models" / MINILM_STATIC_NAME
     if rebuild or not (target / COMMON_DIRECTION).is_file():
         _distil_minilm(target)
@@ -145,7 +145,7 @@ def _distil_minilm(target: Path) -> None:
 
     source = bundled_minilm_dir()
     reference = reference_texts()
-    log.warning("distilling a static embedding model from the bundled %s into %s (once, ~20 s)", MINILM_NAME, target)
+    log.warning("distilling a static embedding model from the bundled %s into %s (once, ~30 s)", MINILM_NAME, target)
     model = distill(model_name=str(source), pca_dims=STATIC_PCA_DIMS)
     # Static vectors of long texts drift towards the mean row of running text, so unrelated
     # documents meet at cosine 0.85 and more; the encoder subtracts that common direction from

@@ -68,6 +68,8 @@ def prefect_server() -> Iterator[dict[str, str]]:
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
+        # Runs of a newly served schedule are booked within a second, not the default five.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
     }
     log = (home / "server.log").open("w")

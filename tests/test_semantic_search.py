@@ -108,10 +108,11 @@ def test_published_lookup_finds_the_closest_match_exact_and_by_ivf(monkeypatch: 
 # --- encoders -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_static_model_is_distilled_offline_cached_and_rebuilt_when_damaged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The static model setup distilled (or this test distils, on a machine without the cache,
+    with the hub forbidden) is used from the cache as it is, and a damaged copy is rebuilt."""
     import huggingface_hub
 
     def no_hub(*args, **kwargs):
@@ -121,30 +122,26 @@ def test_static_model_is_distilled_offline_cached_and_rebuilt_when_damaged(
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    distilled_here = bundled.minilm_static_dir()  # the repo cache (CURATE_CACHE_DIR unset)
+
+    # A cache of its own holding a copy; distilling again would restore that copy, and is counted.
     monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path))
-    distilled, distil = [], bundled._distil_minilm
-    first_copy = tmp_path / "first-distillation"
+    model_dir = tmp_path / "models" / bundled.MINILM_STATIC_NAME
+    shutil.copytree(distilled_here, model_dir)
+    distilled: list[Path] = []
 
-    def distil_once(target: Path) -> None:
-        """The real distillation the first time; a rebuild restores its files (distilling is
-        deterministic: the repo cache, distilled by another process, is compared below)."""
+    def distil(target: Path) -> None:
         distilled.append(target)
-        if len(distilled) == 1:
-            distil(target)
-            shutil.copytree(target, first_copy)
-        else:
-            bundled._publish_folder(target, lambda folder: shutil.copytree(first_copy, folder, dirs_exist_ok=True))
+        bundled._publish_folder(target, lambda folder: shutil.copytree(distilled_here, folder, dirs_exist_ok=True))
 
-    monkeypatch.setattr(bundled, "_distil_minilm", distil_once)
+    monkeypatch.setattr(bundled, "_distil_minilm", distil)
     encoders.load_encoder.cache_clear()
-    model_dir = tmp_path / "models" / "minilm-static-256-centred"
 
     first = encoders.load_encoder(None, 128)
     vectors = first.encode(["The train was cancelled because of snow.", "Snow led to the train's cancellation.",
                             "Bake the bread for forty minutes."])
     assert vectors.shape == (3, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
-    assert {p.name for p in model_dir.parent.iterdir()} == {model_dir.name}  # no staging folder left
     assert first.identity == "bundled:minilm-static-256-centred"
 
     # Cached: a new process (here: a cleared lru_cache) loads it without distilling again.
@@ -152,9 +149,9 @@ def test_static_model_is_distilled_offline_cached_and_rebuilt_when_damaged(
     encoders.load_encoder.cache_clear()
     np.testing.assert_array_equal(encoders.load_encoder(None, 128).encode(["Bake the bread for forty minutes."]),
                                   vectors[2:])
-    assert (model_dir / "model.safetensors").stat().st_mtime_ns == mtime and len(distilled) == 1
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == mtime and distilled == []
 
-    # Damaged: rebuilt, with a warning that says so and where.
+    # Damaged: rebuilt, with a warning that says so and where, and no staging folder left.
     (model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
     encoders.load_encoder.cache_clear()
     with caplog.at_level(logging.WARNING):
@@ -162,14 +159,8 @@ def test_static_model_is_distilled_offline_cached_and_rebuilt_when_damaged(
     assert any("does not load" in r.message and "rebuilding" in r.message and str(model_dir) in r.message
                for r in caplog.records)
     np.testing.assert_allclose(again.encode(["Bake the bread for forty minutes."]), vectors[2:], atol=1e-6)
-    assert len(distilled) == 2
-
-    # Another process's distillation (setup's, into the repo cache) gives the same vectors.
-    monkeypatch.setenv("CURATE_CACHE_DIR", str(bundled.REPO / ".cache"))
-    encoders.load_encoder.cache_clear()
-    if (bundled.REPO / ".cache" / "models" / bundled.MINILM_STATIC_NAME).is_dir():
-        np.testing.assert_allclose(encoders.load_encoder(None, 128).encode(["Bake the bread for forty minutes."]),
-                                   vectors[2:], atol=1e-6)
+    assert distilled == [model_dir]
+    assert {p.name for p in model_dir.parent.iterdir()} == {model_dir.name}
     encoders.load_encoder.cache_clear()
 
 
