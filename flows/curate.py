@@ -8,7 +8,6 @@ artifacts (flows/artifacts.py, read from the run dir).
 
 from __future__ import annotations
 
-import itertools
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -129,15 +128,15 @@ def expand_out_dir(pattern: str) -> Path:
     if "{time}" not in pattern:
         return Path(pattern)
     stamp = flow_run_info.scheduled_start_time.astimezone().strftime("%Y%m%d-%H%M%S")
-    first = Path(pattern.replace("{time}", stamp))
-    for n in itertools.count(1):
-        claimed = first if n == 1 else first.with_name(f"{first.name}-{n}")
+    first = claimed = Path(pattern.replace("{time}", stamp))
+    taken = 1
+    while True:
         try:
             claimed.mkdir(parents=True)
             return claimed
         except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+            taken += 1
+            claimed = first.with_name(f"{first.name}-{taken}")
 
 
 @flow(name="curate", log_prints=False)

@@ -255,7 +255,8 @@ class _Progress(TrainerCallback):
 
 
 class _NoFinalEval(TrainerCallback):
-    """Cancels the evaluation the Trainer adds after the last step (periodic ones stay)."""
+    """Cancels any evaluation at the last step (the Trainer adds one there); earlier periodic
+    evaluations stay."""
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
