@@ -126,7 +126,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     config = load_config(config_path)
     if config.train is None:
         raise ConfigError(f"{config_path}: no `train:` section to train with")
-    data = data or _latest_run_dir(config_path)
+    data = data or _latest_run_dir(config_path, config.train.sets_needed())
     from flows.train import train_flow
 
     print(_training(train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume), data))
@@ -170,22 +170,26 @@ def _new_run_dir(config_path: Path) -> Path:
     return _runs_dir(config_path) / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _latest_run_dir(config_path: Path) -> Path:
-    """The newest run with exported sets that this config file made: stats.json records the
-    config's path and content hash (never a match by name: `sft.yaml` must not take a run of
-    `sft_v2.yaml`). A run of the file as it is now wins; else the newest run of an earlier
-    version of it (the train section was edited, say), with a warning."""
-    from curation.core.stats import RunStats, config_sha256
+def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
+    """The newest run that this config file made and that has the exported `sets` training
+    needs: stats.json records the config's path and content hash (never a match by name:
+    `sft.yaml` must not take a run of `sft_v2.yaml`). A run of the file as it is now wins; else
+    the newest run of an earlier version of it (the train section was edited, say), with a
+    warning. Without one, the error names what the newest run of the config lacks."""
+    from curation.core.stats import RunStats, config_sha256, unwritten_sets
 
     path, digest = config_path.resolve(), config_sha256(config_path)
-    runs, older = [], []
+    runs, older, lacking = [], [], []
     for stats_file in _runs_dir(config_path).glob("*/stats.json"):
         run_dir = stats_file.parent
         try:
             stats = RunStats.read(run_dir)
         except ValueError:  # a half-written or foreign stats.json
             continue
-        if stats.config is None or Path(stats.config).resolve() != path or not (run_dir / "export").is_dir():
+        if stats.config is None or Path(stats.config).resolve() != path:
+            continue
+        if unwritten_sets(run_dir, sets):
+            lacking.append(run_dir)
             continue
         (runs if stats.config_sha256 == digest else older).append(run_dir)
     def newest(dirs: list[Path]) -> Path:
@@ -197,6 +201,10 @@ def _latest_run_dir(config_path: Path) -> Path:
         chosen = newest(older)
         print(f"curate: warning: {config_path} changed since it curated {chosen}; training on that run", file=sys.stderr)
         return chosen
+    if lacking:
+        last = newest(lacking)
+        why = "; ".join(f"export/hf/{kind}: {reason}" for kind, reason in unwritten_sets(last, sets).items())
+        raise ConfigError(f"no run of {config_path} has the sets train.method needs; the newest, {last}, lacks ({why})")
     raise ConfigError(f"no curated run of {config_path} under {_runs_dir(config_path)}: pass --data RUN_DIR")
 
 
@@ -234,6 +242,9 @@ def _funnel(result: dict, out: Path) -> str:
     lines = [f"{'stage':<16}{'in':>9}{'out':>9}{'removed':>9}  top reasons"]
     for s in stats.stages:
         lines.append(f"{s.stage:<16}{s.rows_in:>9}{s.out:>9}{s.removed:>9}  {s.reasons_text(3)}")
+    for kind, exported in stats.exported_sets().items():
+        written = f"{exported.train} train, {exported.test} test" if exported.written else f"not written ({exported.not_written})"
+        lines.append(f"export/hf/{kind}: {written}")
     t = stats.totals
     lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
     return "\n".join(lines)

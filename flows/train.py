@@ -22,6 +22,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
+from curation.core.stats import unwritten_sets
 from curation.evaluation.errors import error_analysis
 from curation.evaluation.winrate import win_rate
 from curation.jury.panel import Jury
@@ -49,10 +50,9 @@ RESULT = "result.json"  # a finished candidate: its stages, metrics, win-rate, e
 def exported(run_dir: Path, name: str, columns: list[str]) -> tuple[Dataset, Dataset | None]:
     """The train and test splits of an exported set, reduced to the columns TRL reads."""
     path = run_dir / "export" / "hf" / name
-    if not path.is_dir():
-        raise TrainingInputError(
-            f"{path} not found: curate the data with an `export:` section first (curate run, or curate all)"
-        )
+    missing = unwritten_sets(run_dir, [name])
+    if missing:
+        raise TrainingInputError(f"{path} not found: {missing[name]}")
     data = load_from_disk(str(path))
     if not isinstance(data, DatasetDict) or "train" not in data:
         raise TrainingInputError(f"{path}: expected a DatasetDict with a train split")
@@ -258,6 +258,10 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bo
     if config.train is None:
         raise TrainingInputError(f"{config_path}: no `train:` section")
     cfg, out = config.train, Path(run_dir)
+    missing = unwritten_sets(out, cfg.sets_needed())
+    if missing:  # before any candidate trains: a later stage would find nothing to train on
+        why = "; ".join(f"export/hf/{kind}: {reason}" for kind, reason in missing.items())
+        raise TrainingInputError(f"{out}: train.method needs sets this run has not ({why})")
     results = {
         name: candidate_flow(config_path, run_dir, name, resume, progress) for name in cfg.candidate_configs()
     }

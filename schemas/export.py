@@ -6,9 +6,9 @@ caller's (the run directory's `export/`), not part of this section.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from schemas.base import Strict
 from schemas.chat import TemplateName
@@ -48,3 +48,34 @@ class ExportConfig(Strict):
         if repeated:
             raise ValueError(f"listed more than once: {', '.join(repeated)}")
         return value
+
+
+class ExportedSet(BaseModel):
+    """What export wrote for one kind's DatasetDict (hf/sft, hf/preference): stats.json's
+    `export.splits.<kind>`, read by the report, the dataset card, the CLI and training."""
+
+    train: int = 0
+    test: int = 0
+    not_written: str | None = None  # why hf/<kind> was not written (no rows); None: written
+    note: str | None = None  # about a written set, e.g. too few rows for a test split
+
+    @property
+    def rows(self) -> int:
+        return self.train + self.test
+
+    @property
+    def written(self) -> bool:
+        return self.not_written is None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_runs(cls, data: Any) -> Any:
+        """Runs exported before this model wrote {"note": "no rows: not written"} and no counts."""
+        if isinstance(data, dict) and "train" not in data and "not_written" not in data:
+            return {"not_written": data.get("note") or "not written"}
+        return data
+
+
+def exported_sets(figures: dict[str, Any]) -> dict[str, ExportedSet]:
+    """The export stage's per-kind sets from its stats.json figures (empty without any)."""
+    return {kind: ExportedSet.model_validate(entry) for kind, entry in (figures.get("splits") or {}).items()}

@@ -35,6 +35,9 @@ METHOD_STAGES: dict[str, tuple[str, ...]] = {
     "prompt_tuning": ("sft",),  # SFT that trains soft prompt tokens instead of a LoRA adapter
 }
 
+# The exported set (RUN_DIR/export/hf/<kind>) each stage trains on.
+STAGE_SET: dict[str, str] = {"sft": "sft", "dpo": "preference", "orpo": "preference"}
+
 
 class TrainingInputError(ConfigError):
     """Training cannot start with these inputs (data, model, adapter); raised before any step."""
@@ -189,6 +192,10 @@ class TrainConfig(Strict):
             )
         self.candidate_configs()  # every candidate must be a valid train section too
         return self
+
+    def sets_needed(self) -> list[str]:
+        """The exported sets every candidate's stages together train on."""
+        return sorted({STAGE_SET[s] for c in self.candidate_configs().values() for s in METHOD_STAGES[c.method]})
 
     def candidate_configs(self) -> dict[str, TrainConfig]:
         """Each candidate's train section: this one (as written) with its overrides merged in,

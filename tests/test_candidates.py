@@ -89,3 +89,26 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
     # The same answers again: the verdicts came from the cache.
     assert sum(bool(ANSWERS.search(body["messages"][0]["content"])) for body in openai_server.calls) == calls
     assert json.loads((run / "train" / "summary.json").read_text())["leaderboard"] == summary["leaderboard"]
+
+
+def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_path: Path) -> None:
+    """A candidate's dpo needs hf/preference; export wrote none (a small run without pairs):
+    the train flow says so, with export's reason, before any candidate trains."""
+    from curation.core.stats import RunStats, StageStats, Totals
+    from flows.train import train_flow
+    from schemas.train import TrainConfig, TrainingInputError
+
+    (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
+    train = {"method": "sft", "candidates": [{"name": "plain"}, {"name": "paired", "method": "sft_dpo"}]}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"inputs": [{"path": "in.jsonl"}], "train": train}))
+    assert TrainConfig.model_validate(train).sets_needed() == ["preference", "sft"]
+    run = tmp_path / "run"
+    (run / "export" / "hf" / "sft").mkdir(parents=True)
+    reason = "no rows: all 1 preference records rejected at export (same_chosen_rejected 1)"
+    splits = {"sft": {"train": 4, "test": 1}, "preference": {"not_written": reason}}
+    export = StageStats.model_validate({"stage": "export", "in": 6, "out": 5, "removed": 1, "splits": splits})
+    RunStats(stages=[export], totals=Totals(ingested=6, kept=5, rejected=1)).write(run)
+    with pytest.raises(TrainingInputError, match=re.escape(f"(export/hf/preference: {reason})")):
+        train_flow.fn(str(config), str(run))
+    assert not (run / "train").exists()

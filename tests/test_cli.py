@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -338,7 +339,7 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
 def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """By the config's path and hash in stats.json, never by name: sft_pref.yaml must not take
     runs/sft_pref_v2-... (newer, and a prefix match)."""
-    from curation.core.stats import RunStats, Totals, config_sha256
+    from curation.core.stats import RunStats, StageStats, Totals, config_sha256
     from flows.cli import _latest_run_dir, _new_run_dir
     from schemas.config import ConfigError
 
@@ -346,28 +347,40 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
     for name, path in configs.items():
         path.write_text(f"inputs: [{{path: {name}.jsonl}}]\n")
 
-    def curated(config: Path, run: str, mtime: float) -> Path:
+    def curated(config: Path, run: str, mtime: float, sets: tuple[str, ...] = ("sft", "preference")) -> Path:
         run_dir = tmp_path / "runs" / run
-        (run_dir / "export").mkdir(parents=True)
+        for kind in sets:
+            (run_dir / "export" / "hf" / kind).mkdir(parents=True)
         totals = Totals(ingested=1, kept=1, rejected=0)
-        RunStats(config=str(config), config_sha256=config_sha256(config), stages=[], totals=totals).write(run_dir)
+        splits = {kind: {"train": 1} if kind in sets else {"not_written": "no rows: no preference records reached export"}
+                  for kind in ("sft", "preference")}
+        export = StageStats.model_validate({"stage": "export", "in": 1, "out": 1, "removed": 0, "splits": splits})
+        stats = RunStats(config=str(config), config_sha256=config_sha256(config), stages=[export], totals=totals)
+        stats.write(run_dir)
         os.utime(run_dir / "stats.json", (mtime, mtime))
         return run_dir
 
+    both = ["preference", "sft"]
     mine = curated(configs["sft_pref"], "sft_pref-20261201-100000", 1_000)
     curated(configs["sft_pref_v2"], "sft_pref_v2-20261201-120000", 3_000)
     (tmp_path / "runs" / "sft_pref-broken").mkdir()  # no stats.json: not a run
+    # Newer, but export wrote no preference set: an sft_dpo training cannot use it, an sft one can.
+    sft_only = curated(configs["sft_pref"], "sft_pref-20261201-110000", 2_000, sets=("sft",))
     assert _new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
-    assert _latest_run_dir(configs["sft_pref"]) == mine
+    assert _latest_run_dir(configs["sft_pref"], both) == mine
+    assert _latest_run_dir(configs["sft_pref"], ["sft"]) == sft_only
     # Edited since (say its train section): the run of the earlier version, with a warning.
     configs["sft_pref"].write_text("inputs: [{path: sft_pref.jsonl}]\ntrain: {}\n")
-    assert _latest_run_dir(configs["sft_pref"]) == mine
+    assert _latest_run_dir(configs["sft_pref"], both) == mine
     assert "changed since it curated" in capsys.readouterr().err
+    shutil.rmtree(mine)
+    with pytest.raises(ConfigError, match=r"lacks \(export/hf/preference: no rows: no preference records reached export\)"):
+        _latest_run_dir(configs["sft_pref"], both)
     other = tmp_path / "elsewhere" / "sft_pref.yaml"
     other.parent.mkdir()
     other.write_text(configs["sft_pref"].read_text())
     with pytest.raises(ConfigError, match="no curated run of"):
-        _latest_run_dir(other)  # same name and content, another file
+        _latest_run_dir(other, both)  # same name and content, another file
 
 
 def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,7 @@ from curation.ingest import ingest
 from curation.llm.tokenizer import load_tokenizer
 from schemas.chat import TEMPLATE_DIR, TEMPLATE_NAMES, apply_template, named_template
 from schemas.config import ConfigError, InputSpec
-from schemas.export import ExportConfig
+from schemas.export import ExportConfig, exported_sets
 from schemas.record import REJECT_SCHEMA, records_frame
 
 INPUTS = (
@@ -239,7 +239,8 @@ def test_splits_follow_test_size_and_seed(exported: tuple[StageResult, Path]) ->
     assert saved["test"].num_rows == math.ceil(0.1 * openai.num_rows)
     assert list(split(openai, 0.1, 42)["test"]["id"]) == list(saved["test"]["id"])  # same seed, same split
     assert list(split(openai, 0.1, 7)["test"]["id"]) != list(saved["test"]["id"])
-    assert result.extra["splits"]["sft"] == {"train": saved["train"].num_rows, "test": saved["test"].num_rows}
+    expected = {"train": saved["train"].num_rows, "test": saved["test"].num_rows, "not_written": None, "note": None}
+    assert result.extra["splits"]["sft"] == expected
     assert set(split(openai.select([0]), 0.1, 42)) == {"train"}  # one row: nothing to hold out
 
 
@@ -249,9 +250,27 @@ def test_a_one_row_set_is_all_train_and_says_so(tokenizer: PreTrainedTokenizerBa
     result = export(records_frame([TOOL_CALL]), tmp_path, tokenizer, formats=["openai"])
     assert not (tmp_path / FILES["sharegpt"]).exists()  # a re-export leaves nothing of the last one
     note = "fewer than 2 rows: no test split, all train"
-    assert result.extra["splits"]["sft"] == {"train": 1, "note": note}
+    assert result.extra["splits"]["sft"] == {"train": 1, "test": 0, "not_written": None, "note": note}
     assert set(load_from_disk(str(tmp_path / "hf" / "sft"))) == {"train"}
     assert "fewer than 2 rows" in (tmp_path / "README.md").read_text()
+
+
+def test_a_set_without_rows_is_not_written_and_says_why(tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    """Default formats on sft-only records: no preference set; with only a rejected pair, it says so.
+    stats.json holds counts (never a string where a number goes) and the reason apart."""
+    sft_only = export(records_frame([TOOL_CALL, RAW]), tmp_path, tokenizer)
+    splits = exported_sets(sft_only.extra)
+    assert splits["preference"].rows == 0 and not splits["preference"].written
+    assert splits["preference"].not_written == "no rows: no preference records reached export"
+    assert splits["sft"].written and splits["sft"].rows == 1
+    assert not (tmp_path / "hf" / "preference").exists() and (tmp_path / "hf" / "sft").is_dir()
+    assert "| preference | 0 | 0 | no rows: no preference records reached export |" in (tmp_path / "README.md").read_text()
+
+    same_pair, _ = BROKEN["same-pair"]
+    rejected = export(records_frame([same_pair]), tmp_path, tokenizer, formats=["preference"])
+    reason = "no rows: all 1 preference records rejected at export (same_chosen_rejected 1)"
+    assert exported_sets(rejected.extra)["preference"].not_written == reason
+    assert not (tmp_path / "hf").exists()
 
 
 def test_export_renders_byte_identically_to_trl(

@@ -426,3 +426,39 @@ def test_length_histogram_bins() -> None:
     assert sum(count for _, _, count in bars) == len(values)
     assert bars[0][1] == "0-9 words" and bars[-1][0].startswith("≥")  # the tail bin
     assert histogram(np.array([1, 2, 3]), bins=10) == [(str(i), f"{i} words", float(i > 0)) for i in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "unwritten"),
+    [
+        (["sft/gsm8k_test.jsonl"], {"preference"}),  # sft only, default formats: no preference set
+        (["raw"], {"sft", "preference"}),  # raw text with `export:`: neither set
+    ],
+)
+def test_a_run_whose_exported_sets_are_empty_reports(
+    inputs: list[str], unwritten: set[str], shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A set export did not write is a count of 0 with its reason, for the report, `curate report`
+    and the CLI's summary, never a string where a number goes."""
+    from curation.core.run import run_pipeline
+    from flows.cli import _funnel, main
+    from schemas.config import load_config
+
+    (tmp_path / "raw.jsonl").write_text('{"text": "A plain document that no export format takes."}\n')
+    lines = (shared_data / "sft" / "gsm8k_test.jsonl").read_text().splitlines()[:3]
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "gsm8k_test.jsonl").write_text("\n".join(lines) + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("inputs: [" + ", ".join(f"{{path: {p}.jsonl}}" if p == "raw" else f"{{path: {p}}}" for p in inputs)
+                      + "]\nexport: {}\n")
+    run = tmp_path / "run"
+    stats = run_pipeline(load_config(config), run)
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.html").read_text()
+    for kind in unwritten:
+        assert f"hf/{kind} not written: no rows: no {kind} records reached export" in text
+        assert not (run / "export" / "hf" / kind).exists()
+    printed = _funnel(stats.model_dump(by_alias=True), run)
+    assert "export/hf/preference: not written (no rows: no preference records reached export)" in printed
+    if "sft" not in unwritten:
+        assert "export/hf/sft: 2 train, 1 test" in printed and "(preference: 0 · sft: 3)" in text

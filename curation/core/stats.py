@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.core.corpus import atomic_path
 from schemas.base import StageFailed
 from schemas.execution import ExecutionConfig
+from schemas.export import ExportedSet, exported_sets
 
 STATS_FILE = "stats.json"
 INVARIANT = "ingested + generated == kept + rejected"
@@ -72,6 +73,11 @@ class RunStats(BaseModel):
     def stage(self, name: str) -> StageStats | None:
         return next((s for s in self.stages if s.stage == name), None)
 
+    def exported_sets(self) -> dict[str, ExportedSet]:
+        """The export stage's sets (hf/<kind>): rows per split, or why one was not written."""
+        export = self.stage("export")
+        return exported_sets(export.figures) if export else {}
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=False), indent=2) + "\n"
 
@@ -83,6 +89,20 @@ class RunStats(BaseModel):
     def read(cls, run_dir: Path) -> RunStats:
         """RUN_DIR/stats.json; FileNotFoundError when the directory has none."""
         return cls.model_validate_json((run_dir / STATS_FILE).read_text(encoding="utf-8"))
+
+
+def unwritten_sets(run_dir: Path, kinds: list[str]) -> dict[str, str]:
+    """Of these sets, those RUN_DIR/export/hf/ lacks, each with why (the export's own reason)."""
+    try:
+        sets = RunStats.read(run_dir).exported_sets()
+    except (OSError, ValueError):  # no stats.json, or a foreign one
+        sets = {}
+    missing = {}
+    for kind in kinds:
+        if not (run_dir / "export" / "hf" / kind).is_dir():
+            known = sets.get(kind)
+            missing[kind] = known.not_written if known and not known.written else "not written: curate with an `export:` section first"
+    return missing
 
 
 def config_sha256(path: Path | str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 from curation.core.stage import StageResult
 from curation.core.stats import StageStats
 from curation.export.checks import STAGE, Row
+from schemas.export import exported_sets
 
 # "path:line", "path#row", "path[split]#row"; synthesis adds "@start-end"; a preference pair is
 # "preference:" + the source of its prompt's first record.
@@ -119,7 +120,7 @@ def dataset_card(
         ),
         _table(
             ["hf/ set", "train", "test", "note"],
-            ([k, s.get("train", 0), s.get("test", 0), s.get("note", "")] for k, s in stats["splits"].items()),
+            ([k, s.train, s.test, s.not_written or s.note or ""] for k, s in exported_sets(stats).items()),
         ),
     ]
     if stats["not_exported"]:

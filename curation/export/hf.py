@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from datasets import Dataset, DatasetDict
 
 from curation.export.checks import Row
 from curation.export.formats import HF_ROWS
-from schemas.export import ExportConfig
+from schemas.export import ExportConfig, ExportedSet
 
 
 def split(dataset: Dataset, test_size: float, seed: int) -> DatasetDict:
@@ -22,12 +21,10 @@ def split(dataset: Dataset, test_size: float, seed: int) -> DatasetDict:
     return dataset.train_test_split(test_size=n_test, seed=seed)
 
 
-def write_hf(path: Path, kind: str, rows: list[Row], cfg: ExportConfig) -> dict[str, Any]:
-    if not rows:
-        return {"note": "no rows: not written"}
+def write_hf(path: Path, kind: str, rows: list[Row], cfg: ExportConfig) -> ExportedSet:
+    """hf/<kind> from a set's rows (at least one)."""
     splits = split(Dataset.from_list([HF_ROWS[kind](r) for r in rows]), cfg.test_size, cfg.seed)
     splits.save_to_disk(str(path))
-    counts: dict[str, Any] = {name: part.num_rows for name, part in splits.items()}
-    if "test" not in splits:
-        counts["note"] = "fewer than 2 rows: no test split, all train"
-    return counts
+    test = splits["test"].num_rows if "test" in splits else 0
+    note = None if "test" in splits else "fewer than 2 rows: no test split, all train"
+    return ExportedSet(train=splits["train"].num_rows, test=test, note=note)

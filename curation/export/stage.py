@@ -19,7 +19,7 @@ from curation.export.formats import FORMAT_KIND, OUTPUTS, outputs_of, write_json
 from curation.export.hf import write_hf
 from curation.export.render import Checked, measure
 from schemas.chat import apply_template
-from schemas.export import ExportConfig, ExportFormat
+from schemas.export import ExportConfig, ExportedSet, ExportFormat
 
 
 def export_run(
@@ -57,7 +57,7 @@ def export_run(
         "max_seq_length": cfg.max_seq_length,
         "overlength": cfg.overlength,
         "files": files,
-        "splits": {kind: write_hf(out_dir / "hf" / kind, kind, sets[kind], cfg) for kind in kinds},
+        "splits": {kind: _hf_set(out_dir, kind, sets[kind], exported, cfg).model_dump() for kind in kinds},
         "tokens": {kind: _token_stats(exported, kind, cfg) for kind in kinds},
         "not_exported": dict(Counter(r["kind"] for r, c in zip(rows, checked, strict=True) if c is None)),
     }
@@ -88,6 +88,17 @@ def _clear(out_dir: Path) -> None:
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
+
+
+def _hf_set(out_dir: Path, kind: str, rows: list[Row], exported: list[Checked], cfg: ExportConfig) -> ExportedSet:
+    """hf/<kind>, or why there is none: no record of the kind reached export, or all were rejected."""
+    if rows:
+        return write_hf(out_dir / "hf" / kind, kind, rows, cfg)
+    reasons = Counter(c.reason for c in exported if c.row["kind"] == kind)
+    if not reasons:
+        return ExportedSet(not_written=f"no rows: no {kind} records reached export")
+    found = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common())
+    return ExportedSet(not_written=f"no rows: all {reasons.total()} {kind} records rejected at export ({found})")
 
 
 def _write_files(out_dir: Path, formats: list[ExportFormat], sets: dict[str, list[Row]]) -> dict[str, dict]:

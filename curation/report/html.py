@@ -29,6 +29,7 @@ import polars as pl
 from markupsafe import Markup, escape
 
 from curation.core.stats import RunStats, StageStats
+from schemas.export import exported_sets
 
 REPORT = "report.html"
 TEMPLATE = "report.html.jinja"
@@ -267,10 +268,12 @@ def _exported(export: StageStats | None) -> dict | None:
     (raw text, kinds no format takes); None without an export stage."""
     if export is None:
         return None
-    splits = export.figures.get("splits") or {}
-    in_sets = {kind: sum(int(n) for n in parts.values()) for kind, parts in splits.items() if isinstance(parts, dict)}
+    sets = exported_sets(export.figures)
+    in_sets = {kind: s.rows for kind, s in sets.items()}
+    not_written = {kind: s.not_written for kind, s in sets.items() if not s.written}
     outside = {kind: int(n) for kind, n in (export.figures.get("not_exported") or {}).items()}
-    return {"in_sets": in_sets, "total": sum(in_sets.values()), "outside": outside, "outside_total": sum(outside.values())}
+    return {"in_sets": in_sets, "total": sum(in_sets.values()), "not_written": not_written,
+            "outside": outside, "outside_total": sum(outside.values())}
 
 
 # Figures shown in their own section rather than the funnel's details.
