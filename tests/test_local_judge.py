@@ -26,6 +26,7 @@ from curation.jury.judge import (
     score_from_logprobs,
 )
 from curation.llm.types import ChatRequest, Completion, OnDone, Usage
+from curation.preference.pairwise import PairwiseJudge
 from schemas.base import ConfigError
 from schemas.jury import Local
 
@@ -161,6 +162,16 @@ def test_rubric_judge_with_the_local_model_end_to_end(local) -> None:
         ("", None),
         (None, None),
         ("no idea", None),
+        # A sign is part of the number: a negative rating is out of range, never its absolute value.
+        ("Rating: -5", None),
+        ("Score: −4", None),  # a Unicode minus
+        ('{"reason": "bad", "score": -3}', None),
+        ("-4/5", None),
+        ("-2", None),
+        ("**Rating:** -5.", None),
+        ("Score: 4\nOn reflection, Rating: -5", 4),  # out of range is ignored, like 7
+        ("Rating - 4", 4),  # a dash set apart is punctuation
+        ("Rating: 3-4", None),  # a range
     ],
 )
 def test_parse_rating(text, expected) -> None:
@@ -182,6 +193,10 @@ def test_score_from_logprobs_is_the_expected_label() -> None:
     assert score_from_logprobs([{"The": -0.1}], 5) is None
     assert score_from_logprobs([{"1": -50.0}], 5) is None  # no label mass: read the text instead
     assert score_from_logprobs(None, 5) is None
+    # The model is writing "-5": the digits' leftover mass is not its rating.
+    assert score_from_logprobs([{"-": -0.05, "5": math.log(0.02), "4": math.log(0.01)}, {"5": 0.0}], 5) is None
+    assert score_from_logprobs([{" −": -0.1, "3": -3.0}], 5) is None
+    assert score_from_logprobs([{"4": -0.1, "-": -3.0}], 5) == 4  # a likelier label wins
 
 
 def test_render_conversation() -> None:
@@ -300,3 +315,21 @@ def test_json_mode_schema_and_parse() -> None:
     assert schema["required"] == ["reason", "score"] and schema["additionalProperties"] is False
     assert (ratings[0].score, ratings[0].method) == (5.0, "json")
     assert (ratings[1].score, ratings[1].method, ratings[1].attempts) == (2.0, "text", 2)
+
+
+def test_a_negative_rating_is_never_a_valid_one_in_any_mode() -> None:
+    """Text, JSON and log-prob answers of "-5" are unparsable (re-asked, then None with the raw
+    answer), never 5; a pairwise verdict of -1 on the 1..2 scale is no preference."""
+    text = ScriptedModel(["Rating: -5", "Fine. Rating: –5"])  # an en dash as the minus
+    rating = RubricJudge("t", text, "Rate: {{ answer }}", reasks=1).rate([JudgeItem("", "a")])[0]
+    assert rating == Rating(None, "Fine. Rating: –5", None, "unparsable", 2)
+    json_model = ScriptedModel(['{"reason": "awful", "score": -3}', "Rating: -3"])
+    json_model.supports_json_schema = True
+    assert RubricJudge("t", json_model, "Rate: {{ answer }}", reasks=1).rate([JudgeItem("", "a")])[0].score is None
+    minus = [{"-": -0.05, "5": math.log(0.02)}, {"5": -0.01}]
+    logprob = ScriptedModel([Completion(text="-5", logprobs=minus)] * 2, logprobs=True)
+    assert RubricJudge("t", logprob, "Rate: {{ answer }}", reasks=1).rate([JudgeItem("", "a")])[0].score is None
+    # Pairwise: A shown first gets "-1" (unreadable), the swap says 2 (A better): no verdict.
+    pairwise = PairwiseJudge("p", ScriptedModel(["Rating: -1", "Rating: 2", "Rating: -1"]), "pairwise", reasks=1)
+    (comparison,) = pairwise.compare([("q", "answer A", "answer B")])
+    assert comparison.a_first is None and comparison.a_second == 0.5 and comparison.verdict == "tie"

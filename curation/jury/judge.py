@@ -128,7 +128,10 @@ def _cut_start(text: str, max_chars: int) -> str:
 
 
 # ---------------------------------------------------------------------------- parsing
-_NUMBER = r"(\d+(?:\.\d+)?)"
+# A minus sign right before the digits belongs to the number ("Rating: -5" is -5, out of range,
+# never 5); one set apart ("Rating - 4") is punctuation.
+_MINUS = "-\u2212\u2013"  # hyphen-minus, minus sign, en dash
+_NUMBER = rf"([{_MINUS}]?\d+(?:\.\d+)?)"
 # "Rating: 4", "**Score:** 4", '"score": 4', "rating of 4", "score is 4", "I rate it 4"
 _EXPLICIT = re.compile(
     r"\b(?:rating|score|grade|rate)\b[^\d\n.?!]{0,16}?" + _NUMBER + r"(?!\s*(?:-|–|to)\s*\d)(?!\.?\d)",
@@ -137,13 +140,18 @@ _EXPLICIT = re.compile(
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 
 
+def _number(text: str) -> float:
+    """A matched number with its sign (a Unicode minus or en dash reads as "-")."""
+    return float(re.sub(f"^[{_MINUS}]", "-", text))
+
+
 def parse_rating(text: str | None, scale_max: int = 5) -> float | None:
     """A 1..scale_max rating from free text, or None.
 
     Reads, in order of position: JSON objects with "score" (or "rating"), "Rating: 4",
-    "Score: 4", "4/5", "4 out of 5". The LAST in-range explicit rating wins (a model may
-    reason first and conclude last); out-of-range values are ignored. Without any, a lone
-    number (e.g. "4" or "**4**.") is the rating.
+    "Score: 4", "4/5", "4 out of 5", each with its sign. The LAST in-range explicit rating wins
+    (a model may reason first and conclude last); out-of-range values (negative ones too) are
+    ignored. Without any, a lone number (e.g. "4" or "**4**.") in range is the rating.
     """
     if not text:
         return None
@@ -160,23 +168,28 @@ def parse_rating(text: str | None, scale_max: int = 5) -> float | None:
                     found.append((match.end(), float(value)))
                     break
     for match in _EXPLICIT.finditer(text):
-        found.append((match.end(), float(match.group(1))))
+        found.append((match.end(), _number(match.group(1))))
     for match in re.finditer(_NUMBER + rf"\s*(?:/|out of)\s*{scale_max}\b", text, re.IGNORECASE):
-        found.append((match.end(1), float(match.group(1))))
+        found.append((match.end(1), _number(match.group(1))))
     valid = [(pos, value) for pos, value in found if 1 <= value <= scale_max]
     if valid:
         return max(valid, key=lambda pv: pv[0])[1]
     lone = re.fullmatch(r"[\s*_\"'`(\[]*" + _NUMBER + r"[\s*_\"'`)\].!]*", text)
-    if lone and 1 <= float(lone.group(1)) <= scale_max:
-        return float(lone.group(1))
+    if lone and 1 <= _number(lone.group(1)) <= scale_max:
+        return _number(lone.group(1))
     return None
 
 
 def score_from_logprobs(logprobs: list[dict[str, float]] | None, scale_max: int = 5) -> float | None:
     """G-Eval: sum(p_i * i) / sum(p_i) over the labels 1..scale_max at the first position that
-    has any label (labels compared after stripping whitespace); None when the mass is ~0."""
+    has any label (labels compared after stripping whitespace); None when the mass is ~0, or
+    when the model's likeliest token there is a minus sign: it is writing a negative number, and
+    the digits' leftover mass would read it without its sign (the text decides instead)."""
     labels = {str(i): i for i in range(1, scale_max + 1)}
     for position in logprobs or []:
+        likeliest = max(position, key=lambda t: -math.inf if position[t] is None else position[t], default="").strip()
+        if likeliest.startswith(tuple(_MINUS)):
+            return None
         mass: dict[int, float] = {}
         for token, logprob in position.items():
             label = labels.get(token.strip())
