@@ -14,6 +14,7 @@ from schemas.base import Strict
 from schemas.chat import TemplateName
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai", "preference"]
+SpecialTokenAction = Literal["reject", "escape"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 
 
@@ -39,6 +40,12 @@ class ExportConfig(Strict):
         "drop",
         description="Rows longer than max_seq_length: reject them (too_long), or keep them for"
         " truncation at train time.",
+    )
+    special_tokens: SpecialTokenAction = Field(
+        "reject",
+        description="A turn holding one of the tokenizer's special tokens (<|im_start|>, <|eot_id|>, ...):"
+        " reject the record (special_token), or escape the token (a zero-width space after its first"
+        " character) so it trains as plain text.",
     )
 
     @field_validator("formats")

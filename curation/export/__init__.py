@@ -18,6 +18,8 @@ becomes a reject of stage "export" and leaves the kept set, so ingested == kept 
                            tool turn may take the user's place right after an assistant turn
     wrong_final_role       a conversation must end with an answer, a preference prompt with a user turn
     same_chosen_rejected   chosen and rejected say the same
+    special_token          a turn holds one of the tokenizer's special tokens (`special_tokens: reject`,
+                           the default; `escape` breaks the token instead)
     template_error         the chat template refuses the conversation (Mistral: tool turns)
     too_long               over max_seq_length tokens with `overlength: drop`; with `truncate`, only
                            rows whose prompt alone fills the window (no answer token left to learn)
@@ -30,6 +32,7 @@ Laid out by job:
 
     checks.py      the rules above but too_long and template_error (record_problem)
     render.py      chat-template rendering, token counts, the too_long and template_error checks
+    special.py     the tokenizer's special tokens in the data: rejected or escaped
     formats.py     each file's row shape and how it is written
     hf.py          the hf/ DatasetDicts and their train/test split
     consumers.py   dataset_info.json (LLaMA-Factory) and axolotl.yaml

@@ -18,8 +18,10 @@ from curation.export.consumers import axolotl_yaml, llamafactory_info
 from curation.export.formats import FORMAT_KIND, OUTPUTS, outputs_of, write_json, write_rows
 from curation.export.hf import write_hf
 from curation.export.render import Checked, measure
+from curation.export.special import SIDES, SpecialTokens
 from schemas.chat import apply_template
 from schemas.export import ExportConfig, ExportedSet, ExportFormat
+from schemas.record import RECORD_SCHEMA
 
 
 def export_run(
@@ -40,7 +42,12 @@ def export_run(
     rows = records.select("id", "source", "kind", "messages", "chosen", "rejected").to_dicts()
     checked = [Checked(row) if row["kind"] in kinds else None for row in rows]
     exported = [item for item in checked if item is not None]
-    _check(exported, tokenizer, cfg)
+    special = SpecialTokens(tokenizer, cfg.special_tokens)
+    _check(exported, tokenizer, cfg, special)
+    if special.escaped:  # kept.parquet holds what the sets hold
+        records = records.with_columns(
+            pl.Series(side, [row[side] for row in rows], dtype=RECORD_SCHEMA[side]) for side in SIDES
+        )
     result = split_rejects(
         records,
         STAGE,
@@ -56,6 +63,7 @@ def export_run(
         "tokenizer": tokenizer.name_or_path,
         "max_seq_length": cfg.max_seq_length,
         "overlength": cfg.overlength,
+        "special_tokens": special.figures(),
         "files": files,
         "splits": {kind: _hf_set(out_dir, kind, sets[kind], exported, cfg).model_dump() for kind in kinds},
         "tokens": {kind: _token_stats(exported, kind, cfg) for kind in kinds},
@@ -70,12 +78,14 @@ def export_run(
     return result
 
 
-def _check(checked: list[Checked], tokenizer: PreTrainedTokenizerBase, cfg: ExportConfig) -> None:
-    """Mark every record that breaks a rule; measure the rest."""
+def _check(checked: list[Checked], tokenizer: PreTrainedTokenizerBase, cfg: ExportConfig, special: SpecialTokens) -> None:
+    """Mark every record that breaks a rule or holds a special token (or escape it); measure the rest."""
     for item in checked:
         problem = record_problem(item.row)
         if problem:
             item.reject(*problem)
+        else:
+            special.check(item)
     measure(checked, tokenizer, cfg)
 
 
