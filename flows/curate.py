@@ -151,17 +151,17 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     config = load_config(config_path)
     out = expand_out_dir(out_dir)
     with ExitStack() as held:
+        previous = None
         try:
             preflight(config, out)  # scheduled runs start here, not in the CLI
             if config.publish:  # a refresh holds its publish dir from reading the latest version to publishing the next
                 held.enter_context(publish_lock(config.publish.dir, wait=config.publish.lock == "wait"))
+                previous = load_version(config.publish.dir)  # a dir with versions but no LATEST: ConfigError
         except ConfigError as exc:
             logger.error(str(exc))
             return Failed(message=str(exc), data=exc)
         stem = Path(config_path).stem
-        previous = None
         if config.publish:  # a refresh: only inputs the latest version has not consumed
-            previous = load_version(config.publish.dir)
             config.inputs = refresh_inputs(config.publish.dir, config.inputs)
             if not config.inputs:
                 logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")

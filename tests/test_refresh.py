@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -280,6 +281,31 @@ def test_failed_publish_leaves_latest_alone(tmp_path: Path, monkeypatch) -> None
     run_refresh(tmp_path, "r3")
     with pytest.raises(versions.PublishError, match="latest version is now 2"):
         publish(publish_dir, tmp_path / "runs" / "r3", load_config(tmp_path / "config.yaml"), previous)
+
+
+def test_version_folders_that_latest_does_not_name_are_never_skipped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version newer than LATEST (a publish stopped before moving it) is named in a warning and
+    numbered past; version folders without any LATEST are ambiguous: exit 2 naming them."""
+    (tmp_path / "config.yaml").write_text("inputs:\n  - path: data/*.jsonl\ndedup:\n  exact: {}\n")
+    write(tmp_path / "data" / "a.jsonl", [{"id": "x", "instruction": "Say hello to me", "input": "", "output": "Hello!"}])
+    run_refresh(tmp_path, "r1")
+    publish_dir = tmp_path / "published"
+    shutil.copytree(publish_dir / "v0001", publish_dir / "v0002")  # complete, but LATEST still says v0001
+    write(tmp_path / "data" / "b.jsonl", [{"id": "y", "instruction": "Say bye to me", "input": "", "output": "Bye!"}])
+    with caplog.at_level(logging.WARNING, logger="curation.publish.versions"):
+        *_, version = run_refresh(tmp_path, "r2")
+    assert "v0002 is newer than LATEST (v0001) and was never published" in caplog.text
+    assert version.name == "v0003" and load_version(publish_dir).manifest["parent"] == 1
+
+    (publish_dir / "LATEST").unlink()
+    message = r"publish.dir: .*published holds v0001, v0002, v0003 but no LATEST: .*echo v0003 > "
+    with pytest.raises(ConfigError, match=message):
+        load_version(publish_dir)
+    with pytest.raises(ConfigError, match=message):
+        run_refresh(tmp_path, "r3")  # nothing is ingested against an empty past
+    assert not (tmp_path / "runs" / "r3").exists()
 
 
 def test_overlapping_refreshes_publish_one_after_the_other(

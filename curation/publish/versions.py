@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,9 +28,11 @@ from curation.publish.indexes import (
     index_settings,
 )
 from curation.publish.inputs import file_digest, sha256, unconsumed
+from schemas.base import ConfigError
 from schemas.config import CurateConfig, Dedup, expand_input
 from schemas.record import RECORD_SCHEMA
 
+log = logging.getLogger(__name__)
 LATEST = "LATEST"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
@@ -43,9 +46,19 @@ def version_name(number: int) -> str:
 
 
 def latest_version(publish_dir: str | Path) -> int | None:
-    """The number LATEST points at, or None before the first publish."""
+    """The number LATEST points at, or None before the first publish. Version folders without a
+    LATEST are not "nothing published": a first publish killed before LATEST, or a removed
+    pointer, cannot be told apart, so a ConfigError (exit 2) names them."""
     pointer = Path(publish_dir) / LATEST
     if not pointer.is_file():
+        found = _existing_versions(Path(publish_dir))
+        if found:
+            names = ", ".join(version_name(n) for n in sorted(found))
+            raise ConfigError(
+                f"publish.dir: {publish_dir} holds {names} but no {LATEST}: a first publish that did not"
+                f" finish, or a removed pointer. Write the version to build on into {LATEST}"
+                f" (echo {version_name(max(found))} > {pointer}), or move the folders away to start over"
+            )
         return None
     name = pointer.read_text(encoding="utf-8").strip()
     match = _VERSION.match(name)
@@ -94,9 +107,16 @@ class Version:
 
 def load_version(publish_dir: str | Path, number: int | None = None) -> Version | None:
     """Version `number` (default: the latest), or None when nothing is published yet."""
-    number = number if number is not None else latest_version(publish_dir)
     if number is None:
-        return None
+        number = latest_version(publish_dir)
+        if number is None:
+            return None
+        for newer in sorted(n for n in _existing_versions(Path(publish_dir)) if n > number):
+            log.warning(
+                "%s: %s is newer than %s (%s) and was never published (a publish stopped before moving"
+                " %s); it is left as it is and the next version is numbered after it",
+                publish_dir, version_name(newer), LATEST, version_name(number), LATEST,
+            )
     path = version_dir(publish_dir, number)
     if not (path / "manifest.json").is_file():
         raise PublishError(f"{path}: no such published version")
@@ -176,6 +196,8 @@ def publish(
 
 def _existing_versions(publish_dir: Path) -> list[int]:
     """Numbers of version dirs, including any a crashed publish left without moving LATEST."""
+    if not publish_dir.is_dir():
+        return []
     return [int(m.group(1)) for p in publish_dir.iterdir() if (m := _VERSION.match(p.name))]
 
 
