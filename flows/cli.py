@@ -243,8 +243,8 @@ def _funnel(result: dict, out: Path) -> str:
     for s in stats.stages:
         lines.append(f"{s.stage:<16}{s.rows_in:>9}{s.out:>9}{s.removed:>9}  {s.reasons_text(3)}")
     for kind, exported in stats.exported_sets().items():
-        written = f"{exported.train} train, {exported.test} test" if exported.written else f"not written ({exported.not_written})"
-        lines.append(f"export/hf/{kind}: {written}")
+        counts = f"{exported.train} train, {exported.test} test"
+        lines.append(f"export/hf/{kind}: {counts if exported.written else f'not written ({exported.not_written})'}")
     t = stats.totals
     lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
     return "\n".join(lines)

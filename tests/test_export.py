@@ -325,7 +325,8 @@ def test_escaped_special_tokens_train_as_plain_text(tokenizer: PreTrainedTokeniz
     one_char.add_special_tokens({"additional_special_tokens": ["§"]})
     sect = record("sect", messages=[turn("user", "Read § 4."), ANSWER])
     result = export(records_frame([sect]), tmp_path, one_char, special_tokens="escape")
-    assert result.rejected["detail"].to_list() == ["conversation turn 0 (user): '§' still tokenizes as a special token once escaped"]
+    detail = "conversation turn 0 (user): '§' still tokenizes as a special token once escaped"
+    assert result.rejected["detail"].to_list() == [detail]
 
 
 def test_export_renders_byte_identically_to_trl(

@@ -101,7 +101,8 @@ def unwritten_sets(run_dir: Path, kinds: list[str]) -> dict[str, str]:
     for kind in kinds:
         if not (run_dir / "export" / "hf" / kind).is_dir():
             known = sets.get(kind)
-            missing[kind] = known.not_written if known and not known.written else "not written: curate with an `export:` section first"
+            why = known.not_written if known and not known.written else None
+            missing[kind] = why or "not written: curate with an `export:` section first"
     return missing
 
 
