@@ -160,7 +160,7 @@ def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path, capsy
     data.write_text('{"text": "hello world"}\n')
     config = tmp_path / "c.yaml"
     config.write_text(f"inputs: [{{path: {data}}}]\ndecontamination: {{benchmarks: [{{path: nope.jsonl}}]}}\n")
-    with pytest.raises(ConfigError, match=r"decontamination.benchmarks\[0\].path: file not found"):
+    with pytest.raises(ConfigError, match=r"decontamination.benchmarks\[0\].path: no file matches"):
         load_config(config)
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"unrelated": 1}\n')

@@ -89,34 +89,44 @@ def test_unknown_extension_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_a_file_that_cannot_be_read_is_rejected(tmp_path: Path) -> None:
-    (tmp_path / "a_gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")  # a glob still lists it
+    (tmp_path / "a_bad.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")  # fails when read
     (tmp_path / "b_ok.jsonl").write_text('{"text": "fine"}\n')
-    result = ingest([InputSpec(path=str(tmp_path / "*.jsonl"))], progress=False)
+    result = ingest([InputSpec(path=str(tmp_path / "*.jsonl*"))], progress=False)
     assert result.rejected.select("source", "reason").rows() == [
-        (str(tmp_path / "a_gone.jsonl"), "unreadable_file")
+        (str(tmp_path / "a_bad.jsonl.gz"), "unreadable_file")
     ]
     assert result.records["text"].to_list() == ["fine"]
 
 
-def test_what_is_not_a_regular_file_is_rejected_not_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("odd", ["pipe.jsonl", "loop_a.jsonl", "gone.jsonl"])
+@pytest.mark.parametrize("named_by", ["folder", "glob"])
+def test_what_is_not_a_regular_file_is_refused_before_any_work(tmp_path: Path, odd: str, named_by: str) -> None:
+    """Found in a folder or by a glob, a FIFO (opening it would block forever), a symlink loop or
+    a broken symlink stops the run before any work: skipping it would curate part of the data."""
     folder = tmp_path / "inputs"
     folder.mkdir()
     (folder / "ok.jsonl").write_text('{"text": "fine"}\n')
-    os.mkfifo(folder / "pipe.jsonl")  # opening it would block forever
-    (folder / "loop_a.jsonl").symlink_to(folder / "loop_b.jsonl")  # named as data: read, so rejected
-    (folder / "loop_b.jsonl").symlink_to(folder / "loop_a.jsonl")
-    (folder / "loop_c").symlink_to(folder / "loop_c")  # not named as data: skipped and listed
+    os.mkfifo(folder / "notes")  # not named as data: skipped and listed, never opened
     (folder / "up").symlink_to(tmp_path)  # a folder link: not followed, no loop
-
-    result = run(folder)
-
-    assert result.records["text"].to_list() == ["fine"]
-    assert sorted(result.rejected.select("source", "reason", "detail").rows()) == [
-        (str(folder / "loop_a.jsonl"), "unreadable_file", "a symlink loop: only regular files are read"),
-        (str(folder / "loop_b.jsonl"), "unreadable_file", "a symlink loop: only regular files are read"),
-        (str(folder / "pipe.jsonl"), "unreadable_file", "a FIFO: only regular files are read"),
-    ]
-    assert result.skipped == [str(folder / "loop_c")]
+    if odd == "pipe.jsonl":
+        os.mkfifo(folder / odd)
+    elif odd == "loop_a.jsonl":
+        (folder / odd).symlink_to(folder / "loop_b.jsonl")
+        (folder / "loop_b.jsonl").symlink_to(folder / odd)
+    else:
+        (folder / odd).symlink_to(tmp_path / "deleted.jsonl")
+    what = {"pipe.jsonl": "a FIFO", "loop_a.jsonl": "a symlink loop", "gone.jsonl": "a broken symlink"}[odd]
+    spec = InputSpec(path=str(folder if named_by == "folder" else folder / "*.jsonl"))
+    message = rf"^inputs\[0\]: {re.escape(str(folder / odd))} is {what}: only regular files"
+    with pytest.raises(ConfigError, match=message):
+        check_inputs([spec])
+    with pytest.raises(ConfigError, match=message):
+        ingest([spec], progress=False)
+    (folder / odd).unlink()
+    (folder / "loop_b.jsonl").unlink(missing_ok=True)
+    result = run(spec.path)
+    assert result.records["text"].to_list() == ["fine"] and result.rejected.height == 0
+    assert result.skipped == ([str(folder / "notes")] if named_by == "folder" else [])
 
 
 @pytest.mark.parametrize("named", ["/dev/zero", "fifo"])
@@ -170,8 +180,8 @@ def test_hostile_rows_are_rejected_one_by_one(tmp_path: Path, monkeypatch: pytes
         ("raw/c4_demo.jsonl", "text", "raw", 300, {}),
         ("raw/wiki_demo.txt", "text", "raw", 1, {}),
         ("raw/peps/*.rst", "text", "raw", 737, {}),
-        # Six speeches are Latin-1, not UTF-8: each is rejected whole, never decoded wrongly.
-        ("raw/state_union/*.txt", "text", "raw", 59, {"bad_encoding": 6}),
+        # Six speeches are cp1252 / Latin-1, not UTF-8: read as such (test_text_encodings).
+        ("raw/state_union/*.txt", "text", "raw", 65, {}),
         # Questions without answers: raw text, one paragraph per turn (a benchmark to check against).
         ("sft/mt_bench_question.jsonl", "questions", "raw", 80, {}),
     ],
@@ -472,11 +482,12 @@ def test_txt_file_and_paragraphs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("doc.md:8", "Second."),
         ("doc.md:10", "Third"),
     ]
-    Path("mixed.txt").write_bytes(b"good one\n\nbad \xff byte\n\nlast")
+    Path("mixed.txt").write_bytes("good one, naïve\n\n".encode() + b"bad \xff byte\n\nlast")  # UTF-8 but one byte
     mixed = run("mixed.txt", txt_split="paragraph")
     assert mixed.records["source"].to_list() == ["mixed.txt:1", "mixed.txt:5"]
     assert mixed.rejected.select("source", "reason").rows() == [("mixed.txt:3", "bad_encoding")]
-    assert "can't decode byte 0xff" in mixed.rejected["detail"][0]
+    assert mixed.rejected["detail"][0] == "not valid utf-8 (the file's encoding): byte 0xff at character 5"
+    assert mixed.files[0].encoding == "utf-8"
 
 
 def test_json_container_and_json_lines_named_json(
@@ -504,13 +515,13 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     good = {"instruction": "Name a colour.", "output": "Blue."}
     lines = [
-        json.dumps({"id": "g1", **good}).encode(),  # 1: good, sets the file's shape (alpaca)
+        json.dumps({"id": "g1", **good, "note": "naïve"}, ensure_ascii=False).encode(),  # 1: good, sets the shape (alpaca), UTF-8
         b'{"instruction": "broken", ',  # 2: bad_json
         b'["not", "an", "object"]',  # 3: not_an_object
         json.dumps({"id": "m1", "instruction": "no answer"}).encode(),  # 4: missing_fields
         json.dumps({"instruction": ["a", "list"], "output": "x"}).encode(),  # 5: wrong_type
         json.dumps({"instruction": "   ", "output": "x"}).encode(),  # 6: empty_content
-        b'{"instruction": "caf\xe9", "output": "x"}',  # 7: bad_encoding (a Latin-1 byte)
+        b'{"instruction": "caf\xe9", "output": "x"}',  # 7: bad_encoding (a Latin-1 byte in a UTF-8 file)
         b"",  # 8: a blank line is not a row
         json.dumps({"id": "g2", **good}).encode(),  # 9: good
     ]
@@ -577,7 +588,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert detail["rows.jsonl:4/missing_fields"] == "output"
     assert detail["rows.jsonl:5/wrong_type"] == "instruction: expected string, got list"
     assert detail["rows.jsonl:6/empty_content"] == "instruction"
-    assert "invalid continuation byte" in detail["rows.jsonl:7/bad_encoding"]
+    assert detail["rows.jsonl:7/bad_encoding"] == "not valid utf-8 (the file's encoding): byte 0xe9 at character 20"
     assert detail["chat.jsonl:2/invalid_record"] == "sft record has no assistant turn"
     assert detail["chat.jsonl:3/wrong_type"] == (
         "messages[0].content[0]: unsupported content part 'image_url'"
