@@ -588,7 +588,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert detail["rows.jsonl:4/missing_fields"] == "output"
     assert detail["rows.jsonl:5/wrong_type"] == "instruction: expected string, got list"
     assert detail["rows.jsonl:6/empty_content"] == "instruction"
-    assert detail["rows.jsonl:7/bad_encoding"] == "not valid utf-8 (the file's encoding): byte 0xe9 at character 20"
+    assert detail["rows.jsonl:7/bad_encoding"] == "not valid utf-8 (the file's encoding): byte 0xe9 at character 21"
     assert detail["chat.jsonl:2/invalid_record"] == "sft record has no assistant turn"
     assert detail["chat.jsonl:3/wrong_type"] == (
         "messages[0].content[0]: unsupported content part 'image_url'"
@@ -737,3 +737,103 @@ def test_a_directory_reads_only_its_data_files(tmp_path: Path) -> None:
     empty = next(f for f in result.files if f.path.endswith("empty.jsonl"))
     assert empty.line().endswith("0 rows read, 0 records, 0 rejected - an empty file")
     assert result.stats().figures["skipped_files"] == result.skipped
+
+
+# --- encodings and what may be opened ----------------------------------------------------------
+
+
+def test_text_encodings(shared_data: Path, tmp_path: Path) -> None:
+    """Each text file is decoded in its own encoding, shown per file; only lines its encoding
+    cannot decode are rejected, and every row is accounted for."""
+    speeches = run(shared_data / "raw" / "state_union")  # six speeches are cp1252 / Latin-1
+    encodings = {Path(f.path).name: f.encoding for f in speeches.files}
+    assert sorted(n for n, e in encodings.items() if e == "cp1252") == [
+        "1954-Eisenhower.txt", "1970-Nixon.txt", "1971-Nixon.txt", "1972-Nixon.txt", "1973-Nixon.txt", "1974-Nixon.txt"
+    ]
+    assert set(encodings.values()) == {"cp1252", "ascii"}
+    assert speeches.rejected.height == 0 and speeches.records.height == 65
+    assert any("the ½¢ decrease" in t for t in speeches.records["text"])
+
+    rows = [{"instruction": f"Übersetze Nummer {i}", "output": f"Translate number {i} — naïve"} for i in range(3)]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    utf16 = ("\r\n".join(lines[:2]) + "\r\n").encode("utf-16")  # BOM, CRLF: as Windows tools write it
+    bad = '{"instruction": "x", "output": "'.encode("utf-16-le") + b"\x00\xd8" + '"}\r\n'.encode("utf-16-le")
+    (tmp_path / "win.jsonl").write_bytes(utf16 + bad + (lines[2] + "\r\n").encode("utf-16-le"))
+    (tmp_path / "nobom.jsonl").write_bytes("\n".join(lines).encode("utf-16-le"))
+    import gzip
+
+    (tmp_path / "bom.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode("utf-8-sig")))
+    ascii_head = "".join(json.dumps({"text": f"plain line {i}"}) + "\n" for i in range(3000))  # > HEAD_BYTES
+    (tmp_path / "late.jsonl").write_bytes(ascii_head.encode() + '{"text": "café crème"}\n'.encode("cp1252"))
+    (tmp_path / "excel.csv").write_bytes("instruction,output\nSay café,Café\n".encode("cp1252"))
+    (tmp_path / "bom.csv").write_bytes("instruction,output\nSay café,Café\n".encode("utf-8-sig"))
+    result = run(tmp_path / "*")
+
+    files = {f.path.rsplit("/", 1)[1]: f for f in result.files}
+    assert {n: (f.encoding, f.records, f.rejected) for n, f in files.items()} == {
+        "bom.csv": ("utf-8-sig", 1, 0),
+        "bom.jsonl.gz": ("utf-8-sig", 3, 0),
+        "excel.csv": ("cp1252", 1, 0),
+        "late.jsonl": ("cp1252", 3001, 0),
+        "nobom.jsonl": ("utf-16-le", 3, 0),
+        "win.jsonl": ("utf-16", 3, 1),
+    }
+    assert files["win.jsonl"].line().startswith(f"{tmp_path}/win.jsonl (jsonl, utf-16): alpaca, 4 rows read")
+    assert files["bom.jsonl.gz"].to_dict()["encoding"] == "utf-8-sig"
+    texts = [m[0]["content"] for m in result.records["messages"].to_list() if m]
+    assert texts.count("Übersetze Nummer 2") == 3 and texts.count("Say café") == 2
+    assert "café crème" in result.records["text"].to_list()
+    assert result.rejected.select("source", "reason", "detail").rows() == [
+        (f"{tmp_path}/win.jsonl:3", "bad_encoding", "not valid utf-16 (the file's encoding): byte 0x00 at character 33")
+    ]
+    assert result.records.height + result.rejected.height == result.rows_read
+
+
+def test_a_csv_with_undecodable_bytes_is_rejected_naming_the_line(tmp_path: Path) -> None:
+    data = "instruction,output\nSay naïve,Naïve\n".encode() + b"Say caf\xe9,x\n"  # UTF-8 but for one byte
+    (tmp_path / "rows.csv").write_bytes(data)
+    result = run(tmp_path / "rows.csv")
+    assert result.rejected.select("reason", "detail").rows() == [
+        ("bad_encoding", "line 3: not valid utf-8 (the file's encoding): byte 0xe9 at character 8")
+    ]
+    assert result.records.height == 0 and result.rows_read == 1
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    from flows.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return code, captured.err
+
+
+def test_special_files_and_run_outputs_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ok.jsonl").write_text('{"text": "fine"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("inputs: [{path: data}]\n")
+    os.mkfifo(data / "pipe.jsonl")  # `curate run` used to hang on it (the checkpoint hashed it)
+    out = tmp_path / "run"
+    for command in (["validate", str(config)], ["run", str(config), "--out", str(out)]):
+        code, err = _cli(command, capsys)
+        assert code == 2
+        assert err == f"curate: error: inputs[0].path: {data / 'pipe.jsonl'} is a FIFO: only regular files (and directories of them) are read as inputs\n"
+    assert not out.exists()
+    (data / "pipe.jsonl").unlink()
+
+    config.write_text("inputs: [{path: /proc/self/environ, format: txt}]\n")  # the environment, keys included
+    code, err = _cli(["validate", str(config)], capsys)
+    assert code == 2 and "inputs[0].path: /proc/self/environ is under /proc (a kernel file, not data)" in err
+
+    config.write_text("inputs: [{path: data}]\n")
+    for inside in (data, data / "runs" / "first"):  # the input folder is, or holds, the run's output
+        code, err = _cli(["run", str(config), "--out", str(inside)], capsys)
+        assert code == 2
+        assert err == (f"curate: error: inputs[0].path: {data} holds the run's output {inside}: the run would"
+                       " read its own outputs; write them elsewhere\n")
+    assert not (data / "runs").exists()
+    config.write_text("inputs: [{path: 'data/*.jsonl'}]\n")  # a file inside the output (a resumed run's)
+    code, err = _cli(["run", str(config), "--out", str(data)], capsys)
+    assert code == 2 and err.endswith(f"{data / 'ok.jsonl'} is inside the run's output {data}\n")
