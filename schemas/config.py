@@ -11,7 +11,6 @@ import codecs
 import difflib
 import errno
 import glob
-import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
