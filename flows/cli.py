@@ -84,9 +84,12 @@ def validate(config_path: Path) -> int:
     from curation.core.preflight import preflight
     from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
 
+    from curation.core.stats import check_ingest_files
+
     config = load_config(config_path)
     preflight(config)
     files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
+    check_ingest_files([f.to_dict() for f in files], config.execution)  # the run's exit 4, found on the sample
     names = ("pii", "filters", "decontamination", "dedup", "synthesis", "jury", "preference", "export", "validation",
              "train")
     sections = [name for name in names if getattr(config, name)]

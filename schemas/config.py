@@ -7,7 +7,12 @@ Relative paths in the config are resolved against the config file's directory.
 
 from __future__ import annotations
 
+import codecs
+import difflib
+import errno
 import glob
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -85,6 +90,20 @@ class InputSpec(Strict):
     )
 
 
+# Where the kernel serves files that are not data (/proc/self/environ holds the environment, keys
+# included): never opened as inputs, whatever they look like to stat.
+SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+# Byte order marks, longest first (a UTF-32-LE mark begins like a UTF-16-LE one), with the Python
+# codec that reads the mark and decodes the rest.
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 class Bounds(Strict):
     min_words: int | None = Field(None, ge=0)
     max_words: int | None = Field(None, ge=1)
@@ -150,8 +169,38 @@ class RepetitionFilter(Strict):
     view: TextView = "assistant"
 
 
+# The ISO 639-1 codes py3langid names (its two-letter labels; tests/test_language.py checks them
+# against the model), with English names for a hint when a name is written instead of a code.
+LANGUAGES = dict(pair.split(":") for pair in (
+    "af:afrikaans am:amharic an:aragonese ar:arabic as:assamese az:azerbaijani ba:bashkir be:belarusian"
+    " bg:bulgarian bn:bengali br:breton bs:bosnian ca:catalan cs:czech cy:welsh da:danish de:german"
+    " dz:dzongkha el:greek en:english eo:esperanto es:spanish et:estonian eu:basque fa:persian fi:finnish"
+    " fo:faroese fr:french fy:frisian ga:irish gd:gaelic gl:galician gu:gujarati ha:hausa he:hebrew hi:hindi"
+    " hr:croatian ht:haitian hu:hungarian hy:armenian id:indonesian ig:igbo is:icelandic it:italian ja:japanese"
+    " jv:javanese ka:georgian kk:kazakh km:khmer kn:kannada ko:korean ku:kurdish ky:kyrgyz la:latin"
+    " lb:luxembourgish lg:ganda ln:lingala lo:lao lt:lithuanian lv:latvian mg:malagasy mk:macedonian"
+    " ml:malayalam mn:mongolian mr:marathi ms:malay mt:maltese my:burmese ne:nepali nl:dutch nn:nynorsk"
+    " no:norwegian oc:occitan om:oromo or:oriya pa:punjabi pl:polish ps:pashto pt:portuguese qu:quechua"
+    " ro:romanian ru:russian rw:kinyarwanda sa:sanskrit se:sami si:sinhala sk:slovak sl:slovenian sn:shona"
+    " so:somali sq:albanian sr:serbian st:sotho sv:swedish sw:swahili ta:tamil te:telugu tg:tajik th:thai"
+    " tk:turkmen tl:tagalog tr:turkish tt:tatar ug:uyghur uk:ukrainian ur:urdu uz:uzbek vi:vietnamese"
+    " vo:volapuk wa:walloon xh:xhosa yo:yoruba zh:chinese zu:zulu"
+).split())
+
+
 class LanguageFilter(Strict):
     keep: list[str] = Field(["en"], min_length=1, description="ISO 639-1 codes of the languages to keep.")
+
+    @field_validator("keep")
+    @classmethod
+    def _iso_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if code not in LANGUAGES:
+                names = {name: c for c, name in LANGUAGES.items()}
+                close = difflib.get_close_matches(code.strip().lower(), [*names, *LANGUAGES], 1)
+                hint = f" (did you mean '{names.get(close[0], close[0])}'?)" if close else ""
+                raise ValueError(f"'{code}' is not an ISO 639-1 code{hint}")
+        return value
     # Measured on the shared English sets (BENCHMARKS.md): short instructions get low, spread-out
     # scores, so only a confident other language rejects.
     min_confidence: float = Field(0.5, ge=0, le=1, description="Reject only when the other language is this sure.")
@@ -226,11 +275,10 @@ class PiiConfig(Strict):
     kinds: list[PiiKind] = ["email", "phone", "ip", "credit_card", "secret"]
 
 
-class Benchmark(Strict):
-    path: str = Field(description="A benchmark file (any format and shape ingest reads), relative to the config.")
+class Benchmark(InputSpec):
+    """A benchmark file, read like an input (format, shape, columns, txt_split): any file ingest reads."""
+
     name: str | None = Field(None, description="How rejects and the report name it; null = the file stem.")
-    format: InputFormat = "auto"
-    shape: InputShape = "auto"
     view: TextView = Field("all", description="Which turns of a benchmark item are checked.")
 
 
@@ -353,7 +401,7 @@ def load_config(path: str | Path) -> CurateConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(decode_text(path.read_bytes(), str(path)))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -391,15 +439,17 @@ def yaml_path(loc: tuple) -> str:
 def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
     """Make input and file paths absolute and check that every input matches something."""
     config._base_dir = Path(base).resolve()
-    for i, spec in enumerate(config.inputs):
+    specs = [(f"inputs[{i}]", spec) for i, spec in enumerate(config.inputs)]
+    benchmarks = config.decontamination.benchmarks if config.decontamination else []
+    specs += [(f"decontamination.benchmarks[{i}]", bench) for i, bench in enumerate(benchmarks)]
+    for where, spec in specs:
         spec.path = str(_resolve(spec.path, base))
-        if not expand_input(spec.path):
-            raise ConfigError(f"inputs[{i}].path: no file matches {spec.path}")
-    if config.decontamination:
-        for i, bench in enumerate(config.decontamination.benchmarks):
-            bench.path = str(_resolve(bench.path, base))
-            if not Path(bench.path).exists():
-                raise ConfigError(f"decontamination.benchmarks[{i}].path: file not found: {bench.path}")
+        try:
+            found = expand_input(spec.path)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.path: {exc}") from None
+        if not found:
+            raise ConfigError(f"{where}.path: no file matches {spec.path}")
     keywords = config.filters.keywords if config.filters else None
     if keywords and keywords.exclude_file:
         keywords.exclude_file = str(_resolve(keywords.exclude_file, base))
@@ -480,22 +530,134 @@ def _resolve(value: str, base: Path) -> Path:
 
 
 def expand_input(path: str) -> list[Path]:
-    """The files an input path names: a file, the data files under a directory, or a glob.
+    """The files an input path names: a file, the data files under a directory, or a glob;
+    ConfigError naming the first that may not be opened (`input_refusal`), so no read of an
+    input (ingest, validate, checkpoints, publish, benchmarks) ever opens a FIFO or a device.
 
     A directory written by `datasets.save_to_disk` counts as one input (its dataset_info.json
     marks it), so it is returned as the directory itself. In any other directory only data
-    files are read (`is_data_file`); `skipped_in_dir` lists the rest.
+    files are read (`is_data_file`); `skipped_in_dir` lists the rest (never opened).
     """
     p = Path(path)
-    if p.is_file():
-        return [p]
     if p.is_dir():
         if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
             return [p]
-        # Data files only (is_data_file); what is not a regular file (a FIFO, a device, a broken
-        # or looping symlink) but is named like data becomes an `unreadable_file` reject.
-        return sorted(f for f in _dir_files(p) if is_data_file(f, p))
-    return sorted(Path(m) for m in glob.glob(path, recursive=True))
+        files = sorted(f for f in _dir_files(p) if is_data_file(f, p))
+    elif p.exists() or p.is_symlink():
+        files = [p]
+    else:
+        files = sorted(Path(m) for m in glob.glob(path, recursive=True))
+    for f in files:
+        if refusal := input_refusal(f):
+            raise ConfigError(f"{f} is {refusal}: only regular files (and directories of them) are read as inputs")
+    return files
+
+
+def input_refusal(path: Path, outputs: Sequence[Path] = ()) -> str | None:
+    """Why `path` may not be opened as an input, or None: the one check every input read goes
+    through. Only a regular file (or a folder: a save_to_disk dataset), resolved through symlinks,
+    outside /proc, /sys and /dev, and outside the run's `outputs`. Decided from stat alone: a FIFO
+    is never opened (opening one blocks until something writes to it)."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks: a link to a regular file is fine
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "a broken symlink" if path.is_symlink() else f"unreadable ({exc.strerror})"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file"
+    real = path.resolve()
+    for root in SPECIAL_ROOTS:
+        if real.is_relative_to(root):
+            return f"under {root} (a kernel file, not data)"
+    for out in outputs:
+        if real.is_relative_to(Path(out).resolve()):
+            return f"inside the run's output {out}"
+    return None
+
+
+def _walk_root(path: str) -> Path | None:
+    """The folder an input reads everything under: a directory, or a recursive glob's fixed part."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if "**" in path:
+        fixed = next(i for i, part in enumerate(p.parts) if any(c in part for c in "*?["))
+        return Path(*p.parts[:fixed]) if fixed else Path(".")
+    return None
+
+
+def output_overlap(path: str, outputs: Sequence[Path]) -> str | None:
+    """What is wrong when an input would read what the run writes: a file inside an output, or a
+    directory (recursive glob) input holding one. None when they are apart."""
+    root = _walk_root(path)
+    for out in outputs:
+        if root is not None and Path(out).resolve().is_relative_to(root.resolve()):
+            return f"{path} holds the run's output {out}: the run would read its own outputs; write them elsewhere"
+    for f in expand_input(path):
+        if refusal := input_refusal(f, outputs):
+            return f"{f} is {refusal}"
+    return None
+
+
+def decode_text(data: bytes, where: str) -> str:
+    """A whole text file (the config) decoded by `text_encoding`; ConfigError naming the line when
+    it is not valid in its own encoding."""
+    encoding = text_encoding(data, whole=True) or "ascii"
+    try:
+        return data.decode(encoding, CP1252_FILL)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(encoding, "replace").count("\n") + 1
+        raise ConfigError(f"{where}: line {line} is not valid {encoding} ({exc.reason})") from None
+
+
+CP1252_FILL = "curate.cp1252_fill"
+
+
+def _cp1252_fill(exc: UnicodeError) -> tuple[str, int]:
+    """The five bytes cp1252 leaves undefined read as Latin-1 (C1 controls): a cp1252 or Latin-1
+    text always decodes. Strict for any other codec."""
+    if not isinstance(exc, UnicodeDecodeError) or exc.encoding not in ("cp1252", "charmap"):
+        raise exc
+    return "".join(chr(b) for b in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error(CP1252_FILL, _cp1252_fill)
+
+
+def text_encoding(head: bytes, whole: bool) -> str | None:
+    """The codec of text that begins with `head` (all of it when `whole`): its byte order mark's;
+    UTF-16 without one when every other byte is NUL; else utf-8 when its non-ASCII lines read as
+    UTF-8 (at least as many as not: a few bad lines do not turn a UTF-8 file into cp1252, and
+    cp1252 text almost never reads as UTF-8), else cp1252
+    (which covers Latin-1). None while `head` is all ASCII: the first non-ASCII text decides."""
+    for bom, name in BOMS:
+        if head.startswith(bom):
+            return name
+    if len(head) >= 4:
+        even, odd = head[0::2].count(0) / len(head[0::2]), head[1::2].count(0) / len(head[1::2])
+        if min(even, odd) < 0.05 < 0.5 < max(even, odd):  # ASCII characters in UTF-16: one NUL each
+            return "utf-16-le" if odd > even else "utf-16-be"
+    if head.isascii():
+        return None
+    lines = head.splitlines()
+    valid = invalid = 0
+    for i, line in enumerate(lines):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+            valid += 1
+        except UnicodeDecodeError as exc:
+            cut = not whole and i == len(lines) - 1 and exc.reason == "unexpected end of data"
+            valid, invalid = (valid + 1, invalid) if cut else (valid, invalid + 1)
+    return "utf-8" if valid >= invalid else "cp1252"
 
 
 def skipped_in_dir(path: str) -> list[Path]:

@@ -54,8 +54,8 @@ def test_validate_accepts_the_demo_config(capsys: pytest.CaptureFixture) -> None
     assert code == 0, err
     assert "valid" in out
     # What was detected in each file, from a sample (paths relative to the config's folder).
-    assert "../data/sft/oasst_en_100_tree.jsonl (jsonl): oasst, 100 rows read, 564 records, 0 rejected" in out
-    assert "../data/pref/orca_dpo_pairs_validation_283.jsonl (jsonl): openai_dpo, 200 rows read" in out
+    assert "../data/sft/oasst_en_100_tree.jsonl (jsonl, ascii): oasst, 100 rows read, 564 records, 0 rejected" in out
+    assert "../data/pref/orca_dpo_pairs_validation_283.jsonl (jsonl, utf-8): openai_dpo, 200 rows read" in out
 
 
 def test_validate_lists_skipped_files_and_mixed_shapes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -65,7 +65,7 @@ def test_validate_lists_skipped_files_and_mixed_shapes(tmp_path: Path, capsys: p
     (tmp_path / "data" / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, out, err = main(capsys, "validate", str(write_config(tmp_path, {"inputs": [{"path": "data"}]})))
     assert code == 0, err
-    assert "data/mixed.jsonl (jsonl): mixed: text 1, alpaca 1, 2 rows read, 2 records, 0 rejected" in out
+    assert "data/mixed.jsonl (jsonl, ascii): mixed: text 1, alpaca 1, 2 rows read, 2 records, 0 rejected" in out
     assert "skipped (not a data file): data/README.md" in out
 
 

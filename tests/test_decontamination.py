@@ -160,7 +160,7 @@ def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path, capsy
     data.write_text('{"text": "hello world"}\n')
     config = tmp_path / "c.yaml"
     config.write_text(f"inputs: [{{path: {data}}}]\ndecontamination: {{benchmarks: [{{path: nope.jsonl}}]}}\n")
-    with pytest.raises(ConfigError, match=r"decontamination.benchmarks\[0\].path: file not found"):
+    with pytest.raises(ConfigError, match=r"decontamination.benchmarks\[0\].path: no file matches"):
         load_config(config)
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"unrelated": 1}\n')
@@ -172,3 +172,29 @@ def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path, capsy
     config.write_text(f"inputs: [{{path: {data}}}]\ndecontamination: {{benchmarks: [{{path: {empty}}}]}}\n")
     assert main(["validate", str(config)]) == 2
     assert "decontamination.benchmarks[0].path: no benchmark items read" in capsys.readouterr().err
+
+
+def test_a_benchmark_takes_columns_like_an_input(tmp_path: Path) -> None:
+    """HumanEval's rows (prompt, canonical_solution, test) fit no shape: `columns:` maps them, with
+    the inputs' own code, and its solutions are then checked like any benchmark text."""
+    solution = "    total = 0\n    for number in numbers:\n        if number % 2 == 0:\n            total += number * number\n    return total\n"
+    prompt = 'def sum_even_squares(numbers):\n    """Return the sum of the squares of the even numbers in the list."""\n'
+    human_eval = tmp_path / "HumanEval.jsonl"
+    human_eval.write_text(json.dumps({"task_id": "HumanEval/0", "prompt": prompt, "canonical_solution": solution,
+                                      "test": "assert sum_even_squares([1, 2, 3, 4]) == 20"}) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("inputs: [{path: train.jsonl}]\ndecontamination: {benchmarks: [{path: HumanEval.jsonl}]}\n")
+    rows = [{"instruction": "Write it.", "output": prompt + solution}, {"instruction": "Say hi.", "output": "Hello there!"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=r"benchmarks\[0\].path: no benchmark items read .*unknown_shape"):
+        build_index(load_config(config).decontamination)
+    config.write_text("inputs: [{path: train.jsonl}]\ndecontamination: {benchmarks: [{path: HumanEval.jsonl,"
+                      " columns: {prompt: prompt, response: canonical_solution}}]}\n")
+    cfg = load_config(config)
+    index = build_index(cfg.decontamination)
+    assert index.figures["HumanEval"]["items"] == 1
+    assert index.texts["part"].to_list() == ["user turn 1", "assistant turn 2"]
+    run_pipeline(cfg, tmp_path / "run")
+    rejected = pl.read_parquet(tmp_path / "run" / "rejected.parquet")
+    assert rejected.select("reason").rows() == [("benchmark_overlap",)]
+    assert "HumanEval: item " in rejected["detail"][0]

@@ -89,34 +89,44 @@ def test_unknown_extension_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_a_file_that_cannot_be_read_is_rejected(tmp_path: Path) -> None:
-    (tmp_path / "a_gone.jsonl").symlink_to(tmp_path / "deleted.jsonl")  # a glob still lists it
+    (tmp_path / "a_bad.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip")  # fails when read
     (tmp_path / "b_ok.jsonl").write_text('{"text": "fine"}\n')
-    result = ingest([InputSpec(path=str(tmp_path / "*.jsonl"))], progress=False)
+    result = ingest([InputSpec(path=str(tmp_path / "*.jsonl*"))], progress=False)
     assert result.rejected.select("source", "reason").rows() == [
-        (str(tmp_path / "a_gone.jsonl"), "unreadable_file")
+        (str(tmp_path / "a_bad.jsonl.gz"), "unreadable_file")
     ]
     assert result.records["text"].to_list() == ["fine"]
 
 
-def test_what_is_not_a_regular_file_is_rejected_not_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("odd", ["pipe.jsonl", "loop_a.jsonl", "gone.jsonl"])
+@pytest.mark.parametrize("named_by", ["folder", "glob"])
+def test_what_is_not_a_regular_file_is_refused_before_any_work(tmp_path: Path, odd: str, named_by: str) -> None:
+    """Found in a folder or by a glob, a FIFO (opening it would block forever), a symlink loop or
+    a broken symlink stops the run before any work: skipping it would curate part of the data."""
     folder = tmp_path / "inputs"
     folder.mkdir()
     (folder / "ok.jsonl").write_text('{"text": "fine"}\n')
-    os.mkfifo(folder / "pipe.jsonl")  # opening it would block forever
-    (folder / "loop_a.jsonl").symlink_to(folder / "loop_b.jsonl")  # named as data: read, so rejected
-    (folder / "loop_b.jsonl").symlink_to(folder / "loop_a.jsonl")
-    (folder / "loop_c").symlink_to(folder / "loop_c")  # not named as data: skipped and listed
+    os.mkfifo(folder / "notes")  # not named as data: skipped and listed, never opened
     (folder / "up").symlink_to(tmp_path)  # a folder link: not followed, no loop
-
-    result = run(folder)
-
-    assert result.records["text"].to_list() == ["fine"]
-    assert sorted(result.rejected.select("source", "reason", "detail").rows()) == [
-        (str(folder / "loop_a.jsonl"), "unreadable_file", "a symlink loop: only regular files are read"),
-        (str(folder / "loop_b.jsonl"), "unreadable_file", "a symlink loop: only regular files are read"),
-        (str(folder / "pipe.jsonl"), "unreadable_file", "a FIFO: only regular files are read"),
-    ]
-    assert result.skipped == [str(folder / "loop_c")]
+    if odd == "pipe.jsonl":
+        os.mkfifo(folder / odd)
+    elif odd == "loop_a.jsonl":
+        (folder / odd).symlink_to(folder / "loop_b.jsonl")
+        (folder / "loop_b.jsonl").symlink_to(folder / odd)
+    else:
+        (folder / odd).symlink_to(tmp_path / "deleted.jsonl")
+    what = {"pipe.jsonl": "a FIFO", "loop_a.jsonl": "a symlink loop", "gone.jsonl": "a broken symlink"}[odd]
+    spec = InputSpec(path=str(folder if named_by == "folder" else folder / "*.jsonl"))
+    message = rf"^inputs\[0\]: {re.escape(str(folder / odd))} is {what}: only regular files"
+    with pytest.raises(ConfigError, match=message):
+        check_inputs([spec])
+    with pytest.raises(ConfigError, match=message):
+        ingest([spec], progress=False)
+    (folder / odd).unlink()
+    (folder / "loop_b.jsonl").unlink(missing_ok=True)
+    result = run(spec.path)
+    assert result.records["text"].to_list() == ["fine"] and result.rejected.height == 0
+    assert result.skipped == ([str(folder / "notes")] if named_by == "folder" else [])
 
 
 @pytest.mark.parametrize("named", ["/dev/zero", "fifo"])
@@ -170,8 +180,8 @@ def test_hostile_rows_are_rejected_one_by_one(tmp_path: Path, monkeypatch: pytes
         ("raw/c4_demo.jsonl", "text", "raw", 300, {}),
         ("raw/wiki_demo.txt", "text", "raw", 1, {}),
         ("raw/peps/*.rst", "text", "raw", 737, {}),
-        # Six speeches are Latin-1, not UTF-8: each is rejected whole, never decoded wrongly.
-        ("raw/state_union/*.txt", "text", "raw", 59, {"bad_encoding": 6}),
+        # Six speeches are cp1252 / Latin-1, not UTF-8: read as such (test_text_encodings).
+        ("raw/state_union/*.txt", "text", "raw", 65, {}),
         # Questions without answers: raw text, one paragraph per turn (a benchmark to check against).
         ("sft/mt_bench_question.jsonl", "questions", "raw", 80, {}),
     ],
@@ -472,11 +482,12 @@ def test_txt_file_and_paragraphs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("doc.md:8", "Second."),
         ("doc.md:10", "Third"),
     ]
-    Path("mixed.txt").write_bytes(b"good one\n\nbad \xff byte\n\nlast")
+    Path("mixed.txt").write_bytes("good one, naïve\n\n".encode() + b"bad \xff byte\n\nlast")  # UTF-8 but one byte
     mixed = run("mixed.txt", txt_split="paragraph")
     assert mixed.records["source"].to_list() == ["mixed.txt:1", "mixed.txt:5"]
     assert mixed.rejected.select("source", "reason").rows() == [("mixed.txt:3", "bad_encoding")]
-    assert "can't decode byte 0xff" in mixed.rejected["detail"][0]
+    assert mixed.rejected["detail"][0] == "not valid utf-8 (the file's encoding): byte 0xff at character 5"
+    assert mixed.files[0].encoding == "utf-8"
 
 
 def test_json_container_and_json_lines_named_json(
@@ -504,13 +515,13 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     good = {"instruction": "Name a colour.", "output": "Blue."}
     lines = [
-        json.dumps({"id": "g1", **good}).encode(),  # 1: good, sets the file's shape (alpaca)
+        json.dumps({"id": "g1", **good, "note": "naïve"}, ensure_ascii=False).encode(),  # 1: good, sets the shape (alpaca), UTF-8
         b'{"instruction": "broken", ',  # 2: bad_json
         b'["not", "an", "object"]',  # 3: not_an_object
         json.dumps({"id": "m1", "instruction": "no answer"}).encode(),  # 4: missing_fields
         json.dumps({"instruction": ["a", "list"], "output": "x"}).encode(),  # 5: wrong_type
         json.dumps({"instruction": "   ", "output": "x"}).encode(),  # 6: empty_content
-        b'{"instruction": "caf\xe9", "output": "x"}',  # 7: bad_encoding (a Latin-1 byte)
+        b'{"instruction": "caf\xe9", "output": "x"}',  # 7: bad_encoding (a Latin-1 byte in a UTF-8 file)
         b"",  # 8: a blank line is not a row
         json.dumps({"id": "g2", **good}).encode(),  # 9: good
     ]
@@ -577,7 +588,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert detail["rows.jsonl:4/missing_fields"] == "output"
     assert detail["rows.jsonl:5/wrong_type"] == "instruction: expected string, got list"
     assert detail["rows.jsonl:6/empty_content"] == "instruction"
-    assert "invalid continuation byte" in detail["rows.jsonl:7/bad_encoding"]
+    assert detail["rows.jsonl:7/bad_encoding"] == "not valid utf-8 (the file's encoding): byte 0xe9 at character 21"
     assert detail["chat.jsonl:2/invalid_record"] == "sft record has no assistant turn"
     assert detail["chat.jsonl:3/wrong_type"] == (
         "messages[0].content[0]: unsupported content part 'image_url'"
@@ -726,3 +737,103 @@ def test_a_directory_reads_only_its_data_files(tmp_path: Path) -> None:
     empty = next(f for f in result.files if f.path.endswith("empty.jsonl"))
     assert empty.line().endswith("0 rows read, 0 records, 0 rejected - an empty file")
     assert result.stats().figures["skipped_files"] == result.skipped
+
+
+# --- encodings and what may be opened ----------------------------------------------------------
+
+
+def test_text_encodings(shared_data: Path, tmp_path: Path) -> None:
+    """Each text file is decoded in its own encoding, shown per file; only lines its encoding
+    cannot decode are rejected, and every row is accounted for."""
+    speeches = run(shared_data / "raw" / "state_union")  # six speeches are cp1252 / Latin-1
+    encodings = {Path(f.path).name: f.encoding for f in speeches.files}
+    assert sorted(n for n, e in encodings.items() if e == "cp1252") == [
+        "1954-Eisenhower.txt", "1970-Nixon.txt", "1971-Nixon.txt", "1972-Nixon.txt", "1973-Nixon.txt", "1974-Nixon.txt"
+    ]
+    assert set(encodings.values()) == {"cp1252", "ascii"}
+    assert speeches.rejected.height == 0 and speeches.records.height == 65
+    assert any("the ½¢ decrease" in t for t in speeches.records["text"])
+
+    rows = [{"instruction": f"Übersetze Nummer {i}", "output": f"Translate number {i} — naïve"} for i in range(3)]
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    utf16 = ("\r\n".join(lines[:2]) + "\r\n").encode("utf-16")  # BOM, CRLF: as Windows tools write it
+    bad = '{"instruction": "x", "output": "'.encode("utf-16-le") + b"\x00\xd8" + '"}\r\n'.encode("utf-16-le")
+    (tmp_path / "win.jsonl").write_bytes(utf16 + bad + (lines[2] + "\r\n").encode("utf-16-le"))
+    (tmp_path / "nobom.jsonl").write_bytes("\n".join(lines).encode("utf-16-le"))
+    import gzip
+
+    (tmp_path / "bom.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode("utf-8-sig")))
+    ascii_head = "".join(json.dumps({"text": f"plain line {i}"}) + "\n" for i in range(3000))  # > HEAD_BYTES
+    (tmp_path / "late.jsonl").write_bytes(ascii_head.encode() + '{"text": "café crème"}\n'.encode("cp1252"))
+    (tmp_path / "excel.csv").write_bytes("instruction,output\nSay café,Café\n".encode("cp1252"))
+    (tmp_path / "bom.csv").write_bytes("instruction,output\nSay café,Café\n".encode("utf-8-sig"))
+    result = run(tmp_path / "*")
+
+    files = {f.path.rsplit("/", 1)[1]: f for f in result.files}
+    assert {n: (f.encoding, f.records, f.rejected) for n, f in files.items()} == {
+        "bom.csv": ("utf-8-sig", 1, 0),
+        "bom.jsonl.gz": ("utf-8-sig", 3, 0),
+        "excel.csv": ("cp1252", 1, 0),
+        "late.jsonl": ("cp1252", 3001, 0),
+        "nobom.jsonl": ("utf-16-le", 3, 0),
+        "win.jsonl": ("utf-16", 3, 1),
+    }
+    assert files["win.jsonl"].line().startswith(f"{tmp_path}/win.jsonl (jsonl, utf-16): alpaca, 4 rows read")
+    assert files["bom.jsonl.gz"].to_dict()["encoding"] == "utf-8-sig"
+    texts = [m[0]["content"] for m in result.records["messages"].to_list() if m]
+    assert texts.count("Übersetze Nummer 2") == 3 and texts.count("Say café") == 2
+    assert "café crème" in result.records["text"].to_list()
+    assert result.rejected.select("source", "reason", "detail").rows() == [
+        (f"{tmp_path}/win.jsonl:3", "bad_encoding", "not valid utf-16 (the file's encoding): byte 0x00 at character 33")
+    ]
+    assert result.records.height + result.rejected.height == result.rows_read
+
+
+def test_a_csv_with_undecodable_bytes_is_rejected_naming_the_line(tmp_path: Path) -> None:
+    data = "instruction,output\nSay naïve,Naïve\n".encode() + b"Say caf\xe9,x\n"  # UTF-8 but for one byte
+    (tmp_path / "rows.csv").write_bytes(data)
+    result = run(tmp_path / "rows.csv")
+    assert result.rejected.select("reason", "detail").rows() == [
+        ("bad_encoding", "line 3: not valid utf-8 (the file's encoding): byte 0xe9 at character 8")
+    ]
+    assert result.records.height == 0 and result.rows_read == 1
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    from flows.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return code, captured.err
+
+
+def test_special_files_and_run_outputs_are_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ok.jsonl").write_text('{"text": "fine"}\n')
+    config = tmp_path / "c.yaml"
+    config.write_text("inputs: [{path: data}]\n")
+    os.mkfifo(data / "pipe.jsonl")  # `curate run` used to hang on it (the checkpoint hashed it)
+    out = tmp_path / "run"
+    for command in (["validate", str(config)], ["run", str(config), "--out", str(out)]):
+        code, err = _cli(command, capsys)
+        assert code == 2
+        assert err == f"curate: error: inputs[0].path: {data / 'pipe.jsonl'} is a FIFO: only regular files (and directories of them) are read as inputs\n"
+    assert not out.exists()
+    (data / "pipe.jsonl").unlink()
+
+    config.write_text("inputs: [{path: /proc/self/environ, format: txt}]\n")  # the environment, keys included
+    code, err = _cli(["validate", str(config)], capsys)
+    assert code == 2 and "inputs[0].path: /proc/self/environ is under /proc (a kernel file, not data)" in err
+
+    config.write_text("inputs: [{path: data}]\n")
+    for inside in (data, data / "runs" / "first"):  # the input folder is, or holds, the run's output
+        code, err = _cli(["run", str(config), "--out", str(inside)], capsys)
+        assert code == 2
+        assert err == (f"curate: error: inputs[0].path: {data} holds the run's output {inside}: the run would"
+                       " read its own outputs; write them elsewhere\n")
+    assert not (data / "runs").exists()
+    config.write_text("inputs: [{path: 'data/*.jsonl'}]\n")  # a file inside the output (a resumed run's)
+    code, err = _cli(["run", str(config), "--out", str(data)], capsys)
+    assert code == 2 and err.endswith(f"{data / 'ok.jsonl'} is inside the run's output {data}\n")

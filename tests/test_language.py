@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from curation.core.run import run_pipeline
 from curation.filters.language import detect
@@ -88,3 +89,21 @@ def test_english_instruction_sets_are_kept(shared_data: Path) -> None:
     found = detect(texts)
     wrong = [t for t, (lang, p) in zip(texts, found, strict=True) if lang != "en" and p >= 0.5]
     assert len(texts) > 3500 and len(wrong) <= 2, wrong
+
+
+def test_keep_takes_only_the_iso_codes_the_identifier_names(tmp_path: Path) -> None:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    from schemas.config import LANGUAGES, ConfigError, load_config
+
+    labels = LanguageIdentifier.from_model_file(MODEL_FILE).nb_classes
+    assert set(LANGUAGES) == {code for code in labels if len(code) == 2}  # the config's list is the model's
+    (tmp_path / "in.jsonl").write_text('{"text": "hello"}\n')
+    config = tmp_path / "c.yaml"
+    for keep, hint in (("english", " (did you mean 'en'?)"), ("EN", " (did you mean 'en'?)"), ("xx", "")):
+        config.write_text(f"inputs: [{{path: in.jsonl}}]\nfilters: {{language: {{keep: [de, {keep}]}}}}\n")
+        with pytest.raises(ConfigError) as error:
+            load_config(config)
+        assert str(error.value).endswith(f"  filters.language.keep: '{keep}' is not an ISO 639-1 code{hint}")
+    config.write_text("inputs: [{path: in.jsonl}]\nfilters: {language: {keep: [en, fr, zh]}}\n")
+    assert load_config(config).filters.language.keep == ["en", "fr", "zh"]

@@ -29,7 +29,7 @@ def test_an_input_file_mostly_rejected_at_ingest_stops_the_run(tmp_path: Path, i
         run_pipeline(config, tmp_path / "run", in_memory=in_memory)
     message = str(failed.value)
     assert "execution.max_ingest_rejected" in message
-    assert "hh.jsonl (jsonl, preference): 3 of 3 rejected (missing_fields 3)" in message
+    assert "hh.jsonl (jsonl, ascii, preference): 3 of 3 rejected (missing_fields 3)" in message
     assert "good.jsonl" not in message
     assert not (tmp_path / "run" / "kept.parquet").exists()  # stopped before any stage
     config.execution.max_ingest_rejected = 1.0

@@ -187,3 +187,48 @@ def test_derived_columns() -> None:
 def test_config_errors(section: dict, error: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(error)):
         ValidationConfig.model_validate(section)
+
+
+# --- `curate validate` on a config and its inputs ------------------------------------------------
+
+
+def _validate(config: Path, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    from flows.cli import main
+
+    code = main(["validate", str(config)])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    return code, out.out, out.err
+
+
+def test_validate_applies_max_ingest_rejected_to_its_sample(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [{"instruction": "Name a colour.", "output": "Blue."}] + [{"foo": i} for i in range(9)]
+    (tmp_path / "odd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = tmp_path / "c.yaml"
+    config.write_text("inputs: [{path: odd.jsonl}]\n")
+    code, out, err = _validate(config, capsys)
+    assert code == 4 and "valid" not in out  # the run's exit code for this, found before any work
+    assert err == (
+        "curate: stopped: ingest rejected more than 50% of an input file (execution.max_ingest_rejected);"
+        " check its format:, shape: or columns: (curate validate shows what was detected):\n"
+        "  odd.jsonl (jsonl, ascii, alpaca): 9 of 10 rejected (missing_fields 9)\n"
+    )
+    config.write_text("inputs: [{path: odd.jsonl}]\nexecution: {max_ingest_rejected: 1}\n")
+    code, out, _ = _validate(config, capsys)
+    assert code == 0 and "  odd.jsonl (jsonl, ascii): alpaca, 10 rows read, 1 records, 9 rejected" in out
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "cp1252"])
+def test_validate_reads_a_config_in_any_text_encoding(tmp_path: Path, capsys: pytest.CaptureFixture, encoding: str) -> None:
+    (tmp_path / "café.jsonl").write_text('{"text": "Un café, s\'il vous plaît."}\n')
+    config = tmp_path / "c.yaml"
+    config.write_bytes("# Données d'entrée\ninputs: [{path: café.jsonl}]\n".encode(encoding))
+    code, out, _ = _validate(config, capsys)
+    assert code == 0 and "café.jsonl (jsonl, utf-8): text, 1 rows read, 1 records" in out
+
+
+def test_validate_names_the_line_a_config_cannot_decode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_bytes("inputs:\n  - path: a.jsonl\n".encode("utf-16") + b"\x00\xd8" + "\n".encode("utf-16-le"))
+    code, _, err = _validate(config, capsys)
+    assert code == 2 and err == f"curate: error: {config}: line 3 is not valid utf-16 (illegal UTF-16 surrogate)\n"

@@ -22,7 +22,8 @@ from schemas.config import CurateConfig
 
 def preflight(config: CurateConfig, out: Path | None = None) -> None:
     """Raise ConfigError for the first fatal problem of `config` run into `out`."""
-    check_inputs(config.inputs)
+    outputs = tuple(Path(p) for p in (out, config.publish and config.publish.dir) if p)
+    check_inputs(config.inputs, outputs=outputs)  # an input inside them would read the run's own outputs
     if config.decontamination:  # the benchmark index is built (or read from its cache) here
         from curation.decontamination.index import build_index
 

@@ -132,13 +132,19 @@ class RunFailed(StageFailed):
 def check_ingest(stats: StageStats, execution: ExecutionConfig) -> None:
     """RunFailed naming every input file that lost more than its allowed share at ingest, with
     its top reasons: a wrong format, shape or mapping must not curate a sliver of the file."""
+    check_ingest_files(stats.figures.get("files", []), execution)
+
+
+def check_ingest_files(files: list[dict], execution: ExecutionConfig) -> None:
+    """check_ingest on ingest's per-file reports (stats.json's `ingest.files`; `curate validate`'s sample)."""
     limit = execution.max_ingest_rejected
     lost = []
-    for f in stats.figures.get("files", []):
+    for f in files:
         outcomes = f["records"] + f["rejected"]
         if outcomes and f["rejected"] / outcomes > limit:
             reasons = ", ".join(f"{r} {n}" for r, n in list(f["removed_by_reason"].items())[:3])
-            lost.append(f"  {f['path']} ({f['format']}, {f['shape']}): {f['rejected']} of {outcomes} rejected ({reasons})")
+            detected = ", ".join(str(x) for x in (f["format"], f.get("encoding"), f["shape"]) if x)
+            lost.append(f"  {f['path']} ({detected}): {f['rejected']} of {outcomes} rejected ({reasons})")
     if lost:
         raise RunFailed(
             f"ingest rejected more than {limit:.0%} of an input file (execution.max_ingest_rejected);"

@@ -1,6 +1,7 @@
 """The benchmark index: every checked benchmark text with its word n-gram hashes.
 
-A benchmark file is read with the project's own ingest (any format and shape it reads), and each
+A benchmark file is read with the project's own ingest (any format and shape it reads, with the
+same `columns:` mapping and the same refusal of what may not be opened as inputs), and each
 item splits into the texts that are checked one by one: every turn of a conversation (of the
 benchmark's `view`), `chosen` / `rejected` answers, and each blank-line paragraph of a raw item
 (MT-Bench's questions: one per turn). A text with at least `ngram` words is indexed by all its
@@ -28,9 +29,9 @@ import polars as pl
 from curation.decontamination.ngrams import gram_hashes, normalised_words, word_hashes
 from curation.ingest import ingest
 from schemas.bundled import cache_dir
-from schemas.config import Benchmark, ConfigError, Decontamination, InputSpec
+from schemas.config import Benchmark, ConfigError, Decontamination, InputSpec, expand_input
 
-INDEX_FORMAT = "decontamination-index-2"  # bump when what is cached changes
+INDEX_FORMAT = "decontamination-index-3"  # bump when what is cached changes
 PARAGRAPH = re.compile(r"\n\s*\n")
 TEXTS_SCHEMA = {"benchmark": pl.String, "item": pl.String, "source": pl.String, "part": pl.String, "text": pl.String}
 
@@ -108,18 +109,19 @@ def _cache_key(bench: Benchmark, ngram: int, min_words: int) -> str:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 h.update(block)
     # The path too: the cached texts name their source locations.
-    settings = [INDEX_FORMAT, pl.__version__, str(Path(bench.path).resolve()), bench.name, bench.format, bench.shape,
-                bench.view, ngram, min_words]
-    h.update(json.dumps(settings).encode())
+    settings = [INDEX_FORMAT, pl.__version__, str(Path(bench.path).resolve()), bench.model_dump(mode="json"), ngram, min_words]
+    h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:32]
 
 
 def _files(path: Path) -> list[Path]:
-    return sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    """The files read for a benchmark (as ingest expands it); a save_to_disk folder's files."""
+    found = expand_input(str(path))
+    return sorted(f for p in found for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
 
 
 def _build_part(bench: Benchmark, ngram: int, min_words: int, at: int) -> tuple[pl.DataFrame, dict, dict]:
-    read = ingest([InputSpec(path=bench.path, format=bench.format, shape=bench.shape)], progress=False)
+    read = ingest([InputSpec(**bench.model_dump(include=set(InputSpec.model_fields)))], progress=False)
     records = read.records
     assert isinstance(records, pl.DataFrame)
     if records.height == 0:

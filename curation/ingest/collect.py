@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from curation.core.corpus import CorpusWriter, Source
 from curation.core.stage import StageResult
-from curation.ingest.readers import _READERS, _Row, compression, detect_format, not_regular
+from curation.ingest.readers import _READERS, TextDecoding, _Row, compression, detect_format
 from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id, map_columns
-from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, skipped_in_dir
+from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, output_overlap, skipped_in_dir
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
 
 STAGE = "ingest"
@@ -42,6 +42,7 @@ class FileReport:
     path: str
     format: str
     compression: str | None = None
+    encoding: str | None = None  # a text file's, as detected (readers.TextDecoding); None: parquet, save_to_disk
     shapes: Counter = field(default_factory=Counter)  # shape -> rows read as it ("unknown": none fits)
     rows_read: int = 0
     records: int = 0
@@ -57,13 +58,14 @@ class FileReport:
         return "mixed: " + ", ".join(f"{s} {n}" for s, n in self.shapes.most_common())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "format": self.format, "compression": self.compression, "shape": self.shape,
+        return {"path": self.path, "format": self.format, "compression": self.compression,
+                "encoding": self.encoding, "shape": self.shape,
                 "rows_read": self.rows_read, "records": self.records, "rejected": self.rejected,
                 "removed_by_reason": dict(self.reasons.most_common()), "missing_columns": self.missing_columns}
 
     def line(self) -> str:
-        """One log line: `data.jsonl.gz (jsonl, gzip): hh_rlhf, 120 rows read, 118 records, 2 rejected (...)`."""
-        fmt = f"{self.format}, {self.compression}" if self.compression else self.format
+        """One log line: `data.jsonl.gz (jsonl, gzip, utf-8): hh_rlhf, 120 rows read, 118 records, 2 rejected (...)`."""
+        fmt = ", ".join(x for x in (self.format, self.compression, self.encoding) if x)
         reasons = ", ".join(f"{r} {n}" for r, n in self.reasons.most_common(3))
         text = f"{self.path} ({fmt}): {self.shape}, {self.rows_read} rows read, {self.records} records, {self.rejected} rejected"
         text += f" ({reasons})" if reasons else ""
@@ -94,13 +96,19 @@ class IngestResult:
         return result.stats(STAGE, self.records.height + self.rejected.height)
 
 
-def check_inputs(inputs: list[InputSpec], sample: bool = False, base: Path | None = None) -> list[FileReport]:
+def check_inputs(
+    inputs: list[InputSpec], sample: bool = False, base: Path | None = None, outputs: tuple[Path, ...] = ()
+) -> list[FileReport]:
     """Expand every input and resolve every file's format; raise ConfigError before any work.
 
-    A `columns:` mapping that names a column the file's first object lacks is a ConfigError too
-    (those inputs are always sampled). With `sample`, every file's first SAMPLE_ROWS rows are
-    read and what each came to is returned (`curate validate`)."""
+    An input that would read what the run writes (`outputs`: its run and publish directories)
+    is one too, and so is a `columns:` mapping that names a column the file's first object
+    lacks (those inputs are always sampled). With `sample`, every file's first SAMPLE_ROWS rows
+    are read and what each came to is returned (`curate validate`)."""
     _plan(inputs)
+    for i, spec in enumerate(inputs):
+        if overlap := output_overlap(spec.path, outputs):
+            raise ConfigError(f"inputs[{i}].path: {overlap}")
     read = inputs if sample else [spec for spec in inputs if spec.columns]
     files = ingest(read, progress=False, limit=SAMPLE_ROWS, base=base).files if read else []
     for report in files:
@@ -162,23 +170,19 @@ def ingest(
     )
 
 
-def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat | None]]:
-    """Every input file with its format; None for what is not a regular file (rejected when
-    found under a directory or by a glob, a ConfigError when the input names it)."""
-    plan: list[tuple[InputSpec, Path, InputFormat | None]] = []
+def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:
+    """Every input file with its format. What may not be opened (a FIFO, a device, a kernel
+    file: schemas.config.input_refusal), named or found in a folder, is a ConfigError: refusing
+    the run fails closed, where skipping it would curate a part of the data without a word."""
+    plan: list[tuple[InputSpec, Path, InputFormat]] = []
     for i, spec in enumerate(inputs):
-        files = expand_input(spec.path)
-        if not files:
-            raise ConfigError(f"inputs[{i}]: no file matches {spec.path}")
-        for path in files:
-            odd = not_regular(path)
-            if odd and path == Path(spec.path):
-                raise ConfigError(f"inputs[{i}]: {path} is {odd}: only regular files (and directories of them) are read")
-            try:
-                fmt = None if odd else spec.format if spec.format != "auto" else detect_format(path)
-            except ConfigError as exc:
-                raise ConfigError(f"inputs[{i}]: {exc}") from None
-            plan.append((spec, path, fmt))
+        try:
+            files = expand_input(spec.path)
+            if not files:
+                raise ConfigError(f"no file matches {spec.path}")
+            plan += [(spec, path, spec.format if spec.format != "auto" else detect_format(path)) for path in files]
+        except ConfigError as exc:
+            raise ConfigError(f"inputs[{i}]: {exc}") from None
     return plan
 
 
@@ -264,17 +268,15 @@ class _Collector:
             self.sinks[1].write(rejects_frame(self.rejects))
             self.records, self.rejects = [], []
 
-    def read_file(self, spec: InputSpec, fmt: InputFormat | None, path: Path) -> None:
+    def read_file(self, spec: InputSpec, fmt: InputFormat, path: Path) -> None:
         shown = _shown(path, self.base)
-        self.file = FileReport(shown, fmt or "-", compression(path) if fmt not in (None, "hf_disk") else None)
+        self.file = FileReport(shown, fmt, compression(path) if fmt != "hf_disk" else None)
         self.files.append(self.file)
-        if fmt is None:  # found under a directory or by a glob: one reject, the run goes on
-            self.rows_read += 1
-            self.file.rows_read += 1
-            kind = not_regular(path) or "not a regular file"
-            self.reject(_Row(shown), "unreadable_file", f"{kind}: only regular files are read")
-            return
-        rows = self._rows(fmt, path, shown, spec)
+        decoding = TextDecoding()
+        self._read_rows(spec, self._rows(fmt, path, shown, spec, decoding))
+        self.file.encoding = decoding.name  # as decided by the end of the file (or of the sample)
+
+    def _read_rows(self, spec: InputSpec, rows: Iterator[_Row]) -> None:
         shape: str | None = spec.shape
         first: dict | None = None
         if shape == "auto":  # the file's shape from the first object: rows before it are held, the rest stream
@@ -308,9 +310,9 @@ class _Collector:
                 else:
                     self.convert(row, value, row_shape)
 
-    def _rows(self, fmt: InputFormat, path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+    def _rows(self, fmt: InputFormat, path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
         try:
-            for n, row in enumerate(_READERS[fmt](path, shown, spec)):
+            for n, row in enumerate(_READERS[fmt](path, shown, spec, decoding)):
                 if self.limit is not None and n >= self.limit:
                     return
                 self.rows_read += 1

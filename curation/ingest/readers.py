@@ -2,18 +2,23 @@
 per input format, the format told from a file's name, and compressed files (gzip, zstd, bz2)
 opened by their magic bytes.
 
-Only regular files are read (a FIFO or a device would block or never end): `not_regular` says
-what anything else is. A JSON Lines line longer than MAX_LINE_BYTES is rejected as
-`line_too_long` without being held in memory.
+Only files `schemas.config.input_refusal` allows reach a reader (expand_input refuses the rest).
+A JSON Lines line longer than MAX_LINE_BYTES is rejected as `line_too_long` without being held
+in memory.
+
+Text (JSON Lines, JSON, CSV, plain text) is decoded per file (`TextDecoding`): a byte order mark
+says UTF-8, UTF-16 or UTF-32; else the first HEAD_BYTES (and, while those are ASCII, the first
+non-ASCII line) say UTF-8 or cp1252 (which covers Latin-1). Every row reaches the parser as
+UTF-8; a line that is not valid in the file's encoding is rejected alone as `bad_encoding`.
 """
 
 from __future__ import annotations
 
 import bz2
-import errno
+import codecs
 import gzip
 import io
-import stat
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +28,21 @@ import orjson
 import polars as pl
 
 from curation.ingest.shapes import _fits, map_columns
-from schemas.config import COMPRESSION_SUFFIXES, SUFFIX_FORMATS, ConfigError, InputFormat, InputSpec
+from schemas.config import (
+    COMPRESSION_SUFFIXES,
+    CP1252_FILL,
+    SUFFIX_FORMATS,
+    ConfigError,
+    InputFormat,
+    InputSpec,
+    text_encoding,
+)
 
 RAW_LIMIT = 2000  # characters of input text kept in a reject's `raw`
 PARQUET_BATCH = 10_000  # rows read from a parquet input at a time
 MAX_LINE_BYTES = 16 << 20  # a JSON Lines row longer than 16 MiB is rejected (line_too_long)
+HEAD_BYTES = 1 << 16  # what a text file's encoding is told from (more only while it is ASCII)
+_MARK = "curate.mark_undecodable"
 
 
 def compression(path: Path) -> str | None:
@@ -74,7 +89,7 @@ class _Decompressed(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             data = self.stream.read(len(buffer))
-        except (OSError, EOFError, ValueError) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise OSError(f"corrupt {self.kind} stream: {exc}") from exc
         buffer[: len(data)] = data
         return len(data)
@@ -109,21 +124,97 @@ def detect_format(path: Path) -> InputFormat:
     return fmt
 
 
-def not_regular(path: Path) -> str | None:
-    """What `path` is when it is neither a regular file nor a directory, else None."""
-    try:
-        mode = path.stat().st_mode  # follows symlinks: a link to a regular file is fine
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symlink loop"
-        return "a broken symlink" if path.is_symlink() else f"unreadable ({exc.strerror})"
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    """Each undecodable byte becomes the lone surrogate U+DC00 + byte, which no valid text
+    decodes to: the line holding it is known bad and its bytes can be named. Decoding UTF-8
+    again, a mark the UTF-16/32 transcoding wrote (a surrogate, `surrogatepass`) reads as itself."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    if exc.encoding in ("utf-8", "utf8"):
+        try:
+            return codecs.lookup_error("surrogatepass")(exc)
+        except UnicodeDecodeError:
+            pass
+    return "".join(chr(0xDC00 + b) for b in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error(_MARK, _mark_undecodable)
+
+
+class TextDecoding:
+    """A text file's encoding (shown per file: FileReport.encoding) and its text as UTF-8 bytes.
+
+    `name` is None for a file not read as text (parquet, save_to_disk), "ascii" while every
+    byte so far was ASCII (the first non-ASCII text then decides utf-8 or cp1252)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def start(self, head: bytes, whole: bool) -> int:
+        """Decide from the file's first bytes; returns how many to skip (a UTF-8 byte order mark:
+        the UTF-16/32 codecs read their own)."""
+        self.name = text_encoding(head, whole) or "ascii"
+        return len(codecs.BOM_UTF8) if self.name == "utf-8-sig" else 0
+
+    @property
+    def wide(self) -> bool:
+        """UTF-16 or UTF-32: lines are split after transcoding to UTF-8."""
+        return self.name is not None and self.name.startswith(("utf-16", "utf-32"))
+
+    def utf8(self, data: bytes) -> bytes:
+        """`data` (whole lines) as UTF-8; bytes the file's encoding cannot decode are left for
+        the parser to reject (`undecodable` names them)."""
+        if data.isascii():
+            return data
+        if self.name == "ascii":
+            self.name = "utf-8" if text_encoding(data, whole=True) == "utf-8" else "cp1252"
+        if self.name == "cp1252":
+            return data.decode("cp1252", CP1252_FILL).encode()
+        return data  # UTF-8, or UTF-16/32 already transcoded
+
+
+def undecodable(data: bytes, encoding: str) -> str:
+    """A bad_encoding detail: the first undecodable byte of UTF-8 `data`, and where it is."""
+    text = data.decode("utf-8", _MARK)
+    at = next((i for i, ch in enumerate(text) if "\udc00" <= ch <= "\udcff"), 0)
+    return f"not valid {encoding} (the file's encoding): byte 0x{ord(text[at]) - 0xDC00:02x} at character {at + 1}"
+
+
+def open_text(path: Path, decoding: TextDecoding) -> IO[bytes]:
+    """The file's text as a stream of UTF-8 lines (cp1252 lines are converted one by one, in
+    `decoding.utf8`), past any byte order mark; `decoding` learns the encoding."""
+    f = open_input(path)
+    head = f.peek(HEAD_BYTES)[:HEAD_BYTES]
+    f.read(decoding.start(head, whole=len(head) < HEAD_BYTES))
+    return io.BufferedReader(_Transcoded(f, decoding.name)) if decoding.wide else f
+
+
+class _Transcoded(io.RawIOBase):
+    """A UTF-16 or UTF-32 stream as UTF-8 bytes. An undecodable unit becomes a mark (a lone
+    surrogate, written with `surrogatepass`): invalid UTF-8, so its line is rejected alone."""
+
+    def __init__(self, stream: IO[bytes], codec: str) -> None:
+        self.stream = stream
+        self.decoder = codecs.getincrementaldecoder(codec)(_MARK)
+        self.pending, self.at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self.at == len(self.pending):
+            chunk = self.stream.read(1 << 16)
+            self.pending, self.at = self.decoder.decode(chunk, final=not chunk).encode("utf-8", "surrogatepass"), 0
+            if not chunk:
+                break
+        n = min(len(buffer), len(self.pending) - self.at)
+        buffer[:n] = self.pending[self.at : self.at + n]
+        self.at += n
+        return n
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 @dataclass(slots=True)
@@ -146,43 +237,49 @@ class _Row:
             return None
 
 
-_Reader = Callable[[Path, str, InputSpec], Iterator[_Row]]
+_Reader = Callable[[Path, str, InputSpec, TextDecoding], Iterator[_Row]]
 _Tables = Iterable[tuple[str | None, pl.DataFrame]]  # (split name or None, table or a batch of it)
 
 
-def _parse(source: str, data: bytes) -> _Row:
+def _parse(source: str, data: bytes, encoding: str | None = "utf-8") -> _Row:
+    """A row from UTF-8 JSON text; a byte that is not (valid in the file's `encoding`) makes it bad_encoding."""
     try:
         return _Row(source, orjson.loads(data), data)
     except orjson.JSONDecodeError as exc:
         try:
             data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            return _Row(source, line=data, error=("bad_encoding", str(bad)))
+        except UnicodeDecodeError:
+            return _Row(source, line=data, error=("bad_encoding", undecodable(data, encoding or "utf-8")))
         return _Row(source, line=data, error=("bad_json", str(exc)))
 
 
 def _read_bytes(path: Path) -> bytes:
     with open_input(path) as f:
-        return f.read().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not content
+        return f.read()
 
 
-def _json_lines(data: bytes, shown: str) -> Iterator[_Row]:
+def _read_text(path: Path, decoding: TextDecoding) -> bytes:
+    """A whole text file as UTF-8 (bytes the encoding cannot decode left as they are)."""
+    with open_text(path, decoding) as f:
+        return decoding.utf8(f.read())
+
+
+def _json_lines(data: bytes, shown: str, encoding: str | None) -> Iterator[_Row]:
     for n, line in enumerate(data.splitlines(), 1):
         if line.strip():
-            yield _parse(f"{shown}:{n}", line)
+            yield _parse(f"{shown}:{n}", line, encoding)
 
 
-def _read_jsonl(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
-    with open_input(path) as f:  # a line at a time: the file is never all in memory
+def _read_jsonl(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+    with open_text(path, decoding) as f:  # a line at a time: the file is never all in memory
         for n, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
                 size = len(line) + _skip_line(f)
                 detail = f"{size:,} bytes or more; a line may have at most {MAX_LINE_BYTES:,}"
                 yield _Row(f"{shown}:{n}", line=line[:RAW_LIMIT], error=("line_too_long", detail))
                 continue
-            line = line.removeprefix(b"\xef\xbb\xbf") if n == 1 else line
             if line.strip():
-                yield _parse(f"{shown}:{n}", line.rstrip(b"\r\n"))
+                yield _parse(f"{shown}:{n}", decoding.utf8(line.rstrip(b"\r\n")), decoding.name)
 
 
 def _skip_line(f: io.BufferedReader) -> int:
@@ -195,14 +292,14 @@ def _skip_line(f: io.BufferedReader) -> int:
     return skipped
 
 
-def _read_json(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
-    data = _read_bytes(path)
-    whole = _parse(shown, data)
+def _read_json(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+    data = _read_text(path, decoding)
+    whole = _parse(shown, data, decoding.name)
     value = whole.value
     if whole.error:
         first = next((line for line in data.splitlines() if line.strip()), b"")
         if isinstance(_parse(shown, first).value, dict):
-            yield from _json_lines(data, shown)  # `Dataset.to_json` writes JSON Lines to *.json
+            yield from _json_lines(data, shown, decoding.name)  # `Dataset.to_json` writes JSON Lines to *.json
         else:
             yield whole
     elif isinstance(value, list):
@@ -222,12 +319,16 @@ def _objects(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 
-def _table_reader(load: Callable[[Path], _Tables]) -> _Reader:
+def _table_reader(load: Callable[[Path, TextDecoding], _Tables]) -> _Reader:
     """A reader for a tabular format; its rows go through JSON, so all formats share one path."""
 
-    def read(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
+    def read(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
         seen: dict[str | None, int] = {}  # rows so far per split: a split may come in batches
-        batches = iter(load(path))
+        try:
+            batches = iter(load(path, decoding))
+        except _Undecodable as exc:
+            yield _Row(shown, error=("bad_encoding", str(exc)))
+            return
         while True:
             try:
                 batch = next(batches, None)
@@ -248,7 +349,12 @@ def _table_reader(load: Callable[[Path], _Tables]) -> _Reader:
     return read
 
 
-def _load_parquet(path: Path) -> Iterator[tuple[str | None, pl.DataFrame]]:
+class _Undecodable(Exception):
+    """A CSV file with bytes its encoding cannot decode: a row may span lines, so the file is
+    rejected whole (bad_encoding), naming the line."""
+
+
+def _load_parquet(path: Path, decoding: TextDecoding) -> Iterator[tuple[str | None, pl.DataFrame]]:
     import pyarrow.parquet as pq
 
     source = path if compression(path) is None else io.BytesIO(_read_bytes(path))
@@ -256,13 +362,19 @@ def _load_parquet(path: Path) -> Iterator[tuple[str | None, pl.DataFrame]]:
         yield None, pl.from_arrow(batch)  # type: ignore[misc]
 
 
-def _load_csv(path: Path) -> _Tables:
+def _load_csv(path: Path, decoding: TextDecoding) -> _Tables:
+    data = _read_text(path, decoding)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise _Undecodable(f"line {line}: {undecodable(data.splitlines()[line - 1], decoding.name or 'utf-8')}") from None
     # All columns as strings; an empty field (quoted or not) is missing, like a null.
-    frame = pl.read_csv(path if compression(path) is None else _read_bytes(path), infer_schema=False)
+    frame = pl.read_csv(data, infer_schema=False)
     return [(None, frame.with_columns(pl.all().replace("", None)))]
 
 
-def _load_hf_disk(path: Path) -> _Tables:
+def _load_hf_disk(path: Path, decoding: TextDecoding) -> _Tables:
     import datasets  # imported here: it is slow to import and only this format needs it
 
     loaded = datasets.load_from_disk(str(path))
@@ -271,15 +383,15 @@ def _load_hf_disk(path: Path) -> _Tables:
     return [(str(loaded.split) if loaded.split else None, loaded.to_polars())]
 
 
-def _read_txt(path: Path, shown: str, spec: InputSpec) -> Iterator[_Row]:
-    data = _read_bytes(path)
+def _read_txt(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+    data = _read_text(path, decoding)
     docs = _paragraphs(data) if spec.txt_split == "paragraph" else [(1, data)]
     for start, chunk in docs:
         source = f"{shown}:{start}"
         try:
             yield _Row(source, {"text": chunk.decode("utf-8")}, chunk)
-        except UnicodeDecodeError as bad:
-            yield _Row(source, line=chunk, error=("bad_encoding", str(bad)))
+        except UnicodeDecodeError:
+            yield _Row(source, line=chunk, error=("bad_encoding", undecodable(chunk, decoding.name or "utf-8")))
 
 
 def _paragraphs(data: bytes) -> Iterator[tuple[int, bytes]]:
