@@ -247,11 +247,18 @@ class ShingleSets:
     def _build(self, parts: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray) -> None:
         counts = np.concatenate([np.empty(0, np.int64), *(c for c, _ in parts)])
         hashes = np.concatenate([np.empty(0, np.uint64), *(h for _, h in parts)])
+        del parts
         # (set index << 32 | dense shingle id), sorted and unique: each set is a sorted segment.
-        shingle = np.unique(hashes, return_inverse=True)[1].astype(np.uint64)
-        del hashes
-        owner = np.repeat(np.arange(len(rows), dtype=np.uint64), counts)
-        self.keys = _unique(owner << np.uint64(32) | shingle)
+        # Built in place and in chunks (np.unique's inverse would hold ~5 arrays of every shingle).
+        distinct = _unique(hashes)
+        keys = np.repeat(np.arange(len(rows), dtype=np.uint64), counts)
+        for lo in range(0, len(keys), VERIFY_SHINGLES):
+            chunk = slice(lo, lo + VERIFY_SHINGLES)
+            keys[chunk] <<= np.uint64(32)
+            keys[chunk] |= np.searchsorted(distinct, hashes[chunk]).astype(np.uint64)
+        del hashes, distinct
+        keys.sort()
+        self.keys = keys[_run_starts(keys)]
         self.start = np.searchsorted(self.keys, np.arange(len(rows) + 1, dtype=np.uint64) << np.uint64(32))
         self.rows = rows  # sorted
 
