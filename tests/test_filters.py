@@ -223,6 +223,19 @@ def test_exclude_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     }
 
 
+def test_a_hundred_thousand_phrases(tmp_path: Path) -> None:
+    # One regex of them all exceeded the regex size limit (polars raised); an automaton does not.
+    phrases = tmp_path / "phrases.txt"
+    made_up = (f"zq{n:05d} blocked" for n in range(100_000))
+    phrases.write_text("\n".join([*made_up, "click here"]) + "\n", encoding="utf-8")
+    got = outcome(
+        {"keywords": {"exclude_file": str(phrases)}},
+        [raw("hit", "Please click  here."), raw("made_up", "zq00042 BLOCKED now"), raw("clean", "zq00042blocked")],
+    )
+    assert got == {"hit": ("excluded_keyword", "click here"), "made_up": ("excluded_keyword", "zq00042 blocked"),
+                   "clean": None}
+
+
 def test_refusals_are_opt_in() -> None:
     rows = [
         sft("refusal", "Tell me a secret.", "As an AI language model, I can’t do that."),
