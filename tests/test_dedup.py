@@ -140,6 +140,18 @@ def test_minhash_finds_near_duplicates_and_verifies(paragraphs: list[str]) -> No
     assert removed.items() <= unverified.items()
 
 
+def test_minhash_pairs_grow_linearly_with_one_big_cluster(paragraphs: list[str]) -> None:
+    # 3000 distinct documents, all near duplicates (Jaccard ~0.9): every band puts most of them
+    # in one bucket. Each is compared with about one other, not with the window of every band.
+    words = paragraphs[0].split()[:80]
+    texts = [" ".join([*words, "item", str(i)]) for i in range(3000)]
+    records = frame(texts)
+    result = build_minhash_stage(MinHashDedup(), progress=False)(records)
+    assert check(records, result) == {f"r{i}": "r0" for i in range(1, 3000)}
+    assert result.extra["candidate_pairs"] < 2 * len(texts)
+    assert result.extra["confirmed_pairs"] == len(texts) - 1
+
+
 def test_clusters_keep_their_earliest_row() -> None:
     left, right = np.array([5, 3, 9, 7, 2]), np.array([3, 9, 1, 8, 2])  # a chain, a pair, a loop
     assert earliest_roots(10, left, right).tolist() == [0, 1, 2, 1, 4, 1, 6, 7, 7, 1]

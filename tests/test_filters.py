@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from curation.core.stage import StageResult
-from curation.filters import REFUSAL_PHRASES, build_filter_stage, phrase_pattern, read_phrases
+from curation.filters import REFUSAL_PHRASES, PhraseMatcher, build_filter_stage, read_phrases
 from schemas.config import ConfigError, Filters
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, records_frame
 
@@ -188,13 +188,10 @@ def test_keywords_match_whole_words_case_folded() -> None:
 
 
 def test_phrase_boundaries_only_at_word_characters() -> None:
-    pattern = phrase_pattern(["c++", "i'm sorry, but", "!important"])
-    assert pattern is not None
-    found = pl.Series(
-        ["we use c++ daily", "abc++ no", "i'm sorry, but no", "x !important;", "x!important"]
-    )
-    assert found.str.contains(pattern).to_list() == [True, False, True, True, True]
-    assert phrase_pattern(["", "   "]) is None
+    matcher = PhraseMatcher(["c++", "i'm sorry, but", "!important", "sorry"])
+    texts = pl.Series(["we use c++ daily", "abc++ no", "i'm sorry,   but no", "x !important;", "x!important", "sorryx"])
+    assert matcher.first(texts).to_list() == ["c++", None, "i'm sorry, but", "!important", "!important", None]
+    assert PhraseMatcher(["", "   "]).phrases == []
 
 
 def test_curly_apostrophes_match_straight_ones() -> None:
@@ -226,6 +223,19 @@ def test_exclude_file_skips_comments_and_blank_lines(tmp_path: Path) -> None:
     }
 
 
+def test_a_hundred_thousand_phrases(tmp_path: Path) -> None:
+    # One regex of them all exceeded the regex size limit (polars raised); an automaton does not.
+    phrases = tmp_path / "phrases.txt"
+    made_up = (f"zq{n:05d} blocked" for n in range(100_000))
+    phrases.write_text("\n".join([*made_up, "click here"]) + "\n", encoding="utf-8")
+    got = outcome(
+        {"keywords": {"exclude_file": str(phrases)}},
+        [raw("hit", "Please click  here."), raw("made_up", "zq00042 BLOCKED now"), raw("clean", "zq00042blocked")],
+    )
+    assert got == {"hit": ("excluded_keyword", "click here"), "made_up": ("excluded_keyword", "zq00042 blocked"),
+                   "clean": None}
+
+
 def test_refusals_are_opt_in() -> None:
     rows = [
         sft("refusal", "Tell me a secret.", "As an AI language model, I can’t do that."),
@@ -240,8 +250,7 @@ def test_bundled_refusal_list_is_usable() -> None:
     phrases = read_phrases(REFUSAL_PHRASES)
     assert len(phrases) >= 40 and len(set(phrases)) == len(phrases)
     assert all(p == p.lower().strip() for p in phrases)
-    pattern = phrase_pattern(phrases)
-    assert pattern is not None and pl.Series(phrases).str.contains(pattern).all()
+    assert PhraseMatcher(phrases).first(pl.Series(phrases)).to_list() == phrases
 
 
 def test_keyword_view_selects_the_turns() -> None:

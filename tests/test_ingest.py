@@ -423,6 +423,25 @@ def test_ids_hash_and_repeat_suffixes(tmp_path: Path) -> None:
     assert [m.get("input_id") for m in metas(result)] == [None, "a", None, digest, "a~2"]
 
 
+def test_one_row_repeated_holds_one_id_entry(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from curation.ingest.collect import _Collector
+
+    path = tmp_path / "same.jsonl.zst"
+    with pa.output_stream(str(path), compression="zstd") as f:
+        f.write((json.dumps({"instruction": "i", "output": "o"}) + "\n").encode() * 3000)
+    result = ingest([InputSpec(path=str(path))], progress=False, out=tmp_path / "work", batch_size=500)
+    ids = result.records.column("id").to_list()
+    assert result.rows_read == result.records.height == 3000 and result.rejected.height == 0
+    assert ids == [ids[0], *(f"{ids[0]}~{n}" for n in range(2, 3001))]
+    # What makes the ids unique stays one entry per input id, not one per row.
+    collector = _Collector()
+    assert [collector.unique("x") for _ in range(3000)][-1] == "x~3000"
+    assert collector.as_is == {"x"} and collector.suffixes == {"x": 3000}
+    assert collector.unique("x~3000") == "x~3000~2" and collector.unique("x~3001") == "x~3001"
+
+
 # --- tables, datasets, text -----------------------------------------------------------------
 
 

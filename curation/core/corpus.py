@@ -156,14 +156,24 @@ def column(source: Source, expr: pl.Expr | str) -> pl.Series:
 
 def take(source: Source, rows: np.ndarray, expr: pl.Expr | str) -> pl.Series:
     """An expression at the given (sorted) rows only: a corpus reads just the shards holding them."""
+    parts = list(take_parts(source, rows, expr))
+    return pl.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def take_parts(source: Source, rows: np.ndarray, expr: pl.Expr | str) -> Iterator[pl.Series]:
+    """`take`, one series per shard holding some of the rows (or one empty series): a caller
+    that reduces each part never holds the values of every row."""
     if isinstance(source, pl.DataFrame):
-        return source.select(expr).to_series().gather(rows)
-    parts = []
+        yield source.select(expr).to_series().gather(rows)
+        return
+    found = False
     for path, lo, n in zip(source.paths, source.starts, source.heights, strict=True):
         inside = rows[(rows >= lo) & (rows < lo + n)] - lo
         if len(inside):
-            parts.append(pl.scan_parquet(path).select(expr).collect().to_series().gather(inside))
-    return pl.concat(parts) if parts else pl.scan_parquet(source.paths[0]).select(expr).head(0).collect().to_series()
+            found = True
+            yield pl.scan_parquet(path).select(expr).collect().to_series().gather(inside)
+    if not found:
+        yield pl.scan_parquet(source.paths[0]).select(expr).head(0).collect().to_series()
 
 
 def lazy(source: Source) -> pl.LazyFrame:

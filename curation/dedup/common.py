@@ -18,16 +18,18 @@ def split_duplicates(records: Source, stage: str, reason: str, root: np.ndarray,
     at = np.flatnonzero(root != np.arange(records.height))  # the duplicates, in row order
     originals = np.unique(root[at])
     original_ids = take(records, originals, "id")
-    duplicate_of = original_ids.gather(np.searchsorted(originals, root[at]))
-    details = pl.Series([detail] * len(at), dtype=pl.String) if isinstance(detail, str) else detail
 
     def decide(shard: pl.DataFrame, lo: int) -> Decision:
+        # Per-row strings are made for one shard at a time: a corpus of one text repeated
+        # would otherwise hold a detail and a duplicate_of id for every row.
         a, b = np.searchsorted(at, [lo, lo + shard.height])
         rows = at[a:b] - lo
         def column(values: pl.Series | str) -> pl.Series:
             return pl.repeat(None, shard.height, dtype=pl.String, eager=True).scatter(rows, values)
 
-        return shard, column(reason), column(details.slice(a, b - a)), column(duplicate_of.slice(a, b - a))
+        details = detail if isinstance(detail, str) else detail.slice(a, b - a)
+        duplicate_of = original_ids.gather(np.searchsorted(originals, root[at[a:b]]))
+        return shard, column(reason), column(details), column(duplicate_of)
 
     return split_each(records, stage, decide)
 

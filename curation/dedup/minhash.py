@@ -37,7 +37,7 @@ import polars as pl
 from datasketch.lsh import _optimal_param  # the routine behind MinHashLSH(threshold, weights)
 from tqdm import tqdm
 
-from curation.core.corpus import take
+from curation.core.corpus import Source, take_parts
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
@@ -78,19 +78,34 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
             filled += len(part_docs)
             sig_parts.append(part_sigs)
         docs, keys = docs[:filled], keys[:, :filled]
-        left, right = candidate_pairs(keys, engine)
+        sets = None
+        if cfg.verify:  # the shingle sets of every document that shares a band key with another
+            shared = np.zeros(len(docs), bool)
+            for band in keys:
+                shared[_bucketed(band)[1]] = True
+            both = docs[shared]
+            sets = ShingleSets.read(records, both, text_view(cfg.view), cfg.ngram)
+        root, compared, confirmed = np.arange(records.height), 0, 0
+        for groups in engine.imap(band_pairs, (keys[j] for j in range(bands)), bands, "band buckets"):
+            for pair in groups:
+                # Pairs already joined (through any earlier pair) cannot change a cluster.
+                left = docs[(pair >> np.uint64(32)).astype(np.int64)]
+                right = docs[(pair & np.uint64(0xFFFFFFFF)).astype(np.int64)]
+                apart = root[left] != root[right]
+                left, right = left[apart], right[apart]
+                compared += len(left)
+                if sets is not None:
+                    keep = sets.jaccard(left, right) >= cfg.threshold
+                    left, right = left[keep], right[keep]
+                confirmed += len(left)
+                if len(left):  # clusters merge through their earliest rows (each one's root)
+                    root = earliest_roots(records.height, root[left], root[right])[root]
         del keys
-        left, right = docs[left], docs[right]
-        extra = {"bands": bands, "rows": rows, "candidate_pairs": len(left)}
+        extra = {"bands": bands, "rows": rows, "candidate_pairs": compared}
         if cfg.verify:
-            both = _unique(np.r_[left, right])
-            sets = ShingleSets(take(records, both, text_view(cfg.view)), both, cfg.ngram)
-            keep = sets.jaccard(left, right) >= cfg.threshold
-            left, right = left[keep], right[keep]
-            extra["confirmed_pairs"] = len(left)
-        root = earliest_roots(records.height, left, right)
+            extra["confirmed_pairs"] = confirmed
         dup = np.flatnonzero(root != np.arange(records.height))
-        if cfg.verify:
+        if sets is not None:
             label, score = "jaccard {:.2f}", sets.jaccard(dup, root[dup])
         else:
             sigs = np.concatenate(sig_parts, axis=1)
@@ -178,18 +193,24 @@ def _minhash(hashes: np.ndarray, counts: np.ndarray, perms: tuple[np.ndarray, np
     return out
 
 
-def candidate_pairs(keys: np.ndarray, engine: Engine | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Unique (i < j) columns of the band keys [bands, n] to compare: documents that share a
-    band key, each with the first document of the bucket and its BUCKET_WINDOW - 1
-    predecessors in it. Each band is grouped on its own (a task per band on Ray)."""
-    bands = keys.shape[0]
-    pairs = (engine or LocalEngine()).imap(band_pairs, (keys[j] for j in range(bands)), bands, "band buckets")
-    pair = _unique(np.concatenate(list(pairs)))
-    return (pair >> np.uint64(32)).astype(np.int64), (pair & np.uint64(0xFFFFFFFF)).astype(np.int64)
+def band_pairs(band: np.ndarray) -> list[np.ndarray]:
+    """One band's candidate pairs (i < j) packed as i << 32 | j, each group sorted and unique:
+    first every document with the first of its bucket, then with its predecessor 1, 2, ...,
+    BUCKET_WINDOW - 1 places before it. A bucket of m documents costs O(m) pairs, and once
+    the first group has joined a bucket's near duplicates the later groups are skipped."""
+    key, doc = _bucketed(band)
+    starts = _run_starts(key)
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(key)), 0))
+    groups = [_pack(doc[first[~starts]], doc[~starts])]
+    for d in range(1, BUCKET_WINDOW):
+        same = key[d:] == key[:-d]
+        groups.append(_pack(doc[:-d][same], doc[d:][same]))
+    return groups
 
 
-def band_pairs(band: np.ndarray) -> np.ndarray:
-    """One band's candidate pairs (i < j) packed as i << 32 | j, sorted and unique."""
+def _bucketed(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The documents of one band that share its key with another: (key, document), sorted by
+    key and, within a bucket, by document."""
     n = len(band)
     # One plain sort (10x faster than an argsort) groups the buckets: the document index takes
     # the low bits of the mixed band key, so documents also ascend within a bucket. Truncated
@@ -201,16 +222,11 @@ def band_pairs(band: np.ndarray) -> np.ndarray:
     starts = _run_starts(key)
     alone = starts.copy()  # buckets of one document: most of them
     alone[:-1] &= starts[1:]
-    key, doc = key[~alone], doc[~alone]
-    starts = _run_starts(key)
-    first = np.maximum.accumulate(np.where(starts, np.arange(len(key)), 0))
-    left, right = [doc[first[~starts]]], [doc[~starts]]
-    for d in range(1, BUCKET_WINDOW):
-        same = key[d:] == key[:-d]
-        left.append(doc[:-d][same])
-        right.append(doc[d:][same])
-    high, low = np.concatenate(left).astype(np.uint64), np.concatenate(right).astype(np.uint64)
-    return _unique(high << np.uint64(32) | low)
+    return key[~alone], doc[~alone]
+
+
+def _pack(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return _unique(left.astype(np.uint64) << np.uint64(32) | right.astype(np.uint64))
 
 
 class ShingleSets:
@@ -218,11 +234,31 @@ class ShingleSets:
 
     def __init__(self, texts: pl.Series, rows: np.ndarray, ngram: int) -> None:
         """`texts`: the texts of `rows` (sorted row numbers), in that order."""
-        counts, hashes = shingle_hashes(texts, ngram)
+        self._build([_hashed(texts, ngram)], rows)
+
+    @classmethod
+    def read(cls, records: Source, rows: np.ndarray, expr: pl.Expr, ngram: int) -> ShingleSets:
+        """The sets of `rows` (sorted) of a frame or corpus, read shard by shard: only the
+        shingle hashes are held, never the texts."""
+        sets = cls.__new__(cls)
+        sets._build([_hashed(texts, ngram) for texts in take_parts(records, rows, expr)], rows)
+        return sets
+
+    def _build(self, parts: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray) -> None:
+        counts = np.concatenate([np.empty(0, np.int64), *(c for c, _ in parts)])
+        hashes = np.concatenate([np.empty(0, np.uint64), *(h for _, h in parts)])
+        del parts
         # (set index << 32 | dense shingle id), sorted and unique: each set is a sorted segment.
-        shingle = np.unique(hashes, return_inverse=True)[1].astype(np.uint64)
-        owner = np.repeat(np.arange(len(rows), dtype=np.uint64), counts)
-        self.keys = _unique(owner << np.uint64(32) | shingle)
+        # Built in place and in chunks (np.unique's inverse would hold ~5 arrays of every shingle).
+        distinct = _unique(hashes)
+        keys = np.repeat(np.arange(len(rows), dtype=np.uint64), counts)
+        for lo in range(0, len(keys), VERIFY_SHINGLES):
+            chunk = slice(lo, lo + VERIFY_SHINGLES)
+            keys[chunk] <<= np.uint64(32)
+            keys[chunk] |= np.searchsorted(distinct, hashes[chunk]).astype(np.uint64)
+        del hashes, distinct
+        keys.sort()
+        self.keys = keys[_run_starts(keys)]
         self.start = np.searchsorted(self.keys, np.arange(len(rows) + 1, dtype=np.uint64) << np.uint64(32))
         self.rows = rows  # sorted
 
@@ -240,6 +276,14 @@ class ShingleSets:
             inter[lo:hi] = np.bincount(pair[found] - lo, minlength=hi - lo)
         union = size_a + size_b - inter
         return np.divide(inter, union, out=np.zeros(len(a)), where=union > 0)
+
+
+def _hashed(texts: pl.Series, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """shingle_hashes in batches of ~BATCH_BYTES of text: the words' temporaries stay bounded."""
+    sizes = texts.str.len_bytes().fill_null(0).to_numpy()
+    parts = [shingle_hashes(texts.slice(lo, hi - lo), ngram) for lo, hi in _batches(sizes, BATCH_BYTES)]
+    counts = np.concatenate([np.empty(0, np.int64), *(c for c, _ in parts)])
+    return counts, np.concatenate([np.empty(0, np.uint64), *(h for _, h in parts)])
 
 
 def _batches(weights: np.ndarray, budget: int) -> list[tuple[int, int]]:

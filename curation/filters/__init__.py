@@ -11,7 +11,7 @@ JSON or fenced python code.
 `checks` holds what they share.
 """
 
-from curation.filters.keywords import REFUSAL_PHRASES, phrase_pattern, read_phrases
+from curation.filters.keywords import REFUSAL_PHRASES, PhraseMatcher, read_phrases
 from curation.filters.stage import PARALLEL_MIN_ROWS, build_filter_stage
 
-__all__ = ["PARALLEL_MIN_ROWS", "REFUSAL_PHRASES", "build_filter_stage", "phrase_pattern", "read_phrases"]
+__all__ = ["PARALLEL_MIN_ROWS", "REFUSAL_PHRASES", "PhraseMatcher", "build_filter_stage", "read_phrases"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from curation.filters.checks import WHITESPACE, Check
+from curation.filters.checks import CONTENT, ROW, WHITESPACE, Check
 from schemas.config import KeywordFilter
 
 if TYPE_CHECKING:
@@ -18,17 +18,22 @@ if TYPE_CHECKING:
 
 REFUSAL_PHRASES = Path(__file__).parent.parent / "resources" / "refusal_phrases.txt"
 CURLY_APOSTROPHE = "\u2019"
+KEYWORD = "_keyword"  # the Work column of the phrase found
+MARK = "\x01"  # a word boundary in marked text: a control character, removed from texts at ingest
+_WORD = re.compile(r"\w")
 
 
 def keyword_section(cfg: KeywordFilter) -> Section:
-    pattern = phrase_pattern(keyword_phrases(cfg))
+    matcher = PhraseMatcher(keyword_phrases(cfg))
 
     def section(work: Work) -> list[Check]:
-        if pattern is None:
+        if not matcher.phrases:
             return []
-        text = _fold(pl.col(work.view(cfg.view)))
-        phrase = text.str.extract(pattern, 0).str.replace_all(" +", " ")
-        return [Check("excluded_keyword", text.str.contains(pattern), phrase)]
+        texts = work.texts(cfg.view)
+        found = matcher.first(texts.select(_fold(pl.col(CONTENT))).to_series())
+        work.add(texts.select(ROW).with_columns(found.alias(KEYWORD)))
+        found = pl.col(KEYWORD)
+        return [Check("excluded_keyword", found.is_not_null(), found)]
 
     return section
 
@@ -56,21 +61,40 @@ def read_phrases(path: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def phrase_pattern(phrases: Iterable[str]) -> str | None:
-    """One regex for all phrases, to search `_fold`ed text with (None if there are none).
+class PhraseMatcher:
+    """Finds phrases in `_fold`ed text as whole words, with Aho-Corasick automata (polars'
+    `str.contains_any` / `str.extract_many`), not one regex of all phrases: a regex of 100k
+    phrases exceeds the regex size limit, and a list of a million takes gigabytes.
 
-    A phrase matches as whole words: \\b only at ends that are word characters (a \\b next to
-    "!" or "'" would demand a word character beyond it), and a space in it matches any run of
-    spaces. Longest first, so the reported match is the most specific one.
+    A phrase matches as whole words: a word boundary (\\b) only at ends that are word
+    characters (a \\b next to "!" or "'" would demand a word character beyond it), and a space
+    in it matches any run of spaces. The match reported is the leftmost, and the longest phrase
+    there: what a regex alternation of the phrases, longest first, finds.
     """
-    folded = {" ".join(p.lower().replace(CURLY_APOSTROPHE, "'").split()) for p in phrases} - {""}
-    unique = sorted(folded, key=lambda p: (-len(p), p))
-    if not unique:
-        return None
-    alternatives = []
-    for phrase in unique:
-        body = " +".join(pl.escape_regex(word) for word in phrase.split(" "))
-        start = r"\b" if re.match(r"\w", phrase[0]) else ""
-        end = r"\b" if re.match(r"\w", phrase[-1]) else ""
-        alternatives.append(start + body + end)
-    return "(?:" + "|".join(alternatives) + ")"
+
+    def __init__(self, phrases: Iterable[str]) -> None:
+        folded = {" ".join(p.lower().replace(CURLY_APOSTROPHE, "'").split()) for p in phrases} - {""}
+        # Longest first: at one position the automaton (leftmost-first) reports the first phrase.
+        self.phrases = sorted(folded, key=lambda p: (-len(p), p))
+        # Each phrase with a MARK at every word boundary inside it, and at an end that is a word
+        # character; text marked the same way then holds a phrase's marked form exactly where
+        # the phrase occurs with boundaries at those ends.
+        inner = pl.Series(self.phrases, dtype=pl.String).str.replace_all(r"\b", MARK).str.strip_chars(MARK)
+        self.marked = [
+            (MARK if _WORD.match(p[0]) else "") + body + (MARK if _WORD.match(p[-1]) else "")
+            for p, body in zip(self.phrases, inner.to_list(), strict=True)
+        ]
+
+    def first(self, texts: pl.Series) -> pl.Series:
+        """The first phrase in each `_fold`ed text (null: none). Only the texts that hold some
+        phrase's characters are marked and searched for it as whole words."""
+        spaced = texts.str.replace_all(" {2,}", " ")
+        hit = spaced.str.contains_any(self.phrases).fill_null(False)
+        found = (
+            spaced.filter(hit)
+            .str.replace_all(r"\b", MARK)
+            .str.extract_many(self.marked, leftmost=True)
+            .list.first()
+            .str.replace_all(MARK, "", literal=True)
+        )
+        return pl.repeat(None, len(texts), dtype=pl.String, eager=True).scatter(hit.arg_true(), found)

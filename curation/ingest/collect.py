@@ -32,6 +32,9 @@ SAMPLE_ROWS = 200  # rows per file `curate validate` reads
 # Control characters other than tab, newline and carriage return (NUL included) are removed
 # from every text: they corrupt tokenizers and terminals and carry no content.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# An id `unique` may have made: the input id, "~" and a suffix number of 2 or more (at most
+# 18 digits: a longer number was never given out, and int() refuses very long ones).
+_SUFFIXED = re.compile(r"(.*)~([1-9][0-9]{0,17})", re.DOTALL)
 log = logging.getLogger(__name__)
 
 
@@ -253,8 +256,11 @@ class _Collector:
         self.rows_read = 0
         self.control_chars_removed = 0
         self.files: list[FileReport] = []
-        self.taken: set[str] = set()
-        self.suffixes: dict[str, int] = {}  # input id -> the last suffix number given to it
+        # The ids given out, compactly: those kept as they came, and per input id given out
+        # more than once the last suffix number n (its ids ~2 .. ~n are all taken). A file of
+        # one row repeated holds one entry, not one per row.
+        self.as_is: set[str] = set()
+        self.suffixes: dict[str, int] = {}
 
     def close(self) -> tuple[Source, Source]:
         if self.sinks is None:
@@ -366,12 +372,20 @@ class _Collector:
 
     def unique(self, rid: str) -> str:
         candidate, n = rid, self.suffixes.get(rid, 1)
-        while candidate in self.taken:  # also steps over input ids that look like "x~2"
+        while self.taken(candidate):  # also steps over input ids that look like "x~2"
             n += 1
             candidate = f"{rid}~{n}"
-        self.suffixes[rid] = n
-        self.taken.add(candidate)
+        if n == 1:
+            self.as_is.add(candidate)
+        else:
+            self.suffixes[rid] = n
         return candidate
+
+    def taken(self, candidate: str) -> bool:
+        if candidate in self.as_is:
+            return True
+        suffixed = _SUFFIXED.fullmatch(candidate) if "~" in candidate else None
+        return suffixed is not None and 2 <= int(suffixed[2]) <= self.suffixes.get(suffixed[1], 0)
 
     def reject(
         self, row: _Row, reason: str, detail: str, draft: _Draft | None = None, **record: Any
