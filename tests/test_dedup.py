@@ -341,6 +341,10 @@ def test_siblings_need_two_distinct_answers_to_a_prompt_ending_with_a_user_turn(
     ])
     assert protected_rows(records).tolist() == [0, 2, 4, 6, 7]
     assert protected_rows(records.head(0)).tolist() == []
+    # Without siblings a stage that protects them decides as one that does not.
+    raw = frame(["a text", "A text.", "another"])
+    result = build_exact_stage(ExactDedup(), keep_siblings=True)(raw)
+    assert check(raw, result) == {"r1": "r0"} and result.extra == {"siblings_protected": 0}
 
 
 def test_oasst_pairs_survive_dedup(shared_data: Path, tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def spare_siblings(records: Source, root: np.ndarray, engine: Engine | None = No
     pointed at stay kept, so every other duplicate still names a kept record."""
     rows = protected_rows(records, engine)
     spared = rows[root[rows] != rows]
-    if len(spared) and not root.flags.writeable:
-        root = root.copy()
-    root[spared] = spared
+    if len(spared):
+        root = root if root.flags.writeable else root.copy()
+        root[spared] = spared
     return root, len(spared)
