@@ -24,7 +24,7 @@ DEDUP = {"exact": {}, "minhash": {"threshold": 0.8, "num_perm": 128, "ngram": 5}
 
 
 def pairs(input_path: Path, dedup: bool, work: Path) -> tuple[int, dict]:
-    """Preference pairs built, and per dedup stage (removed, siblings_protected)."""
+    """Preference pairs built, and per dedup stage (records in, removed, siblings_protected)."""
     config = {"inputs": [{"path": str(input_path.resolve())}], "preference": {"ranking": "human"}}
     if dedup:
         config["dedup"] = DEDUP
@@ -32,7 +32,8 @@ def pairs(input_path: Path, dedup: bool, work: Path) -> tuple[int, dict]:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     stats = run_pipeline(load_config(path), work / name, path)
-    stages = {s.stage: (s.removed, s.figures.get("siblings_protected")) for s in stats.stages if s.stage.startswith("dedup")}
+    stages = {s.stage: (s.rows_in, s.removed, s.figures.get("siblings_protected"))
+              for s in stats.stages if s.stage.startswith("dedup")}
     return stats.stage("preference").figures["generated"], stages
 
 
@@ -44,8 +45,8 @@ def main() -> None:
         plain, _ = pairs(args.input, False, Path(tmp))
         deduped, stages = pairs(args.input, True, Path(tmp))
     print(f"pairs without dedup: {plain}; with exact + minhash + semantic: {deduped} ({deduped / plain:.0%})")
-    for stage, (removed, protected) in stages.items():
-        print(f"  {stage}: removed {removed}, siblings protected {protected}")
+    for stage, (rows_in, removed, protected) in stages.items():
+        print(f"  {stage}: {rows_in} in, removed {removed}, siblings protected {protected}")
 
 
 if __name__ == "__main__":
