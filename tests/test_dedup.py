@@ -9,12 +9,15 @@ import numpy as np
 import polars as pl
 import pytest
 
+from curation.core.corpus import CorpusWriter
+from curation.core.run import run_pipeline
 from curation.core.stage import StageResult
 from curation.dedup import build_exact_stage, build_minhash_stage, build_semantic_stage
 from curation.dedup.common import earliest_roots
 from curation.dedup.minhash import ShingleSets, permutations, shingle_hashes, signatures
 from curation.dedup.semantic import greedy_duplicates
-from schemas.config import ExactDedup, MinHashDedup, SemanticDedup
+from curation.dedup.siblings import protected_rows
+from schemas.config import CurateConfig, ExactDedup, MinHashDedup, SemanticDedup
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, records_frame
 
 SOURCES = [
@@ -279,3 +282,95 @@ def test_empty_views_are_never_duplicates(paragraphs: list[str], semantic_stage)
         assert check(records, stage(records)) == {"r7": "r6"}, stage.name
         empty = stage(records.head(0))
         assert empty.kept.height == 0 and empty.rejected.height == 0
+
+
+# --- preference siblings ----------------------------------------------------------------------
+
+
+def sibling_records(paragraphs: list[str]) -> pl.DataFrame:
+    """Answers to one prompt that are exact, near and semantic duplicates of each other but differ
+    (siblings: candidates for a preference pair), and the same answers to other prompts (not)."""
+    long = max(paragraphs, key=lambda t: len(t.split()))
+    (a1, a2), (b1, b2), _ = PARAPHRASES
+    q = [f"Question {i}: what does this passage say?" for i in range(5)]
+    answers = [
+        (q[0], long),
+        (q[0], long.upper()),  # an exact duplicate once normalised
+        (q[0], edit(long, [10, 60])),  # a near duplicate
+        (q[1], long),  # the same answer to another prompt: no sibling
+        (q[0], "  " + long),  # the same stripped answer to the same prompt: merged into c0's
+        (q[2], a1),
+        (q[2], a2),  # a paraphrase
+        (q[3], b1),
+        (q[4], b2),  # a paraphrase, to another prompt
+    ]
+    return records_frame([conversation(i, question, answer) for i, (question, answer) in enumerate(answers)])
+
+
+@pytest.mark.parametrize(
+    ("build", "before", "after"),
+    [
+        (lambda keep: build_exact_stage(ExactDedup(view="assistant"), keep_siblings=keep),
+         {"c1": "c0", "c3": "c0", "c4": "c0"}, {"c3": "c0", "c4": "c0"}),
+        (lambda keep: build_minhash_stage(MinHashDedup(view="assistant"), progress=False, keep_siblings=keep),
+         {"c1": "c0", "c2": "c0", "c3": "c0", "c4": "c0"}, {"c3": "c0", "c4": "c0"}),
+        (lambda keep: build_semantic_stage(SemanticDedup(threshold=THRESHOLD, view="assistant"), progress=False,
+                                           keep_siblings=keep),
+         {"c1": "c0", "c2": "c0", "c3": "c0", "c4": "c0", "c6": "c5", "c8": "c7"}, {"c3": "c0", "c4": "c0", "c8": "c7"}),
+    ],
+    ids=["exact", "minhash", "semantic"],
+)
+def test_sibling_answers_are_kept_when_preference_is_configured(
+    paragraphs: list[str], tmp_path: Path, build, before: dict, after: dict
+) -> None:
+    records = sibling_records(paragraphs)
+    plain = build(False)(records)
+    assert check(records, plain) == before and "siblings_protected" not in plain.extra
+    kept = build(True)(records)
+    assert check(records, kept) == after
+    assert kept.extra["siblings_protected"] == len(before) - len(after)
+    # In shards of 4 records (rows found by their shard's offset) the stage decides the same.
+    writer = CorpusWriter(tmp_path / "corpus", 4, tmp_path / "scratch", RECORD_SCHEMA)
+    writer.write(records)
+    sharded = build(True)(writer.close())
+    assert sharded.rejected.collect()["id"].to_list() == kept.rejected["id"].to_list()
+
+
+def test_siblings_need_two_distinct_answers_to_a_prompt_ending_with_a_user_turn() -> None:
+    def sft(i: int, *turns: tuple[str, str]) -> dict:
+        return row(f"s{i}", "sft", messages=[{"role": role, "content": text} for role, text in turns])
+
+    records = records_frame([
+        sft(0, ("user", "Q"), ("assistant", "A")),
+        sft(1, ("system", "Be brief."), ("user", "Q"), ("assistant", "A")),  # another prompt
+        sft(2, ("user", "Q"), ("assistant", "B ")),
+        sft(3, ("user", "Q"), ("assistant", "B")),  # B again once stripped: only the first is kept
+        sft(4, ("user", "Q"), ("assistant", "C"), ("user", "Thanks")),  # the last answer is C
+        sft(5, ("user", "R"), ("assistant", "A")),  # R has one answer
+        sft(6, ("user", "S"), ("assistant", "x"), ("user", "T"), ("assistant", "y")),
+        sft(7, ("user", "S"), ("assistant", "x"), ("user", "T"), ("assistant", "z")),
+        row("r8", "raw", text="Q"),
+    ])
+    assert protected_rows(records).tolist() == [0, 2, 4, 6, 7]
+    assert protected_rows(records.head(0)).tolist() == []
+    # Without siblings a stage that protects them decides as one that does not.
+    raw = frame(["a text", "A text.", "another"])
+    result = build_exact_stage(ExactDedup(), keep_siblings=True)(raw)
+    assert check(raw, result) == {"r1": "r0"} and result.extra == {"siblings_protected": 0}
+
+
+def test_oasst_pairs_survive_dedup(shared_data: Path, tmp_path: Path) -> None:
+    """Real oasst trees: ranked sibling replies share their prompt, and answer-only dedup finds
+    many of them alike. With preference configured, all three stages leave the pairs alone."""
+    inputs = [{"path": str(shared_data / "sft" / "oasst_en_100_tree.jsonl")}]
+    preference = {"ranking": "human"}
+    dedup = {"exact": {}, "minhash": {}, "semantic": {"threshold": 0.9, "view": "assistant"}}
+    plain = run_pipeline(CurateConfig(inputs=inputs, preference=preference), tmp_path / "plain", in_memory=True)
+    deduped = run_pipeline(CurateConfig(inputs=inputs, preference=preference, dedup=dedup), tmp_path / "dedup", in_memory=True)
+    pairs = plain.stage("preference").figures["generated"]
+    assert pairs > 100
+    assert deduped.stage("preference").figures["generated"] >= 0.95 * pairs
+    assert all(deduped.stage(s).figures["siblings_protected"] > 0 for s in ("dedup_minhash", "dedup_semantic"))
+    # Without a preference section the same dedup removes many of them.
+    alone = run_pipeline(CurateConfig(inputs=inputs, dedup=dedup), tmp_path / "alone", in_memory=True)
+    assert alone.stage("dedup_semantic").removed > 50

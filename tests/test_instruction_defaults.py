@@ -73,7 +73,7 @@ def test_sibling_answers_from_two_files_become_source_ranked_pairs(tmp_path: Pat
     preference = {"ranking": "source", "source_order": ["outputs_gpt4.json", "outputs_alpaca7b.json"]}
     stats = run_pipeline(CurateConfig(inputs=inputs, dedup=dedup, preference=preference), tmp_path / "run", in_memory=True)
     semantic = stats.stage("dedup_semantic")
-    assert semantic.removed == 0 and semantic.figures["sibling_answers_kept"] == removed
+    assert semantic.removed == 0 and semantic.figures["siblings_protected"] == removed
     pref = stats.stage("preference")
     assert pref.figures["generated"] == len(alpaca) and pref.figures["no_pair_by_reason"] == {}
     # Streamed in shards of 16 records, the run decides the same (shared lines, siblings, pairs).

@@ -66,6 +66,7 @@ def with_near_duplicates(tmp_path: Path) -> Path:
 def test_ray_engine_keeps_and_rejects_what_the_local_engine_does(tmp_path: Path, ray_cluster: str) -> None:
     config = base_config()
     config["inputs"].append({"path": str(with_near_duplicates(tmp_path))})
+    config["preference"] = {"ranking": "human"}  # oasst siblings: protected from dedup, per shard on Ray
     kept_local, rejected_local, stats_local = curate(tmp_path, config, "local")
     # Small partitions: every stage's work is spread over many tasks on both nodes.
     config["execution"] = {"engine": "ray", "address": ray_cluster, "batch_size": 150}
@@ -79,6 +80,8 @@ def test_ray_engine_keeps_and_rejects_what_the_local_engine_does(tmp_path: Path,
     columns = ["id", "source", "stage", "reason", "detail", "duplicate_of"]
     assert rejected_ray.select(columns).equals(rejected_local.select(columns))
     assert [s["removed_by_reason"] for s in stats_ray["stages"]] == [s["removed_by_reason"] for s in stats_local["stages"]]
+    protected = [s.get("siblings_protected") for s in stats_local["stages"] if s["stage"].startswith("dedup")]
+    assert protected[2] > 0 and protected == [s.get("siblings_protected") for s in stats_ray["stages"] if s["stage"].startswith("dedup")]
 
     import ray
 

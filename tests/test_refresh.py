@@ -362,3 +362,23 @@ def test_minhash_match_index_finds_the_earliest_published_match(alpaca: list[dic
     match, score = minhash.match_index(new, docs, sigs, old, old_docs, old_sigs, cfg)
     assert match.tolist() == [-1, 2, -1, -1]
     assert score[1] >= cfg.threshold if verify else score[1] > 0.5
+
+
+def test_sibling_answers_are_not_rejected_as_published_duplicates(tmp_path: Path, alpaca: list[dict]) -> None:
+    """A new answer equal to a published one is still a candidate for a preference pair when the
+    new records hold another answer to its prompt: kept with preference configured, else rejected."""
+    source = alpaca[0]
+    for name, preference in (("plain", ""), ("preference", "preference: {ranking: human}\n")):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "config.yaml").write_text("inputs:\n  - path: data/*.jsonl\ndedup:\n  exact: {}\n" + preference)
+        write(root / "data" / "a.jsonl", [row("a0", source)])
+        run_refresh(root, "r1")
+        again = dict(row("c_again", source), output=source["output"].upper())  # the published answer
+        other = dict(row("c_other", alpaca[1]), instruction=source["instruction"], input=source["input"])
+        write(root / "data" / "c.jsonl", [again, other])
+        _, _, stage, _ = run_refresh(root, "r2")
+        if preference:
+            assert stage.removed == 0 and stage.figures["siblings_protected"] == 1
+        else:
+            assert stage.removed_by_reason == {"duplicate_of_published": 1} and "siblings_protected" not in stage.figures

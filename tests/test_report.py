@@ -172,8 +172,8 @@ def stats(kept: int, rejected: int) -> dict:
         stage("decontamination", 15, 14, {"benchmark_overlap": 1}, ngram=13, min_coverage=0.5,
               benchmarks={"gsm8k_test": {"items": 1319, "texts": 2638, "too_short": 0, "benchmark_overlap": 1,
                                          "benchmark_paraphrase": 0}}),
-        stage("dedup_exact", 14, 12, {"exact_duplicate": 2}),
-        stage("dedup_minhash", 12, 11, {"near_duplicate": 1}, candidate_pairs=3, confirmed_pairs=1),
+        stage("dedup_exact", 14, 12, {"exact_duplicate": 2}, siblings_protected=1),
+        stage("dedup_minhash", 12, 11, {"near_duplicate": 1}, candidate_pairs=3, confirmed_pairs=1, siblings_protected=0),
         stage("jury", 11, 10, {"low_jury_score": 1}, judges=JUDGES, rated=8, unscored=0, agreement_alpha=0.612,
               mean_spread=0.875, histogram={"1": 0, "2": 1, "3": 2, "4": 4, "5": 1, "unscored": 0},
               usage={j: {"model": "endpoint:gpt-4o-mini", **usage} for j in JUDGES}, estimated_cost_usd=0.0013,
@@ -357,6 +357,7 @@ def test_report_content(rendered: dict) -> None:
         "too_few_words",
         "2 words &lt; 3",  # a removal detail
         "cluster of 3",  # a1 and its two exact duplicates
+        "never removed as duplicates): dedup_exact: 1; dedup_minhash: 0.",  # preference siblings per stage
         "0.612",  # Krippendorff's alpha
         "accuracy_at_min_score 1",  # distillation agreement
         "hold-out of 2 records: its Spearman is uncertain",  # and its warning

@@ -117,17 +117,20 @@ def build_plan(
         decontamination = build_decontamination_stage(config.decontamination, out_dir / "decontamination", engine)
         benchmarks = tuple(b.path for b in config.decontamination.benchmarks)
         steps.append(Step(decontamination, ("decontamination",), "decontamination", benchmarks))
+    # With preference pairs from the data's answers, sibling answers to one prompt are candidates,
+    # not duplicates: no dedup stage removes them (curation.dedup.siblings).
+    siblings = config.preference is not None and config.preference.candidates.existing
+    also = ("preference.candidates.existing",) if siblings else ()
     if dedup and dedup.exact:
-        steps.append(Step(build_exact_stage(dedup.exact, engine), ("dedup.exact",)))
+        steps.append(Step(build_exact_stage(dedup.exact, engine, keep_siblings=siblings), ("dedup.exact", *also)))
     if dedup and dedup.minhash:
-        steps.append(Step(build_minhash_stage(dedup.minhash, progress, engine), ("dedup.minhash",)))
+        minhash = build_minhash_stage(dedup.minhash, progress, engine, keep_siblings=siblings)
+        steps.append(Step(minhash, ("dedup.minhash", *also)))
     if dedup and dedup.semantic:
-        # With preference pairs, sibling answers from other files are candidates, not duplicates.
-        siblings = config.preference is not None
         semantic = build_semantic_stage(dedup.semantic, progress, engine, keep_siblings=siblings)
-        steps.append(Step(semantic, ("dedup.semantic", "preference.ranking") if siblings else ("dedup.semantic",)))
+        steps.append(Step(semantic, ("dedup.semantic", *also)))
     if previous is not None:  # which version it is: part of the ingest fingerprint
-        steps.append(Step(build_published_stage(previous, dedup, progress), ("dedup",)))
+        steps.append(Step(build_published_stage(previous, dedup, progress, keep_siblings=siblings), ("dedup", *also)))
     jury = Jury(config.jury, cache, budget) if config.jury else None
     if config.jury and jury:
         steps.append(Step(build_jury_stage(config.jury, jury, out_dir, progress=progress, engine=engine), ("jury",), "jury"))

@@ -22,6 +22,7 @@ from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
 from curation.dedup.common import split_duplicates
+from curation.dedup.siblings import STAT, spare_siblings
 from schemas.config import ExactDedup
 
 STAGE = "dedup_exact"
@@ -41,9 +42,10 @@ def normalised_text(cfg: ExactDedup) -> pl.Expr:
     return text
 
 
-def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None) -> Stage:
+def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None, keep_siblings: bool = False) -> Stage:
     """`engine` computes the per-row keys by partitions (default: this process); the grouping
-    by key needs only the keys (8 bytes a record)."""
+    by key needs only the keys (8 bytes a record). `keep_siblings`: preference sibling answers
+    are never removed (curation.dedup.siblings)."""
     detail = f"same text after normalising {', '.join(cfg.normalize) or 'nothing'}"
 
     def keys(records: pl.DataFrame) -> pl.Series:
@@ -66,7 +68,12 @@ def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None) -> Stage:
             .to_series()
             .to_numpy()
         )
-        return split_duplicates(records, STAGE, "exact_duplicate", roots, detail)
+        extra = {}
+        if keep_siblings:
+            roots, extra[STAT] = spare_siblings(records, roots, engine)
+        result = split_duplicates(records, STAGE, "exact_duplicate", roots, detail)
+        result.extra = extra
+        return result
 
     return Stage(STAGE, run, streams=True)
 

@@ -42,6 +42,7 @@ from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
 from curation.dedup.common import earliest_roots, split_duplicates
+from curation.dedup.siblings import STAT, spare_siblings
 from schemas.config import MinHashDedup
 
 STAGE = "dedup_minhash"
@@ -54,9 +55,12 @@ SEED = 0x5EED
 FOLD = np.uint64(0x9E3779B97F4A7C15)  # odd: folding hashes with it loses no information
 
 
-def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine | None = None) -> Stage:
+def build_minhash_stage(
+    cfg: MinHashDedup, progress: bool = True, engine: Engine | None = None, keep_siblings: bool = False
+) -> Stage:
     """`engine` computes the band keys by partitions (default: this process); only the keys
-    (8 bytes a band per record; the signatures too when verify is off) come back for grouping."""
+    (8 bytes a band per record; the signatures too when verify is off) come back for grouping.
+    `keep_siblings`: preference sibling answers are never removed (curation.dedup.siblings)."""
     bands, rows = lsh_params(cfg.threshold, cfg.num_perm, cfg.verify)
     a, b = permutations(cfg.num_perm)
     perms = a[: bands * rows], b[: bands * rows]  # the optimiser may leave a few unused
@@ -104,6 +108,8 @@ def build_minhash_stage(cfg: MinHashDedup, progress: bool = True, engine: Engine
         extra = {"bands": bands, "rows": rows, "candidate_pairs": compared}
         if cfg.verify:
             extra["confirmed_pairs"] = confirmed
+        if keep_siblings:
+            root, extra[STAT] = spare_siblings(records, root, engine)
         dup = np.flatnonzero(root != np.arange(records.height))
         if sets is not None:
             label, score = "jaccard {:.2f}", sets.jaccard(dup, root[dup])

@@ -10,6 +10,7 @@ import polars as pl
 from curation.core.stage import Stage, StageResult, split_rejects
 from curation.core.text import text_view
 from curation.dedup import exact, minhash, semantic
+from curation.dedup.siblings import STAT, protected_rows
 from curation.publish.indexes import DedupCfg, Index, compute_index, enabled_indexes
 from curation.publish.versions import Version, version_name
 from schemas.config import Dedup
@@ -19,7 +20,9 @@ REASON = "duplicate_of_published"
 ID_REASON = "published_id"  # a new record reusing the id of a published one (e.g. an edited row)
 
 
-def build_published_stage(previous: Version | None, dedup: Dedup | None, progress: bool = True) -> Stage:
+def build_published_stage(
+    previous: Version | None, dedup: Dedup | None, progress: bool = True, keep_siblings: bool = False
+) -> Stage:
     """Reject new records that duplicate a record of the published `previous` version.
 
     Runs after the in-run dedup stages. Per enabled index kind, cheapest first, on the records
@@ -28,16 +31,22 @@ def build_published_stage(previous: Version | None, dedup: Dedup | None, progres
     rejected as `duplicate_of_published` with duplicate_of = the earliest matching published
     record (semantic: the closest one); the detail names the kind, the similarity and the version. Then a surviving record whose
     id is already published is rejected as `published_id` (a version's ids stay unique). With no
-    previous version (the first publish) every record is kept.
+    previous version (the first publish) every record is kept. `keep_siblings`: preference sibling
+    answers among the new records are never rejected as `duplicate_of_published`
+    (curation.dedup.siblings); a published id is still rejected.
     """
 
     def run(records: pl.DataFrame) -> StageResult:
         n = records.height
         reason, detail, dup = [None] * n, [None] * n, [None] * n
         extra: dict[str, Any] = {"published_version": previous.number if previous else None}
+        spared = np.zeros(n, bool)  # siblings a match would have rejected
         if previous is not None:
             name = version_name(previous.number)
             pending = np.ones(n, bool)
+            guarded = np.zeros(n, bool)
+            if keep_siblings:
+                guarded[protected_rows(records)] = True
             old_row = {rid: i for i, rid in enumerate(previous.kept["id"].to_list())}
             matched: dict[str, int] = {}
             rebuilt = []
@@ -56,15 +65,20 @@ def build_published_stage(previous: Version | None, dedup: Dedup | None, progres
                     if pos < 0:
                         continue
                     i = rows[at[k]]
+                    if guarded[i]:
+                        spared[i] = True  # still pending: later kinds index it for the publish
+                        continue
                     reason[i], dup[i] = REASON, old.ids[pos]
                     detail[i] = f"{kind}: {label} in {name}"
                     pending[i] = False
-                matched[kind] = int((hits >= 0).sum())
+                matched[kind] = int(((hits >= 0) & ~guarded[rows[at]]).sum())
             for i in np.flatnonzero(pending):
                 rid = records["id"][int(i)]
                 if rid in old_row:
                     reason[i], dup[i], detail[i] = ID_REASON, rid, f"id already published in {name}"
             extra.update(matched=matched, id_conflicts=sum(r == ID_REASON for r in reason), rebuilt_indexes=rebuilt)
+        if keep_siblings:
+            extra[STAT] = int(spared.sum())
         result = split_rejects(
             records,
             STAGE,

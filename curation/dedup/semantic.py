@@ -16,9 +16,9 @@
 Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
 every removal names the closest earlier kept record (`duplicate_of`, cosine in `detail`), so
 nothing is removed as a duplicate of a removed record. Records whose view text is empty (or only
-whitespace) are never duplicates. With `keep_siblings` (the run builds preference pairs), an sft
-record whose closest kept record answers the same prompt from another input file is kept: the
-two are candidate answers for a pair, not duplicates.
+whitespace) are never duplicates. With `keep_siblings` (the run builds preference pairs from the
+data's answers), sibling answers to one prompt are kept (curation.dedup.siblings): they are
+candidate answers for a pair, not duplicates.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from curation.core.corpus import Corpus, Source, shards, take
+from curation.core.corpus import Corpus, Source, shards
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
 from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
 from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
+from curation.dedup.siblings import STAT, spare_siblings
 from schemas.config import SemanticDedup
 
 STAGE = "dedup_semantic"
@@ -53,7 +54,7 @@ def build_semantic_stage(
 ) -> Stage:
     """`engine` embeds partitions of the records (default: this process; on Ray, each worker
     process loads the encoder once); the search runs in this process, on the embeddings file.
-    `keep_siblings`: answers to the same prompt from different input files are never duplicates."""
+    `keep_siblings`: preference sibling answers are never removed (curation.dedup.siblings)."""
     engine = engine or LocalEngine()
 
     def run(records: Source) -> StageResult:
@@ -79,7 +80,7 @@ def build_semantic_stage(
             kept_as, sim, search = greedy_kept(embeddings, cfg.threshold, _exact_rows(cfg, embeddings.rows), progress)
         root = np.arange(records.height)
         root[rows] = rows[kept_as]
-        siblings = release_siblings(records, root) if keep_siblings else 0
+        root, spared = spare_siblings(records, root, engine) if keep_siblings else (root, 0)
         dup = root != np.arange(records.height)
         cosine = np.zeros(records.height, np.float32)
         cosine[rows] = sim
@@ -88,7 +89,7 @@ def build_semantic_stage(
         result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows),
                         "shared_lines_left_out": len(shared)}
         if keep_siblings:
-            result.extra["sibling_answers_kept"] = siblings
+            result.extra[STAT] = spared
         return result
 
     return Stage(STAGE, run, streams=True)
@@ -121,23 +122,6 @@ def without_lines(texts: pl.Series, shared: frozenset[str]) -> pl.Series:
         return "\n".join(kept) if any(line.strip() for line in kept) else text
 
     return pl.Series(texts.name, [strip(t) for t in texts.to_list()], dtype=pl.String)
-
-
-def release_siblings(records: Source, root: np.ndarray) -> int:
-    """Keep (root[i] = i) every sft duplicate whose kept record has the same prompt (the turns
-    before the last answer) and comes from another input file; returns how many."""
-    at = np.flatnonzero(root != np.arange(records.height))
-    if not len(at):
-        return 0
-    rows = np.unique(np.concatenate([at, root[at]]))  # take() reads sorted rows
-    prompt = pl.when(pl.col("kind") == "sft").then(pl.col("messages").list.head(pl.col("messages").list.len() - 1))
-    file = pl.col("source").str.replace(r"(:\d+|#.*)$", "")
-    prompts, files = take(records, rows, prompt.alias("p")).to_list(), take(records, rows, file.alias("f")).to_list()
-    released = 0
-    for i, j in zip(np.searchsorted(rows, at), np.searchsorted(rows, root[at]), strict=True):
-        if prompts[i] is not None and prompts[i] == prompts[j] and files[i] != files[j]:
-            root[rows[i]], released = rows[i], released + 1
-    return released
 
 
 def _exact_rows(cfg: SemanticDedup, n: int) -> int:

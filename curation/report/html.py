@@ -29,6 +29,7 @@ import polars as pl
 from markupsafe import Markup, escape
 
 from curation.core.stats import RunStats, StageStats
+from curation.dedup.siblings import STAT
 from schemas.export import exported_sets
 
 REPORT = "report.html"
@@ -73,6 +74,7 @@ def write_report(run_dir: Path) -> Path:
         "lengths": _lengths(kept) if kept is not None else None,
         "tokens": _tokens(stats.stage("export")),
         "duplicates": _duplicates(kept, rejected) if rejected is not None else None,
+        "siblings": _siblings(stages),
         "contamination": hygiene.contamination(stats, run_dir, rejected),
         "languages": hygiene.languages(stats),
         "pii": hygiene.pii(stats),
@@ -477,6 +479,12 @@ def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
         "by_stage": by_stage.sort("stage").collect().to_dicts(),
         "size_chart": _cluster_size_chart(sizes["removed"].to_numpy()) if sizes.height else None,
     }
+
+
+def _siblings(stages: list[StageStats]) -> list[dict]:
+    """Per dedup stage that protected preference siblings (curation.dedup.siblings): how many
+    records it kept that it would otherwise have removed."""
+    return [{"stage": s.stage, "protected": s.figures[STAT]} for s in stages if STAT in s.figures]
 
 
 def _cluster_size_chart(removed: np.ndarray) -> Markup:
