@@ -26,12 +26,12 @@ from schemas.bundled import bundled_smollm2_gguf, cache_dir, smollm2_dir, smollm
 from schemas.config import format_errors
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from training import hardware, sft
-from training.common import TrainOutcome, run
-from training.dpo import build_dpo_trainer, train_dpo, train_orpo
+from training.common import RowCounts, TrainOutcome, run
+from training.dpo import build_dpo_trainer, preference_inputs, train_dpo, train_orpo
 from training.gguf_export import export_and_verify, export_gguf
 from training.hardware import Device, ModelShape, estimate_gpu_memory_gb, memory_report, model_shape
 from training.leaderboard import rank
-from training.sft import build_sft_trainer, loss_route, train_sft
+from training.sft import build_sft_trainer, loss_route, sft_inputs, train_sft
 
 FAST = {
     "max_steps": 2,
@@ -393,6 +393,36 @@ def test_rows_that_do_not_fit_are_dropped_or_refused(base: Path, shared_data: Pa
 
 
 @pytest.mark.usefixtures("no_training")
+def test_a_stage_that_would_lose_more_than_max_dropped_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    """Counted with the bundled model's tokenizer before any weights load (fast, no `base`)."""
+    bundled = smollm2_dir()
+    tokenizer = AutoTokenizer.from_pretrained(bundled)
+    data = sft_data(shared_data, 10)
+    lengths = sorted(len(tokenizer.apply_chat_template(m, return_dict=False)) for m in data["messages"])
+    limit = lengths[-3]
+    assert limit < lengths[-2]  # exactly the two longest conversations are over it
+    with pytest.raises(TrainingInputError) as refused:
+        train_sft(config(bundled, truncation="drop", max_seq_length=limit), data, None, tmp_path)
+    assert str(refused.value).startswith(
+        f"sft: 2 of 10 rows of the train set (20.0%) do not fit train.max_seq_length {limit},"
+        " more than train.max_dropped 0.1 allows: raise train.max_seq_length"
+    )
+    assert str(refused.value).endswith("or raise train.max_dropped")
+    allowed = sft_inputs(config(bundled, truncation="drop", max_seq_length=limit, max_dropped=0.2), data, None)
+    assert allowed.counts == RowCounts(offered=10, dropped=2) and allowed.train.num_rows == 8
+    # DPO (truncation: truncate): a pair goes only when its prompt alone fills the window.
+    pairs, limit = pref_data(shared_data, 4), 200
+    prompts = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=False)) for p in pairs["prompt"]]
+    assert sum(n >= limit for n in prompts) == 1
+    with pytest.raises(TrainingInputError, match=re.escape(
+        f"dpo: 1 of 4 rows of the train set (25.0%) do not fit train.max_seq_length {limit} (the prompt alone fills it"
+    )):
+        train_dpo(config(bundled, method="dpo", max_seq_length=limit), pairs, None, None, tmp_path)
+    allowed = preference_inputs(config(bundled, method="dpo", max_seq_length=limit, max_dropped=0.25), "dpo", pairs, None)
+    assert allowed.counts == RowCounts(offered=4, dropped=1)
+
+
+@pytest.mark.usefixtures("no_training")
 def test_bad_base_models(tokenizer_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     data = sft_data(shared_data, 4)
     with pytest.raises(TrainingInputError, match=r"base_model: .*/nowhere does not exist"):
@@ -409,7 +439,7 @@ def test_bad_base_models(tokenizer_dir: Path, shared_data: Path, tmp_path: Path)
 def test_adapter_base_mismatch(
     base: Path, sft_run: TrainOutcome, tokenizer_dir: Path, shared_data: Path, tmp_path: Path
 ) -> None:
-    data, cfg = pref_data(shared_data, 4), config(base, method="sft_dpo")
+    data, cfg = pref_data(shared_data, 2), config(base, method="sft_dpo")  # pairs that fit max_seq_length
     with pytest.raises(TrainingInputError, match="holds no adapter"):
         train_dpo(cfg, data, None, tmp_path, tmp_path / "out")
     wider = tiny_model(tmp_path / "wider", tokenizer_dir, hidden=128)
@@ -455,6 +485,7 @@ def test_run_that_cannot_fit_the_gpu_is_refused(
         ({"quantization": "8bit"}, "quantization: Input should be 'none' or '4bit'"),
         ({"dpo": {"beta": 0}}, "dpo.beta: Input should be greater than 0"),
         ({"truncation": "cut"}, "truncation: Input should be 'truncate' or 'drop'"),
+        ({"max_dropped": 1.5}, "max_dropped: Input should be less than or equal to 1"),
         ({"prompt_tuning": {"num_virtual_tokens": 4}}, "a 'prompt_tuning' section is set but method is 'sft_dpo'"),
         ({"method": "prompt_tuning", "lora": {"r": 4}}, "method 'prompt_tuning' trains no LoRA adapter"),
         ({"method": "prompt_tuning", "save_merged": True}, "cannot be merged into the weights"),
@@ -468,11 +499,12 @@ def test_config_errors_name_the_field(data: dict, message: str) -> None:
 
 def test_config_defaults() -> None:
     cfg = TrainConfig(report_to=[])
-    assert (cfg.method, cfg.quantization, cfg.max_seq_length, cfg.truncation) == (
+    assert (cfg.method, cfg.quantization, cfg.max_seq_length, cfg.truncation, cfg.max_dropped) == (
         "sft_dpo",
         "none",
         1024,
         "truncate",
+        0.1,
     )
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules) == (
         16,
