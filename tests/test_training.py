@@ -176,7 +176,7 @@ def test_sft_trains_the_lora_adapter(sft_run: TrainOutcome) -> None:
     assert_trained(sft_run, "sft", steps=2)
     assert sft_run.eval_loss is not None and math.isfinite(sft_run.eval_loss)
     assert sft_run.tokens_per_second and sft_run.tokens_per_second > 0
-    assert sft_run.dropped_rows == 0 and sft_run.merged_dir is None
+    assert (sft_run.train_rows, sft_run.dropped_rows) == (4, 0) and sft_run.merged_dir is None
     b = lora_b(sft_run.adapter_dir / "adapter_model.safetensors")
     assert b and all(v.abs().sum() > 0 for v in b.values())
     adapter = json.loads((sft_run.adapter_dir / "adapter_config.json").read_text())
@@ -364,10 +364,10 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([], "train dataset: 0 rows: fewer than one batch (batch_size 2)"),
+        ([], "sft: train dataset: 0 rows: fewer than one batch (batch_size 2)"),
         (
             [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}],
-            "train dataset: 1 row: fewer than one batch (batch_size 2)",
+            "sft: train dataset: 1 row: fewer than one batch (batch_size 2)",
         ),
         ([{"text": "hello"}] * 4, "train dataset: missing column(s) messages (has: text)"),
         ([{"messages": "hello"}] * 4, "must hold lists of {role, content} messages"),
@@ -384,7 +384,7 @@ def test_rows_that_do_not_fit_are_dropped_or_refused(base: Path, shared_data: Pa
     cfg = config(base, truncation="drop", max_seq_length=64)  # every GSM8K row is longer
     with pytest.raises(
         TrainingInputError,
-        match="train dataset: 0 rows after leaving out 4 that do not fit max_seq_length 64: fewer than one",
+        match="sft: train dataset: 0 rows after leaving out 4 that do not fit max_seq_length 64: fewer than one",
     ):
         train_sft(cfg, sft_data(shared_data, 4), None, tmp_path)
     cfg = config(base, method="dpo", max_seq_length=40)  # Orca prompts alone fill 40 tokens

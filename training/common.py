@@ -139,7 +139,7 @@ def prepare_inputs(
         if fitted.num_rows < needed:
             after = f" after leaving out {dropped} that do not fit max_seq_length {cfg.max_seq_length}"
             raise TrainingInputError(
-                f"{name} dataset: {_rows(fitted.num_rows)}{after if dropped else ''}: {why}"
+                f"{stage}: {name} dataset: {_rows(fitted.num_rows)}{after if dropped else ''}: {why}"
             )
         return fitted, RowCounts(converted.num_rows, dropped)
 
