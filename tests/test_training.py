@@ -267,11 +267,11 @@ def test_qlora_4bit_trains_on_cpu(base: Path, shared_data: Path, tmp_path: Path)
     import bitsandbytes as bnb
 
     cfg = config(base, quantization="4bit")
-    trainer, dropped = build_sft_trainer(cfg, sft_data(shared_data, 4), None, tmp_path)
+    trainer, counts = build_sft_trainer(cfg, sft_data(shared_data, 4), None, tmp_path)
     linear4 = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 14  # 7 projections x 2 layers, all NF4 with double quantisation
     assert linear4[0].weight.quant_state.quant_type == "nf4" and linear4[0].weight.quant_state.nested
-    assert_trained(run(trainer, cfg, "sft", tmp_path, True, dropped), "sft", steps=2)
+    assert_trained(run(trainer, cfg, "sft", tmp_path, True, counts), "sft", steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +308,7 @@ def test_dpo_continues_the_sft_adapter_against_itself(
     base: Path, sft_run: TrainOutcome, shared_data: Path, tmp_path: Path
 ) -> None:
     cfg = config(base, method="sft_dpo", dpo={**PAIRS, "learning_rate": 1e-3})
-    trainer, dropped = build_dpo_trainer(cfg, pref_data(shared_data, 2), None, sft_run.adapter_dir, tmp_path)
+    trainer, counts = build_dpo_trainer(cfg, pref_data(shared_data, 2), None, sft_run.adapter_dir, tmp_path)
     # No second model: the reference is a frozen copy of the SFT adapter inside the same model.
     assert trainer.ref_model is None
     assert set(trainer.model.peft_config) == {"default", "ref"}
@@ -317,7 +317,7 @@ def test_dpo_continues_the_sft_adapter_against_itself(
     start = lora_b(trainer.model)
     assert all(torch.equal(start[k.replace(".weight", ".default.weight")], v) for k, v in sft_b.items())
 
-    outcome = run(trainer, cfg, "dpo", tmp_path, True, dropped)
+    outcome = run(trainer, cfg, "dpo", tmp_path, True, counts)
     assert_trained(outcome, "dpo", steps=2)
     assert outcome.tokens_per_second and outcome.tokens_per_second > 0
     first = next(h for h in trainer.state.log_history if "rewards/margins" in h)
@@ -626,7 +626,7 @@ def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, 
         prompt_tuning={"num_virtual_tokens": 4, "init_text": "Solve the problem"},
         sft={**FAST, "learning_rate": 1e-1},
     )
-    trainer, dropped = build_sft_trainer(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path)
+    trainer, counts = build_sft_trainer(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path)
     model = trainer.model
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt_encoder.default.embedding.weight"]
     start = model.prompt_encoder["default"].embedding.weight.detach().clone()
@@ -635,7 +635,7 @@ def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, 
     embed = model.get_input_embeddings().weight
     assert torch.equal(start, embed[[ids[i % len(ids)] for i in range(4)]].detach())
 
-    outcome = run(trainer, cfg, "sft", tmp_path, True, dropped)
+    outcome = run(trainer, cfg, "sft", tmp_path, True, counts)
     assert_trained(outcome, "sft", steps=2)
     assert outcome.eval_loss is not None and math.isfinite(outcome.eval_loss)
     saved = load_file(outcome.adapter_dir / "adapter_model.safetensors")
