@@ -53,7 +53,7 @@ def _check_adapter(adapter_dir: Path, base_dir: Path) -> None:
     if not config_file.is_file():
         raise TrainingInputError(f"SFT adapter: {adapter_dir} holds no adapter (no adapter_config.json)")
     recorded = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    if recorded and Path(recorded).resolve() != base_dir:
+    if recorded and Path(recorded).resolve() != base_dir.resolve():  # the bundled model's dir may be a symlink
         raise TrainingInputError(
             f"SFT adapter: {adapter_dir} was trained on {recorded}, not on the base model {base_dir};"
             " use the same train.base_model for both stages"
