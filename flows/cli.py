@@ -217,7 +217,11 @@ def _training(summary: dict, run_dir: Path) -> str:
         prefix = "" if name == "main" else f"{name} "
         for stage, r in candidate["stages"].items():
             loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
-            lines.append(f"{prefix}{stage}: {r['steps']} steps, train loss {loss}, adapter {r['adapter_dir']}")
+            offered, dropped = r["train_rows"], r["dropped_rows"]
+            rows = f"{offered} train rows"
+            if dropped:
+                rows = f"{offered - dropped} of {rows} ({dropped} left out: too long for train.max_seq_length)"
+            lines.append(f"{prefix}{stage}: {r['steps']} steps on {rows}, train loss {loss}, adapter {r['adapter_dir']}")
             for key, value in r.get("eval", {}).items():
                 lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
         if (win := candidate.get("win_rate")) is not None and win["win_rate"] is not None:

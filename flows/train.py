@@ -20,6 +20,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from prefect import State, flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
 from curation.core.stats import unwritten_sets
@@ -35,11 +36,11 @@ from flows.curate import curate_flow
 from schemas.config import CurateConfig, load_config
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from training.base_model import resolve_base_model
-from training.dpo import train_dpo, train_orpo
+from training.dpo import preference_inputs, train_dpo, train_orpo
 from training.evaluate import bertscore, dpo_eval, evaluate_sft
 from training.gguf_export import export_and_verify
 from training.leaderboard import rank
-from training.sft import train_sft
+from training.sft import sft_inputs, train_sft
 
 SFT_COLUMNS = ["messages"]
 PREFERENCE_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -61,6 +62,28 @@ def exported(run_dir: Path, name: str, columns: list[str]) -> tuple[Dataset, Dat
         raise TrainingInputError(f"{path}: missing columns {missing}")
     test = data["test"].select_columns(columns) if "test" in data else None
     return data["train"].select_columns(columns), test
+
+
+def check_stages(train: TrainConfig, run_dir: Path) -> None:
+    """Every stage of every candidate checked on its exported rows before any of them trains:
+    a set that does not fit (train.max_seq_length within train.max_dropped, at least a batch)
+    stops the run now, not after hours of SFT at the DPO stage. Tokenizing the sets is cheap
+    next to one training step; each stage checks its rows again when it starts (resumes)."""
+    missing = unwritten_sets(run_dir, train.sets_needed())
+    if missing:  # export wrote no such set: a later stage would find nothing to train on
+        why = "; ".join(f"export/hf/{kind}: {reason}" for kind, reason in missing.items())
+        raise TrainingInputError(f"{run_dir}: train.method needs sets this run has not ({why})")
+    for name, cfg in train.candidate_configs().items():
+        for stage in METHOD_STAGES[cfg.method]:
+            try:
+                if stage == "sft":
+                    sft_inputs(cfg, *exported(run_dir, "sft", SFT_COLUMNS))
+                else:
+                    preference_inputs(cfg, stage, *exported(run_dir, "preference", PREFERENCE_COLUMNS))
+            except TrainingInputError as exc:
+                if train.candidates:
+                    raise TrainingInputError(f"candidate {name}: {exc}") from None
+                raise
 
 
 @contextmanager
@@ -250,7 +273,7 @@ def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = Tru
 
 
 @flow(name="train")
-def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bool = False) -> dict:
+def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bool = False) -> dict | State:
     """Train and evaluate every candidate (or the train section alone) on RUN_DIR's exported
     sets, rank them by train.select_by, link the winner's adapter as train/best, write
     train/summary.json, the leaderboard artifact and the report's training section."""
@@ -258,10 +281,11 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bo
     if config.train is None:
         raise TrainingInputError(f"{config_path}: no `train:` section")
     cfg, out = config.train, Path(run_dir)
-    missing = unwritten_sets(out, cfg.sets_needed())
-    if missing:  # before any candidate trains: a later stage would find nothing to train on
-        why = "; ".join(f"export/hf/{kind}: {reason}" for kind, reason in missing.items())
-        raise TrainingInputError(f"{out}: train.method needs sets this run has not ({why})")
+    try:
+        check_stages(cfg, out)
+    except TrainingInputError as exc:  # a failed state, not a raise: the run stops, named, without a traceback
+        get_run_logger().error(str(exc))
+        return Failed(message=str(exc), data=exc)
     results = {
         name: candidate_flow(config_path, run_dir, name, resume, progress) for name in cfg.candidate_configs()
     }
@@ -293,4 +317,7 @@ def curate_then_train(
     curated = curate_flow(config_path, run_dir, progress=progress, fresh=fresh, return_state=True)
     if curated.is_failed():
         return curated  # e.g. a failed validation: nothing to train on, and the reason is its own
-    return curated.result(), train_flow(config_path, run_dir, resume=resume, progress=progress)
+    trained = train_flow(config_path, run_dir, resume=resume, progress=progress, return_state=True)
+    if trained.is_failed():
+        return trained  # e.g. sets that do not fit train.max_seq_length: its message, no traceback
+    return curated.result(), trained.result()

@@ -141,6 +141,13 @@ class TrainConfig(Strict):
     truncation: Literal["truncate", "drop"] = Field(
         "truncate", description="Rows longer than max_seq_length: cut them, or leave them out."
     )
+    max_dropped: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of a stage's train rows that may be left out for not fitting max_seq_length;"
+        " more stops before any stage trains (exit 2). 1 = never stop.",
+    )
     sft: Sft = Sft()
     dpo: Dpo = Dpo()
     orpo: Orpo = Orpo()

@@ -16,7 +16,10 @@ import pytest
 import yaml
 from datasets import DatasetDict
 from openai_server import FakeOpenAI, Reply, rating_reply
-from test_training import FAST, sft_data, tiny_model, tokenizer_dir  # noqa: F401
+from test_training import FAST, pref_data, sft_data, tiny_model, tokenizer_dir  # noqa: F401
+
+from schemas.bundled import smollm2_dir
+from schemas.train import TrainConfig, TrainingInputError
 
 ANSWERS = re.compile(r"Answer 1:\n(.*)\n\nAnswer 2:\n?(.*)", re.DOTALL)  # an empty last answer is stripped
 
@@ -70,6 +73,7 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
     assert control["metrics"]["eval_loss"] == pytest.approx(control["base_metrics"]["eval_loss"])  # lr 0
     assert (run / "train" / "best").resolve() == (run / "train" / "tuned" / "sft" / "adapter").resolve()
     assert "best: tuned" in done.stdout and "leaderboard by eval_loss, then win_rate" in done.stdout
+    assert "tuned sft: 4 steps on 4 train rows, train loss" in done.stdout
     for name, candidate in summary["candidates"].items():
         assert (run / "train" / name / "result.json").is_file()
         assert len(json.loads((run / "train" / name / "generations.json").read_text())) == 3
@@ -93,15 +97,11 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
 
 def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_path: Path) -> None:
     """A candidate's dpo needs hf/preference; export wrote none (a small run without pairs):
-    the train flow says so, with export's reason, before any candidate trains."""
+    the check before training says so, with export's reason, before any candidate trains."""
     from curation.core.stats import RunStats, StageStats, Totals
-    from flows.train import train_flow
-    from schemas.train import TrainConfig, TrainingInputError
+    from flows.train import check_stages
 
-    (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
     train = {"method": "sft", "candidates": [{"name": "plain"}, {"name": "paired", "method": "sft_dpo"}]}
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"inputs": [{"path": "in.jsonl"}], "train": train}))
     assert TrainConfig.model_validate(train).sets_needed() == ["preference", "sft"]
     run = tmp_path / "run"
     (run / "export" / "hf" / "sft").mkdir(parents=True)
@@ -110,5 +110,44 @@ def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_
     export = StageStats.model_validate({"stage": "export", "in": 6, "out": 5, "removed": 1, "splits": splits})
     RunStats(stages=[export], totals=Totals(ingested=6, kept=5, rejected=1)).write(run)
     with pytest.raises(TrainingInputError, match=re.escape(f"(export/hf/preference: {reason})")):
-        train_flow.fn(str(config), str(run))
+        check_stages(TrainConfig.model_validate(train), run)
     assert not (run / "train").exists()
+
+
+def exported_run(run: Path, shared_data: Path) -> Path:
+    """A run's exported sets as training reads them: 4 GSM8K conversations, 4 Orca DPO pairs (the
+    third pair's prompt alone is ~750 tokens)."""
+    for name, rows in (("sft", sft_data(shared_data, 4)), ("preference", pref_data(shared_data, 4))):
+        DatasetDict({"train": rows}).save_to_disk(str(run / "export" / "hf" / name))
+    return run
+
+
+def test_every_stage_of_every_candidate_is_checked_before_any_trains(shared_data: Path, tmp_path: Path) -> None:
+    from flows.train import check_stages
+
+    run = exported_run(tmp_path / "run", shared_data)
+    train = {"base_model": str(smollm2_dir()), "report_to": [], "max_seq_length": 1024, "dpo": {"batch_size": 1}}
+    check_stages(TrainConfig.model_validate(train), run)  # every row fits
+    # The second candidate's DPO set does not fit: found before the first candidate's SFT trains.
+    candidates = [{"name": "wide"}, {"name": "tight", "max_seq_length": 200}]
+    with pytest.raises(TrainingInputError, match=re.escape(
+        "candidate tight: dpo: 1 of 4 rows of the train set (25.0%) do not fit train.max_seq_length 200"
+    )):
+        check_stages(TrainConfig.model_validate({**train, "candidates": candidates}), run)
+    check_stages(TrainConfig.model_validate({**train, "candidates": candidates, "max_dropped": 0.25}), run)
+
+
+def test_a_set_that_does_not_fit_stops_curate_train_with_one_message(
+    shared_data: Path, tmp_path: Path, curate_here
+) -> None:
+    run = exported_run(tmp_path / "run", shared_data)
+    (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
+    train = {"base_model": str(smollm2_dir()), "report_to": [], "max_seq_length": 200, "dpo": {"batch_size": 1}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [{"path": str(tmp_path / "in.jsonl")}], "train": train}))
+    done = curate_here("train", str(path), "--data", str(run))
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("curate: error:") == 1 and "Traceback" not in done.stderr
+    assert "curate: error: dpo: 1 of 4 rows of the train set (25.0%) do not fit train.max_seq_length 200" in done.stderr
+    assert "more than train.max_dropped 0.1 allows" in done.stderr
+    assert not (run / "train" / "sft").exists()  # refused before SFT, the first stage, trained

@@ -383,6 +383,21 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
         _latest_run_dir(other, both)  # same name and content, another file
 
 
+def test_the_training_printout_counts_each_stage_s_rows() -> None:
+    from flows.cli import _training
+
+    def stage(dropped: int) -> dict:
+        return {"steps": 3, "train_loss": 1.25, "train_rows": 168, "dropped_rows": dropped, "adapter_dir": "/r/a"}
+
+    summary = {"select_by": ["eval_loss"], "best": "main", "leaderboard": [{"rank": 1, "name": "main"}],
+               "candidates": {"main": {"stages": {"sft": stage(85), "dpo": stage(0)}}}}
+    lines = _training(summary, Path("/r")).splitlines()
+    assert lines[:2] == [
+        "sft: 3 steps on 83 of 168 train rows (85 left out: too long for train.max_seq_length), train loss 1.2500, adapter /r/a",
+        "dpo: 3 steps on 168 train rows, train loss 1.2500, adapter /r/a",
+    ]
+
+
 def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from curation.core.run import run_pipeline
     from schemas.config import load_config

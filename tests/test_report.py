@@ -130,8 +130,10 @@ def write_training(folder: Path) -> None:
 
     def candidate(name: str, loss: float, win: float | None, gguf: dict | None = None) -> dict:
         verdicts = {"win": 2, "tie": 0, "loss": 1, "unjudged": 0} if win is not None else None
+        stages = {"sft": {"steps": 3, "train_loss": 1.9, "train_rows": 168, "dropped_rows": 85 if gguf else 0,
+                          "adapter_dir": f"/runs/x/train/{name}/sft/adapter"}}
         return {
-            "name": name, "method": "sft", "adapter_dir": f"/runs/x/train/{name}/sft/adapter", "stages": {},
+            "name": name, "method": "sft", "adapter_dir": f"/runs/x/train/{name}/sft/adapter", "stages": stages,
             "metrics": {"eval_loss": loss, "rouge_l": 0.31, "bertscore": 0.55, "win_rate": win},
             "base_metrics": {"eval_loss": 2.9, "rouge_l": 0.2, "bertscore": 0.5},
             "win_rate": None if win is None else {
@@ -389,6 +391,9 @@ def test_report_content(rendered: dict) -> None:
         "mean words: base 12, tuned 30.5",
         "repetitive 2 0",  # error analysis: base vs tuned counts
         "3 of 3 greedy generations identical",
+        # Per stage the train rows it got, and those left out for max_seq_length.
+        "Trained: sft 3 steps on 168 train rows.",
+        "Trained: sft 3 steps on 83 of 168 train rows ( 85 left out : too long for train.max_seq_length).",
     ):
         assert shown in text, shown
     funnel = dom[dom.index('id="funnel"'):dom.index('id="reasons"')]

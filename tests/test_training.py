@@ -26,12 +26,12 @@ from schemas.bundled import bundled_smollm2_gguf, cache_dir, smollm2_dir, smollm
 from schemas.config import format_errors
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from training import hardware, sft
-from training.common import TrainOutcome, run
-from training.dpo import build_dpo_trainer, train_dpo, train_orpo
+from training.common import RowCounts, TrainOutcome, run
+from training.dpo import build_dpo_trainer, preference_inputs, train_dpo, train_orpo
 from training.gguf_export import export_and_verify, export_gguf
 from training.hardware import Device, ModelShape, estimate_gpu_memory_gb, memory_report, model_shape
 from training.leaderboard import rank
-from training.sft import build_sft_trainer, loss_route, train_sft
+from training.sft import build_sft_trainer, loss_route, sft_inputs, train_sft
 
 FAST = {
     "max_steps": 2,
@@ -176,7 +176,7 @@ def test_sft_trains_the_lora_adapter(sft_run: TrainOutcome) -> None:
     assert_trained(sft_run, "sft", steps=2)
     assert sft_run.eval_loss is not None and math.isfinite(sft_run.eval_loss)
     assert sft_run.tokens_per_second and sft_run.tokens_per_second > 0
-    assert sft_run.dropped_rows == 0 and sft_run.merged_dir is None
+    assert (sft_run.train_rows, sft_run.dropped_rows) == (4, 0) and sft_run.merged_dir is None
     b = lora_b(sft_run.adapter_dir / "adapter_model.safetensors")
     assert b and all(v.abs().sum() > 0 for v in b.values())
     adapter = json.loads((sft_run.adapter_dir / "adapter_config.json").read_text())
@@ -267,11 +267,11 @@ def test_qlora_4bit_trains_on_cpu(base: Path, shared_data: Path, tmp_path: Path)
     import bitsandbytes as bnb
 
     cfg = config(base, quantization="4bit")
-    trainer, dropped = build_sft_trainer(cfg, sft_data(shared_data, 4), None, tmp_path)
+    trainer, counts = build_sft_trainer(cfg, sft_data(shared_data, 4), None, tmp_path)
     linear4 = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 14  # 7 projections x 2 layers, all NF4 with double quantisation
     assert linear4[0].weight.quant_state.quant_type == "nf4" and linear4[0].weight.quant_state.nested
-    assert_trained(run(trainer, cfg, "sft", tmp_path, True, dropped), "sft", steps=2)
+    assert_trained(run(trainer, cfg, "sft", tmp_path, True, counts), "sft", steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +308,7 @@ def test_dpo_continues_the_sft_adapter_against_itself(
     base: Path, sft_run: TrainOutcome, shared_data: Path, tmp_path: Path
 ) -> None:
     cfg = config(base, method="sft_dpo", dpo={**PAIRS, "learning_rate": 1e-3})
-    trainer, dropped = build_dpo_trainer(cfg, pref_data(shared_data, 2), None, sft_run.adapter_dir, tmp_path)
+    trainer, counts = build_dpo_trainer(cfg, pref_data(shared_data, 2), None, sft_run.adapter_dir, tmp_path)
     # No second model: the reference is a frozen copy of the SFT adapter inside the same model.
     assert trainer.ref_model is None
     assert set(trainer.model.peft_config) == {"default", "ref"}
@@ -317,7 +317,7 @@ def test_dpo_continues_the_sft_adapter_against_itself(
     start = lora_b(trainer.model)
     assert all(torch.equal(start[k.replace(".weight", ".default.weight")], v) for k, v in sft_b.items())
 
-    outcome = run(trainer, cfg, "dpo", tmp_path, True, dropped)
+    outcome = run(trainer, cfg, "dpo", tmp_path, True, counts)
     assert_trained(outcome, "dpo", steps=2)
     assert outcome.tokens_per_second and outcome.tokens_per_second > 0
     first = next(h for h in trainer.state.log_history if "rewards/margins" in h)
@@ -364,10 +364,10 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([], "train dataset: 0 rows: fewer than one batch (batch_size 2)"),
+        ([], "sft: train dataset: 0 rows: fewer than one batch (batch_size 2)"),
         (
             [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}],
-            "train dataset: 1 row: fewer than one batch (batch_size 2)",
+            "sft: train dataset: 1 row: fewer than one batch (batch_size 2)",
         ),
         ([{"text": "hello"}] * 4, "train dataset: missing column(s) messages (has: text)"),
         ([{"messages": "hello"}] * 4, "must hold lists of {role, content} messages"),
@@ -384,12 +384,42 @@ def test_rows_that_do_not_fit_are_dropped_or_refused(base: Path, shared_data: Pa
     cfg = config(base, truncation="drop", max_seq_length=64)  # every GSM8K row is longer
     with pytest.raises(
         TrainingInputError,
-        match="train dataset: 0 rows after leaving out 4 that do not fit max_seq_length 64: fewer than one",
+        match="sft: train dataset: 0 rows after leaving out 4 that do not fit max_seq_length 64: fewer than one",
     ):
         train_sft(cfg, sft_data(shared_data, 4), None, tmp_path)
     cfg = config(base, method="dpo", max_seq_length=40)  # Orca prompts alone fill 40 tokens
     with pytest.raises(TrainingInputError, match="0 rows after leaving out 4"):
         train_dpo(cfg, pref_data(shared_data, 4), None, None, tmp_path)
+
+
+@pytest.mark.usefixtures("no_training")
+def test_a_stage_that_would_lose_more_than_max_dropped_is_refused(shared_data: Path, tmp_path: Path) -> None:
+    """Counted with the bundled model's tokenizer before any weights load (fast, no `base`)."""
+    bundled = smollm2_dir()
+    tokenizer = AutoTokenizer.from_pretrained(bundled)
+    data = sft_data(shared_data, 10)
+    lengths = sorted(len(tokenizer.apply_chat_template(m, return_dict=False)) for m in data["messages"])
+    limit = lengths[-3]
+    assert limit < lengths[-2]  # exactly the two longest conversations are over it
+    with pytest.raises(TrainingInputError) as refused:
+        train_sft(config(bundled, truncation="drop", max_seq_length=limit), data, None, tmp_path)
+    assert str(refused.value).startswith(
+        f"sft: 2 of 10 rows of the train set (20.0%) do not fit train.max_seq_length {limit},"
+        " more than train.max_dropped 0.1 allows: raise train.max_seq_length"
+    )
+    assert str(refused.value).endswith("or raise train.max_dropped")
+    allowed = sft_inputs(config(bundled, truncation="drop", max_seq_length=limit, max_dropped=0.2), data, None)
+    assert allowed.counts == RowCounts(offered=10, dropped=2) and allowed.train.num_rows == 8
+    # DPO (truncation: truncate): a pair goes only when its prompt alone fills the window.
+    pairs, limit = pref_data(shared_data, 4), 200
+    prompts = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=False)) for p in pairs["prompt"]]
+    assert sum(n >= limit for n in prompts) == 1
+    with pytest.raises(TrainingInputError, match=re.escape(
+        f"dpo: 1 of 4 rows of the train set (25.0%) do not fit train.max_seq_length {limit} (the prompt alone fills it"
+    )):
+        train_dpo(config(bundled, method="dpo", max_seq_length=limit), pairs, None, None, tmp_path)
+    allowed = preference_inputs(config(bundled, method="dpo", max_seq_length=limit, max_dropped=0.25), "dpo", pairs, None)
+    assert allowed.counts == RowCounts(offered=4, dropped=1)
 
 
 @pytest.mark.usefixtures("no_training")
@@ -409,7 +439,7 @@ def test_bad_base_models(tokenizer_dir: Path, shared_data: Path, tmp_path: Path)
 def test_adapter_base_mismatch(
     base: Path, sft_run: TrainOutcome, tokenizer_dir: Path, shared_data: Path, tmp_path: Path
 ) -> None:
-    data, cfg = pref_data(shared_data, 4), config(base, method="sft_dpo")
+    data, cfg = pref_data(shared_data, 2), config(base, method="sft_dpo")  # pairs that fit max_seq_length
     with pytest.raises(TrainingInputError, match="holds no adapter"):
         train_dpo(cfg, data, None, tmp_path, tmp_path / "out")
     wider = tiny_model(tmp_path / "wider", tokenizer_dir, hidden=128)
@@ -455,6 +485,7 @@ def test_run_that_cannot_fit_the_gpu_is_refused(
         ({"quantization": "8bit"}, "quantization: Input should be 'none' or '4bit'"),
         ({"dpo": {"beta": 0}}, "dpo.beta: Input should be greater than 0"),
         ({"truncation": "cut"}, "truncation: Input should be 'truncate' or 'drop'"),
+        ({"max_dropped": 1.5}, "max_dropped: Input should be less than or equal to 1"),
         ({"prompt_tuning": {"num_virtual_tokens": 4}}, "a 'prompt_tuning' section is set but method is 'sft_dpo'"),
         ({"method": "prompt_tuning", "lora": {"r": 4}}, "method 'prompt_tuning' trains no LoRA adapter"),
         ({"method": "prompt_tuning", "save_merged": True}, "cannot be merged into the weights"),
@@ -468,11 +499,12 @@ def test_config_errors_name_the_field(data: dict, message: str) -> None:
 
 def test_config_defaults() -> None:
     cfg = TrainConfig(report_to=[])
-    assert (cfg.method, cfg.quantization, cfg.max_seq_length, cfg.truncation) == (
+    assert (cfg.method, cfg.quantization, cfg.max_seq_length, cfg.truncation, cfg.max_dropped) == (
         "sft_dpo",
         "none",
         1024,
         "truncate",
+        0.1,
     )
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules) == (
         16,
@@ -594,7 +626,7 @@ def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, 
         prompt_tuning={"num_virtual_tokens": 4, "init_text": "Solve the problem"},
         sft={**FAST, "learning_rate": 1e-1},
     )
-    trainer, dropped = build_sft_trainer(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path)
+    trainer, counts = build_sft_trainer(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path)
     model = trainer.model
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt_encoder.default.embedding.weight"]
     start = model.prompt_encoder["default"].embedding.weight.detach().clone()
@@ -603,7 +635,7 @@ def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, 
     embed = model.get_input_embeddings().weight
     assert torch.equal(start, embed[[ids[i % len(ids)] for i in range(4)]].detach())
 
-    outcome = run(trainer, cfg, "sft", tmp_path, True, dropped)
+    outcome = run(trainer, cfg, "sft", tmp_path, True, counts)
     assert_trained(outcome, "sft", steps=2)
     assert outcome.eval_loss is not None and math.isfinite(outcome.eval_loss)
     saved = load_file(outcome.adapter_dir / "adapter_model.safetensors")

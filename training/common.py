@@ -46,7 +46,8 @@ class TrainOutcome:
     train_loss: float | None  # last logged training loss (this stage's objective)
     eval_loss: float | None  # at the last evaluation; None without one
     tokens_per_second: float | None  # non-padding input tokens in this session; None if not counted
-    dropped_rows: int  # train rows left out by the length check (SFT on a plain template: answers)
+    train_rows: int  # train rows offered (SFT on a plain template: answers, one row each)
+    dropped_rows: int  # of those, left out by the length check
     resumed_from: Path | None  # the checkpoint this session started from
     adapter_dir: Path
     merged_dir: Path | None
@@ -88,6 +89,14 @@ def trainer_parts(cfg: TrainConfig, params: Stage, inputs: Inputs, device: Devic
 
 
 @dataclass(frozen=True)
+class RowCounts:
+    """A stage's train rows as offered to it, and how many of them did not fit max_seq_length."""
+
+    offered: int
+    dropped: int
+
+
+@dataclass(frozen=True)
 class Inputs:
     """A stage's checked inputs: the base model and the rows that will train."""
 
@@ -95,30 +104,33 @@ class Inputs:
     tokenizer: PreTrainedTokenizerBase
     train: Dataset
     eval: Dataset | None
-    dropped_rows: int
+    counts: RowCounts
 
 
 def prepare_inputs(
     cfg: TrainConfig,
-    params: Stage,
+    stage: str,
     train: Dataset,
     eval: Dataset | None,
     columns: tuple[str, ...],
     parts: Callable[[dict[str, Any]], tuple[Messages, list[Messages]]],
     convert: Callable[[Dataset, PreTrainedTokenizerBase], Dataset] | None = None,
 ) -> Inputs:
-    """Check columns, base model and chat template, then fit rows to max_seq_length.
+    """Check columns, base model and chat template, then fit rows to max_seq_length; refuse a
+    stage (its section named by `stage`) left with less than a batch, or that would lose more
+    than `train.max_dropped` of its train rows.
 
     `parts` gives a row's prompt and its full conversation(s), for the length check; `convert`,
     if given, turns the checked columns into the trainer's rows first.
     """
+    params: Stage = getattr(cfg, stage)
     for dataset, name in ((train, "train"), (eval, "eval")):
         if dataset is not None:
             _check_columns(dataset, name, columns)
     base_dir = resolve_base_model(cfg.base_model)
     tokenizer = load_training_tokenizer(base_dir, cfg.chat_template)
 
-    def rows(dataset: Dataset, name: str, needed: int, why: str) -> tuple[Dataset, int]:
+    def rows(dataset: Dataset, name: str, needed: int, why: str) -> tuple[Dataset, RowCounts]:
         converted = dataset.select_columns(list(columns))
         if convert is not None:
             converted = convert(converted, tokenizer)
@@ -127,17 +139,34 @@ def prepare_inputs(
         if fitted.num_rows < needed:
             after = f" after leaving out {dropped} that do not fit max_seq_length {cfg.max_seq_length}"
             raise TrainingInputError(
-                f"{name} dataset: {_rows(fitted.num_rows)}{after if dropped else ''}: {why}"
+                f"{stage}: {name} dataset: {_rows(fitted.num_rows)}{after if dropped else ''}: {why}"
             )
-        return fitted, dropped
+        return fitted, RowCounts(converted.num_rows, dropped)
 
-    train_rows, dropped = rows(
+    train_rows, counts = rows(
         train, "train", params.batch_size, f"fewer than one batch (batch_size {params.batch_size})"
     )
+    _check_dropped(cfg, stage, counts)
     if eval is not None and cfg.eval.max_rows is not None and eval.num_rows > cfg.eval.max_rows:
         eval = eval.select(range(cfg.eval.max_rows))  # export's test split is already shuffled
     eval_rows = rows(eval, "eval", 1, "nothing to evaluate on")[0] if eval is not None else None
-    return Inputs(base_dir, tokenizer, train_rows, eval_rows, dropped)
+    return Inputs(base_dir, tokenizer, train_rows, eval_rows, counts)
+
+
+def _check_dropped(cfg: TrainConfig, stage: str, counts: RowCounts) -> None:
+    """A stage that would silently train on a fraction of its set is refused: the set was
+    exported for a longer max_seq_length than training now uses (or for another model)."""
+    share = counts.dropped / counts.offered if counts.offered else 0.0
+    if share <= cfg.max_dropped:
+        return
+    why = " (the prompt alone fills it: no answer token left to learn)" if cfg.truncation == "truncate" else ""
+    raise TrainingInputError(
+        f"{stage}: {counts.dropped} of {_rows(counts.offered)} of the train set ({share:.1%}) do not fit"
+        f" train.max_seq_length {cfg.max_seq_length}{why}, more than train.max_dropped {cfg.max_dropped:g} allows:"
+        " raise train.max_seq_length to the length the set was exported for, curate the set again with"
+        " this config (export follows train.max_seq_length and rejects such rows as too_long), or raise"
+        " train.max_dropped"
+    )
 
 
 def _rows(n: int) -> str:
@@ -271,7 +300,7 @@ def run(
     stage: str,
     output_dir: Path,
     resume: bool,
-    dropped_rows: int,
+    counts: RowCounts,
     final_eval: bool = True,
 ) -> TrainOutcome:
     """Train (from the last checkpoint when resuming), then save the adapter and maybe merge.
@@ -309,7 +338,8 @@ def run(
         train_loss=losses[-1] if losses else result.training_loss,
         eval_loss=evals[-1] if evals else None,
         tokens_per_second=throughput.tokens_per_second,
-        dropped_rows=dropped_rows,
+        train_rows=counts.offered,
+        dropped_rows=counts.dropped,
         resumed_from=Path(checkpoint) if checkpoint else None,
         adapter_dir=adapter_dir,
         merged_dir=merged_dir,

@@ -28,7 +28,17 @@ from transformers import PreTrainedModel
 from trl import DPOConfig, DPOTrainer
 
 from schemas.train import TrainConfig, TrainingInputError
-from training.common import Messages, TrainOutcome, preflight, prepare_inputs, run, trainer_args, trainer_parts
+from training.common import (
+    Inputs,
+    Messages,
+    RowCounts,
+    TrainOutcome,
+    preflight,
+    prepare_inputs,
+    run,
+    trainer_args,
+    trainer_parts,
+)
 from training.hardware import detect_device
 
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -43,7 +53,7 @@ def _check_adapter(adapter_dir: Path, base_dir: Path) -> None:
     if not config_file.is_file():
         raise TrainingInputError(f"SFT adapter: {adapter_dir} holds no adapter (no adapter_config.json)")
     recorded = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    if recorded and Path(recorded).resolve() != base_dir:
+    if recorded and Path(recorded).resolve() != base_dir.resolve():  # the bundled model's dir may be a symlink
         raise TrainingInputError(
             f"SFT adapter: {adapter_dir} was trained on {recorded}, not on the base model {base_dir};"
             " use the same train.base_model for both stages"
@@ -61,12 +71,17 @@ def _with_adapter(model: PreTrainedModel, base_dir: Path, adapter_dir: Path) -> 
         ) from None
 
 
+def preference_inputs(cfg: TrainConfig, stage: str, train: Dataset, eval: Dataset | None) -> Inputs:
+    """A DPO or ORPO stage's checked pairs; raises TrainingInputError when they cannot train."""
+    return prepare_inputs(cfg, stage, train, eval, COLUMNS, _parts)
+
+
 def build_dpo_trainer(
     cfg: TrainConfig, train: Dataset, eval: Dataset | None, sft_adapter_dir: Path | None, output_dir: Path
-) -> tuple[DPOTrainer, int]:
-    """Check the inputs, then a ready DPOTrainer and how many train rows were left out."""
+) -> tuple[DPOTrainer, RowCounts]:
+    """Check the inputs, then a ready DPOTrainer and its train rows offered and left out."""
     params = cfg.dpo
-    inputs = prepare_inputs(cfg, params, train, eval, COLUMNS, _parts)
+    inputs = preference_inputs(cfg, "dpo", train, eval)
     if sft_adapter_dir is not None:
         _check_adapter(sft_adapter_dir, inputs.base_dir)
     device = detect_device()
@@ -79,7 +94,7 @@ def build_dpo_trainer(
         **trainer_args(cfg, params, output_dir, device, has_eval=inputs.eval is not None), beta=params.beta
     )
     trainer = DPOTrainer(ref_model=None, args=args, **parts)
-    return trainer, inputs.dropped_rows
+    return trainer, inputs.counts
 
 
 def train_dpo(
@@ -93,8 +108,8 @@ def train_dpo(
 ) -> TrainOutcome:
     """LoRA DPO continuing `sft_adapter_dir` (None: a fresh adapter on the base model).
     `final_eval=False`: no evaluation after the last step (the caller evaluates the adapter)."""
-    trainer, dropped = build_dpo_trainer(cfg, train, eval, sft_adapter_dir, output_dir)
-    return run(trainer, cfg, "dpo", output_dir, resume, dropped, final_eval)
+    trainer, counts = build_dpo_trainer(cfg, train, eval, sft_adapter_dir, output_dir)
+    return run(trainer, cfg, "dpo", output_dir, resume, counts, final_eval)
 
 
 def train_orpo(
@@ -108,7 +123,7 @@ def train_orpo(
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     params = cfg.orpo
-    inputs = prepare_inputs(cfg, params, train, eval, COLUMNS, _parts)
+    inputs = preference_inputs(cfg, "orpo", train, eval)
     device = detect_device()
     preflight(cfg, params, inputs.base_dir, device, pairs=True)
     args = ORPOConfig(
@@ -120,4 +135,4 @@ def train_orpo(
         beta=params.beta,
     )
     trainer = ORPOTrainer(args=args, **trainer_parts(cfg, params, inputs, device))
-    return run(trainer, cfg, "orpo", output_dir, resume, inputs.dropped_rows)
+    return run(trainer, cfg, "orpo", output_dir, resume, inputs.counts)

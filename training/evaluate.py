@@ -164,10 +164,11 @@ def _token_embeddings(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel
 def _eval_config(cfg: TrainConfig, stage: str, rows: int) -> TrainConfig:
     """The run's config for an evaluation-only trainer: no logger (it would record "before" and
     "after" as one curve at step 0), and a batch no larger than the held-out set, which the
-    builders also check as train rows (they need one full batch)."""
+    builders also check as train rows (they need one full batch). train.max_dropped bounds the
+    rows a stage trains on, so it does not apply to the held-out rows here (they evaluate on what fits)."""
     params = getattr(cfg, stage)
     batch = params.model_copy(update={"batch_size": max(1, min(params.batch_size, rows))})
-    return cfg.model_copy(update={"report_to": [], stage: batch})
+    return cfg.model_copy(update={"report_to": [], stage: batch, "max_dropped": 1.0})
 
 
 def _load_trained(model: PeftModel, adapter_dir: Path) -> None:

@@ -25,7 +25,17 @@ from trl import SFTConfig, SFTTrainer
 from trl.chat_template_utils import get_training_chat_template
 
 from schemas.train import TrainConfig
-from training.common import Messages, TrainOutcome, preflight, prepare_inputs, run, trainer_args, trainer_parts
+from training.common import (
+    Inputs,
+    Messages,
+    RowCounts,
+    TrainOutcome,
+    preflight,
+    prepare_inputs,
+    run,
+    trainer_args,
+    trainer_parts,
+)
 from training.hardware import detect_device
 
 LossRoute = Literal["all_tokens", "assistant_masks", "completions"]
@@ -60,18 +70,24 @@ def _parts(row: dict[str, Any]) -> tuple[Messages, list[Messages]]:
     return messages[:first_answer], [messages]
 
 
-def build_sft_trainer(
-    cfg: TrainConfig, train: Dataset, eval: Dataset | None, output_dir: Path
-) -> tuple[SFTTrainer, int]:
-    """Check the inputs, then a ready SFTTrainer and how many train rows were left out."""
-    params = cfg.sft
+def sft_inputs(cfg: TrainConfig, train: Dataset, eval: Dataset | None) -> Inputs:
+    """The SFT stage's checked rows, as the trainer will get them (one per answer on the
+    completions route); raises TrainingInputError when they cannot train."""
 
     def convert(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-        if loss_route(tokenizer, params.assistant_only_loss) != "completions":
+        if loss_route(tokenizer, cfg.sft.assistant_only_loss) != "completions":
             return dataset
         return dataset.map(split_turns, batched=True, remove_columns=["messages"], desc="One row per answer")
 
-    inputs = prepare_inputs(cfg, params, train, eval, ("messages",), _parts, convert)
+    return prepare_inputs(cfg, "sft", train, eval, ("messages",), _parts, convert)
+
+
+def build_sft_trainer(
+    cfg: TrainConfig, train: Dataset, eval: Dataset | None, output_dir: Path
+) -> tuple[SFTTrainer, RowCounts]:
+    """Check the inputs, then a ready SFTTrainer and its train rows offered and left out."""
+    params = cfg.sft
+    inputs = sft_inputs(cfg, train, eval)
     route = loss_route(inputs.tokenizer, params.assistant_only_loss)
     device = detect_device()
     preflight(cfg, params, inputs.base_dir, device, pairs=False)
@@ -82,7 +98,7 @@ def build_sft_trainer(
         completion_only_loss=route == "completions",
     )
     trainer = SFTTrainer(args=args, **trainer_parts(cfg, params, inputs, device))
-    return trainer, inputs.dropped_rows
+    return trainer, inputs.counts
 
 
 def train_sft(
@@ -95,5 +111,5 @@ def train_sft(
 ) -> TrainOutcome:
     """LoRA SFT of `cfg.base_model` on conversations; adapter in `output_dir/adapter`.
     `final_eval=False`: no evaluation after the last step (the caller evaluates the adapter)."""
-    trainer, dropped = build_sft_trainer(cfg, train, eval, output_dir)
-    return run(trainer, cfg, "sft", output_dir, resume, dropped, final_eval)
+    trainer, counts = build_sft_trainer(cfg, train, eval, output_dir)
+    return run(trainer, cfg, "sft", output_dir, resume, counts, final_eval)
