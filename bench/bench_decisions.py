@@ -31,17 +31,18 @@ DECISIONS = ROOT / "decisions"
 RESULTS = ROOT / "results"
 BASELINE = DECISIONS / "baseline.json"
 
-# The config a user writes for each rule (issue 24's table), and the reasons that count as the
-# rule removing an item.
+# The config a user writes for each rule (issue 24's table), the reason its items are labelled
+# with, and the reject reasons that count as the rule removing an item.
 SETS: dict[str, dict] = {
-    "keywords_refusals": {"filters": {"keywords": {"refusals": True}}, "reasons": ["excluded_keyword"]},
-    "format_json": {"filters": {"format": {"json": True}}, "reasons": ["invalid_json"]},
-    "repetition": {"filters": {"repetition": {}}, "reasons": ["repeated_lines", "repeated_ngrams"]},
-    "language": {"filters": {"language": {"keep": ["en"]}}, "reasons": ["wrong_language"]},
-    "length_cjk": {"filters": {"length": {"min_words": 3}}, "reasons": ["too_few_words"]},
+    "keywords_refusals": {"filters": {"keywords": {"refusals": True}}, "reason": "excluded_keyword", "reasons": ["excluded_keyword"]},
+    "format_json": {"filters": {"format": {"json": True}}, "reason": "invalid_json", "reasons": ["invalid_json"]},
+    "repetition": {"filters": {"repetition": {}}, "reason": "repetition",
+                   "reasons": ["repeated_lines", "repeated_ngrams"]},
+    "language": {"filters": {"language": {"keep": ["en"]}}, "reason": "wrong_language", "reasons": ["wrong_language"]},
+    "length_cjk": {"filters": {"length": {"min_words": 3}}, "reason": "too_few_words", "reasons": ["too_few_words"]},
     "markdown_fences": {"filters": {"format": {"code": True}}, "txt_split": "paragraph",
-                        "reasons": ["unbalanced_code_fence", "unparsable_code"]},
-    "pii": {"pii": {"action": "redact"}, "reasons": ["pii"]},
+                        "reason": "unbalanced_code_fence", "reasons": ["unbalanced_code_fence", "unparsable_code"]},
+    "pii": {"pii": {"action": "redact"}, "reason": "pii", "reasons": ["pii"]},
 }
 LABELS = ("remove", "keep")
 FIELDS = {"id", "rule", "reason", "label", "group", "origin"}
@@ -110,6 +111,8 @@ def judge(name: str, items: list[dict]) -> dict[str, dict]:
         return dict(outcome)
     result = build_filter_stage(Filters(**spec["filters"]))(records)
     for row in result.rejected.select("source", "reason").iter_rows(named=True):
+        if row["reason"] not in spec["reasons"]:
+            raise SystemExit(f"{name}: unexpected reject reason {row['reason']!r} (expected {spec['reasons']})")
         got = outcome[_item_of(row["source"], where)]
         got["removed"] = True
         got["reasons"].append(row["reason"])

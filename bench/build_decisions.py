@@ -18,6 +18,7 @@ import json
 import random
 import re
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,26 @@ def alpaca_eval() -> Iterator[tuple[str, str, str]]:
         for i, row in enumerate(json.loads(git_show(ALPACA_EVAL, path))):
             if row.get("output"):
                 yield origin(ALPACA_EVAL, path, str(i)), row["instruction"], row["output"]
+
+
+_ALL: list[tuple[str, str, str]] = []
+
+
+def alpaca_eval_all() -> list[tuple[str, str, str]]:
+    """Every model's outputs in the snapshot (228 models): the wider pool for the rarer kinds
+    of answer (mentions, JSON-looking text, songs, collected loops). Read once."""
+    if not _ALL:
+        repo = MIRRORS / ALPACA_EVAL[0] / "repo"
+        listing = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", ALPACA_EVAL[1], "results/"],
+                                 check=True, capture_output=True, text=True).stdout.split()
+        for path in sorted(p for p in listing if p.endswith("/model_outputs.json")):
+            try:
+                rows = json.loads(git_show(ALPACA_EVAL, path))
+            except (subprocess.CalledProcessError, ValueError):
+                continue  # a file the snapshot lacks (too large)
+            _ALL.extend((origin(ALPACA_EVAL, path, str(i)), row["instruction"], row["output"])
+                        for i, row in enumerate(rows) if isinstance(row.get("output"), str) and row["output"].strip())
+    return _ALL
 
 
 def shared_alpaca(name: str) -> Iterator[tuple[str, str, str]]:
@@ -137,7 +158,8 @@ def english_pairs() -> list[tuple[str, str, str]]:
 # than the bundled phrase list on purpose: it defines the truth, the list is what is measured.
 SELF_AS_AI = re.compile(
     r"(?i)\bas an ai\b|\bas a(?:n ai)? (?:large )?language model\b|as an artificial intelligence"
-    r"|\bi(?:'m| am) (?:just |only |merely |simply )?(?:an? )?(?:ai|artificial intelligence|(?:large )?language model|computer program|chatbot|virtual assistant)\b"
+    r"|\bi(?:'m| am) (?:just |only |merely |simply |but )?(?:an? )?(?:simple |mere |humble )?(?:ai|artificial intelligence|(?:large )?language model|computer program|chatbot|virtual assistant)\b"
+    r"|\b(?:language model|an ai|ai model|ai assistant)s? like me\b"
     r"|\bi(?:'m| am) (?:sorry|afraid),? (?:but )?i (?:can(?:not|'t)|am unable|'m unable|am not able|don't have|do not have|won't)"
     r"|\bi apologi[sz]e,? but (?:i|as)\b"
     r"|\bi (?:cannot|can't|am unable to|'m unable to|am not able to|'m not able to|won't|will not) (?:provide|fulfill|assist|help|comply|answer|create|generate|browse|access|write|do that|engage|support|give|produce|predict|draw|see|view|play|perform|complete|make)"
@@ -148,14 +170,15 @@ SELF_AS_AI = re.compile(
 )
 # Answers whose truth is unclear (an assistant comparing itself with ChatGPT, a role the prompt
 # asked for): left out of the set rather than guessed.
-AMBIGUOUS = re.compile(r"(?i)\bas capable as\b|\bi(?:'m| am) not as\b|between me and|me my sibling|call me openai|i am not capable of")
+AMBIGUOUS = re.compile(r"(?i)\bas capable as\b|\bi(?:'m| am) not as\b|between me and|me my sibling|call me openai|i am not capable of"
+                       r"|(?:similar|comparable) to chatgpt")
 AI_ROLE_PROMPT = re.compile(r"(?i)\b(?:you are|imagine you are|as|pretend to be|act as) an? (?:\w+ )?(?:ai|artificial intelligence)\b")
 MENTION = re.compile(r"(?i)\bopenai\b|\bchat ?gpt\b|\bgpt-?[234](?:\.5)?\b|\binstructgpt\b|\blanguage models?\b")
 
 
 def refusal_set(rng: random.Random) -> list[dict]:
     removes, keeps = [], []
-    for where, prompt, answer in english_pairs():
+    for where, prompt, answer in [*english_pairs(), *alpaca_eval_all()]:
         if AMBIGUOUS.search(answer) or AI_ROLE_PROMPT.search(prompt):
             continue
         if SELF_AS_AI.search(answer):
@@ -164,7 +187,21 @@ def refusal_set(rng: random.Random) -> list[dict]:
         elif MENTION.search(answer):
             keeps.append(item("keywords", "excluded_keyword", "keep", where, "mentions_ai_without_refusing",
                               prompt=prompt, answer=answer))
-    return rng.sample(removes, min(300, len(removes))) + keeps
+    return _sample(removes, 300, rng) + _sample(keeps, 300, rng)
+
+
+def _sample(items: list[dict], n: int, rng: random.Random, per_prompt: int = 4) -> list[dict]:
+    """n items at most, and at most `per_prompt` answers to one prompt (alpaca_eval asks its
+    805 questions of every model), so no single question dominates a side."""
+    rng.shuffle(items)
+    seen: Counter[str] = Counter()
+    chosen = []
+    for it in items:
+        key = it.get("prompt") or ""
+        if seen[key] < per_prompt:
+            seen[key] += 1
+            chosen.append(it)
+    return chosen[:n]
 
 
 # ---------------------------------------------------------------- format json: JSON vs JSON-looking
@@ -204,7 +241,7 @@ def _break_json(text: str, rng: random.Random) -> tuple[str, str]:
 
 def json_set(rng: random.Random) -> list[dict]:
     removes, keeps, valid = [], [], []
-    pools = [*english_pairs(), *shared_alpaca("code_alpaca_2k.json")]
+    pools = [*english_pairs(), *shared_alpaca("code_alpaca_2k.json"), *alpaca_eval_all()]
     for where, prompt, answer in pools:
         stripped = answer.strip()
         if not stripped.startswith(("[", "{")):
@@ -234,7 +271,9 @@ def json_set(rng: random.Random) -> list[dict]:
         if broken:
             removes.append(item("format", "invalid_json", "remove", where + f" ({way} copy)", f"broken_{way}",
                                 prompt=prompt, answer=broken))
-    return removes + keeps
+    looking = [k for k in keeps if k["group"] == "json_looking_not_json"]
+    others = [k for k in keeps if k["group"] != "json_looking_not_json"]
+    return removes + _sample(looking, 250, rng) + others
 
 
 # ---------------------------------------------------------------- repetition: spam vs songs, poems, tables
@@ -283,9 +322,23 @@ def _gutenberg_poems() -> Iterator[tuple[str, str]]:
                 yield f"shared/data/raw/gutenberg/{name}#chunk{i}", chunk
 
 
+def _collected_loop(answer: str) -> bool:
+    """A real degenerate answer: one sentence of 8+ words 8 times or more, and repeated
+    sentences at least 40% of the words."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?\n])\s+", answer) if _words(s) >= 8]
+    counts = Counter(sentences)
+    if not counts or counts.most_common(1)[0][1] < 8:
+        return False
+    repeated = sum(_words(s) * (n - 1) for s, n in counts.items() if n > 1)
+    return repeated >= 0.4 * _words(answer)
+
+
 def repetition_set(rng: random.Random) -> list[dict]:
-    keeps, sources = [], []
-    for where, prompt, answer in english_pairs():
+    keeps, sources, collected = [], [], []
+    for where, prompt, answer in [*english_pairs(), *alpaca_eval_all()]:
+        if _collected_loop(answer) and not SONG.search(prompt):
+            collected.append(item("repetition", "repetition", "remove", where, "collected_loop", prompt=prompt, answer=answer))
+            continue
         words = _words(answer)
         if SONG.search(prompt) and words >= 100:
             keeps.append(item("repetition", "repetition", "keep", where, "song_or_poem_answer", prompt=prompt, answer=answer))
@@ -293,7 +346,7 @@ def repetition_set(rng: random.Random) -> list[dict]:
             keeps.append(item("repetition", "repetition", "keep", where, "table_answer", prompt=prompt, answer=answer))
         elif 80 <= words <= 400:
             sources.append((where, prompt, answer))
-    keeps = rng.sample(keeps, min(350, len(keeps)))
+    keeps = _sample(keeps, 350, rng)
     poems = list(_gutenberg_poems())
     keeps += [item("repetition", "repetition", "keep", where, "public_domain_poem", text=text)
               for where, text in rng.sample(poems, min(80, len(poems)))]
@@ -303,7 +356,7 @@ def repetition_set(rng: random.Random) -> list[dict]:
         if looped:
             removes.append(item("repetition", "repetition", "remove", where + f" ({how} appended)", how,
                                 prompt=prompt, answer=looped))
-    return removes[:150] + keeps
+    return removes[:150] + _sample(collected, 80, rng) + keeps
 
 
 # ---------------------------------------------------------------- language: other languages vs English
