@@ -176,14 +176,19 @@ AI_ROLE_PROMPT = re.compile(r"(?i)\b(?:you are|imagine you are|as|pretend to be|
 MENTION = re.compile(r"(?i)\bopenai\b|\bchat ?gpt\b|\bgpt-?[234](?:\.5)?\b|\binstructgpt\b|\blanguage models?\b")
 
 
+def _folded(text: str) -> str:
+    return " ".join(text.lower().replace("\u2019", "'").split())
+
+
 def refusal_set(rng: random.Random) -> list[dict]:
     removes, keeps = [], []
     for where, prompt, answer in [*english_pairs(), *alpaca_eval_all()]:
         if AMBIGUOUS.search(answer) or AI_ROLE_PROMPT.search(prompt):
             continue
         if SELF_AS_AI.search(answer):
-            removes.append(item("keywords", "excluded_keyword", "remove", where, "refusal_or_ai_boilerplate",
-                                prompt=prompt, answer=answer))
+            # The issue's target names this phrase: its answers are a group of their own.
+            group = "as_an_ai_language_model" if "as an ai language model" in _folded(answer) else "other_refusal_or_ai_boilerplate"
+            removes.append(item("keywords", "excluded_keyword", "remove", where, group, prompt=prompt, answer=answer))
         elif MENTION.search(answer):
             keeps.append(item("keywords", "excluded_keyword", "keep", where, "mentions_ai_without_refusing",
                               prompt=prompt, answer=answer))
@@ -278,6 +283,7 @@ def json_set(rng: random.Random) -> list[dict]:
 
 # ---------------------------------------------------------------- repetition: spam vs songs, poems, tables
 
+MAX_CHARS = 6000  # longer answers are left out: the sets stay a few MB
 SONG = re.compile(r"(?i)\b(song|lyrics?|poem|poetry|rap|verse|chorus|haiku|limerick|sonnet|ballad|jingle|hymn|anthem|rhyme|stanza|ode)s?\b")
 TABLE = re.compile(r"(?m)^\s*\|.*\|\s*$")
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -333,13 +339,26 @@ def _collected_loop(answer: str) -> bool:
     return repeated >= 0.4 * _words(answer)
 
 
+def _word_run(text: str) -> int:
+    """The longest run of one word repeated back to back (punctuation and case aside)."""
+    best, run, last = 0, 0, None
+    for word in re.findall(r"\w+", text.lower()):
+        run = run + 1 if word == last else 1
+        best, last = max(best, run), word
+    return best
+
+
 def repetition_set(rng: random.Random) -> list[dict]:
     keeps, sources, collected = [], [], []
     for where, prompt, answer in [*english_pairs(), *alpaca_eval_all()]:
+        if len(answer) > MAX_CHARS:
+            continue
         if _collected_loop(answer) and not SONG.search(prompt):
             collected.append(item("repetition", "repetition", "remove", where, "collected_loop", prompt=prompt, answer=answer))
             continue
         words = _words(answer)
+        if _word_run(answer) >= 10:
+            continue  # "oppose, oppose, oppose, ...": degenerate even where a song was asked for
         if SONG.search(prompt) and words >= 100:
             keeps.append(item("repetition", "repetition", "keep", where, "song_or_poem_answer", prompt=prompt, answer=answer))
         elif len(TABLE.findall(answer)) >= 5 and words >= 100:
@@ -384,7 +403,40 @@ def language_set(rng: random.Random) -> list[dict]:
         elif _words(answer) <= 8 and _words(prompt) <= 40 and not re.search(r"[^\x00-\x7f]", prompt + answer):
             short.append(item("language", "wrong_language", "keep", where, "short_english_answer", prompt=prompt, answer=answer, lang="en"))
     keeps += rng.sample(short, min(200, len(short))) + rng.sample(translate, min(120, len(translate)))
+    # Documentation paragraphs, labelled by the folder of their language.
+    by_lang: dict[str, list[dict]] = {}
+    for where, para, lang in _doc_paragraphs():
+        by_lang.setdefault(lang, []).append(item("language", "wrong_language", "remove" if lang != "en" else "keep",
+                                                 where, f"docs_paragraph_{lang}", text=para, lang=lang))
+    for lang, paras in sorted(by_lang.items()):
+        removes_or_keeps = keeps if lang == "en" else removes
+        removes_or_keeps += rng.sample(paras, min(100 if lang == "en" else 25, len(paras)))
+    # Single short messages (5 words or fewer), as users write them.
+    for where, text, lang in oasst_messages():
+        base = lang.split("-")[0]
+        if 0 < _words(text) <= 5 and base:
+            (keeps if base == "en" else removes).append(
+                item("language", "wrong_language", "keep" if base == "en" else "remove", where,
+                     "short_message_en" if base == "en" else "short_message_other", text=text, lang=base))
     return removes + keeps
+
+
+DOC_LANGS = ("en", "es", "zh", "ja", "de", "ru", "pt", "ko")
+
+
+def _doc_paragraphs() -> Iterator[tuple[str, str, str]]:
+    """Prose paragraphs (no code, tables, includes or admonitions) of the FastAPI docs, with the
+    language of their folder."""
+    for where, text in _markdown_docs():
+        if "tiangolo/fastapi" not in where:
+            continue
+        lang = where.split(":docs/")[1].split("/")[0]
+        prose = FENCED.sub("", text)
+        for i, para in enumerate(re.split(r"\n\s*\n", prose)):
+            para = para.strip()
+            if (30 <= len(para) <= 1500 and not re.match(r"[#|<{/!*-]|\d+\.", para)
+                    and "{*" not in para and "///" not in para and len(re.findall(r"\w", para)) > len(para) // 2):
+                yield f"{where}#para{i}", para, lang
 
 
 # ---------------------------------------------------------------- length: CJK messages vs too short
@@ -412,6 +464,9 @@ def length_set(rng: random.Random) -> list[dict]:
             elif 0 < chars <= 4 and CJK.search(text):
                 removes.append(item("length", "too_few_words", "remove", f"{where}.{side}", "zh_1_4_chars", text=text, lang="zh"))
     keeps = rng.sample(keeps, min(300, len(keeps))) + rng.sample(english, 100)
+    cjk_docs = [item("length", "too_few_words", "keep", w, f"docs_paragraph_{lang}", text=t, lang=lang)
+                for w, t, lang in _doc_paragraphs() if lang in ("zh", "ja", "ko") and len(CJK.findall(t)) >= 15]
+    keeps += rng.sample(cjk_docs, min(120, len(cjk_docs)))
     for where, _prompt, answer in shared_alpaca("llamafactory_alpaca_en_demo.json"):
         if 0 < _words(answer) < 3:
             removes.append(item("length", "too_few_words", "remove", where, "english_1_2_words", text=answer, lang="en"))
@@ -421,6 +476,7 @@ def length_set(rng: random.Random) -> list[dict]:
 # ---------------------------------------------------------------- paragraph split + code fences
 
 FENCE = re.compile(r"(?m)^[ \t]*```")
+FENCED = re.compile(r"(?ms)^[ \t]*```.*?^[ \t]*```[^\n]*$")
 
 
 def _markdown_docs() -> Iterator[tuple[str, str]]:
@@ -428,7 +484,7 @@ def _markdown_docs() -> Iterator[tuple[str, str]]:
     files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", FASTAPI[1], "docs/"],
                            check=True, capture_output=True, text=True).stdout.split()
     for path in files:
-        if path.endswith(".md") and path.split("/")[1] in ("en", "es", "zh", "ja", "de", "ru", "pt", "ko"):
+        if path.endswith(".md") and path.split("/")[1] in DOC_LANGS:
             yield origin(FASTAPI, path), git_show(FASTAPI, path)
     for path in ("README.md", "README_zh.md", "data/README.md", "data/README_zh.md"):
         yield origin(LLAMA_FACTORY, path), git_show(LLAMA_FACTORY, path)
@@ -436,7 +492,7 @@ def _markdown_docs() -> Iterator[tuple[str, str]]:
 
 def fence_set(rng: random.Random) -> list[dict]:
     docs = [(w, t) for w, t in _markdown_docs()
-            if len(FENCE.findall(t)) >= 2 and len(FENCE.findall(t)) % 2 == 0 and len(t) <= 10_000]
+            if len(FENCE.findall(t)) >= 2 and len(FENCE.findall(t)) % 2 == 0 and len(t) <= 8_000]
     docs = rng.sample(docs, min(160, len(docs)))
     keeps = [item("txt_paragraph+format_code", "unbalanced_code_fence", "keep", w, "markdown_with_fences", text=t)
              for w, t in docs]
