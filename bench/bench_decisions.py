@@ -148,7 +148,7 @@ def score(items: list[dict], outcome: dict[str, dict]) -> dict:
         g = groups.setdefault(f"{it['label']}:{it['group']}", {"n": 0, "removed": 0})
         g["n"] += 1
         g["removed"] += outcome[it["id"]]["removed"]
-    return {
+    figures = {
         "n_remove": n["remove"], "n_keep": n["keep"],
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
         "recall": round(tp / n["remove"], 4) if n["remove"] else None,
@@ -157,6 +157,10 @@ def score(items: list[dict], outcome: dict[str, dict]) -> dict:
         "false_removals": [it["id"] for it in items if it["label"] == "keep" and outcome[it["id"]]["removed"]],
         "missed": [it["id"] for it in items if it["label"] == "remove" and not outcome[it["id"]]["removed"]],
     }
+    exact = [outcome[it["id"]]["exact"] for it in items if it["label"] == "remove" and "exact" in outcome[it["id"]]]
+    if exact:  # PII: planted strings replaced by one placeholder and nothing else changed
+        figures["redacted_exactly"] = round(sum(exact) / len(exact), 4)
+    return figures
 
 
 def _fmt(value: float | None) -> str:
