@@ -24,7 +24,6 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import polars as pl
 
 ROOT = Path(__file__).resolve().parent
 DECISIONS = ROOT / "decisions"

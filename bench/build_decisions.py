@@ -445,12 +445,18 @@ CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
 def length_set(rng: random.Random) -> list[dict]:
+    # Chinese, Japanese and Thai are written without spaces between words: a message of 15+
+    # characters is a sentence; Korean spaces its words.
     removes, keeps, english = [], [], []
     for where, text, lang in oasst_messages():
         base = lang.split("-")[0]
         chars = len(re.sub(r"\s", "", text))
-        if base in ("zh", "ja", "ko") and chars >= 15:
+        if base in ("zh", "ja", "ko", "th") and chars >= 15:
             keeps.append(item("length", "too_few_words", "keep", where, f"oasst_{base}_15plus_chars", text=text, lang=base))
+        elif base in ("zh", "ja") and 0 < chars <= 4:
+            removes.append(item("length", "too_few_words", "remove", where, f"{base}_1_4_chars", text=text, lang=base))
+        elif base not in ("en", "zh", "ja", "ko", "th") and 0 < _words(text) < 3:
+            removes.append(item("length", "too_few_words", "remove", where, "other_language_1_2_words", text=text, lang=base))
         elif base == "en":
             if _words(text) < 3:
                 removes.append(item("length", "too_few_words", "remove", where, "english_1_2_words", text=text, lang="en"))
