@@ -399,10 +399,13 @@ def language_set(rng: random.Random) -> list[dict]:
     for where, prompt, answer in [*shared_alpaca("llamafactory_alpaca_en_demo.json"), *shared_alpaca("code_alpaca_2k.json"),
                                   *alpaca_eval()]:
         if re.search(r"(?i)\btranslat", prompt):
-            translate.append(item("language", "wrong_language", "keep", where, "english_translation_task", prompt=prompt, answer=answer, lang="en"))
+            continue  # translation tasks: from the wider pool below
         elif _words(answer) <= 8 and _words(prompt) <= 40 and not re.search(r"[^\x00-\x7f]", prompt + answer):
             short.append(item("language", "wrong_language", "keep", where, "short_english_answer", prompt=prompt, answer=answer, lang="en"))
-    keeps += rng.sample(short, min(200, len(short))) + rng.sample(translate, min(120, len(translate)))
+    for where, prompt, answer in [*shared_alpaca("code_alpaca_2k.json"), *english_pairs()]:
+        if re.search(r"(?i)\btranslat", prompt):
+            translate.append(item("language", "wrong_language", "keep", where, "english_translation_task", prompt=prompt, answer=answer, lang="en"))
+    keeps += rng.sample(short, min(200, len(short))) + _sample(translate, 120, rng)
     # Documentation paragraphs, labelled by the folder of their language.
     by_lang: dict[str, list[dict]] = {}
     for where, para, lang in _doc_paragraphs():
