@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"curate: stopped: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_STAGE
     except BaseException as exc:
-        return _ending(exc)
+        return _ending(exc, args.command)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -291,17 +291,18 @@ def _command(args: argparse.Namespace) -> int:
     return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
 
 
-def _ending(exc: BaseException) -> int:
+def _ending(exc: BaseException, command: str) -> int:
     """The one message and exit code of a signal, a refused write or a Prefect API gone (anything
     else is a bug: its traceback is shown)."""
     if (signum := lifecycle.received()) is not None:  # whatever the signal became on its way up
-        print(f"curate: interrupted by {signal.Signals(signum).name}{lifecycle.published_note()}", file=sys.stderr)
+        what = ": stopped serving" if command == "serve" else lifecycle.published_note()  # served runs say their own
+        print(f"curate: interrupted by {signal.Signals(signum).name}{what}", file=sys.stderr)
         return 128 + signum
     if (refusal := lifecycle.disk_refusal(exc)) is not None:
         print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
         return EXIT_STAGE
-    if lifecycle.api_unreachable(exc):
-        print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({type(exc).__name__})"
+    if (problem := lifecycle.api_unreachable(exc)) is not None:
+        print(f"curate: error: the Prefect API at {lifecycle.api_url()} stopped answering ({problem})"
               f"{lifecycle.published_note()}", file=sys.stderr)
         lifecycle.exit_now(lifecycle.EXIT_API)
     raise exc

@@ -178,7 +178,9 @@ def writing(folder: str | Path) -> Iterator[None]:
 
 def expected(exc: BaseException) -> bool:
     """An ending this module turns into one message: a signal, a refused write, the API gone."""
-    return isinstance(exc, KeyboardInterrupt) or disk_refusal(exc) is not None or api_unreachable(exc)
+    from prefect.exceptions import TerminationSignal
+
+    return isinstance(exc, (KeyboardInterrupt, TerminationSignal)) or disk_refusal(exc) is not None or api_unreachable(exc) is not None
 
 
 class _NoTracebackForExpected(logging.Filter):
@@ -211,16 +213,17 @@ def api_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def api_unreachable(exc: BaseException) -> bool:
-    """`exc` (or its cause) is the Prefect API not answering: refused, timed out, cut off."""
+def api_unreachable(exc: BaseException) -> str | None:
+    """What went wrong if `exc` (or its cause) is the Prefect API not answering (refused, timed
+    out, cut off), else None."""
     import httpx
 
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (httpx.TransportError, ConnectionError)):
-            return True
+            return str(seen) or type(seen).__name__
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
 def api_url() -> str:

@@ -8,6 +8,7 @@ mid-run, serving a schedule); the assertions read that server through the Prefec
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -214,7 +215,7 @@ def test_a_served_schedule_runs_the_flow_and_shows_its_stages_and_artifacts(
         assert deployment.schedules[0].schedule.interval.total_seconds() == 5
         assert deployment.parameters["config_path"] == str(config.resolve())
         assert deployment.parameters["out_dir"] == str(runs.resolve() / "Served Check-{time}")
-        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, completed=True), 240, served)
+        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, StateType.COMPLETED), 240, served)
         assert completed, (tmp_path / "serve.log").read_text()[-3000:]
     finally:
         served.send_signal(signal.SIGINT)
@@ -276,13 +277,13 @@ def read_deployment(server: dict[str, str], name: str):
     return api(server, query)
 
 
-def deployment_runs(server: dict[str, str], deployment_id, completed: bool = False) -> list:
+def deployment_runs(server: dict[str, str], deployment_id, state: StateType | None = None) -> list:
     # The scheduler books many future runs (no start time yet): filter, do not sort them away.
-    states = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))
+    states = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state])))
 
     async def query(client):
         return await client.read_flow_runs(
-            flow_run_filter=states if completed else None,
+            flow_run_filter=states if state else None,
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
             sort=FlowRunSort.START_TIME_DESC,
             limit=20,
@@ -334,3 +335,116 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
     done = curate_here("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress")
     assert done.returncode == 0 and "no new inputs" in done.stdout
     assert (published / "LATEST").read_text().strip() == "v0002"
+
+
+def jury_config(tmp_path: Path, server: FakeOpenAI, n: int = 40, **extra) -> Path:
+    """A config whose jury asks `server` once per record (slow enough to be stopped midway)."""
+    server.latency = 0.15
+    server.handler = lambda body: rating_reply(body, 4)
+    judge = {"endpoint": {"base_url": server.base_url, "model": "judge", "max_retries": 2, "timeout": 5,
+                          "max_concurrency": 2}}
+    config = tmp_path / "stop.yaml"
+    config.write_text(yaml.safe_dump({
+        "inputs": [{"path": str(write_jsonl(tmp_path / "sft.jsonl", sft_rows(n)))}],
+        **CHEAP_STAGES,
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": judge}], "cache_dir": str(tmp_path / "cache")},
+        **extra,
+    }))
+    return config
+
+
+def curate_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`python -m flows.cli ARGS`, its output in `log`. SIGINT restored: a test run from a
+    background job would hand the process an ignored SIGINT, which Python (and curate) keep."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env={**os.environ, **env}, stdout=log.open("w"),
+        stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_for_calls(server: FakeOpenAI, calls: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while server.call_count < calls and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None and server.call_count >= calls, "the run ended before it could be stopped"
+
+
+def curate_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("curate")]
+
+
+def test_sigint_to_the_run_process_alone_stops_it_before_publishing_and_the_rerun_resumes(
+    tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str], curate_here
+) -> None:
+    published, out, log = tmp_path / "published", tmp_path / "run", tmp_path / "output.txt"
+    config = jury_config(tmp_path, openai_server, publish={"dir": str(published)})
+    run = curate_process(["run", str(config), "--out", str(out), "--no-progress"], prefect_server, log)
+    wait_for_calls(openai_server, 6, run)
+    run.send_signal(signal.SIGINT)  # to the process alone (`kill -INT PID`), not to its group
+    assert run.wait(timeout=60) == 130
+    output = log.read_text()
+    assert curate_lines(output) == ["curate: interrupted by SIGINT; nothing was published"], output[-3000:]
+    assert "Traceback" not in output and "Exception ignored" not in output
+    assert openai_server.call_count < 40  # stopped in the jury, not after it
+    assert not (published / "LATEST").exists() and not list(published.glob("v*"))
+    assert "stopped by SIGINT; the last finished step: dedup_minhash" in (out / "INTERRUPTED").read_text()
+    assert not (out / "stats.json").exists()
+
+    done = curate_here("run", str(config), "--out", str(out), "--no-progress")  # resumes, publishes, unmarks
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (published / "LATEST").read_text().strip() == "v0001" and not (out / "INTERRUPTED").exists()
+    totals = json.loads((out / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 40
+
+
+def flow_run_processes(server_pid: int) -> list[int]:
+    """The flow-run processes a served deployment started (Prefect spawns one per run)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == server_pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_a_served_schedule_runs_one_refresh_at_a_time_and_skips_the_ticks_in_between(
+    tmp_path: Path, prefect_server: dict[str, str]
+) -> None:
+    config = tmp_path / "tick.yaml"
+    published, runs, log = tmp_path / "published", tmp_path / "runs", tmp_path / "serve.log"
+    config.write_text(yaml.safe_dump({"inputs": small_corpus(tmp_path / "data"), **CHEAP_STAGES,
+                                      "publish": {"dir": str(published)}}))
+    published.mkdir()
+    lock = os.open(published / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another refresh is publishing: the served run has to wait for it
+    served = curate_process(["serve", str(config), "--interval", "1", "--runs", str(runs)],
+                            {**prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, log)
+    try:
+        assert wait_for(lambda: "waiting for it to finish" in log.read_text(), 120, served), log.read_text()[-3000:]
+        deployment = read_deployment(prefect_server, "curate/tick")
+        processes = []
+        for _ in range(20):  # ticks every second while the one run waits
+            processes.append(len(flow_run_processes(served.pid)))
+            time.sleep(0.2)
+        assert max(processes) == 1, processes
+        assert len(deployment_runs(prefect_server, deployment.id, StateType.CANCELLED)) >= 2  # the ticks skipped
+        os.close(lock)  # the other refresh is done: the waiting run publishes
+        assert wait_for(lambda: deployment_runs(prefect_server, deployment.id, StateType.COMPLETED), 120, served)
+    finally:
+        served.send_signal(signal.SIGINT)
+        try:
+            code = served.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            served.kill()
+            code = served.wait()
+    output = log.read_text()
+    assert "at most 1 run at a time; a tick while one runs is skipped" in output
+    assert code == 130 and curate_lines(output)[-1] == "curate: interrupted by SIGINT: stopped serving", output[-3000:]
+    assert (published / "LATEST").read_text().strip() == "v0001"
+    # Ticks that found nothing new (or were stopped before any work) leave no folder behind.
+    folders = list(runs.iterdir())
+    assert folders and all((f / "stats.json").is_file() or (f / "INTERRUPTED").is_file() for f in folders), folders
+    assert sum((f / "stats.json").is_file() for f in folders) == 1
