@@ -157,7 +157,7 @@ def disk_refusal(exc: BaseException) -> str | None:
                 return meaning
         if isinstance(seen, OSError) and seen.errno is None and text.endswith(_SHORT_WRITE):  # numpy's short write
             return f"{os.strerror(errno.ENOSPC)} ({text})"
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 
@@ -166,6 +166,8 @@ def writing(folder: str | Path) -> Iterator[None]:
     """A write the disk refuses becomes StageFailed naming `folder`: one message, exit 4."""
     try:
         yield
+    except StageFailed:
+        raise  # already said, by the step that stopped
     except Exception as exc:
         refusal = disk_refusal(exc)
         if refusal is None:
@@ -188,8 +190,8 @@ class _NoTracebackForExpected(logging.Filter):
     above the line stays, the traceback goes (it would say nothing the one message does not)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None and expected(record.exc_info[1]):
-            record.exc_info, record.exc_text = None, None
+        if record.exc_info and (record.exc_info[1] is None or expected(record.exc_info[1])):
+            record.exc_info, record.exc_text = None, None  # (None: Prefect asks for one outside any exception)
         return True
 
 
@@ -222,7 +224,7 @@ def api_unreachable(exc: BaseException) -> str | None:
     while seen is not None:
         if isinstance(seen, (httpx.TransportError, ConnectionError)):
             return str(seen) or type(seen).__name__
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return None
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
 from openai_server import FakeOpenAI, rating_reply
 from prefect.client.orchestration import get_client
@@ -334,6 +335,7 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
     # Nothing new: nothing to do, no version 3.
     done = curate_here("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress")
     assert done.returncode == 0 and "no new inputs" in done.stdout
+    assert "report:" not in done.stdout and not (tmp_path / "run3").exists()  # no report, so none named
     assert (published / "LATEST").read_text().strip() == "v0002"
 
 
@@ -448,3 +450,61 @@ def test_a_served_schedule_runs_one_refresh_at_a_time_and_skips_the_ticks_in_bet
     folders = list(runs.iterdir())
     assert folders and all((f / "stats.json").is_file() or (f / "INTERRUPTED").is_file() for f in folders), folders
     assert sum((f / "stats.json").is_file() for f in folders) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 512 KiB tmpfs: a disk that fills up. Mounting needs root (CAP_SYS_ADMIN): skipped otherwise."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip() or 'mount failed'}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> None:
+    with (disk / "filler").open("ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:  # full
+            pass
+
+
+def test_a_full_disk_stops_the_run_with_one_message_and_the_previous_version_intact(
+    tmp_path: Path, small_disk: Path, prefect_server: dict[str, str], curate_here
+) -> None:
+    data, published = tmp_path / "data", small_disk / "published"
+    data.mkdir()
+    write_jsonl(data / "a.jsonl", sft_rows(12))
+    config = tmp_path / "full.yaml"
+    config.write_text(yaml.safe_dump({"inputs": [{"path": str(data)}], "dedup": {"exact": {}},
+                                      "publish": {"dir": str(published)}}))
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run1"), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    v1 = (published / "v0001" / "kept.parquet").read_bytes()
+    fill(small_disk)
+    write_jsonl(data / "b.jsonl", sft_rows(40)[20:])
+
+    # publish.dir full: the run's work is done, the new version cannot be written.
+    log = tmp_path / "output.txt"
+    run = curate_process(["run", str(config), "--out", str(tmp_path / "run2"), "--no-progress"], prefect_server, log)
+    assert run.wait(timeout=120) == 4
+    output = log.read_text()
+    assert curate_lines(output) == [f"curate: stopped: cannot write in {published}: No space left on device"], output[-3000:]
+    assert "Traceback" not in output
+    assert (published / "LATEST").read_text().strip() == "v0001" and (published / "v0001" / "kept.parquet").read_bytes() == v1
+    assert sorted(p.name for p in published.iterdir() if not p.name.startswith(".lock")) == ["LATEST", "v0001"]
+    totals = json.loads((tmp_path / "run2" / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 20  # every row accounted for, none published
+
+    # --out full: the first write stops the run, naming the folder.
+    out = small_disk / "run3"
+    done = curate_here("run", str(config), "--out", str(out), "--no-progress")
+    assert done.returncode == 4
+    assert curate_lines(done.stderr) == [f"curate: stopped: cannot write in {out}: No space left on device"]
+    assert (published / "LATEST").read_text().strip() == "v0001"
