@@ -302,7 +302,7 @@ def _ending(exc: BaseException, command: str) -> int:
         print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
         return EXIT_STAGE
     if (problem := lifecycle.api_unreachable(exc)) is not None:
-        print(f"curate: error: the Prefect API at {lifecycle.api_url()} stopped answering ({problem})"
+        print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
               f"{lifecycle.published_note()}", file=sys.stderr)
         lifecycle.exit_now(lifecycle.EXIT_API)
     raise exc

@@ -231,7 +231,7 @@ def api_unreachable(exc: BaseException) -> str | None:
 def api_url() -> str:
     from prefect.settings import PREFECT_API_URL
 
-    return PREFECT_API_URL.value() or "the embedded Prefect server"
+    return PREFECT_API_URL.value() or "the embedded server"
 
 
 # --- the embedded Prefect server ----------------------------------------------------------------------

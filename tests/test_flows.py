@@ -355,11 +355,13 @@ def jury_config(tmp_path: Path, server: FakeOpenAI, n: int = 40, **extra) -> Pat
     return config
 
 
-def curate_process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`python -m flows.cli ARGS`, its output in `log`. SIGINT restored: a test run from a
-    background job would hand the process an ignored SIGINT, which Python (and curate) keep."""
+def curate_process(args: list[str], env: dict[str, str | None], log: Path) -> subprocess.Popen:
+    """`python -m flows.cli ARGS`, its output in `log`; a None in `env` unsets that variable.
+    SIGINT restored: a test run from a background job would hand the process an ignored SIGINT,
+    which Python (and curate) keep."""
+    merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env={**os.environ, **env}, stdout=log.open("w"),
+        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=merged, stdout=log.open("w"),
         stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
@@ -508,3 +510,66 @@ def test_a_full_disk_stops_the_run_with_one_message_and_the_previous_version_int
     assert done.returncode == 4
     assert curate_lines(done.stderr) == [f"curate: stopped: cannot write in {out}: No space left on device"]
     assert (published / "LATEST").read_text().strip() == "v0001"
+
+
+def children(pid: int, marker: bytes) -> list[int]:
+    """Processes whose parent is `pid` and whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and marker in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def run_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> tuple[subprocess.Popen, int, Path]:
+    """`curate run` without PREFECT_API_URL (Prefect starts its embedded server), stopped in the
+    jury: (the process, its server's pid, its output file)."""
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": None}
+    log = tmp_path / "output.txt"
+    run = curate_process(["run", str(jury_config(tmp_path, server, **extra)), "--out", str(tmp_path / "run"),
+                          "--no-progress"], env, log)
+    wait_for_calls(server, 6, run)
+    (embedded,) = children(run.pid, b"prefect.server.api.server:create_app")
+    return run, embedded, log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_embedded_server_ends_with_the_command(tmp_path: Path, openai_server: FakeOpenAI, how: int) -> None:
+    run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server)
+    run.send_signal(how)
+    code = run.wait(timeout=60)
+    deadline = time.monotonic() + 30  # kill -9: the kernel tells the server (PR_SET_PDEATHSIG)
+    while alive(embedded) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(embedded), "the embedded Prefect server outlived the command"
+    if how == signal.SIGTERM:
+        output = log.read_text()
+        assert code == 143 and curate_lines(output) == ["curate: interrupted by SIGTERM; nothing was published"], output[-3000:]
+        assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_prefect_api_that_goes_away_ends_the_run_with_one_message(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    published = tmp_path / "published"
+    run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server, publish={"dir": str(published)})
+    os.kill(embedded, signal.SIGKILL)  # the API is gone mid-run; the work itself needs no API
+    code = run.wait(timeout=180)
+    output = log.read_text()
+    assert code == 5, output[-3000:]
+    (line,) = curate_lines(output)
+    assert line.startswith("curate: error: the Prefect API (the embedded server) stopped answering (")
+    assert line.endswith(f"; version {published / 'v0001'} was published before") and "Traceback" not in output
+    totals = json.loads((tmp_path / "run" / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 40
