@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from curation.llm.secrets import mask_secrets
-from flows import lifecycle
 from curation.report.validate import ValidationFailed
+from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 
@@ -140,7 +140,9 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     lifecycle.prepare_prefect()
     from flows.train import train_flow
 
-    print(_training(train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume), data))
+    with lifecycle.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
+        summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
+    print(_training(summary, data))
     return 0
 
 
@@ -155,7 +157,8 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     lifecycle.prepare_prefect()
     from flows.train import curate_then_train
 
-    stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+    with lifecycle.interruptible():  # as in `train`; the curate half checks between its steps too
+        stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     print(_funnel(stats, out))
     print(_training(summary, out))
     _print_report(out)

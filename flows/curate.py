@@ -12,6 +12,7 @@ import json
 import signal
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -189,7 +190,8 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
         signum = lifecycle.interrupted_by(exc)
         marked = lifecycle.mark_interrupted(out, signum, steps[-1] if steps else None)
-        message = f"interrupted by {signal.Signals(signum).name}{lifecycle.published_note()}" + (f"; {out} is marked {lifecycle.INTERRUPTED}" if marked else "")
+        message = f"interrupted by {signal.Signals(signum).name}{lifecycle.published_note()}"
+        message += f"; {out} is marked {lifecycle.INTERRUPTED}" if marked else ""
         logger.warning(message)
         return Cancelled(message=message)
     finally:
@@ -197,7 +199,10 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             claimed.rmdir()  # a served tick that found nothing to do leaves no empty folder
 
 
-def _curate(config: CurateConfig, config_path: str, out: Path, progress: bool, fresh: bool, steps: list[str], logger) -> dict | Failed:
+def _curate(
+    config: CurateConfig, config_path: str, out: Path, progress: bool, fresh: bool, steps: list[str], logger: Any
+) -> dict | Failed:
+    """The flow's work; `steps` collects the names of the finished steps (for INTERRUPTED)."""
     with ExitStack() as held:
         try:
             preflight(config, out)  # scheduled runs start here, not in the CLI

@@ -182,7 +182,9 @@ def expected(exc: BaseException) -> bool:
     """An ending this module turns into one message: a signal, a refused write, the API gone."""
     from prefect.exceptions import TerminationSignal
 
-    return isinstance(exc, (KeyboardInterrupt, TerminationSignal)) or disk_refusal(exc) is not None or api_unreachable(exc) is not None
+    if isinstance(exc, (KeyboardInterrupt, TerminationSignal)):
+        return True
+    return disk_refusal(exc) is not None or api_unreachable(exc) is not None
 
 
 class _NoTracebackForExpected(logging.Filter):

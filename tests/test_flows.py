@@ -355,14 +355,14 @@ def jury_config(tmp_path: Path, server: FakeOpenAI, n: int = 40, **extra) -> Pat
     return config
 
 
-def curate_process(args: list[str], env: dict[str, str | None], log: Path) -> subprocess.Popen:
-    """`python -m flows.cli ARGS`, its output in `log`; a None in `env` unsets that variable.
-    SIGINT restored: a test run from a background job would hand the process an ignored SIGINT,
-    which Python (and curate) keep."""
+def curate_process(args: list[str], env: dict[str, str | None], log: Path, group: bool = False) -> subprocess.Popen:
+    """`python -m flows.cli ARGS`, its output in `log`; a None in `env` unsets that variable;
+    `group`: in a process group of its own (as a terminal starts it). SIGINT restored: a test run
+    from a background job would hand the process an ignored SIGINT, which Python (and curate) keep."""
     merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
     return subprocess.Popen(
         [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=merged, stdout=log.open("w"),
-        stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=group,
     )
 
 
@@ -538,7 +538,7 @@ def run_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> t
     env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": None}
     log = tmp_path / "output.txt"
     run = curate_process(["run", str(jury_config(tmp_path, server, **extra)), "--out", str(tmp_path / "run"),
-                          "--no-progress"], env, log)
+                          "--no-progress"], env, log, group=True)
     wait_for_calls(server, 6, run)
     (embedded,) = children(run.pid, b"prefect.server.api.server:create_app")
     return run, embedded, log
@@ -548,7 +548,7 @@ def run_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> t
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_the_embedded_server_ends_with_the_command(tmp_path: Path, openai_server: FakeOpenAI, how: int) -> None:
     run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server)
-    run.send_signal(how)
+    os.killpg(run.pid, how)  # to the whole group, as a terminal's Ctrl-C: the server is in a session of its own
     code = run.wait(timeout=60)
     deadline = time.monotonic() + 30  # kill -9: the kernel tells the server (PR_SET_PDEATHSIG)
     while alive(embedded) and time.monotonic() < deadline:
@@ -573,3 +573,41 @@ def test_a_prefect_api_that_goes_away_ends_the_run_with_one_message(tmp_path: Pa
     assert line.endswith(f"; version {published / 'v0001'} was published before") and "Traceback" not in output
     totals = json.loads((tmp_path / "run" / "stats.json").read_text())["totals"]
     assert totals["ingested"] == totals["kept"] + totals["rejected"] == 40
+
+
+def test_a_signal_outside_the_work_is_kept_for_the_next_check_and_one_inside_raises_at_once() -> None:
+    from flows import lifecycle
+
+    before = signal.getsignal(signal.SIGINT)
+    with lifecycle.signals():
+        os.kill(os.getpid(), signal.SIGINT)  # not in the flow's work: noted, nothing raised here
+        assert lifecycle.received() == signal.SIGINT
+        with pytest.raises(lifecycle.Interrupted) as stopped:
+            lifecycle.check()  # where a swallowed interrupt is found again: before a step, before publishing
+        assert stopped.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is before  # put back: tests call the CLI's main in this process
+    with lifecycle.signals(), pytest.raises(lifecycle.Interrupted):
+        with lifecycle.interruptible():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted long before
+
+
+def test_the_writes_a_full_disk_refuses_are_recognised_whatever_library_wrote(small_disk: Path) -> None:
+    import numpy as np
+
+    from flows import lifecycle
+    from schemas.base import StageFailed
+
+    fill(small_disk)
+    writes = {
+        "polars": lambda: pl.DataFrame({"a": [os.urandom(40).hex() for _ in range(5000)]}).write_parquet(small_disk / "a.parquet"),
+        "numpy": lambda: np.save(small_disk / "b.npy", np.ones(100_000)),
+        "python": lambda: (small_disk / "c.txt").write_text("x" * 100_000),
+    }
+    for name, write in writes.items():
+        with pytest.raises(StageFailed, match=f"cannot write in {small_disk}: .*No space left on device"):
+            with lifecycle.writing(small_disk):
+                write()
+    with pytest.raises(ValueError):  # anything else passes through untouched
+        with lifecycle.writing(small_disk):
+            raise ValueError("not a disk problem")
