@@ -357,6 +357,8 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
     mine = curated(configs["sft_pref"], "sft_pref-20261201-100000", 1_000)
     curated(configs["sft_pref_v2"], "sft_pref_v2-20261201-120000", 3_000)
     (tmp_path / "runs" / "sft_pref-broken").mkdir()  # no stats.json: not a run
+    stopped = curated(configs["sft_pref"], "sft_pref-20261201-130000", 4_000)
+    (stopped / "INTERRUPTED").write_text("stopped by SIGINT\n")  # stopped before it could publish: not trained on
     assert _new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
     assert _latest_run_dir(configs["sft_pref"]) == mine
     # Edited since (say its train section): the run of the earlier version, with a warning.
