@@ -23,6 +23,7 @@ from prefect.artifacts import (
 )
 
 from curation.core.stats import RunStats
+from flows import lifecycle
 
 log = logging.getLogger(__name__)
 TOP_CLUSTERS = 10
@@ -165,18 +166,20 @@ class ProgressArtifact:
     """A `(done, total)` callback that keeps one Prefect progress artifact up to date.
 
     Created on the first call, then updated at most every `every` seconds (and at the end).
-    Artifact failures never stop the work: progress is a display.
+    Artifact failures never stop the work: progress is a display. A Prefect API that does not
+    answer ends the updates (each would wait out the client's retries, slowing the stage).
     """
 
     def __init__(self, key: str, description: str, every: float = 1.0) -> None:
         self.key, self.description, self.every = key, description, every
         self.id: UUID | None = None
         self._last = 0.0
+        self._off = False
 
     def __call__(self, done: int, total: int) -> None:
         percent = 100.0 * done / total if total > 0 else 100.0
         now = time.monotonic()
-        if self.id is not None and done < total and now - self._last < self.every:
+        if self._off or (self.id is not None and done < total and now - self._last < self.every):
             return
         self._last = now
         text = f"{self.description}: {done} of {total}"
@@ -187,6 +190,7 @@ class ProgressArtifact:
                 update_progress_artifact(self.id, percent, description=text)
         except Exception as exc:  # noqa: BLE001 - a display problem must not fail a stage
             log.debug("progress artifact %s: %s", self.key, exc)
+            self._off = lifecycle.api_unreachable(exc) is not None
 
 
 def progress_hook(key: str, description: str) -> Callable[[int, int], None]:

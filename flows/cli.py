@@ -2,26 +2,30 @@
 
 Fatal problems (missing file, invalid config) print one message naming the field or path and
 exit with code 2, without a traceback; a failed `fail`-severity validation suite exits 3, a
-stage that could not do its job (judges unreachable, too many records unscored) exits 4.
-Prefect is imported only by commands that run a flow.
+stage that could not do its job (judges unreachable, too many records unscored, a disk that
+refuses a write) exits 4, a Prefect API that stops answering 5, SIGINT 130 and SIGTERM 143
+(flows/lifecycle.py). Prefect is imported only by commands that run a flow.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from curation.llm.secrets import mask_secrets
 from curation.report.validate import ValidationFailed
+from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
 EXIT_STAGE = 4  # a stage could not do its job, an input mostly rejected, or fewer than execution.min_kept kept
+FLOW_COMMANDS = {"run", "train", "all", "serve"}  # commands that talk to a Prefect API
 OUT_HELP = (
     "run directory (default: a new runs/<config>-<time> beside the config, per invocation). Re-running an"
     " unchanged config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
@@ -117,12 +121,18 @@ def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False
     config = load_config(config_path)
     out = out or _new_run_dir(config_path)
     preflight(config, out)  # every fatal problem surfaces before any work
+    lifecycle.prepare_prefect()
     from flows.curate import curate_flow
 
     stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress, fresh=fresh)
     print(_funnel(stats, out))
-    print(f"report: {out / 'report.html'}")
+    _print_report(out)
     return 0
+
+
+def _print_report(run_dir: Path) -> None:
+    if (run_dir / "report.html").is_file():  # a refresh with nothing new writes none
+        print(f"report: {run_dir / 'report.html'}")
 
 
 def train(config_path: Path, data: Path | None, resume: bool) -> int:
@@ -130,9 +140,12 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     if config.train is None:
         raise ConfigError(f"{config_path}: no `train:` section to train with")
     data = data or _latest_run_dir(config_path, config.train.sets_needed())
+    lifecycle.prepare_prefect()
     from flows.train import train_flow
 
-    print(_training(train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume), data))
+    with lifecycle.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
+        summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
+    print(_training(summary, data))
     return 0
 
 
@@ -144,12 +157,14 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
         raise ConfigError(f"{config_path}: `curate all` needs a `train:` section (or use `curate run`)")
     out = out or _new_run_dir(config_path)
     preflight(config, out)
+    lifecycle.prepare_prefect()
     from flows.train import curate_then_train
 
-    stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+    with lifecycle.interruptible():  # as in `train`; the curate half checks between its steps too
+        stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     print(_funnel(stats, out))
     print(_training(summary, out))
-    print(f"report: {out / 'report.html'}")
+    _print_report(out)
     return 0
 
 
@@ -158,9 +173,11 @@ def serve(config_path: Path, cron: str | None, interval: float | None, runs: Pat
 
     runs = runs or _runs_dir(config_path)
     preflight(load_config(config_path), runs)
+    lifecycle.prepare_prefect()
     from flows.serve import serve_curate
 
-    serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
+    with lifecycle.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
+        serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
     return 0
 
 
@@ -189,7 +206,7 @@ def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
             stats = RunStats.read(run_dir)
         except ValueError:  # a half-written or foreign stats.json
             continue
-        if stats.config is None or Path(stats.config).resolve() != path:
+        if stats.config is None or Path(stats.config).resolve() != path or (run_dir / lifecycle.INTERRUPTED).exists():
             continue
         if unwritten_sets(run_dir, sets):
             lacking.append(run_dir)
@@ -261,17 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _offline_defaults()
     try:
-        if args.command == "validate":
-            return validate(args.config)
-        if args.command == "report":
-            return report(args.run_dir)
-        if args.command == "train":
-            return train(args.config, args.data, resume=not args.no_resume)
-        if args.command == "all":
-            return run_all(args.config, args.out, not args.no_progress, resume=not args.no_resume, fresh=args.fresh)
-        if args.command == "serve":
-            return serve(args.config, args.cron, args.interval, args.runs, args.name)
-        return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
+        with lifecycle.signals():
+            if args.command in FLOW_COMMANDS:
+                lifecycle.api_defaults()  # before Prefect reads its settings
+            code = _command(args)
+            lifecycle.check()  # a signal swallowed where it landed still ends the command as interrupted
+            return code
     except ConfigError as exc:
         print(f"curate: error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
@@ -281,6 +293,39 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as exc:
         print(f"curate: stopped: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_STAGE
+    except BaseException as exc:
+        return _ending(exc, args.command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return validate(args.config)
+    if args.command == "report":
+        return report(args.run_dir)
+    if args.command == "train":
+        return train(args.config, args.data, resume=not args.no_resume)
+    if args.command == "all":
+        return run_all(args.config, args.out, not args.no_progress, resume=not args.no_resume, fresh=args.fresh)
+    if args.command == "serve":
+        return serve(args.config, args.cron, args.interval, args.runs, args.name)
+    return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
+
+
+def _ending(exc: BaseException, command: str) -> int:
+    """The one message and exit code of a signal, a refused write or a Prefect API gone (anything
+    else is a bug: its traceback is shown)."""
+    if (signum := lifecycle.received()) is not None:  # whatever the signal became on its way up
+        what = ": stopped serving" if command == "serve" else lifecycle.published_note()  # served runs say their own
+        print(f"curate: interrupted by {signal.Signals(signum).name}{what}", file=sys.stderr)
+        return 128 + signum
+    if (refusal := lifecycle.disk_refusal(exc)) is not None:
+        print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
+        return EXIT_STAGE
+    if (problem := lifecycle.api_unreachable(exc)) is not None:
+        print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
+              f"{lifecycle.published_note()}", file=sys.stderr)
+        lifecycle.exit_now(lifecycle.EXIT_API)
+    raise exc
 
 
 if __name__ == "__main__":

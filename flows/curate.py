@@ -9,13 +9,16 @@ artifacts (flows/artifacts.py, read from the run dir).
 from __future__ import annotations
 
 import json
+import signal
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run as flow_run_info
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed, State
 
 import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
@@ -30,6 +33,7 @@ from curation.publish.lock import publish_lock
 from curation.publish.versions import Version, load_version, publish
 from curation.report.html import write_report
 from curation.report.validate import ValidationFailed, enforce, validate_run
+from flows import lifecycle
 from flows.artifacts import ProgressArtifact, keys, publish_run
 from schemas.base import ConfigError, StageFailed
 from schemas.config import CurateConfig, load_config
@@ -58,8 +62,12 @@ def _options(checkpoint: Checkpoint, fresh: bool) -> dict:
 # A complete checkpoint whose Prefect cache record is missing (killed in between) is restored by
 # the step function itself, so each task body is the core's.
 @task(name="ingest", retries=1, retry_delay_seconds=2, **CACHED)
-def ingest_task(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fresh: bool = False) -> dict:
-    return run_ingest(config, progress, checkpoint, fresh)
+def ingest_task(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fresh: bool = False) -> dict | Failed:
+    try:
+        with lifecycle.writing(checkpoint.run_dir):
+            return run_ingest(config, progress, checkpoint, fresh)
+    except StageFailed as exc:
+        return _stopped(exc)
 
 
 def _stopped(exc: StageFailed) -> Failed:
@@ -75,7 +83,8 @@ def stage_task(
 ) -> dict | Failed:
     token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
     try:
-        return run_stage(stage, records, checkpoint, fresh)
+        with lifecycle.writing(checkpoint.run_dir):
+            return run_stage(stage, records, checkpoint, fresh)
     except StageFailed as exc:
         return _stopped(exc)
     finally:
@@ -87,22 +96,33 @@ def stage_task(
 @task(retries=1, retry_delay_seconds=5, **CACHED)
 def expansion_task(step: Expansion, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict | Failed:
     try:
-        return run_expansion(step, records, checkpoint, fresh)
+        with lifecycle.writing(checkpoint.run_dir):
+            return run_expansion(step, records, checkpoint, fresh)
     except StageFailed as exc:
         return _stopped(exc)
 
 
 @task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict:
-    return write_run(out_dir, ledger, config_path).model_dump(mode="json", by_alias=True)
+def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict | Failed:
+    try:
+        with lifecycle.writing(out_dir):
+            return write_run(out_dir, ledger, config_path).model_dump(mode="json", by_alias=True)
+    except StageFailed as exc:
+        return _stopped(exc)
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish_task(config: CurateConfig, out_dir: Path, previous: Version | None) -> Path:
-    version = publish(config.publish.dir, out_dir, config, previous, inputs=[Path(s.path) for s in config.inputs])
-    # The run directory says which version it became and what changed (the report shows it).
-    diff = json.loads((version / "diff.json").read_text())
-    (out_dir / "publish.json").write_text(json.dumps({"version_dir": str(version), **diff}, indent=2) + "\n")
+def publish_task(config: CurateConfig, out_dir: Path, previous: Version | None) -> Path | Failed:
+    try:
+        with lifecycle.writing(config.publish.dir):  # the version being assembled is removed; LATEST stays
+            version = publish(config.publish.dir, out_dir, config, previous, inputs=[Path(s.path) for s in config.inputs])
+        lifecycle.note_published(version)
+        # The run directory says which version it became and what changed (the report shows it).
+        diff = json.loads((version / "diff.json").read_text())
+        with lifecycle.writing(out_dir):
+            (out_dir / "publish.json").write_text(json.dumps({"version_dir": str(version), **diff}, indent=2) + "\n")
+    except StageFailed as exc:
+        return _stopped(exc)
     return version
 
 
@@ -139,17 +159,50 @@ def expand_out_dir(pattern: str) -> Path:
             claimed = first.with_name(f"{first.name}-{taken}")
 
 
+def _done(state: State):
+    """A task's result; a stage that could not do its job (a StageFailed returned as a Failed
+    state, no traceback) raises it, for the flow to stop with."""
+    if state.is_failed() and isinstance(error := state.result(raise_on_failure=False), StageFailed):
+        raise error
+    return state.result()  # any other failure raises here, as it would from the task call
+
+
 @flow(name="curate", log_prints=False)
 def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bool = False) -> dict | Failed:
     """Ingest -> synthesis -> filters -> dedup -> jury -> preference pairs -> export -> run directory.
 
     Each stage's output is checkpointed under OUT_DIR/.checkpoints/ with a fingerprint of its
     inputs and config section: re-running into the same OUT_DIR skips finished stages (their
-    tasks show as Cached) unless `fresh`.
+    tasks show as Cached) unless `fresh`. SIGINT / SIGTERM stop it before the next step and
+    before publishing (flows/lifecycle.py); the run directory is left marked INTERRUPTED.
     """
     logger = get_run_logger()
+    lifecycle.quiet_expected_tracebacks()  # also in a served run's own process
     config = load_config(config_path)
     out = expand_out_dir(out_dir)
+    claimed = out if "{time}" in out_dir else None  # this run's own new folder
+    steps: list[str] = []
+    try:
+        with lifecycle.interruptible(), lifecycle.writing(out):
+            return _curate(config, config_path, out, progress, fresh, steps, logger)
+    except StageFailed as exc:  # logged where it was raised
+        return Failed(message=str(exc), data=exc)
+    except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
+        signum = lifecycle.interrupted_by(exc)
+        marked = lifecycle.mark_interrupted(out, signum, steps[-1] if steps else None)
+        message = f"interrupted by {signal.Signals(signum).name}{lifecycle.published_note()}"
+        message += f"; {out} is marked {lifecycle.INTERRUPTED}" if marked else ""
+        logger.warning(message)
+        return Cancelled(message=message)
+    finally:
+        if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
+            claimed.rmdir()  # a served tick that found nothing to do leaves no empty folder
+
+
+def _curate(
+    config: CurateConfig, config_path: str, out: Path, progress: bool, fresh: bool, steps: list[str], logger: Any
+) -> dict | Failed:
+    """The flow's work; `steps` collects the names of the finished steps (for INTERRUPTED)."""
     with ExitStack() as held:
         previous = None
         try:
@@ -166,13 +219,18 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             if not config.inputs:
                 logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")
                 return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
+        (out / lifecycle.INTERRUPTED).unlink(missing_ok=True)  # a rerun into an interrupted run resumes it
         run = CurationRun(config, out, progress, previous)
-        ingest_task.with_options(**_options(run.ingest_checkpoint, fresh))(config, progress, run.ingest_checkpoint, fresh)
+        _done(ingest_task.with_options(**_options(run.ingest_checkpoint, fresh))(
+            config, progress, run.ingest_checkpoint, fresh, return_state=True
+        ))
         try:
             logger.info(run.start().stages[-1].summary())
         except RunFailed as exc:  # an input mostly rejected: stop before any stage works on the rest
             return _stopped(exc)
+        steps.append("ingest")
         for step, checkpoint in run.steps():
+            lifecycle.check()
             options = _options(checkpoint, fresh)
             if isinstance(step.runner, Expansion):
                 state = expansion_task.with_options(**options)(
@@ -183,14 +241,14 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
                 state = stage_task.with_options(**options)(
                     step.runner, run.ledger.records, checkpoint, fresh, progress_key, return_state=True
                 )
-            error = state.result(raise_on_failure=False) if state.is_failed() else None
-            if isinstance(error, StageFailed):  # nothing after it runs: no run directory, no publishing
-                return Failed(message=str(error), data=error)
-            state.result()  # any other failure raises here, as it would from the task call
+            _done(state)  # a stage that stopped: nothing after it runs, no run directory, no publishing
             logger.info(run.absorb(step, checkpoint).summary())
+            steps.append(step.name)
+        lifecycle.check()
         ledger = run.ledger
-        stats = write_task(out, ledger, Path(config_path))
+        stats = _done(write_task(out, ledger, Path(config_path), return_state=True))
         run.clean()
+        steps.append("write-run")
         totals = stats["totals"]
         logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
         failure: Exception | None = None
@@ -207,7 +265,8 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             except ValidationFailed as exc:
                 failure = exc
         if config.publish and failure is None:
-            version = publish_task(config, out, previous)
+            lifecycle.check()  # never publish after a signal
+            version = _done(publish_task(config, out, previous, return_state=True))
             logger.info(f"published {version}")
         report = report_task(out)  # also after a failed validation: it shows what failed
         logger.info(f"report: {report}")

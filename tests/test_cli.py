@@ -366,6 +366,8 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
     (tmp_path / "runs" / "sft_pref-broken").mkdir()  # no stats.json: not a run
     # Newer, but export wrote no preference set: an sft_dpo training cannot use it, an sft one can.
     sft_only = curated(configs["sft_pref"], "sft_pref-20261201-110000", 2_000, sets=("sft",))
+    stopped = curated(configs["sft_pref"], "sft_pref-20261201-130000", 4_000)
+    (stopped / "INTERRUPTED").write_text("stopped by SIGINT\n")  # stopped before it could publish: not trained on
     assert _new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
     assert _latest_run_dir(configs["sft_pref"], both) == mine
     assert _latest_run_dir(configs["sft_pref"], ["sft"]) == sft_only

@@ -8,6 +8,7 @@ mid-run, serving a schedule); the assertions read that server through the Prefec
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
 from openai_server import FakeOpenAI, rating_reply
 from prefect.client.orchestration import get_client
@@ -214,7 +216,7 @@ def test_a_served_schedule_runs_the_flow_and_shows_its_stages_and_artifacts(
         assert deployment.schedules[0].schedule.interval.total_seconds() == 5
         assert deployment.parameters["config_path"] == str(config.resolve())
         assert deployment.parameters["out_dir"] == str(runs.resolve() / "Served Check-{time}")
-        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, completed=True), 240, served)
+        completed = wait_for(lambda: deployment_runs(prefect_server, deployment.id, StateType.COMPLETED), 240, served)
         assert completed, (tmp_path / "serve.log").read_text()[-3000:]
     finally:
         served.send_signal(signal.SIGINT)
@@ -276,13 +278,13 @@ def read_deployment(server: dict[str, str], name: str):
     return api(server, query)
 
 
-def deployment_runs(server: dict[str, str], deployment_id, completed: bool = False) -> list:
+def deployment_runs(server: dict[str, str], deployment_id, state: StateType | None = None) -> list:
     # The scheduler books many future runs (no start time yet): filter, do not sort them away.
-    states = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])))
+    states = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[state])))
 
     async def query(client):
         return await client.read_flow_runs(
-            flow_run_filter=states if completed else None,
+            flow_run_filter=states if state else None,
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
             sort=FlowRunSort.START_TIME_DESC,
             limit=20,
@@ -333,4 +335,280 @@ def test_a_refresh_publishes_a_new_version_deduped_against_the_old(tmp_path: Pat
     # Nothing new: nothing to do, no version 3.
     done = curate_here("run", str(config), "--out", str(tmp_path / "run3"), "--no-progress")
     assert done.returncode == 0 and "no new inputs" in done.stdout
+    assert "report:" not in done.stdout and not (tmp_path / "run3").exists()  # no report, so none named
     assert (published / "LATEST").read_text().strip() == "v0002"
+
+
+def jury_config(tmp_path: Path, server: FakeOpenAI, n: int = 40, **extra) -> Path:
+    """A config whose jury asks `server` once per record (slow enough to be stopped midway)."""
+    server.latency = 0.15
+    server.handler = lambda body: rating_reply(body, 4)
+    judge = {"endpoint": {"base_url": server.base_url, "model": "judge", "max_retries": 2, "timeout": 5,
+                          "max_concurrency": 2}}
+    config = tmp_path / "stop.yaml"
+    config.write_text(yaml.safe_dump({
+        "inputs": [{"path": str(write_jsonl(tmp_path / "sft.jsonl", sft_rows(n)))}],
+        **CHEAP_STAGES,
+        "jury": {"judges": [{"name": "a", "rubric": "geval_plain", "model": judge}], "cache_dir": str(tmp_path / "cache")},
+        **extra,
+    }))
+    return config
+
+
+def curate_process(args: list[str], env: dict[str, str | None], log: Path, group: bool = False) -> subprocess.Popen:
+    """`python -m flows.cli ARGS`, its output in `log`; a None in `env` unsets that variable;
+    `group`: in a process group of its own (as a terminal starts it). SIGINT restored: a test run
+    from a background job would hand the process an ignored SIGINT, which Python (and curate) keep."""
+    merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=merged, stdout=log.open("w"),
+        stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=group,
+    )
+
+
+def wait_for_calls(server: FakeOpenAI, calls: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while server.call_count < calls and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None and server.call_count >= calls, "the run ended before it could be stopped"
+
+
+def curate_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("curate")]
+
+
+def test_sigint_to_the_run_process_alone_stops_it_before_publishing_and_the_rerun_resumes(
+    tmp_path: Path, openai_server: FakeOpenAI, prefect_server: dict[str, str], curate_here
+) -> None:
+    published, out, log = tmp_path / "published", tmp_path / "run", tmp_path / "output.txt"
+    config = jury_config(tmp_path, openai_server, publish={"dir": str(published)})
+    run = curate_process(["run", str(config), "--out", str(out), "--no-progress"], prefect_server, log)
+    wait_for_calls(openai_server, 6, run)
+    run.send_signal(signal.SIGINT)  # to the process alone (`kill -INT PID`), not to its group
+    assert run.wait(timeout=60) == 130
+    output = log.read_text()
+    assert curate_lines(output) == ["curate: interrupted by SIGINT; nothing was published"], output[-3000:]
+    assert "Traceback" not in output and "Exception ignored" not in output
+    assert openai_server.call_count < 40  # stopped in the jury, not after it
+    assert not (published / "LATEST").exists() and not list(published.glob("v*"))
+    assert "stopped by SIGINT; the last finished step: dedup_minhash" in (out / "INTERRUPTED").read_text()
+    assert not (out / "stats.json").exists()
+
+    done = curate_here("run", str(config), "--out", str(out), "--no-progress")  # resumes, publishes, unmarks
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (published / "LATEST").read_text().strip() == "v0001" and not (out / "INTERRUPTED").exists()
+    totals = json.loads((out / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 40
+
+
+def flow_run_processes(server_pid: int) -> list[int]:
+    """The flow-run processes a served deployment started (Prefect spawns one per run)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == server_pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_a_served_schedule_runs_one_refresh_at_a_time_and_skips_the_ticks_in_between(
+    tmp_path: Path, prefect_server: dict[str, str]
+) -> None:
+    config = tmp_path / "tick.yaml"
+    published, runs, log = tmp_path / "published", tmp_path / "runs", tmp_path / "serve.log"
+    config.write_text(yaml.safe_dump({"inputs": small_corpus(tmp_path / "data"), **CHEAP_STAGES,
+                                      "publish": {"dir": str(published)}}))
+    published.mkdir()
+    lock = os.open(published / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another refresh is publishing: the served run has to wait for it
+    served = curate_process(["serve", str(config), "--interval", "1", "--runs", str(runs)],
+                            {**prefect_server, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, log)
+    try:
+        assert wait_for(lambda: "waiting for it to finish" in log.read_text(), 120, served), log.read_text()[-3000:]
+        deployment = read_deployment(prefect_server, "curate/tick")
+        processes = []
+        for _ in range(20):  # ticks every second while the one run waits
+            processes.append(len(flow_run_processes(served.pid)))
+            time.sleep(0.2)
+        assert max(processes) == 1, processes
+        assert len(deployment_runs(prefect_server, deployment.id, StateType.CANCELLED)) >= 2  # the ticks skipped
+        os.close(lock)  # the other refresh is done: the waiting run publishes
+        assert wait_for(lambda: deployment_runs(prefect_server, deployment.id, StateType.COMPLETED), 120, served)
+    finally:
+        served.send_signal(signal.SIGINT)
+        try:
+            code = served.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            served.kill()
+            code = served.wait()
+    output = log.read_text()
+    assert "at most 1 run at a time; a tick while one runs is skipped" in output
+    assert code == 130 and curate_lines(output)[-1] == "curate: interrupted by SIGINT: stopped serving", output[-3000:]
+    assert (published / "LATEST").read_text().strip() == "v0001"
+    # Ticks that found nothing new (or were stopped before any work) leave no folder behind.
+    folders = list(runs.iterdir())
+    assert folders and all((f / "stats.json").is_file() or (f / "INTERRUPTED").is_file() for f in folders), folders
+    assert sum((f / "stats.json").is_file() for f in folders) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 512 KiB tmpfs: a disk that fills up. Mounting needs root (CAP_SYS_ADMIN): skipped otherwise."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(where)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip() or 'mount failed'}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> None:
+    with (disk / "filler").open("ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:  # full
+            pass
+
+
+def test_a_full_disk_stops_the_run_with_one_message_and_the_previous_version_intact(
+    tmp_path: Path, small_disk: Path, prefect_server: dict[str, str], curate_here
+) -> None:
+    data, published = tmp_path / "data", small_disk / "published"
+    data.mkdir()
+    write_jsonl(data / "a.jsonl", sft_rows(12))
+    config = tmp_path / "full.yaml"
+    config.write_text(yaml.safe_dump({"inputs": [{"path": str(data)}], "dedup": {"exact": {}},
+                                      "publish": {"dir": str(published)}}))
+    done = curate_here("run", str(config), "--out", str(tmp_path / "run1"), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    v1 = (published / "v0001" / "kept.parquet").read_bytes()
+    fill(small_disk)
+    write_jsonl(data / "b.jsonl", sft_rows(40)[20:])
+
+    # publish.dir full: the run's work is done, the new version cannot be written.
+    log = tmp_path / "output.txt"
+    run = curate_process(["run", str(config), "--out", str(tmp_path / "run2"), "--no-progress"], prefect_server, log)
+    assert run.wait(timeout=120) == 4
+    output = log.read_text()
+    assert curate_lines(output) == [f"curate: stopped: cannot write in {published}: No space left on device"], output[-3000:]
+    assert "Traceback" not in output
+    assert (published / "LATEST").read_text().strip() == "v0001" and (published / "v0001" / "kept.parquet").read_bytes() == v1
+    assert sorted(p.name for p in published.iterdir() if not p.name.startswith(".lock")) == ["LATEST", "v0001"]
+    totals = json.loads((tmp_path / "run2" / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 20  # every row accounted for, none published
+
+    # --out full: the first write stops the run, naming the folder.
+    out = small_disk / "run3"
+    done = curate_here("run", str(config), "--out", str(out), "--no-progress")
+    assert done.returncode == 4
+    assert curate_lines(done.stderr) == [f"curate: stopped: cannot write in {out}: No space left on device"]
+    assert (published / "LATEST").read_text().strip() == "v0001"
+
+
+def children(pid: int, marker: bytes) -> list[int]:
+    """Processes whose parent is `pid` and whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and marker in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def run_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> tuple[subprocess.Popen, int, Path]:
+    """`curate run` without PREFECT_API_URL (Prefect starts its embedded server), stopped in the
+    jury: (the process, its server's pid, its output file)."""
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": None}
+    log = tmp_path / "output.txt"
+    run = curate_process(["run", str(jury_config(tmp_path, server, **extra)), "--out", str(tmp_path / "run"),
+                          "--no-progress"], env, log, group=True)
+    wait_for_calls(server, 6, run)
+    (embedded,) = children(run.pid, b"prefect.server.api.server:create_app")
+    return run, embedded, log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_embedded_server_ends_with_the_command(tmp_path: Path, openai_server: FakeOpenAI, how: int) -> None:
+    run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server)
+    os.killpg(run.pid, how)  # to the whole group, as a terminal's Ctrl-C: the server is in a session of its own
+    code = run.wait(timeout=60)
+    deadline = time.monotonic() + 30  # kill -9: the kernel tells the server (PR_SET_PDEATHSIG)
+    while alive(embedded) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(embedded), "the embedded Prefect server outlived the command"
+    if how == signal.SIGTERM:
+        output = log.read_text()
+        assert code == 143 and curate_lines(output) == ["curate: interrupted by SIGTERM; nothing was published"], output[-3000:]
+        assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_a_prefect_api_that_goes_away_ends_the_run_with_one_message(tmp_path: Path, openai_server: FakeOpenAI) -> None:
+    published = tmp_path / "published"
+    run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server, publish={"dir": str(published)})
+    os.kill(embedded, signal.SIGKILL)  # the API is gone mid-run; the work itself needs no API
+    code = run.wait(timeout=180)
+    output = log.read_text()
+    assert code == 5, output[-3000:]
+    (line,) = curate_lines(output)
+    assert line.startswith("curate: error: the Prefect API (the embedded server) stopped answering (")
+    assert line.endswith(f"; version {published / 'v0001'} was published before") and "Traceback" not in output
+    totals = json.loads((tmp_path / "run" / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 40
+
+
+def test_a_signal_outside_the_work_is_kept_for_the_next_check_and_one_inside_raises_at_once() -> None:
+    from flows import lifecycle
+
+    before = signal.getsignal(signal.SIGINT)
+    with lifecycle.signals():
+        os.kill(os.getpid(), signal.SIGINT)  # not in the flow's work: noted, nothing raised here
+        assert lifecycle.received() == signal.SIGINT
+        with pytest.raises(lifecycle.Interrupted) as stopped:
+            lifecycle.check()  # where a swallowed interrupt is found again: before a step, before publishing
+        assert stopped.value.signum == signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is before  # put back: tests call the CLI's main in this process
+    with lifecycle.signals(), pytest.raises(lifecycle.Interrupted):
+        with lifecycle.interruptible():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted long before
+
+
+def test_the_writes_a_full_disk_refuses_are_recognised_whatever_library_wrote(small_disk: Path) -> None:
+    import numpy as np
+
+    from flows import lifecycle
+    from schemas.base import StageFailed
+
+    fill(small_disk)
+    rows = pl.DataFrame({"a": [os.urandom(40).hex() for _ in range(5000)]})
+    writes = [  # polars and numpy raise no OSError with an errno: their texts say it
+        lambda: rows.write_parquet(small_disk / "a.parquet"),
+        lambda: np.save(small_disk / "b.npy", np.ones(100_000)),
+        lambda: (small_disk / "c.txt").write_text("x" * 100_000),
+    ]
+    for write in writes:
+        with pytest.raises(StageFailed, match=f"cannot write in {small_disk}: .*No space left on device"):
+            with lifecycle.writing(small_disk):
+                write()
+    with pytest.raises(ValueError):  # anything else passes through untouched
+        with lifecycle.writing(small_disk):
+            raise ValueError("not a disk problem")
