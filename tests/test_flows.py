@@ -532,47 +532,57 @@ def alive(pid: int) -> bool:
         return False
 
 
-def run_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> tuple[subprocess.Popen, int, Path]:
-    """`curate run` without PREFECT_API_URL (Prefect starts its embedded server), stopped in the
-    jury: (the process, its server's pid, its output file)."""
+def start_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> tuple[subprocess.Popen, Path]:
+    """`curate run` without PREFECT_API_URL (Prefect starts its embedded server), judging 200
+    records (~15 s of jury to be stopped in): (the process, its output file)."""
     env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": None}
     log = tmp_path / "output.txt"
-    run = curate_process(["run", str(jury_config(tmp_path, server, **extra)), "--out", str(tmp_path / "run"),
-                          "--no-progress"], env, log, group=True)
-    wait_for_calls(server, 6, run)
-    (embedded,) = children(run.pid, b"prefect.server.api.server:create_app")
-    return run, embedded, log
+    config = jury_config(tmp_path, server, n=200, **extra)
+    return curate_process(["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"], env, log, group=True), log
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
-def test_the_embedded_server_ends_with_the_command(tmp_path: Path, openai_server: FakeOpenAI, how: int) -> None:
-    run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server)
-    os.killpg(run.pid, how)  # to the whole group, as a terminal's Ctrl-C: the server is in a session of its own
-    code = run.wait(timeout=60)
-    deadline = time.monotonic() + 30  # kill -9: the kernel tells the server (PR_SET_PDEATHSIG)
-    while alive(embedded) and time.monotonic() < deadline:
+def test_the_embedded_server_ends_with_the_command_and_a_lost_one_ends_the_run(tmp_path: Path) -> None:
+    """Three commands on embedded servers at once (a server's start is most of each one's time).
+    SIGTERM to one's process group and kill -9 to another take their servers with them (the server
+    is in a session of its own; after kill -9 the kernel tells it: PR_SET_PDEATHSIG). The third
+    loses its server mid-run: the work needs no API, so it publishes, then ends with one line, exit 5."""
+    published = tmp_path / "api" / "published"
+    cases = {"term": {}, "kill": {}, "api": {"publish": {"dir": str(published)}}}
+    servers = {name: FakeOpenAI().__enter__() for name in cases}
+    try:
+        started = {}
+        for name, extra in cases.items():
+            (tmp_path / name).mkdir()
+            started[name] = start_on_the_embedded_server(tmp_path / name, servers[name], **extra)
+        embedded = {}
+        for name, (run, _) in started.items():  # each stopped in its jury, as soon as it gets there
+            wait_for_calls(servers[name], 6, run)
+            (embedded[name],) = children(run.pid, b"prefect.server.api.server:create_app")
+            if name == "api":
+                os.kill(embedded[name], signal.SIGKILL)  # the API is gone mid-run
+            else:
+                os.killpg(run.pid, signal.SIGTERM if name == "term" else signal.SIGKILL)
+        codes = {name: run.wait(timeout=180) for name, (run, _) in started.items()}
+    finally:
+        for server in servers.values():
+            server.__exit__(None, None, None)
+    deadline = time.monotonic() + 30
+    while (alive(embedded["term"]) or alive(embedded["kill"])) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive(embedded), "the embedded Prefect server outlived the command"
-    if how == signal.SIGTERM:
-        output = log.read_text()
-        assert code == 143 and curate_lines(output) == ["curate: interrupted by SIGTERM; nothing was published"], output[-3000:]
-        assert "Traceback" not in output
+    assert not alive(embedded["term"]) and not alive(embedded["kill"]), "an embedded Prefect server outlived its command"
 
+    output = started["term"][1].read_text()
+    assert codes["term"] == 143 and curate_lines(output) == ["curate: interrupted by SIGTERM; nothing was published"], output[-3000:]
+    assert "Traceback" not in output
 
-@pytest.mark.slow
-def test_a_prefect_api_that_goes_away_ends_the_run_with_one_message(tmp_path: Path, openai_server: FakeOpenAI) -> None:
-    published = tmp_path / "published"
-    run, embedded, log = run_on_the_embedded_server(tmp_path, openai_server, publish={"dir": str(published)})
-    os.kill(embedded, signal.SIGKILL)  # the API is gone mid-run; the work itself needs no API
-    code = run.wait(timeout=180)
-    output = log.read_text()
-    assert code == 5, output[-3000:]
+    output = started["api"][1].read_text()
+    assert codes["api"] == 5, output[-3000:]
     (line,) = curate_lines(output)
     assert line.startswith("curate: error: the Prefect API (the embedded server) stopped answering (")
     assert line.endswith(f"; version {published / 'v0001'} was published before") and "Traceback" not in output
-    totals = json.loads((tmp_path / "run" / "stats.json").read_text())["totals"]
-    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 40
+    totals = json.loads((tmp_path / "api" / "run" / "stats.json").read_text())["totals"]
+    assert totals["ingested"] == totals["kept"] + totals["rejected"] == 200
 
 
 def test_a_signal_outside_the_work_is_kept_for_the_next_check_and_one_inside_raises_at_once() -> None:
