@@ -176,9 +176,9 @@ def _language() -> dict:
     documents = [t[:1000] for t in build_corpus(1000, seed=3).texts]
     out: dict = {"short_texts": len(texts), "documents": len(documents)}
     _, load, _, _ = measured(identifier)
-    found, short_s, _, _ = measured(lambda: detect(texts))
-    _, doc_s, _, _ = measured(lambda: detect(documents))
-    wrong = sum(1 for lang, p in found if lang != "en" and p >= 0.5)
+    found, short_s, _, _ = measured(lambda: detect(texts, ["en"]))
+    _, doc_s, _, _ = measured(lambda: detect(documents, ["en"]))
+    wrong = sum(1 for lang, p, _ in found if lang != "en" and p >= 0.5)
     out["py3langid"] = {"load_s": round(load, 2), "short_docs_per_s": round(len(texts) / short_s),
                         "documents_per_s": round(len(documents) / doc_s), "english_rejected_at_0.5": wrong}
     try:

@@ -98,6 +98,33 @@ def test_words_are_whitespace_separated_tokens() -> None:
     assert outcome({"length": {"min_words": 6}}, [raw("a", text)])["a"] is None
 
 
+def test_unspaced_scripts_count_words_by_characters() -> None:
+    """CJK runs count 1.5 characters a word, Thai-like ones 4 (at least one word each); full-width
+    punctuation is no word; spaced scripts (Korean) keep whitespace words. Same count both ways."""
+    texts = {
+        "thanks": "谢谢",  # 1 word
+        "i_dont_know": "我不知道",  # 4 characters: 2 words
+        "great_wall": "请介绍一下长城的历史。",  # 10 characters: 6 words
+        "japanese": "日本でおすすめの観光地を教えてください。",
+        "mixed": "我会用Python写代码",  # Python + 7 characters: 5 words
+        "thai": "แมวกินมันหมูได้หรือไม่",  # 22 code points: 5 words
+        "korean": "식물은 사람을 기억하는가?",  # 3 spaced words
+        "english": "two words",
+    }
+    got = outcome({"length": {"min_words": 3}}, [raw(k, v) for k, v in texts.items()])
+    assert got == {
+        "thanks": ("too_few_words", "1 words < min_words 3"),
+        "i_dont_know": ("too_few_words", "2 words < min_words 3"),
+        "great_wall": None, "japanese": None, "mixed": None, "thai": None, "korean": None,
+        "english": ("too_few_words", "2 words < min_words 3"),
+    }
+    long = "长城始建于两千多年前，历代王朝不断修建。"  # 18 characters: 12 words
+    assert outcome({"length": {"max_words": 10}}, [raw("a", long)])["a"] == (
+        "too_many_words", "12 words > max_words 10"
+    )
+    assert outcome({"length": {"max_words": 12}}, [raw("a", long)])["a"] is None
+
+
 def test_length_counts_the_whole_conversation() -> None:
     # "all" view: user and assistant turns together reach min_words 4.
     assert outcome({"length": {"min_words": 4}}, [sft("a", "two words", "two more")])["a"] is None

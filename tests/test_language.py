@@ -13,7 +13,7 @@ import pytest
 from curation.core.run import run_pipeline
 from curation.filters.language import detect
 from curation.report.html import write_report
-from schemas.config import CurateConfig
+from schemas.config import CurateConfig, LanguageFilter
 
 # (language, instruction, answer): everyday requests, as a multilingual chat set would hold them.
 FOREIGN = [
@@ -86,9 +86,48 @@ def test_english_instruction_sets_are_kept(shared_data: Path) -> None:
         path = shared_data / "sft" / name
         rows = json.loads(path.read_text()) if name.endswith(".json") else [json.loads(x) for x in path.open()]
         texts += [r.get("instruction") or r.get("question") for r in rows]
-    found = detect(texts)
-    wrong = [t for t, (lang, p) in zip(texts, found, strict=True) if lang != "en" and p >= 0.5]
+    defaults = LanguageFilter()
+    found = detect(texts, ["en"])
+    wrong = [
+        t for t, (lang, p, odds) in zip(texts, found, strict=True)
+        if lang not in ("en", "zxx") and p >= defaults.min_confidence and odds >= defaults.min_odds
+    ]
     assert len(texts) > 3500 and len(wrong) <= 2, wrong
+
+
+def test_short_texts_are_undecided_unless_the_odds_say_otherwise(tmp_path: Path) -> None:
+    """The undecided band: a short text is removed on its odds against English, not on a winner
+    that is sure of nothing; text without language (a hash) is never another language."""
+    english = ["yes", "Thanks!", "Sure, go for it!", "Sweets, Chocolate, Onions", "Very Good",
+               "e3a82186438a9a2ef80c2a3fdba0182fb9b2d5f1"]
+    foreign = ["¿Qué es Unity?", "¿Existe una ética universal?", "谢谢", "只有一个地球", "Wat zijn herkauwers?"]
+    kept, rejected, filters = _run(tmp_path / "a", [{"text": t} for t in english + foreign], {"keep": ["en"]})
+    assert sorted(kept["text"].to_list()) == sorted(english)
+    assert sorted(rejected["text"].to_list()) == sorted(foreign)
+    assert "x en; keep en, view all: text)" in rejected["detail"][0]
+    assert filters["languages"]["none"] == 1  # the hash
+    # min_confidence: 0.5 and min_odds: 1 give back the old rule, which kept most of them.
+    old_rule = {"keep": ["en"], "min_confidence": 0.5, "min_odds": 1}
+    _, old, _ = _run(tmp_path / "b", [{"text": t} for t in foreign], old_rule)
+    assert old.height == 1
+
+
+def test_view_all_keeps_translation_tasks_and_drops_foreign_conversations(tmp_path: Path) -> None:
+    """A conversation goes only when one side is another language and neither side a kept one."""
+    rows = [
+        {"instruction": "Translate into French: The museum opens at nine and closes at six.",
+         "output": "Le musée ouvre à neuf heures et ferme à dix-huit heures."},
+        {"instruction": "Le musée ouvre à neuf heures et ferme à dix-huit heures, sauf le lundi.\n\nTranslate to English.",
+         "output": "The museum opens at nine and closes at six, except on Mondays."},
+        {"instruction": "¿Cuál es la mejor manera de aprender a programar?",
+         "output": "Empieza con un lenguaje sencillo y escribe pequeños programas todos los días."},
+        {"instruction": "Hola", "output": "¡Hola! ¿En qué puedo ayudarte hoy? Puedo responder preguntas y escribir textos."},
+    ]
+    kept, rejected, _ = _run(tmp_path / "a", rows, {"keep": ["en"]})
+    assert kept.height == 2 and rejected.height == 2
+    details = rejected.sort("source")["detail"].to_list()
+    assert details[0].startswith("es ") and details[0].endswith("view all: user turns)")
+    assert details[1].startswith("es ") and details[1].endswith("view all: answers)")
 
 
 def test_keep_takes_only_the_iso_codes_the_identifier_names(tmp_path: Path) -> None:

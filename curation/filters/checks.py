@@ -1,4 +1,5 @@
-"""What the filter stage and its sections share: the Check, helper-column names, word splitting."""
+"""What the filter stage and its sections share: the Check, helper-column names, word splitting
+and counting."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ WHITESPACE = (
     *map(chr, range(0x2000, 0x200B)),
     *"\u2028\u2029\u202f\u205f\u3000",
 )
+# Scripts written without spaces between words, and their mean characters per word: Chinese
+# words average about 1.5 characters (segmented corpora), Japanese ones a little more; Thai, Lao,
+# Khmer and Burmese words about 4 code points (vowel and tone marks included).
+UNSPACED = ((r"[\p{Han}\p{Hiragana}\p{Katakana}]", 1.5), (r"[\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]", 4.0))
 
 
 @dataclass(frozen=True)
@@ -33,3 +38,20 @@ def _words(text: pl.Expr) -> pl.Expr:
 
 def with_words(texts: pl.DataFrame) -> pl.DataFrame:
     return texts if WORDS in texts.columns else texts.with_columns(_words(pl.col(CONTENT)).alias(WORDS))
+
+
+def word_count() -> pl.Expr:
+    """Words per text of a texts table with WORDS: its whitespace-separated words, except that
+    runs of unspaced scripts (CJK, Thai, ...) count their characters / UNSPACED's mean word
+    length (at least one word a script), and tokens left without letters or digits (the
+    full-width punctuation between such runs) do not count: min_words and max_words use it."""
+    spaced = pl.col(WORDS).list.len()
+    text = pl.col(CONTENT)
+    chars = [text.str.count_matches(script) for script, _ in UNSPACED]
+    unspaced = pl.sum_horizontal(
+        pl.when(n > 0).then(pl.max_horizontal((n / per_word).floor(), 1)).otherwise(0)
+        for n, (_, per_word) in zip(chars, UNSPACED, strict=True)
+    )
+    rest = text.str.replace_all("|".join(script for script, _ in UNSPACED), " ")
+    mixed = rest.str.count_matches(r"\S*[\p{L}\p{N}]\S*") + unspaced
+    return pl.when(pl.sum_horizontal(chars) > 0).then(mixed.cast(pl.UInt32)).otherwise(spaced)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from curation.filters.checks import CONTENT, ROW, WORDS, Check, with_words
+from curation.filters.checks import CONTENT, ROW, Check, with_words, word_count
 from curation.llm.tokenizer import load_tokenizer
 from schemas.config import Bounds, LengthFilter
 
@@ -77,7 +77,7 @@ def _bounded(bounds: Bounds, unit: str) -> bool:
 
 def _count(unit: str, texts: pl.DataFrame, tokenizer: PreTrainedTokenizerBase | None) -> pl.Expr:
     if unit == "words":
-        return pl.col(WORDS).list.len()
+        return word_count()
     if unit == "chars":
         return pl.col(CONTENT).str.len_chars()
     assert tokenizer is not None  # loaded whenever a token bound is set
