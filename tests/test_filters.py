@@ -302,8 +302,8 @@ def test_invalid_json_answers() -> None:
             sft("good_block", "Give JSON.", 'Here:\n```JSON\n{"a": 2}\n```'),
             sft("json_in_question_only", '{"not": json', "Plain answer."),
             raw("raw_list", "[1, 2,"),
-            pref("bad_chosen", "q", "[oops", "fine"),
-            pref("bad_rejected_only", "q", "fine", "[oops"),
+            pref("bad_chosen", "A JSON list?", "[oops", "fine"),
+            pref("bad_rejected_only", "A JSON list?", "fine", "[oops"),
             sft("absurdly_nested", "Give JSON.", "[" * 100_000),
         ],
     )
@@ -321,6 +321,60 @@ def test_invalid_json_answers() -> None:
         "raw_list",  # raw documents are not answers: "[1]" citations are not JSON
         "bad_rejected_only",
     ]
+
+
+def test_json_is_checked_where_asked_for_or_claimed() -> None:
+    system_asks = Record(
+        id="asked_in_system",
+        source="test:asked_in_system",
+        kind="sft",
+        messages=[
+            {"role": "system", "content": "Reply in json."},
+            {"role": "user", "content": "Bob, 22"},
+            {"role": "assistant", "content": "{name: 'Bob', age: 22}"},
+        ],
+    ).to_row()
+    got = outcome(
+        {"format": {"json": True}},
+        [
+            # Asked for (a prompt turn names JSON): any answer opening with [ or { must load.
+            sft("asked_python_dict", "Return the user as a JSON object.", "{'name': 'Bob'}"),
+            system_asks,
+            # Claimed by the answer's shape: an object with a quoted key (a tool call cut
+            # off), or nothing but JSON's tokens (a trailing comma).
+            sft("tool_call_cut", "Weather in Paris?", '{"name": "get_weather", "arguments": {"city": "Par'),
+            sft("tool_call_python", "Weather in Paris?", '{"name": "get_weather", "arguments": None}'),
+            sft("json_tokens_only", "Sort 3, 1, 2.", "[1, 2, 3,]"),
+            sft("json_fence", "Show the config.", "[Config]\n```json\n{'a': 1}\n```"),
+            # Neither: answers that open with a bracket for other reasons are not JSON.
+            sft("lyrics", "Write a song about rain.", "[Verse 1]\nRain on the window\n[Chorus]\nRain"),
+            sft("template", "Write a cover letter.", "[Your Name]\n[Address]\n\nDear Hiring Manager,"),
+            sft("python_list", "Split 'Coding is Fun!' into words.", "['Coding', 'is', 'Fun!']"),
+            sft("js_object", "Write a JavaScript object for Bob.", "{name: 'Bob', age: 22}"),
+            sft("list_then_prose", "Which sum to 26?", "[10, 15, 20] are the elements that sum to 26."),
+            sft("placeholder_braces", "Write an article.", "{start article}\n\nBacklinks matter."),
+            sft("jsonl_is_not_json", "Write a JSONL line for Bob.", "{name: 'Bob'}"),
+            sft("valid_unasked", "Sort 3, 1, 2.", "[1, 2, 3]"),
+        ],
+    )
+    removed = {k: v[0] for k, v in got.items() if v is not None}
+    assert removed == dict.fromkeys(
+        ["asked_python_dict", "asked_in_system", "tool_call_cut", "tool_call_python", "json_tokens_only", "json_fence"],
+        "invalid_json",
+    )
+
+
+def test_json_check_on_real_answers(shared_data: Path) -> None:
+    """Code Alpaca's Python lists, dicts and regexes are not JSON; a glaive answer to "Convert the
+    given XML code to JSON" that misses its closing brace is."""
+    from curation.ingest import ingest
+    from schemas.config import InputSpec
+
+    names = ("code_alpaca_2k.json", "llamafactory_glaive_toolcall_en_demo.json")
+    records = ingest([InputSpec(path=str(shared_data / "sft" / name)) for name in names], progress=False).records
+    rejected = build_filter_stage(Filters.model_validate({"format": {"json": True}}))(records).rejected
+    assert rejected["reason"].to_list() == ["invalid_json"]
+    assert rejected["source"][0].endswith("llamafactory_glaive_toolcall_en_demo.json#78")
 
 
 def test_json_check_off_by_default() -> None:
@@ -453,9 +507,9 @@ FULL = {
 
 def test_first_failing_check_in_config_order_wins() -> None:
     rows = [
-        sft("length_first", "q", "{forbidden"),  # too short, keyword, bad JSON
-        sft("keyword_next", "q", "{ forbidden words here"),  # keyword, bad JSON
-        sft("json_next", "q", "{ all words here"),  # bad JSON, nothing else
+        sft("length_first", "JSON?", "{forbidden"),  # too short, keyword, bad JSON
+        sft("keyword_next", "JSON?", "{ forbidden words here"),  # keyword, bad JSON
+        sft("json_next", "JSON?", "{ all words here"),  # bad JSON, nothing else
     ]
     got = outcome(FULL, rows)
     assert {k: v[0] if v else None for k, v in got.items()} == {

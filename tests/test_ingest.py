@@ -509,6 +509,49 @@ def test_txt_file_and_paragraphs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert mixed.files[0].encoding == "utf-8"
 
 
+def test_paragraphs_keep_fenced_code_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    markdown = (
+        "# Use\n\nRun:\n```python\nimport os\n\n\nprint(os.sep)\n```\n\n"  # blank lines in the code
+        "- item\n  ~~~\n  a\n\n  b\n  ~~~\n\n"  # tildes, indented in a list item
+        "Inline ```x``` code.\n\nNext.\n"  # inline backticks open nothing
+    )
+    Path("doc.md").write_text(markdown)
+    assert run("doc.md", txt_split="paragraph").records.select("source", "text").rows() == [
+        ("doc.md:1", "# Use"),
+        ("doc.md:3", "Run:\n```python\nimport os\n\n\nprint(os.sep)\n```"),
+        ("doc.md:11", "- item\n  ~~~\n  a\n\n  b\n  ~~~"),
+        ("doc.md:18", "Inline ```x``` code."),
+        ("doc.md:20", "Next."),
+    ]
+    # Under a title, a bare run of backticks or tildes as long is a reStructuredText underline.
+    Path("pep.rst").write_text("Title\n`````\n\nText.\n\nPart\n~~~~~~\n\nMore.\n\n    ~~~^^^\n\nEnd.\n")
+    assert run("pep.rst", txt_split="paragraph").records["text"].to_list() == [
+        "Title\n`````", "Text.", "Part\n~~~~~~", "More.", "    ~~~^^^", "End."
+    ]
+
+
+def test_an_unclosed_fence_runs_to_the_end_within_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.filters import build_filter_stage
+    from curation.ingest import readers
+    from schemas.config import Filters
+
+    monkeypatch.chdir(tmp_path)
+    code = "```python\ndef f():\n\n    return 1\n```\n\n"
+    Path("whole.md").write_text("Intro.\n\n" + code + "Outro.\n")
+    Path("cut.md").write_text("Intro.\n\n" + code + "```python\nx = 1\n\ny = 2\n\nz = 3\n")
+    read = run(".", format="txt", txt_split="paragraph")
+    assert read.records["source"].to_list() == ["cut.md:1", "cut.md:3", "cut.md:9", "whole.md:1", "whole.md:3", "whole.md:9"]
+    assert read.records["text"][2] == "```python\nx = 1\n\ny = 2\n\nz = 3"
+    # The format filter finds the cut fence, and only it.
+    rejected = build_filter_stage(Filters.model_validate({"format": {"code": True}}))(read.records).rejected
+    assert rejected.select("source", "reason").rows() == [("cut.md:9", "unbalanced_code_fence")]
+    # Past MAX_LINE_BYTES, a paragraph held open by a fence ends at its next blank line.
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 7)
+    Path("stray.md").write_text("```\na\nb\n\nc\n\nd\n")
+    assert run("stray.md", txt_split="paragraph").records["text"].to_list() == ["```\na\nb", "c", "d"]
+
+
 def test_json_container_and_json_lines_named_json(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ import bz2
 import codecs
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -394,16 +395,40 @@ def _read_txt(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -
             yield _Row(source, line=chunk, error=("bad_encoding", undecodable(chunk, decoding.name or "utf-8")))
 
 
+# A Markdown code fence line: 3+ backticks or tildes, indented or not (fences nest in list items,
+# and the format filter counts them so), then an info string ("python").
+_FENCE = re.compile(rb"[ \t]*(`{3,}|~{3,})(.*)")
+_LANGUAGE = re.compile(rb"[\w{.]")  # what an info string starts with: "python", "{.python}"
+
+
+def _width(line: bytes) -> int:
+    return len(line.strip().decode("utf-8", errors="replace"))
+
+
 def _paragraphs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """Blank-line separated paragraphs with their 1-based start line."""
-    start, lines = 0, []
+    """Blank-line separated paragraphs with their 1-based start line. A blank line inside a
+    fenced code block does not end one (code is not cut into pieces); a fence never closed runs to
+    the end of the file, but a paragraph held open past MAX_LINE_BYTES ends at its next blank line
+    (one stray fence does not make the rest of a large file one record)."""
+    start, lines, size, fence = 0, [], 0, b""
     for n, line in enumerate(data.splitlines(), 1):
-        if line.strip():
+        mark = _FENCE.match(line)
+        run, info = (mark.group(1), mark.group(2).strip()) if mark else (b"", b"")
+        if run and not (run[:1] == b"`" and b"`" in info):  # "```inline```" is inline code
+            # An info string names a language ("~~~~^^^" marks a traceback); under a line of
+            # text, a bare run at least as long is a reStructuredText heading's underline.
+            language = not info or _LANGUAGE.match(info)
+            if not fence and language and (not lines or info or len(run) < _width(lines[-1])):
+                fence = run
+            elif fence and run[:1] == fence[:1] and len(run) >= len(fence) and not info:
+                fence = b""  # closed by a run of the same kind, at least as long, alone on its line
+        if line.strip() or (fence and size <= MAX_LINE_BYTES):
             start = start if lines else n
             lines.append(line)
+            size += len(line) + 1
         elif lines:
             yield start, b"\n".join(lines)
-            lines = []
+            lines, size, fence = [], 0, b""
     if lines:
         yield start, b"\n".join(lines)
 
