@@ -354,7 +354,7 @@ def test_repeated_lines_on_a_real_paragraph(paragraph: str) -> None:
     assert got == {
         "repeated": (
             "repeated_lines",
-            "66.6% of words in a line, sentence or block repeated 3+ times running, over max_dup_line_frac 0.3 (30%)",
+            "66.6% of chars in a line, sentence or block repeated 3+ times running, over max_dup_line_frac 0.3 (30%)",
         ),
         "once": None,
     }
@@ -400,7 +400,7 @@ def test_repetition_looks_at_answers_by_default(paragraph: str) -> None:
         "echo": None,
         "spam": (
             "repeated_lines",
-            "66.6% of words in a line, sentence or block repeated 3+ times running, over max_dup_line_frac 0.3 (30%)",
+            "66.6% of chars in a line, sentence or block repeated 3+ times running, over max_dup_line_frac 0.3 (30%)",
         ),
     }
     # With the prompt in view, its lines and their echo are counted together (Gopher's count).

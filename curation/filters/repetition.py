@@ -9,7 +9,7 @@ per line), GSM8K-style calculator annotations (`<<48/2=24>>`) and lines with no 
 By default (`structure_aware`) both rules count only degenerate repetition, as songs, poems and
 tables repeat by design. A model stuck in a loop writes the same line, sentence or block again
 and again back to back; a chorus comes back with a verse between, a table repeats its rows'
-cells. So `repeated_lines` is the share of words in units (lines, and the sentences of a line)
+cells. So `repeated_lines` is the share of characters in units (lines, and the sentences of a line)
 repeated three or more times running, alone or as a block of up to 16 units; and the top n-gram
 is found with table rows set aside and each distinct line counted once (a sung chorus's words
 would count every time; repeated lines are the first rule's business).
@@ -55,7 +55,7 @@ def repetition_section(cfg: RepetitionFilter) -> Section:
         if cfg.max_dup_line_frac is not None:
             if cfg.structure_aware:
                 work.add(_loop_fraction(texts))
-                what = "of words in a line, sentence or block repeated 3+ times running"
+                what = "of chars in a line, sentence or block repeated 3+ times running"
             else:
                 work.add(_dup_line_fraction(texts))
                 what = "of lines repeat an earlier line"
@@ -100,26 +100,29 @@ def _fraction_check(reason: str, what: str, setting: str, limit: float) -> Check
 
 
 def _loop_fraction(texts: pl.DataFrame) -> pl.DataFrame:
-    """(ROW, _repeated_lines): the share of the words of units (lines and their sentences,
-    compared by their words, case-folded) that repeat in a loop: a unit equal to the one `p`
-    units before it, in a run of such units at least `2p` long - the same unit or block of `p`
-    units three times or more back to back - for any `p` up to LOOP_SPAN."""
-    units = texts.select(
-        ROW,
-        pl.col(CONTENT)
-        .str.replace_all(_LIST_MARKER, "")
-        .str.replace_all(_SENTENCE_END, "${1}${2}\n")
-        .str.to_lowercase()
-        .str.split("\n")
-        .alias(CONTENT),
-    ).explode(CONTENT)
-    keyed = with_words(units).select(
-        ROW, pl.col(WORDS).list.join(" ").hash().alias("key"), pl.col(WORDS).list.len().alias("n")
-    ).filter(pl.col("n") > 0)
-    looped = keyed.select(
-        ROW, "n", pl.any_horizontal(_in_loop(p) for p in range(1, LOOP_SPAN + 1)).alias("looped")
+    """(ROW, _repeated_lines): the share of the characters of units (lines and their sentences,
+    compared case-folded and stripped) that repeat in a loop: a unit equal to the one `p` units
+    before it, in a run of such units at least `2p` long - the same unit or block of `p` units
+    three times or more back to back - for any `p` up to LOOP_SPAN."""
+    units = (
+        texts.select(
+            ROW,
+            pl.col(CONTENT)
+            .str.replace_all(_LIST_MARKER, "")
+            .str.replace_all(_SENTENCE_END, "${1}${2}\n")
+            .str.to_lowercase()
+            .str.split("\n")
+            .alias("unit"),
+        )
+        .explode("unit")
+        .select(ROW, pl.col("unit").str.strip_chars())
+        .filter(pl.col("unit") != "")
     )
-    share = pl.col("n").filter(pl.col("looped")).sum() / pl.col("n").sum()
+    keyed = units.select(ROW, pl.col("unit").hash().alias("key"), pl.col("unit").str.len_chars().alias("chars"))
+    looped = keyed.select(
+        ROW, "chars", pl.any_horizontal(_in_loop(p) for p in range(1, LOOP_SPAN + 1)).alias("looped")
+    )
+    share = pl.col("chars").filter(pl.col("looped")).sum() / pl.col("chars").sum()
     return looped.group_by(ROW).agg(share.alias("_repeated_lines"))
 
 
