@@ -152,6 +152,14 @@ class RepetitionFilter(Strict):
     max_dup_line_frac: float | None = Field(0.3, gt=0, le=1)
     max_top_ngram_frac: float | None = Field(0.2, gt=0, le=1)
     ngram: int = Field(2, ge=1, le=10)
+    structure_aware: bool = Field(
+        True,
+        description="Count only degenerate repetition: a line counts as repeated inside a loop (the same line,"
+        " sentence or block of up to 16 lines three or more times back to back), and the top n-gram is found"
+        " with table rows set aside and each distinct line once, so a chorus between verses, a refrain or a"
+        " table's rows are not counted. false: Gopher's plain counts (every line equal to an earlier one;"
+        " n-grams over the whole text).",
+    )
     min_words: dict[Literal["raw", "sft", "preference"], int] = Field(
         {"raw": 50, "sft": 100, "preference": 100},
         description="Per record kind: texts of the view with fewer words (markup set aside) are not checked."

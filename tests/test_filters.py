@@ -433,9 +433,17 @@ def test_repeated_lines_on_a_real_paragraph(paragraph: str) -> None:
     rows = [raw("repeated", "\n".join([paragraph] * 3)), raw("once", paragraph)]
     got = outcome({"repetition": {}}, rows)
     assert got == {
-        "repeated": ("repeated_lines", "66.6% of lines repeat an earlier line, over max_dup_line_frac 0.3 (30%)"),
+        "repeated": (
+            "repeated_lines",
+            "66.6% of chars in a line, sentence or block repeated 3+ times running, over max_dup_line_frac 0.3 (30%)",
+        ),
         "once": None,
     }
+    gopher = outcome({"repetition": {"structure_aware": False}}, rows)
+    assert gopher["repeated"] == (
+        "repeated_lines",
+        "66.6% of lines repeat an earlier line, over max_dup_line_frac 0.3 (30%)",
+    )
     both_off = {"repetition": {"max_dup_line_frac": None, "max_top_ngram_frac": None}}
     assert outcome(both_off, rows)["repeated"] is None
 
@@ -471,9 +479,70 @@ def test_repetition_looks_at_answers_by_default(paragraph: str) -> None:
     every_length = {"min_words": {"sft": 0}}
     assert outcome({"repetition": every_length}, [echo, spam]) == {
         "echo": None,
-        "spam": ("repeated_lines", "66.6% of lines repeat an earlier line, over max_dup_line_frac 0.3 (30%)"),
+        "spam": (
+            "repeated_lines",
+            "66.6% of chars in a line, sentence or block repeated 3+ times running, over max_dup_line_frac 0.3 (30%)",
+        ),
     }
-    assert outcome({"repetition": {**every_length, "view": "all"}}, [echo])["echo"][0] == "repeated_lines"
+    # With the prompt in view, its lines and their echo are counted together (Gopher's count).
+    gopher_all = {**every_length, "view": "all", "structure_aware": False}
+    assert outcome({"repetition": gopher_all}, [echo])["echo"][0] == "repeated_lines"
+
+
+@pytest.fixture(scope="module")
+def stanzas(shared_data: Path) -> list[str]:
+    """The five stanzas of Blake's "Introduction" (Songs of Innocence), four lines each."""
+    text = (shared_data / "raw" / "gutenberg" / "blake-poems.txt").read_text(encoding="utf-8")
+    poem = text[text.index("Piping down the valleys wild") : text.index("THE SHEPHERD")]
+    found = [s.strip() for s in poem.split("\n \n") if s.strip()]
+    assert len(found) == 5 and all(len(s.splitlines()) == 4 for s in found)
+    return found
+
+
+def test_a_chorus_between_verses_is_not_a_loop(stanzas: list[str]) -> None:
+    """A song: four verses, the chorus after each and sung twice at the end (20 of its 36 lines
+    repeat an earlier one, Gopher's count) is kept; a model looping on its last line is removed."""
+    *verses, chorus = stanzas
+    song = "\n\n".join(part for verse in verses for part in (verse, chorus)) + "\n\n" + chorus
+    loop = "\n\n".join(verses) + "\n" + "\n".join([chorus.splitlines()[-1].strip()] * 12)
+    got = outcome({"repetition": {}}, [raw("song", song), raw("loop", loop)])
+    assert got["song"] is None
+    assert got["loop"] is not None and got["loop"][0] == "repeated_lines"
+    gopher = outcome({"repetition": {"structure_aware": False}}, [raw("song", song)])
+    assert gopher["song"] == ("repeated_lines", "44.4% of lines repeat an earlier line, over max_dup_line_frac 0.3 (30%)")
+
+
+def test_loops_of_sentences_and_numbered_blocks(paragraph: str) -> None:
+    """A sentence repeated within one line and a numbered two-line item repeated as new items
+    are loops Gopher's line count misses; the same item twice running (a chorus sung twice) is not."""
+    sentences = paragraph.split(". ")
+    in_line = paragraph + " " + " ".join([sentences[1] + "."] * 6)
+    item = f"{sentences[0]}.\n   {sentences[1]}."
+    numbered = "\n".join(f"{n}. {item}" for n in range(1, 5))
+    twice = paragraph + "\n" + "\n".join(f"{n}. {item}" for n in range(1, 3)) + "\n" + sentences[2]
+    rows = [raw("in_line", in_line), raw("numbered", numbered), raw("twice", twice)]
+    got = outcome({"repetition": {"max_top_ngram_frac": None}}, rows)
+    assert {k: v and v[0] for k, v in got.items()} == {"in_line": "repeated_lines", "numbered": "repeated_lines", "twice": None}
+    gopher = outcome({"repetition": {"structure_aware": False, "max_top_ngram_frac": None}}, rows)
+    assert gopher["in_line"] is None  # one line: nothing for a line count to see
+
+
+def test_table_cells_do_not_count_as_repeated_ngrams(shared_data: Path) -> None:
+    """A Markdown table of real PEP headers repeats its Status and Type cells in every row."""
+    rows = ["| PEP | Title | Status | Type |", "|---|---|---|---|"]
+    for path in sorted((shared_data / "raw" / "peps").glob("pep-*.rst"))[:400]:
+        head = dict(
+            line.split(": ", 1) for line in path.read_text(encoding="utf-8").splitlines()[:12] if ": " in line
+        )
+        if head.get("Type") == "Standards Track" and head.get("Status") == "Final":
+            rows.append(f"| {head['PEP']} | {head['Title']} | Final | Standards Track |")
+    table = "Final Standards Track PEPs:\n\n" + "\n".join(rows[:40])
+    assert outcome({"repetition": {}}, [raw("table", table)])["table"] is None
+    gopher = outcome({"repetition": {"structure_aware": False}}, [raw("table", table)])["table"]
+    assert gopher is not None and gopher[0] == "repeated_ngrams"
+    # A real loop inside a table still counts: the same row 20 times running.
+    looped = table + "\n" + "\n".join([rows[-1]] * 20)
+    assert outcome({"repetition": {}}, [raw("looped", looped)])["looped"][0] == "repeated_lines"
 
 
 def test_default_repetition_rules_keep_instruction_data(shared_data: Path) -> None:
@@ -490,9 +559,9 @@ def test_default_repetition_rules_keep_instruction_data(shared_data: Path) -> No
     assert gsm8k["reason"].to_list() == ["repeated_ngrams"]  # one 121-word answer, its top 2-gram 21%
     assert gsm8k["detail"][0] == "21.3% of word chars in the top 2-gram, over max_top_ngram_frac 0.2 (20%)"
     tools = removed("sft/llamafactory_glaive_toolcall_en_demo.json")  # was 26 of 300
-    # Left: two second answers that repeat the first answer's code (the turns are joined).
-    assert tools["reason"].to_list() == ["repeated_lines", "repeated_lines"]
-    assert not any('"arguments"' in m["content"] for ms in tools["messages"] for m in ms)
+    # Two second answers repeat the first answer's code once (the turns are joined): Gopher's
+    # line count removed them; a text said twice is not a loop.
+    assert tools.height == 0
 
 
 # --- the stage as a whole -------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_error_analysis_finds_each_planted_category() -> None:
     examples = tuned["examples"]
     assert examples["empty"][0]["prompt"].startswith("What is 2 + 3?")
     assert examples["repetitive"][0]["answer"].startswith("The answer is five.")
-    assert "top 2-gram" in examples["repetitive"][0]["why"]
+    assert "repeated 3+ times running" in examples["repetitive"][0]["why"]
     assert "sorry" in examples["refusal"][0]["why"]
     assert examples["wrong_language"][0]["why"] == "prompt en, answer fr"
     assert examples["misspelled"][0]["why"] == "kiten, definately"  # "its" is a word, just the wrong one

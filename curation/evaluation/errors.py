@@ -3,7 +3,7 @@ on the held-out prompts fall into each category, with examples.
 
 - truncated: the answer ran into max_new_tokens without an end token (the trainer says which);
 - empty: nothing but whitespace;
-- repetitive: the repetition filter's checks (repeated lines, top word n-gram share) with the
+- repetitive: the repetition filter's checks (lines in a loop, top word n-gram share) with the
   run's `filters.repetition` settings, else that filter's defaults, on answers of at least
   `MIN_WORDS_REPETITIVE` words (the filter's own allowance for conversations, 100 words, would
   exempt every answer cut at a few dozen new tokens);

@@ -5,6 +5,14 @@ than their kind's `min_words` are not checked (50 for documents, as Gopher; 100 
 conversations, whose answers repeat nouns and numbers by design), and markup is set aside first - tool-call lines (a JSON object
 per line), GSM8K-style calculator annotations (`<<48/2=24>>`) and lines with no letter or digit
 (code fences, closing braces) - as they repeat by design.
+
+By default (`structure_aware`) both rules count only degenerate repetition, as songs, poems and
+tables repeat by design. A model stuck in a loop writes the same line, sentence or block again
+and again back to back; a chorus comes back with a verse between, a table repeats its rows'
+cells. So `repeated_lines` is the share of characters in units (lines, and the sentences of a line)
+repeated three or more times running, alone or as a block of up to 16 units; and the top n-gram
+is found with table rows set aside and each distinct line counted once (a sung chorus's words
+would count every time; repeated lines are the first rule's business).
 """
 
 from __future__ import annotations
@@ -29,19 +37,34 @@ _TOOL_CALL_LINE = r"(?m)^[ \t]*\{.*\}[ \t]*$"
 _CALCULATOR = r"<<[^<>\n]*>>"
 _NO_WORD_LINE = r"(?m)^[^\p{L}\p{N}\n]*$"
 
+# A unit of the loop count is a line or a sentence of it (Western or CJK full stops); a list
+# marker (`-`, `*`, `3.`, `b)`) is dropped so numbered copies of one item are the same unit.
+_LIST_MARKER = r"(?m)^[ \t]*(?:[-*+>\u2022]+|\(?\d+[.)]|\(?[A-Za-z][.)])[ \t]+"
+_SENTENCE_END = r"([.!?])[ \t]+|([\u3002\uff01\uff1f])"
+# The longest block (in units) whose back-to-back repeats count as a loop: a numbered step or a
+# list item of a few lines looping; a whole chorus sung twice running is never three times.
+LOOP_SPAN = 16
+# A Markdown table row: its cells repeat by design (a column of the same value).
+_TABLE_ROW = r"^[ \t]*\|.*\|"
+
 
 def repetition_section(cfg: RepetitionFilter) -> Section:
     def section(work: Work) -> list[Check]:
         checks = []
         texts = _checked_texts(work.texts(cfg.view), work.records.select(ROW, "kind"), cfg.min_words)
         if cfg.max_dup_line_frac is not None:
-            work.add(_dup_line_fraction(texts))
-            what = "of lines repeat an earlier line"
+            if cfg.structure_aware:
+                work.add(_loop_fraction(texts))
+                what = "of chars in a line, sentence or block repeated 3+ times running"
+            else:
+                work.add(_dup_line_fraction(texts))
+                what = "of lines repeat an earlier line"
             checks.append(
                 _fraction_check("repeated_lines", what, "max_dup_line_frac", cfg.max_dup_line_frac)
             )
         if cfg.max_top_ngram_frac is not None:
-            work.add(_top_ngram_fraction(texts, cfg.ngram, cfg.max_top_ngram_frac))
+            counted = _distinct_prose_lines(texts) if cfg.structure_aware else texts
+            work.add(_top_ngram_fraction(counted, cfg.ngram, cfg.max_top_ngram_frac))
             what = f"of word chars in the top {cfg.ngram}-gram"
             checks.append(
                 _fraction_check("repeated_ngrams", what, "max_top_ngram_frac", cfg.max_top_ngram_frac)
@@ -74,6 +97,48 @@ def _fraction_check(reason: str, what: str, setting: str, limit: float) -> Check
     tenths = (frac * 1000).floor().cast(pl.Int64)
     shown = pl.format("{}.{}%", tenths // 10, tenths % 10)
     return Check(reason, frac > limit, pl.format(f"{{}} {what}, over {setting} {limit:g} ({limit * 100:g}%)", shown))
+
+
+def _loop_fraction(texts: pl.DataFrame) -> pl.DataFrame:
+    """(ROW, _repeated_lines): the share of the characters of units (lines and their sentences,
+    compared case-folded and stripped) that repeat in a loop: a unit equal to the one `p` units
+    before it, in a run of such units at least `2p` long - the same unit or block of `p` units
+    three times or more back to back - for any `p` up to LOOP_SPAN."""
+    units = (
+        texts.select(
+            ROW,
+            pl.col(CONTENT)
+            .str.replace_all(_LIST_MARKER, "")
+            .str.replace_all(_SENTENCE_END, "${1}${2}\n")
+            .str.to_lowercase()
+            .str.split("\n")
+            .alias("unit"),
+        )
+        .explode("unit")
+        .select(ROW, pl.col("unit").str.strip_chars())
+        .filter(pl.col("unit") != "")
+    )
+    keyed = units.select(ROW, pl.col("unit").hash().alias("key"), pl.col("unit").str.len_chars().alias("chars"))
+    looped = keyed.select(
+        ROW, "chars", pl.any_horizontal(_in_loop(p) for p in range(1, LOOP_SPAN + 1)).alias("looped")
+    )
+    share = pl.col("chars").filter(pl.col("looped")).sum() / pl.col("chars").sum()
+    return looped.group_by(ROW).agg(share.alias("_repeated_lines"))
+
+
+def _in_loop(p: int) -> pl.Expr:
+    """Whether a unit repeats the one `p` before it within a run of such units of `2p` or more
+    (runs never cross records: a record's first `p` units have nothing `p` before them)."""
+    same = ((pl.col("key") == pl.col("key").shift(p)) & (pl.col(ROW) == pl.col(ROW).shift(p))).fill_null(False)
+    return same & (pl.len().over(same.rle_id()) >= 2 * p)
+
+
+def _distinct_prose_lines(texts: pl.DataFrame) -> pl.DataFrame:
+    """The texts with table rows set aside and each distinct line once (stripped), for the
+    n-gram count."""
+    lines = pl.col(CONTENT).str.split("\n").list.eval(pl.element().str.strip_chars())
+    prose = lines.list.eval(pl.element().filter(~pl.element().str.contains(_TABLE_ROW)).unique(maintain_order=True))
+    return with_words(texts.select(ROW, prose.list.join("\n").alias(CONTENT)))
 
 
 def _dup_line_fraction(texts: pl.DataFrame) -> pl.DataFrame:
