@@ -407,13 +407,19 @@ def test_unparsable_python_blocks() -> None:
             sft("not_python", "Code?", "```js\nfunction (\n```"),
             sft("escape_warning", "Code?", '```python\nre.compile("\\d+")\n```'),
             sft("absurdly_nested", "Code?", "```python\n" + "-" * 100_000 + "1\n```"),
+            # A raw document quoting a fragment or a doc-build include is not a bad document; its
+            # fences are still checked (unbalanced_code_fence).
+            raw("doc_fragment", "Install it, then:\n```python\n{!../../docs_src/app.py!}\n```"),
+            raw("doc_cut", "Then:\n```python\nif x:\n"),
         ],
     )
+    assert got["doc_cut"] == ("unbalanced_code_fence", "1 ``` fence lines (odd)")
+    del got["doc_cut"]
     assert got["broken"] is not None and got["broken"][0] == "unparsable_code"
     assert "line 2" in got["broken"][1]
     assert got["broken_py"] is not None and got["broken_py"][0] == "unparsable_code"
     assert got["absurdly_nested"] is not None and got["absurdly_nested"][0] == "unparsable_code"
-    assert [k for k, v in got.items() if v is None] == ["indented", "not_python", "escape_warning"]
+    assert [k for k, v in got.items() if v is None] == ["indented", "not_python", "escape_warning", "doc_fragment"]
 
 
 # --- repetition -----------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def format_section(cfg: FormatFilter) -> Section:
             fences = text.str.count_matches(FENCE_LINE)
             odd = pl.when(fences % 2 == 1).then(pl.format("{} ``` fence lines (odd)", fences))
             found.append(("unbalanced_code_fence", answers.select(ROW, odd.alias(VALUE))))
-            has_python = text.str.contains(_fence_open(PYTHON_LANGS))
+            # Raw documents are not answers either: their code blocks hold fragments, elisions and
+            # doc-build directives ({!../docs_src/x.py!}); a paragraph is not bad for quoting them.
+            has_python = text.str.contains(_fence_open(PYTHON_LANGS)) & (pl.col("side") != "text")
             found.append(("unparsable_code", _python_check(answers.filter(has_python), _python_error)))
         checks = []
         for reason, errors in found:
