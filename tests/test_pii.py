@@ -24,6 +24,7 @@ PLANTED = {
         "sk-proj-abcdEFGHijklMNOPqrstUVWX1234567890",
         "ghp_" + "a1B2c3D4e5" * 4,
         "AKIAIOSFODNN7EXAMPLE",
+        "AIzaZwza_QYV6FAfdLvM5NVDxwLVosRxWNPOiV-",  # a Google key may end in -
         "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx3f9Tq\nabcDEF0123==\n-----END RSA PRIVATE KEY-----",
     ],
 }

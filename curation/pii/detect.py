@@ -61,7 +61,7 @@ SECRETS = [
     r"\bglpat-[A-Za-z0-9_-]{20,}",  # GitLab
     r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",  # AWS access key ids
     r"(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}\b",  # and their secrets
-    r"\bAIza[0-9A-Za-z_-]{35}\b",  # Google API keys
+    r"\bAIza[0-9A-Za-z_-]{35}(?![\w-])",  # Google API keys (may end in - or _)
     r"\bxox[abposr]-[A-Za-z0-9-]{10,}",  # Slack
     r"\bhf_[A-Za-z0-9]{30,}\b",  # Hugging Face
     r"\bnpm_[A-Za-z0-9]{36}\b",  # npm
@@ -72,7 +72,10 @@ PHONE_HINT = re.compile(r"\d(?:[\s().-]{0,3}\d){6}")
 # Phone shapes (see the module docstring). Not glued to a word, path, version or another number.
 _NOT_AFTER = r"(?<![\w.+\-/#@$%])"
 _NOT_BEFORE = r"(?![\w@/]|[.\-]\d)"
-INTL_PHONE = re.compile(_NOT_AFTER + r"(?:\+[1-9]\d*|00[1-9]\d{0,2}(?=[ .\-(]))(?:(?:[ .\-]?\(\d{1,4}\)[ .\-]?|[ .\-])\d+)*" + _NOT_BEFORE)
+# Groups after the country code need a separator (or parentheses) between them: linear to match.
+INTL_PHONE = re.compile(
+    _NOT_AFTER + r"(?:\+[1-9]\d*|00[1-9]\d{0,2}(?=[ .\-(]))(?:(?:[ .\-]?\(\d{1,4}\)[ .\-]?|[ .\-])\d+)*" + _NOT_BEFORE
+)
 NANP_PHONE = re.compile(
     _NOT_AFTER + r"(?:1[ .\-])?(?:\([2-9]\d\d\) ?|[2-9]\d\d([ .\-]))[2-9]\d\d(?(1)\1|[ .\-])\d{4}" + _NOT_BEFORE
 )
@@ -95,7 +98,8 @@ VERSION_CUE = re.compile(r"(?i:\b(?:v|ver|version|versions|release|kernel|python
 DOCUMENTATION_TLDS = {"example", "test", "invalid", "localhost"}
 # Names written to show a format: example@..., you@yourdomain.com, user@example-domain.com.
 PLACEHOLDER_LABEL = re.compile(
-    r"(?i)example(?:[-_]?[a-z]+)?|your[-_.]?(?:domain|company|email|e-mail|mail|site|website|server|host|name|org|address|user(?:name)?)"
+    r"(?i)example(?:[-_]?[a-z]+)?"
+    r"|your[-_.]?(?:domain|company|email|e-mail|mail|site|website|server|host|name|org|address|user(?:name)?)"
 )
 
 # Supersets of the patterns above in polars' (Rust) regex syntax.
@@ -212,11 +216,9 @@ def _code_regions(text: str) -> list[tuple[int, int]]:
     """(start, end) of fenced blocks, inline code spans and reST literal blocks."""
     regions, at = [], 0
     fence: tuple[int, str] | None = None  # (start, marker) of the open fence
-    literal_indent: int | None = None  # indentation of the line that introduced a literal block
-    in_literal = False
+    literal_indent: int | None = None  # of the line that introduced the literal block we are in
     for line in text.splitlines(keepends=True):
         end = at + len(line)
-        stripped = line.strip()
         m = FENCE.match(line)
         if fence:
             if m and m.group(1)[0] == fence[1][0] and len(m.group(1)) >= len(fence[1]):
@@ -226,15 +228,14 @@ def _code_regions(text: str) -> list[tuple[int, int]]:
             fence = (at, m.group(1))
         else:
             indent = len(line) - len(line.lstrip())
-            if literal_indent is not None and stripped:
-                in_literal = indent > literal_indent
-                literal_indent = literal_indent if in_literal else None
-            if in_literal and literal_indent is not None:
+            if literal_indent is not None and line.strip() and indent <= literal_indent:
+                literal_indent = None  # a line indented no deeper than the intro: text again
+            if literal_indent is not None:
                 regions.append((at, end))
             else:
                 regions += [(at + s.start(), at + s.end()) for s in CODE_SPAN.finditer(line)]
                 if LITERAL_INTRO.search(line.rstrip("\n")):
-                    literal_indent, in_literal = indent, False
+                    literal_indent = indent
         at = end
     if fence:  # an unclosed fence runs to the end
         regions.append((fence[0], len(text)))
