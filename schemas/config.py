@@ -284,6 +284,14 @@ class PiiConfig(Strict):
         "redact", description="redact: typed placeholders, the record kept; drop: reject it (stored redacted)."
     )
     kinds: list[PiiKind] = ["email", "phone", "ip", "credit_card", "secret"]
+    skip_code: bool = Field(
+        True, description="Phone numbers, IP addresses and card numbers inside code (fences, `spans`, reST "
+        "literal blocks) are left alone: constants, versions, test data. Secrets and e-mails are redacted there too."
+    )
+    keep_documentation: bool = Field(
+        True, description="E-mail addresses at documentation domains (example.com, *.example, *.test, "
+        "*.invalid, *.localhost; example-domain.com, yourdomain.com) are left alone."
+    )
 
 
 class Benchmark(InputSpec):

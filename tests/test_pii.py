@@ -16,7 +16,7 @@ from curation.report.html import write_report
 from schemas.config import CurateConfig
 
 PLANTED = {
-    "email": ["jane.doe+work@example-mail.co.uk", "k.smith@uni-heidelberg.de"],
+    "email": ["jane.doe+work@mail-host.co.uk", "k.smith@uni-heidelberg.de"],
     "phone": ["(415) 555-2671", "+44 20 7946 0958"],
     "ip": ["151.101.1.69", "2606:4700:4700::1111"],
     "credit_card": ["4111 1111 1111 1111", "3782-822463-10005"],
@@ -24,6 +24,7 @@ PLANTED = {
         "sk-proj-abcdEFGHijklMNOPqrstUVWX1234567890",
         "ghp_" + "a1B2c3D4e5" * 4,
         "AKIAIOSFODNN7EXAMPLE",
+        "AIzaZwza_QYV6FAfdLvM5NVDxwLVosRxWNPOiV-",  # a Google key may end in -
         "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx3f9Tq\nabcDEF0123==\n-----END RSA PRIVATE KEY-----",
     ],
 }
@@ -48,6 +49,65 @@ def test_every_kind_is_found_and_nothing_else() -> None:
     assert luhn("4111111111111111") and not luhn("4111111111111112")
     text, counts = redact("mail a@b.org or b@c.net, call (415) 555-2671", ["email"])
     assert text == "mail <EMAIL> or <EMAIL>, call (415) 555-2671" and counts == {"email": 2}
+
+
+# Phone numbers as people write them; the US area codes and UK/DE/FR/IN numbers are unassigned
+# (phonenumbers calls them invalid), which identifies no one less.
+PHONES = [
+    "Call me at (358) 278-9399 tomorrow.", "my number is 244-502-1636, text me", "Office: 586.767.9622",
+    "Phone: +1-983-205-3361", "call 1-800-555-0199", "UK mobile 07945 813639", "London (020) 7946 0958",
+    "Berlin 030 98011464", "from abroad 0049 30 12345678", "Fax: +49 (0)30 1234567", "Paris 06 78 17 04 17",
+    "or 06.78.17.04.17", "Pune 067266 69357", "Tokyo +81 3-5682-9904", "Sao Paulo +55 11 96934-4600",
+    "E.164 +14155552671", "Phone: 4155552671", "call 555-1234",
+]
+# Digits of code, maths and versions that a phone, card or IP reading would get wrong.
+NUMBERS = [
+    "Area = 50.26548245743669",  # a decimal, not a card
+    "INT_MAX is 2147483647 on most platforms", "MAX = 2147483647",  # an integer, not a US number
+    "y = 604-457-4895 + 3",  # arithmetic
+    "zstd (1.5.0.3) and Python 2.6.18.6", "version 3.3.9.45", "network 74.125.224.0",  # versions, a network
+    "ham[1::3] and 2.4a2:: and fe80:1::",  # slices and reST, not IPv6
+    "01 02 03 04 05", "released on 06-11-2008 and 01.05.2024",  # a count and dates
+    "size = 13102536", "ISBN 978-3-16-148410-0", "id 00123456789",
+    "mail support@foo.example.com, user@example.org, me@host.test or you@yourdomain.com",  # documentation
+]
+
+
+def test_phones_are_found_by_shape_whatever_the_area_code() -> None:
+    for text in PHONES:
+        (span,) = find(text, KINDS)
+        assert span[2] == "phone" and text[span[1]:] in ("", " tomorrow.", ", text me"), text
+        assert text[span[0] - 1] == " ", text  # the whole number, its + or ( included
+
+
+def test_numbers_of_code_and_maths_are_kept() -> None:
+    for text in NUMBERS:
+        assert find(text, KINDS) == [], text
+    assert find("contact a@example.com", ["email"], keep_documentation=False) == [(8, 21, "email")]
+
+
+def test_code_keeps_its_numbers_but_not_its_secrets() -> None:
+    key = "sk-proj-abcdEFGHijklMNOPqrstUVWX1234567890"
+    code = f'```python\nHOST = "151.101.1.69"\nCARD = "4111 1111 1111 1111"\nKEY = "{key}"\nTO = "k.smith@gmail.com"\n```'
+    literal = "Run it like this::\n\n    $ dial 030 98011464\n\nor call (415) 555-2671 and see ``151.101.1.69``."
+    for text, kept in ((code, 2), (literal, 2)):
+        found = find(text, KINDS)
+        everything = find(text, KINDS, skip_code=False)
+        assert len(everything) - len(found) == kept, text
+    assert [k for _, _, k in find(code, KINDS)] == ["secret", "email"]
+    assert [text for s, e, _ in find(literal, KINDS) for text in [literal[s:e]]] == ["(415) 555-2671"]
+    # A fence left open runs to the end: what follows is code too.
+    assert find("```\nx = 151.101.1.69\n", KINDS) == []
+
+
+def test_real_technical_text_holds_almost_no_numbers_to_redact(shared_data: Path) -> None:
+    """Every PEP body (headers hold authors' addresses) and Code Alpaca task: of phones, IPs and
+    cards, only the address of a PEP's example DNS answer and a phone-extraction task's input."""
+    texts = [p.read_text().split("\n\n", 1)[-1] for p in sorted((shared_data / "raw" / "peps").glob("pep-*.rst"))]
+    rows = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())
+    texts += ["\n\n".join(r[k] for k in ("instruction", "input", "output")) for r in rows]
+    found = {(k, t[s:e]) for t in texts for s, e, k in find(t, ["phone", "ip", "credit_card"])}
+    assert found == {("ip", "2001:4860:4001:801::1011"), ("ip", "74.125.224.84"), ("phone", "604-457-4895")}
 
 
 def _planted_rows(shared_data: Path) -> list[dict]:
@@ -123,3 +183,19 @@ def test_no_pii_left_in_the_run_directory(tmp_path: Path, shared_data: Path, act
         assert dropped.height == planted + 2 and set(dropped["reason"]) == {"pii"}
         assert "found credit_card x1 (stored redacted)" in dropped["detail"].to_list()
         assert pii.removed == planted + 2 and not kept["meta"].str.contains('"pii"').any()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_config_chooses_whether_code_and_documentation_are_redacted(tmp_path: Path, strict: bool) -> None:
+    answer = "Write to support@example.com or run ``ping 151.101.1.69`` with `KEY = sk-ant-api03-abcdefghijKLMNOPQRSTuv`."
+    data = tmp_path / "in.json"
+    data.write_text(json.dumps([{"instruction": "How do I reach support?", "output": answer}]))
+    config = CurateConfig.model_validate({
+        "inputs": [{"path": str(data)}], "pii": {"skip_code": not strict, "keep_documentation": not strict},
+    })
+    run_pipeline(config, tmp_path / "run")
+    (kept,) = pl.read_parquet(tmp_path / "run" / "kept.parquet")["messages"].list.last().struct.field("content")
+    if strict:
+        assert kept == "Write to <EMAIL> or run ``ping <IP_ADDRESS>`` with `KEY = <SECRET>`."
+    else:
+        assert kept == "Write to support@example.com or run ``ping 151.101.1.69`` with `KEY = <SECRET>`."

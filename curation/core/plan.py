@@ -107,7 +107,7 @@ def build_plan(
     engine = open_engine(config.execution, progress)
     dedup = config.dedup
     if config.pii:
-        steps.append(Step(build_pii_stage(config.pii, engine), ("pii",), scrub=partial(redacted_frame, kinds=config.pii.kinds)))
+        steps.append(Step(build_pii_stage(config.pii, engine), ("pii",), scrub=partial(redacted_frame, cfg=config.pii)))
     if config.synthesis:
         # jury: the answer cache and the budget it shares with the jury
         steps.append(Step(_synthesis(config, cache, budget, out_dir, progress), ("synthesis", "jury"), "synthesis"))

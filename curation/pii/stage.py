@@ -35,7 +35,7 @@ def build_pii_stage(cfg: PiiConfig, engine: Engine | None = None) -> Stage:
     """`engine` scans partitions of the records (default: this process)."""
 
     def scan(records: pl.DataFrame) -> tuple[pl.DataFrame, list[Counter[str]]]:
-        return redact_rows(records, cfg.kinds)
+        return redact_rows(records, cfg)
 
     def run(records: pl.DataFrame) -> StageResult:
         counts: Counter[str] = Counter()
@@ -61,9 +61,10 @@ def build_pii_stage(cfg: PiiConfig, engine: Engine | None = None) -> Stage:
     return Stage(STAGE, run, streams=True)
 
 
-def redact_rows(frame: pl.DataFrame, kinds: list[str]) -> tuple[pl.DataFrame, list[Counter[str]]]:
-    """Records (or rejects: their `raw` input text too) with PII of `kinds` replaced, and the
+def redact_rows(frame: pl.DataFrame, cfg: PiiConfig) -> tuple[pl.DataFrame, list[Counter[str]]]:
+    """Records (or rejects: their `raw` input text too) with PII of `cfg.kinds` replaced, and the
     kinds found per row."""
+    kinds = cfg.kinds
     found = [Counter() for _ in range(frame.height)]
     if not kinds or not frame.height:
         return frame, found
@@ -74,15 +75,15 @@ def redact_rows(frame: pl.DataFrame, kinds: list[str]) -> tuple[pl.DataFrame, li
         return frame, found
     redacted = []
     for row, record in zip(rows, frame[rows].iter_rows(named=True), strict=True):
-        record, found[row] = _redacted(record, kinds)
+        record, found[row] = _redacted(record, cfg)
         redacted.append(record)
     changed = pl.DataFrame(redacted, schema=frame.schema).with_columns(pl.Series("_row", rows, pl.UInt32))
     merged = frame.with_row_index("_row").update(changed, on="_row", include_nulls=True)
     return merged.drop("_row").select(list(frame.columns)), found
 
 
-def redacted_frame(frame: pl.DataFrame, kinds: list[str]) -> pl.DataFrame:
-    return redact_rows(frame, kinds)[0]
+def redacted_frame(frame: pl.DataFrame, cfg: PiiConfig) -> pl.DataFrame:
+    return redact_rows(frame, cfg)[0]
 
 
 def _all_strings(columns: list[str]) -> pl.Expr:
@@ -92,11 +93,11 @@ def _all_strings(columns: list[str]) -> pl.Expr:
     return pl.concat_str([pl.col("text"), *turns, pl.col("meta"), *raw], separator="\n", ignore_nulls=True)
 
 
-def _redacted(record: dict, kinds: list[str]) -> tuple[dict, Counter[str]]:
+def _redacted(record: dict, cfg: PiiConfig) -> tuple[dict, Counter[str]]:
     found: Counter[str] = Counter()
 
     def clean(text: str) -> str:
-        new, counts = redact(text, kinds)
+        new, counts = redact(text, cfg.kinds, skip_code=cfg.skip_code, keep_documentation=cfg.keep_documentation)
         found.update(counts)
         return new
 
