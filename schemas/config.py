@@ -140,7 +140,10 @@ class KeywordFilter(Strict):
     exclude: list[str] = []
     exclude_file: str | None = Field(None, description="One phrase per line; # starts a comment.")
     refusals: bool = Field(False, description="Also drop common refusal/boilerplate phrases.")
-    view: TextView = "all"
+    view: TextView = Field("all", description="Where `exclude` and `exclude_file` phrases are looked for.")
+    # Refusals are something an answer says: a prompt about ChatGPT, or one quoting "as an AI
+    # language model", is not one.
+    refusals_view: TextView = Field("assistant", description="Where the bundled refusal phrases are looked for.")
 
 
 class FormatFilter(Strict):
