@@ -246,6 +246,36 @@ def test_refusals_are_opt_in() -> None:
     assert got == {"refusal": ("excluded_keyword", "as an ai language model"), "clean": None}
 
 
+def test_refusals_are_what_answers_say_not_brand_names(shared_data: Path) -> None:
+    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
+    real = {i: sft(f"alpaca-{i}", alpaca[i]["instruction"], alpaca[i]["output"]) for i in (223, 665, 780)}
+    rows = [
+        real[223],  # "I'm sorry, I cannot retrieve that information ..."
+        real[665],  # "As an AI, I don't have a physical house ..."
+        sft("opinion", "Is pirating games wrong?", "As an AI, I can't have personal opinions, but piracy is illegal."),
+        sft("declines", "Write malware.", "I'm sorry, but I can't help with that request."),
+        # Near misses: answers naming AI products, a prompt about ChatGPT, a story, a letter.
+        real[780],  # "I'm sorry, but I'm unable to come into work today ..." (an excuse the user asked for)
+        sft("product", "How can I draft emails faster?", "Try ChatGPT or OpenAI's GPT-4 API to draft them."),
+        sft("prompt", "As an AI language model, what would ChatGPT say about tea?", CLEAN),
+        sft("story", "Write a story.", "I cannot help but feel that the river knows my name, she said."),
+        sft("researcher", "Introduce yourself.", "As an AI researcher, I study how models learn."),
+    ]
+    got = outcome({"keywords": {"refusals": True}}, rows)
+    assert got == {
+        "alpaca-223": ("excluded_keyword", "i'm sorry, i cannot"),
+        "alpaca-665": ("excluded_keyword", "as an ai,"),
+        "opinion": ("excluded_keyword", "as an ai,"),
+        "declines": ("excluded_keyword", "i'm sorry, but i can't"),
+        "alpaca-780": None, "product": None, "prompt": None, "story": None, "researcher": None,
+    }
+    # refusals_view: all also reads the prompts (the old behaviour); `view` stays for `exclude`.
+    everywhere = outcome({"keywords": {"refusals": True, "refusals_view": "all"}}, rows)
+    assert everywhere["prompt"] == ("excluded_keyword", "as an ai language model")
+    both = outcome({"keywords": {"refusals": True, "exclude": ["tea"], "view": "user"}}, rows)
+    assert both["prompt"] == ("excluded_keyword", "tea") and both["declines"] == got["declines"]
+
+
 def test_bundled_refusal_list_is_usable() -> None:
     phrases = read_phrases(REFUSAL_PHRASES)
     assert len(phrases) >= 40 and len(set(phrases)) == len(phrases)
