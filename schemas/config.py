@@ -210,7 +210,14 @@ class LanguageFilter(Strict):
     view: TextView = "all"
 
 
+class PlaceholderFilter(Strict):
+    placeholder: bool = Field(True, description="Answers that are only <noinput>, <nooutput>, N/A or punctuation.")
+    template: bool = Field(True, description="Answers holding a leaked Instruction:/Input:/Output: generation template.")
+
+
 class Filters(Strict):
+    # On in every filters section: such answers are junk in any data set (null = off).
+    placeholders: PlaceholderFilter | None = PlaceholderFilter()
     length: LengthFilter | None = None
     keywords: KeywordFilter | None = None
     format: FormatFilter | None = None
