@@ -164,6 +164,53 @@ def test_missing_bundled_model_names_the_setup_script(monkeypatch: pytest.Monkey
         bundled.bundled_smollm2_gguf()
 
 
+# --- placeholders ---------------------------------------------------------------------------
+
+# alpaca-7b's answer to an alpaca_eval prompt (tatsu-lab/alpaca_eval@cd543a14,
+# results/alpaca-7b_concise/model_outputs.json#557): the next record of its generation prompt follows.
+LEAKED = (
+    "Barcelona is an amazing city located on the northeast coast of Spain. It is truly a city that everyone"
+    " should visit at least once in their life. \n##\n2. Instruction: Please provide an example of each.\n"
+    "2. Input:\n<noinput>\n2. Output:\n\nAn example of a natural disaster is an earthquake."
+)
+
+
+def test_placeholder_answers_and_leaked_templates_are_removed_by_default(shared_data: Path) -> None:
+    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
+    code = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text(encoding="utf-8"))
+    selfinstruct = [json.loads(line) for line in (shared_data / "sft" / "selfinstruct_user_oriented_252.jsonl")
+                    .read_text(encoding="utf-8").splitlines()]
+    # Placeholder tokens as Alpaca data spells them (its `input` fields: rows 184, 514) used as answers.
+    tokens = [alpaca[184]["input"], alpaca[514]["input"], "<nooutput>", "N/A", "\u200b", ",_"]
+    rows = [sft(f"token-{i}", alpaca[i]["instruction"], t) for i, t in enumerate(tokens)]
+    rows.append(sft("leaked", "Describe Barcelona.", LEAKED))
+    rows.append(pref("leaked_chosen", "Describe Barcelona.", LEAKED, "Nice city."))
+    # Near misses: short real answers, worked examples with Input:/Output:, a recipe's "Instructions:".
+    short = [(r["instruction"], r["instances"][0]["output"]) for r in selfinstruct
+             if len(r["instances"][0]["output"]) < 12]
+    rows += [sft(f"short-{i}", q, a) for i, (q, a) in enumerate(short)]
+    rows += [sft("io_alpaca", alpaca[534]["instruction"], alpaca[534]["output"]),
+             sft("io_code", code[1499]["instruction"], code[1499]["output"]),
+             sft("examples", "Explain two_sum.", "Example 1:\nInput: nums = [2,7], target = 9\nOutput: [0,1]\n"
+                 "Example 2:\nInput: nums = [3,3], target = 6\nOutput: [0,1]"),
+             sft("recipe", "Pancakes?", "Ingredients:\n- 2 eggs\n- flour\nInstructions:\n1. Mix.\nOutput: 8 pancakes"),
+             raw("format_doc", "Each record has three fields:\nInstruction: the task\nInput: context\nOutput: the answer")]
+    got = outcome({}, rows)  # an empty filters section: the default checks
+    removed = {k: v for k, v in got.items() if v is not None}
+    assert {k: v[0] for k, v in removed.items()} == {
+        **{f"token-{i}": "placeholder_answer" for i in range(len(tokens))},
+        "leaked": "leaked_template", "leaked_chosen": "leaked_template",
+    }
+    assert len(short) > 15 and removed["token-0"] == ("placeholder_answer", "answer is only a placeholder: 'noinput'")
+    assert removed["token-4"][1] == "answer is only a placeholder: '<invisible>'"
+    assert removed["leaked"][1] == "1 Instruction: and 2 Input:/Output:/Response: fields at line starts"
+    # Before the length rule (a placeholder is short too), and off with `placeholders: null`.
+    assert outcome({"length": {"min_words": 3}}, rows[:1])["token-0"][0] == "placeholder_answer"
+    assert outcome({"placeholders": None}, rows) == dict.fromkeys(got)
+    only_templates = outcome({"placeholders": {"placeholder": False}}, rows)
+    assert {k for k, v in only_templates.items() if v} == {"leaked", "leaked_chosen"}
+
+
 # --- keywords -------------------------------------------------------------------------------
 
 
