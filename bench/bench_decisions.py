@@ -42,6 +42,9 @@ SETS: dict[str, dict] = {
     "markdown_fences": {"filters": {"format": {"code": True}}, "txt_split": "paragraph",
                         "reason": "unbalanced_code_fence", "reasons": ["unbalanced_code_fence", "unparsable_code"]},
     "pii": {"pii": {"action": "redact"}, "reason": "pii", "reasons": ["pii"]},
+    # On by default in every filters section: named here so it is measured (see judge).
+    "placeholders": {"filters": {"placeholders": {}}, "reason": "placeholders",
+                     "reasons": ["placeholder_answer", "leaked_template"]},
 }
 LABELS = ("remove", "keep")
 FIELDS = {"id", "rule", "reason", "label", "group", "origin"}

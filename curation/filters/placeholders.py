@@ -15,9 +15,9 @@ from schemas.config import PlaceholderFilter
 if TYPE_CHECKING:
     from curation.filters.stage import Section, Work
 
-# Punctuation, <>, whitespace and format characters (zero-width spaces): an answer of nothing else
-# says nothing. Emoji (symbols) and digits are answers ("👍", "50", ":3").
-_FILLER = r"[\p{P}\s\p{Cf}<>]*"
+# Punctuation, <>, Markdown markers (` ~), whitespace and format characters (zero-width spaces): an
+# answer of nothing else says nothing ("```", ",_"). Emoji (symbols) and digits are answers ("👍", "50").
+_FILLER = r"[\p{P}\s\p{Cf}<>`~]*"
 # Alpaca's <noinput>/<nooutput> in any spelling ("No input", "[no output]") and N/A, alone.
 PLACEHOLDER = rf"(?i)^{_FILLER}(?:no[\s_-]*(?:input|output)|n/a)?{_FILLER}$"
 # A template field at a line start, as generation prompts write them: "9. Instruction:",
