@@ -685,6 +685,9 @@ def placeholder_set(rng: random.Random) -> list[dict]:
                                 prompt=p, answer=a))
         else:  # "Yes", "C", "No", "Red", emoji: real short answers
             keeps.append(item("placeholders", "placeholders", "keep", o, "short_real_answer", prompt=p, answer=a))
+    for o, p, a in alpaca_eval_all():  # read: ASCII art asked for, no letter in it
+        if len(a.strip()) > 20 and EMPTY_LIKE.match(a) and re.search(r"(?i)ascii|\bdraw", p):
+            keeps.append(item("placeholders", "placeholders", "keep", o, "punctuation_drawing", prompt=p, answer=a))
     order = list(range(len(alpaca)))
     rng.shuffle(order)
     for k, i in enumerate(order[:60]):  # Alpaca's placeholder tokens as the whole answer

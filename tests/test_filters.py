@@ -194,7 +194,8 @@ def test_placeholder_answers_and_leaked_templates_are_removed_by_default(shared_
              sft("examples", "Explain two_sum.", "Example 1:\nInput: nums = [2,7], target = 9\nOutput: [0,1]\n"
                  "Example 2:\nInput: nums = [3,3], target = 6\nOutput: [0,1]"),
              sft("recipe", "Pancakes?", "Ingredients:\n- 2 eggs\n- flour\nInstructions:\n1. Mix.\nOutput: 8 pancakes"),
-             raw("format_doc", "Each record has three fields:\nInstruction: the task\nInput: context\nOutput: the answer")]
+             raw("format_doc", "Each record has three fields:\nInstruction: the task\nInput: context\nOutput: the answer"),
+             sft("ascii_art", "Draw a house in ASCII art.", "```\n   /\\\n  /  \\\n /____\\\n |    |\n |____|\n```")]
     got = outcome({}, rows)  # an empty filters section: the default checks
     removed = {k: v for k, v in got.items() if v is not None}
     assert {k: v[0] for k, v in removed.items()} == {
@@ -344,7 +345,7 @@ def test_keyword_view_selects_the_turns() -> None:
 
 def test_invalid_json_answers() -> None:
     got = outcome(
-        {"format": {"json": True}, "placeholders": None},  # "[" * 100_000 is punctuation only
+        {"format": {"json": True}},
         [
             sft("bad_object", "Give JSON.", '  {"a": 1,}'),
             sft("good_object", "Give JSON.", '{"a": [1, 2]}'),

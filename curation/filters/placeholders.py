@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 _FILLER = r"[\p{P}\s\p{Cf}<>`~]*"
 # Alpaca's <noinput>/<nooutput> in any spelling ("No input", "[no output]") and N/A, alone.
 PLACEHOLDER = rf"(?i)^{_FILLER}(?:no[\s_-]*(?:input|output)|n/a)?{_FILLER}$"
+# A placeholder is a token: longer answers without a letter are ASCII art (a drawing asked for)
+# or loops, which the repetition rules judge.
+PLACEHOLDER_MAX_CHARS = 20
 # A template field at a line start, as generation prompts write them: "9. Instruction:",
 # "### Instruction:", "Input:", "2. Output:", "### Response:". "Instructions:" (a recipe) is not one.
 _FIELD = r"(?mi)^[ \t]*(?:#+[ \t]*)?(?:\d+\.[ \t]*)?{}[ \t]*:"
@@ -34,7 +37,8 @@ def placeholder_section(cfg: PlaceholderFilter) -> Section:
         found: list[tuple[str, pl.Expr]] = []
         if cfg.placeholder:
             shown = text.str.strip_chars().str.replace_all(r"\p{Cf}", "<invisible>").str.slice(0, 40)
-            found.append(("placeholder_answer", pl.when(text.str.contains(PLACEHOLDER)).then(
+            placeholder = (text.str.strip_chars().str.len_chars() <= PLACEHOLDER_MAX_CHARS) & text.str.contains(PLACEHOLDER)
+            found.append(("placeholder_answer", pl.when(placeholder).then(
                 pl.format("answer is only a placeholder: '{}'", shown))))
         if cfg.template:
             # A worked example ("Input: [1, 2]\nOutput: 3") has fields but no new instruction;
