@@ -657,6 +657,78 @@ def pii_set(rng: random.Random) -> list[dict]:
     return removes + keeps
 
 
+# ---------------------------------------------------------------- placeholders: junk answers vs short ones
+# Alpaca's generation prompt (tatsu-lab/stanford_alpaca generate_instruction.py) writes each task as
+# "###\n{n}. Instruction: ...\n{n}. Input:\n...\n{n}. Output:\n..." with "<noinput>" for no input; its
+# training prompt as "### Instruction:\n...\n\n### Response:\n". A model that learnt from unparsed
+# generations continues an answer with the next such record.
+PLACEHOLDER_TOKENS = ("<noinput>", "<nooutput>", "<No Input>", "noinput", "Noinput", "No input", "No output",
+                      "N/A", "n/a", "<no output>")
+EMPTY_LIKE = re.compile(r"^[\W_]*$")  # nothing but punctuation, spaces, invisible characters
+_LINE_FIELD = re.compile(r"(?mi)^[ \t]*(?:#+[ \t]*)?(?:\d+\.[ \t]*)?(instruction|input|output|response)[ \t]*:")
+_EMOJI = re.compile("[\U0001F300-\U0001FAFF\u2600-\u27BF]")
+
+
+def _alpaca_block(n: int, row: dict, separator: str) -> str:
+    return (f"\n{separator}\n{n}. Instruction: {row['instruction']}\n{n}. Input:\n{row['input'] or '<noinput>'}\n"
+            f"{n}. Output:\n{row['output']}")
+
+
+def placeholder_set(rng: random.Random) -> list[dict]:
+    alpaca = json.loads((SHARED / "sft" / "llamafactory_alpaca_en_demo.json").read_text())
+    where = "shared/data/sft/llamafactory_alpaca_en_demo.json#"
+    removes, keeps = [], []
+    # Real answers of nothing but invisible characters or punctuation (alpaca_eval models).
+    short = [(o, p, a) for o, p, a in alpaca_eval_all() if len(a.strip()) <= 3]
+    for o, p, a in short:
+        if EMPTY_LIKE.match(a) and not _EMOJI.search(a):
+            removes.append(item("placeholders", "placeholders", "remove", o, "empty_like_real", prompt=p, answer=a))
+        elif a.strip().lower() in {t.lower() for t in PLACEHOLDER_TOKENS}:  # read: "N/A" to a real question
+            removes.append(item("placeholders", "placeholders", "remove", o, "placeholder_token_real",
+                                prompt=p, answer=a))
+        else:  # "Yes", "C", "No", "Red", emoji: real short answers
+            keeps.append(item("placeholders", "placeholders", "keep", o, "short_real_answer", prompt=p, answer=a))
+    for o, p, a in alpaca_eval_all():  # read: ASCII art asked for, no letter in it
+        if len(a.strip()) > 20 and EMPTY_LIKE.match(a) and re.search(r"(?i)ascii|\bdraw", p):
+            keeps.append(item("placeholders", "placeholders", "keep", o, "punctuation_drawing", prompt=p, answer=a))
+    order = list(range(len(alpaca)))
+    rng.shuffle(order)
+    for k, i in enumerate(order[:60]):  # Alpaca's placeholder tokens as the whole answer
+        row = alpaca[i]
+        prompt = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
+        removes.append(item("placeholders", "placeholders", "remove", f"{where}{i} (placeholder answer)",
+                            "placeholder_token", prompt=prompt, answer=PLACEHOLDER_TOKENS[k % len(PLACEHOLDER_TOKENS)]))
+    for k, i in enumerate(order[60:150]):  # a real answer, then the next record of a template
+        row, nxt = alpaca[i], alpaca[order[150 + k]]
+        prompt = row["instruction"] + (f"\n\n{row['input']}" if row["input"] else "")
+        if k % 3:
+            leak, group = _alpaca_block(rng.randint(2, 20), nxt, rng.choice(["###", "##"])), "leaked_generation_template"
+        else:
+            leak, group = f"\n\n### Instruction:\n{nxt['instruction']}\n\n### Response:\n{nxt['output']}", "leaked_training_prompt"
+        removes.append(item("placeholders", "placeholders", "remove", f"{where}{i} (template appended)", group,
+                            prompt=prompt, answer=row["output"].rstrip() + leak))
+    for o, p, a in alpaca_eval_all():
+        fields = [f.lower() for f in _LINE_FIELD.findall(a)]
+        if "instruction" in fields and len(fields) >= 2:  # read: alpaca-7b continuing its generation prompt
+            removes.append(item("placeholders", "placeholders", "remove", o, "leaked_generation_template_real",
+                                prompt=p, answer=a))
+        elif "input" in fields and "output" in fields:  # read: worked examples, pipeline steps ("1. Input:")
+            keeps.append(item("placeholders", "placeholders", "keep", o, "input_output_examples", prompt=p, answer=a))
+    for name, rows in (("llamafactory_alpaca_en_demo.json", alpaca),
+                       ("code_alpaca_2k.json", json.loads((SHARED / "sft" / "code_alpaca_2k.json").read_text()))):
+        for i, row in enumerate(rows):
+            if _LINE_FIELD.search(row["output"]):  # "Output:\n[9, 7, 6]" after a code block
+                keeps.append(item("placeholders", "placeholders", "keep", f"shared/data/sft/{name}#{i}",
+                                  "input_output_examples", prompt=row["instruction"], answer=row["output"]))
+    recipes = [(o, p, a) for o, p, a in alpaca_eval_all()
+               if re.search(r"(?mi)^[ \t]*(?:#+[ \t]*|\*\*)?instructions\**[ \t]*:", a)]
+    na = [(o, p, a) for o, p, a in alpaca_eval_all() if re.search(r"\bN/A\b", a) and len(a) > 40]
+    for group, pool, n in (("instructions_heading", recipes, 60), ("n_a_inside_answer", na, 40)):
+        for o, p, a in rng.sample(pool, min(n, len(pool))):
+            keeps.append(item("placeholders", "placeholders", "keep", o, group, prompt=p, answer=a))
+    return removes + _sample(keeps, 400, rng, per_prompt=6)
+
+
 SETS = {
     "keywords_refusals": refusal_set,
     "format_json": json_set,
@@ -665,6 +737,7 @@ SETS = {
     "length_cjk": length_set,
     "markdown_fences": fence_set,
     "pii": pii_set,
+    "placeholders": placeholder_set,
 }
 
 

@@ -140,7 +140,10 @@ class KeywordFilter(Strict):
     exclude: list[str] = []
     exclude_file: str | None = Field(None, description="One phrase per line; # starts a comment.")
     refusals: bool = Field(False, description="Also drop common refusal/boilerplate phrases.")
-    view: TextView = "all"
+    view: TextView = Field("all", description="Where `exclude` and `exclude_file` phrases are looked for.")
+    # Refusals are something an answer says: a prompt about ChatGPT, or one quoting "as an AI
+    # language model", is not one.
+    refusals_view: TextView = Field("assistant", description="Where the bundled refusal phrases are looked for.")
 
 
 class FormatFilter(Strict):
@@ -218,7 +221,14 @@ class LanguageFilter(Strict):
     view: TextView = "all"
 
 
+class PlaceholderFilter(Strict):
+    placeholder: bool = Field(True, description="Answers that are only <noinput>, <nooutput>, N/A or punctuation.")
+    template: bool = Field(True, description="Answers holding a leaked Instruction:/Input:/Output: generation template.")
+
+
 class Filters(Strict):
+    # On in every filters section: such answers are junk in any data set (null = off).
+    placeholders: PlaceholderFilter | None = PlaceholderFilter()
     length: LengthFilter | None = None
     keywords: KeywordFilter | None = None
     format: FormatFilter | None = None

@@ -46,3 +46,17 @@ def test_the_real_stages_judge_a_sample(tmp_path) -> None:
     assert figures["n_remove"] == 3 and figures["recall"] == 1.0
     planted = [it for it in load("pii") if it["label"] == "remove" and it["kind"] == "email"][:3]
     assert all(judge("pii", planted)[it["id"]]["removed"] for it in planted)
+
+
+def test_placeholder_set_is_judged_by_the_default_check() -> None:
+    """The placeholders set names the check that is on by default; other sets run without it."""
+    items = load("placeholders")
+    sample = [next(it for it in items if it["group"] == g) for g in
+              ("empty_like_real", "placeholder_token", "leaked_generation_template", "input_output_examples",
+               "short_real_answer", "instructions_heading")]
+    outcome = judge("placeholders", sample)
+    assert [outcome[it["id"]]["reasons"] for it in sample] == [
+        ["placeholder_answer"], ["placeholder_answer"], ["leaked_template"], [], [], []]
+    # In another set's run the check is off: a "<noinput>" answer is only judged for its language.
+    assert judge("language", [{**sample[1], "label": "keep"}])[sample[1]["id"]]["removed"] is False
+

@@ -191,6 +191,54 @@ def test_missing_bundled_model_names_the_setup_script(monkeypatch: pytest.Monkey
         bundled.bundled_smollm2_gguf()
 
 
+# --- placeholders ---------------------------------------------------------------------------
+
+# alpaca-7b's answer to an alpaca_eval prompt (tatsu-lab/alpaca_eval@cd543a14,
+# results/alpaca-7b_concise/model_outputs.json#557): the next record of its generation prompt follows.
+LEAKED = (
+    "Barcelona is an amazing city located on the northeast coast of Spain. It is truly a city that everyone"
+    " should visit at least once in their life. \n##\n2. Instruction: Please provide an example of each.\n"
+    "2. Input:\n<noinput>\n2. Output:\n\nAn example of a natural disaster is an earthquake."
+)
+
+
+def test_placeholder_answers_and_leaked_templates_are_removed_by_default(shared_data: Path) -> None:
+    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
+    code = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text(encoding="utf-8"))
+    selfinstruct = [json.loads(line) for line in (shared_data / "sft" / "selfinstruct_user_oriented_252.jsonl")
+                    .read_text(encoding="utf-8").splitlines()]
+    # Placeholder tokens as Alpaca data spells them (its `input` fields: rows 184, 514) used as answers.
+    tokens = [alpaca[184]["input"], alpaca[514]["input"], "<nooutput>", "N/A", "\u200b", ",_"]
+    rows = [sft(f"token-{i}", alpaca[i]["instruction"], t) for i, t in enumerate(tokens)]
+    rows.append(sft("leaked", "Describe Barcelona.", LEAKED))
+    rows.append(pref("leaked_chosen", "Describe Barcelona.", LEAKED, "Nice city."))
+    # Near misses: short real answers, worked examples with Input:/Output:, a recipe's "Instructions:".
+    short = [(r["instruction"], r["instances"][0]["output"]) for r in selfinstruct
+             if len(r["instances"][0]["output"]) < 12]
+    rows += [sft(f"short-{i}", q, a) for i, (q, a) in enumerate(short)]
+    rows += [sft("io_alpaca", alpaca[534]["instruction"], alpaca[534]["output"]),
+             sft("io_code", code[1499]["instruction"], code[1499]["output"]),
+             sft("examples", "Explain two_sum.", "Example 1:\nInput: nums = [2,7], target = 9\nOutput: [0,1]\n"
+                 "Example 2:\nInput: nums = [3,3], target = 6\nOutput: [0,1]"),
+             sft("recipe", "Pancakes?", "Ingredients:\n- 2 eggs\n- flour\nInstructions:\n1. Mix.\nOutput: 8 pancakes"),
+             raw("format_doc", "Each record has three fields:\nInstruction: the task\nInput: context\nOutput: the answer"),
+             sft("ascii_art", "Draw a house in ASCII art.", "```\n   /\\\n  /  \\\n /____\\\n |    |\n |____|\n```")]
+    got = outcome({}, rows)  # an empty filters section: the default checks
+    removed = {k: v for k, v in got.items() if v is not None}
+    assert {k: v[0] for k, v in removed.items()} == {
+        **{f"token-{i}": "placeholder_answer" for i in range(len(tokens))},
+        "leaked": "leaked_template", "leaked_chosen": "leaked_template",
+    }
+    assert len(short) > 15 and removed["token-0"] == ("placeholder_answer", "answer is only a placeholder: 'noinput'")
+    assert removed["token-4"][1] == "answer is only a placeholder: '<invisible>'"
+    assert removed["leaked"][1] == "1 Instruction: and 2 Input:/Output:/Response: fields at line starts"
+    # Before the length rule (a placeholder is short too), and off with `placeholders: null`.
+    assert outcome({"length": {"min_words": 3}}, rows[:1])["token-0"][0] == "placeholder_answer"
+    assert outcome({"placeholders": None}, rows) == dict.fromkeys(got)
+    only_templates = outcome({"placeholders": {"placeholder": False}}, rows)
+    assert {k for k, v in only_templates.items() if v} == {"leaked", "leaked_chosen"}
+
+
 # --- keywords -------------------------------------------------------------------------------
 
 
@@ -271,6 +319,36 @@ def test_refusals_are_opt_in() -> None:
     assert outcome({"keywords": {"exclude": ["unrelated"]}}, rows) == {"refusal": None, "clean": None}
     got = outcome({"keywords": {"refusals": True}}, rows)
     assert got == {"refusal": ("excluded_keyword", "as an ai language model"), "clean": None}
+
+
+def test_refusals_are_what_answers_say_not_brand_names(shared_data: Path) -> None:
+    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
+    real = {i: sft(f"alpaca-{i}", alpaca[i]["instruction"], alpaca[i]["output"]) for i in (223, 665, 780)}
+    rows = [
+        real[223],  # "I'm sorry, I cannot retrieve that information ..."
+        real[665],  # "As an AI, I don't have a physical house ..."
+        sft("opinion", "Is pirating games wrong?", "As an AI, I can't have personal opinions, but piracy is illegal."),
+        sft("declines", "Write malware.", "I'm sorry, but I can't help with that request."),
+        # Near misses: answers naming AI products, a prompt about ChatGPT, a story, a letter.
+        real[780],  # "I'm sorry, but I'm unable to come into work today ..." (an excuse the user asked for)
+        sft("product", "How can I draft emails faster?", "Try ChatGPT or OpenAI's GPT-4 API to draft them."),
+        sft("prompt", "As an AI language model, what would ChatGPT say about tea?", CLEAN),
+        sft("story", "Write a story.", "I cannot help but feel that the river knows my name, she said."),
+        sft("researcher", "Introduce yourself.", "As an AI researcher, I study how models learn."),
+    ]
+    got = outcome({"keywords": {"refusals": True}}, rows)
+    assert got == {
+        "alpaca-223": ("excluded_keyword", "i'm sorry, i cannot"),
+        "alpaca-665": ("excluded_keyword", "as an ai,"),
+        "opinion": ("excluded_keyword", "as an ai,"),
+        "declines": ("excluded_keyword", "i'm sorry, but i can't"),
+        "alpaca-780": None, "product": None, "prompt": None, "story": None, "researcher": None,
+    }
+    # refusals_view: all also reads the prompts (the old behaviour); `view` stays for `exclude`.
+    everywhere = outcome({"keywords": {"refusals": True, "refusals_view": "all"}}, rows)
+    assert everywhere["prompt"] == ("excluded_keyword", "as an ai language model")
+    both = outcome({"keywords": {"refusals": True, "exclude": ["tea"], "view": "user"}}, rows)
+    assert both["prompt"] == ("excluded_keyword", "tea") and both["declines"] == got["declines"]
 
 
 def test_bundled_refusal_list_is_usable() -> None:

@@ -79,8 +79,8 @@ def _categorise(
     rules = repetition or RepetitionFilter()
     rules = rules.model_copy(update={"min_words": {**rules.min_words, "sft": MIN_WORDS_REPETITIVE}})
     filters = {
-        "repetitive": Filters(repetition=rules),
-        "refusal": Filters(keywords=KeywordFilter(refusals=True, view="assistant")),
+        "repetitive": Filters(repetition=rules, placeholders=None),
+        "refusal": Filters(keywords=KeywordFilter(refusals=True, view="assistant"), placeholders=None),
     }
     for category, cfg in filters.items():
         for i, detail in _flagged(prompts, answers, cfg).items():

@@ -12,29 +12,39 @@ import polars as pl
 from ahocorasick_rs import AhoCorasick, MatchKind
 
 from curation.filters.checks import CONTENT, ROW, WHITESPACE, Check
-from schemas.config import KeywordFilter
+from schemas.config import KeywordFilter, TextView
 
 if TYPE_CHECKING:
     from curation.filters.stage import Section, Work
 
 REFUSAL_PHRASES = Path(__file__).parent.parent / "resources" / "refusal_phrases.txt"
 CURLY_APOSTROPHE = "\u2019"
-KEYWORD = "_keyword"  # the Work column of the phrase found
+KEYWORD = "_keyword"  # prefix of the Work columns of the phrase found (one per text view)
 MARK = "\x01"  # a word boundary in marked text: a control character, removed from texts at ingest
 _WORD = re.compile(r"\w")
 
 
 def keyword_section(cfg: KeywordFilter) -> Section:
-    matcher = PhraseMatcher(keyword_phrases(cfg))
+    # One matcher per text view: the configured phrases on `view`, the refusal list on
+    # `refusals_view` (the same matcher when the views agree).
+    by_view: dict[TextView, list[str]] = {}
+    for view, phrases in ((cfg.view, configured_phrases(cfg)), (cfg.refusals_view, refusal_phrases(cfg))):
+        if phrases:
+            by_view.setdefault(view, []).extend(phrases)
+    matchers = {view: PhraseMatcher(phrases) for view, phrases in by_view.items()}
 
     def section(work: Work) -> list[Check]:
-        if not matcher.phrases:
+        if not matchers:
             return []
-        texts = work.texts(cfg.view)
-        found = matcher.first(texts.select(_fold(pl.col(CONTENT))).to_series())
-        work.add(texts.select(ROW).with_columns(found.alias(KEYWORD)))
-        found = pl.col(KEYWORD)
-        return [Check("excluded_keyword", found.is_not_null(), found)]
+        found = []
+        for i, (view, matcher) in enumerate(matchers.items()):
+            texts = work.texts(view)
+            column = f"{KEYWORD}{i}"
+            hits = matcher.first(texts.select(_fold(pl.col(CONTENT))).to_series())
+            work.add(texts.select(ROW).with_columns(hits.alias(column)))
+            found.append(pl.col(column))
+        phrase = pl.coalesce(found)
+        return [Check("excluded_keyword", phrase.is_not_null(), phrase)]
 
     return section
 
@@ -46,14 +56,16 @@ def _fold(text: pl.Expr) -> pl.Expr:
     return text.str.to_lowercase().str.replace_many(spaces_and_quote, [" "] * len(WHITESPACE) + ["'"])
 
 
-def keyword_phrases(cfg: KeywordFilter) -> list[str]:
-    """The configured phrases: `exclude`, the `exclude_file` and, opted in, the refusal list."""
+def configured_phrases(cfg: KeywordFilter) -> list[str]:
+    """`exclude` and the `exclude_file`'s phrases."""
     phrases = list(cfg.exclude)
     if cfg.exclude_file:
         phrases += read_phrases(Path(cfg.exclude_file))
-    if cfg.refusals:
-        phrases += read_phrases(REFUSAL_PHRASES)
     return phrases
+
+
+def refusal_phrases(cfg: KeywordFilter) -> list[str]:
+    return read_phrases(REFUSAL_PHRASES) if cfg.refusals else []
 
 
 def read_phrases(path: Path) -> list[str]:

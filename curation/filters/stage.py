@@ -18,6 +18,7 @@ from curation.filters.format import format_section
 from curation.filters.keywords import keyword_section
 from curation.filters.language import language_section
 from curation.filters.length import length_section
+from curation.filters.placeholders import placeholder_section
 from curation.filters.repetition import repetition_section
 from schemas.config import Filters, TextView
 
@@ -104,6 +105,8 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
     phrase files) happens here, once, so a bad path fails before any records are read.
     Rows are judged independently: `engine` labels partitions of them (default: this process)."""
     sections: list[Section] = []
+    if cfg.placeholders:  # first: a "<noinput>" answer is too short too, but this says why
+        sections.append(placeholder_section(cfg.placeholders))
     if cfg.length:
         sections.append(length_section(cfg.length))
     if cfg.keywords:
