@@ -39,6 +39,7 @@ from curation.core.text import text_view
 from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
 from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
+from curation.dedup.verify import different_task
 from schemas.config import SemanticDedup
 
 STAGE = "dedup_semantic"
@@ -79,6 +80,7 @@ def build_semantic_stage(
             kept_as, sim, search = greedy_kept(embeddings, cfg.threshold, _exact_rows(cfg, embeddings.rows), progress)
         root = np.arange(records.height)
         root[rows] = rows[kept_as]
+        vetoed = verify_pairs(records, root, cfg, shared) if cfg.verify else {}
         siblings = release_siblings(records, root) if keep_siblings else 0
         dup = root != np.arange(records.height)
         cosine = np.zeros(records.height, np.float32)
@@ -87,6 +89,8 @@ def build_semantic_stage(
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
         result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows),
                         "shared_lines_left_out": len(shared)}
+        if cfg.verify:
+            result.extra["kept_as_different_task"] = vetoed
         if keep_siblings:
             result.extra["sibling_answers_kept"] = siblings
         return result
@@ -121,6 +125,25 @@ def without_lines(texts: pl.Series, shared: frozenset[str]) -> pl.Series:
         return "\n".join(kept) if any(line.strip() for line in kept) else text
 
     return pl.Series(texts.name, [strip(t) for t in texts.to_list()], dtype=pl.String)
+
+
+def verify_pairs(records: Source, root: np.ndarray, cfg: SemanticDedup, shared: frozenset[str]) -> dict[str, int]:
+    """Keep (root[i] = i) every duplicate whose text asks for another thing than its kept
+    record's (curation.dedup.verify); returns how many, by reason. Only the candidate pairs'
+    texts are read. A record kept here did not join the search, so a later copy of it is
+    compared with the other kept records only (it may stay: a missed removal, never a wrong one)."""
+    at = np.flatnonzero(root != np.arange(records.height))
+    if not len(at):
+        return {}
+    rows = np.unique(np.concatenate([at, root[at]]))  # take() reads sorted rows
+    texts = without_lines(take(records, rows, text_view(cfg.view)), shared).to_list()
+    reasons: Counter[str] = Counter()
+    for i, j in zip(np.searchsorted(rows, at), np.searchsorted(rows, root[at]), strict=True):
+        why = different_task(texts[i], texts[j])
+        if why is not None:
+            root[rows[i]] = rows[i]
+            reasons[why] += 1
+    return dict(sorted(reasons.items()))
 
 
 def release_siblings(records: Source, root: np.ndarray) -> int:
