@@ -12,6 +12,9 @@
    joins the search
    index (curation.dedup.search: exhaustive up to 65,536 kept records, a re-scored IVF index
    beyond). Inside a block, records with no kept match are resolved against each other in order.
+3. With `cfg.verify` (the default), each removal is read again as a pair with its kept record
+   (curation.dedup.verify): when the words that differ change the task (ascending / descending,
+   another programming language, other numbers, a swapped direction), the record is kept.
 
 Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
 every removal names the closest earlier kept record (`duplicate_of`, cosine in `detail`), so

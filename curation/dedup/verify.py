@@ -172,16 +172,27 @@ def _numbers(words: list[str]) -> Counter[str]:
 
 
 def _direction_swapped(a: list[str], b: list[str]) -> bool:
-    """A word before "to"/"into" in `a` is after it in `b` and another word the other way round."""
+    """A word x before "to"/"into" in `a` is after it in `b`, a word y the other way round, and
+    x comes first in `a`, y in `b` (a long text has many "to"s: the order of the two words'
+    first occurrences keeps chance matches between them out)."""
     sides_a, sides_b = _around_to(a), _around_to(b)
     if not sides_a or not sides_b:
         return False
+    first_a, first_b = _first_positions(a), _first_positions(b)
     for left_a, right_a in sides_a:
         for left_b, right_b in sides_b:
-            x, y = left_a & right_b, right_a & left_b
-            if x and y and x != y:
-                return True
+            for x in left_a & right_b:
+                for y in right_a & left_b:
+                    if x != y and first_a[x] < first_a[y] and first_b[y] < first_b[x]:
+                        return True
     return False
+
+
+def _first_positions(words: list[str]) -> dict[str, int]:
+    first: dict[str, int] = {}
+    for i, w in enumerate(words):
+        first.setdefault(w, i)
+    return first
 
 
 def _around_to(words: list[str]) -> list[tuple[set[str], set[str]]]:
