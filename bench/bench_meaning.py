@@ -21,8 +21,9 @@ with `verify` (default) and without (`verify: false`, the stage before issue 23)
 static default and the bundled all-MiniLM-L6-v2; "re-score" is option (a) of the issue, the
 static model's candidates decided by all-MiniLM-L6-v2's cosine; semhash with each encoder.
 
-Throughput: the stage with defaults and semhash on `--docs` bench.corpus documents (news-length
-real text), each in a fresh process, model loading outside the clock.
+Throughput: the stage with defaults (the static model reading whole texts) and semhash with the
+same encoder object on `--docs` bench.corpus documents (news-length real text), each in a fresh
+process, model loading outside the clock, the best of `--repeats` runs (the 2 cores are shared).
 
 Writes bench/results/meaning.json and prints markdown tables.
 """
@@ -130,15 +131,31 @@ def _rewrites(encoder: str, verify: bool | None, texts: list[str]) -> dict:
     return _ours(encoder, texts, list(THRESHOLDS), "auto", verify)
 
 
+def _semhash_whole(texts: list[str], threshold: float) -> dict:
+    """semhash on the stage's default encoder settings (the static model reading whole texts)."""
+    from semhash import SemHash
+
+    from bench.measure import measured
+    from curation.dedup.encoders import load_encoder
+
+    model = load_encoder(STATIC, None)
+    model.encode(["warm up"])
+    records = [{"id": str(i), "text": text} for i, text in enumerate(texts)]
+    result, seconds, _, _ = measured(
+        lambda: SemHash.from_records(records=records, columns=["text"], model=model).self_deduplicate(threshold=threshold))
+    return {"seconds": seconds, "removed": len(result.filtered)}  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mrpc", type=Path, default=Path("msr_paraphrase_test.txt"))
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--rewrites", type=int, default=300, help="paraphrase sources (0: skip the rewritten set)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per contender (best kept)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from bench.bench_semantic import _ours, _semhash, pair_f1
+    from bench.bench_semantic import _ours, pair_f1
 
     encoders = {name: CachedEncoder(name) for name in (STATIC, MINILM)}
     result: dict = {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "sets": {}}
@@ -177,12 +194,20 @@ def main() -> None:
 
     docs = build_corpus(args.docs, seed=args.seed).texts
     speed = {}
-    for name, fn, extra in ((f"dedup_semantic / {STATIC} (default, verify)", _ours, ("auto", True)),
-                            (f"dedup_semantic / {STATIC}, verify: false", _ours, ("auto", False)),
-                            (f"semhash / {STATIC}", _semhash, ())):
-        run = in_fresh_process(fn, STATIC, docs, [0.9], *extra)["0.9"]
-        speed[name] = {"docs_per_s": round(args.docs / run["seconds"], 1), "removed": len(run["pairs"])}
-        print(name, speed[name], flush=True)
+    contenders = {f"dedup_semantic / {STATIC} (default, verify)": True,
+                  f"dedup_semantic / {STATIC}, verify: false": False, f"semhash / {STATIC}": None}
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(args.repeats):  # round robin, the best of each kept: the 2 cores are shared
+        for name, verify in contenders.items():
+            if verify is None:
+                run = in_fresh_process(_semhash_whole, docs, 0.9)
+            else:
+                run = in_fresh_process(_ours, STATIC, docs, [0.9], "auto", verify)["0.9"]
+                run["removed"] = len(run["pairs"])
+            seconds[name].append(run["seconds"])
+            speed[name] = {"docs_per_s": round(args.docs / min(seconds[name]), 1), "removed": run["removed"],
+                           "seconds": seconds[name]}
+    print(speed, flush=True)
     result["speed"] = speed
     result["loadavg_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)

@@ -128,14 +128,14 @@ def different_task(a: str, b: str) -> str | None:
     sa, sb = set(ta), set(tb)
     if _contrast(sa, sb):
         return "contrast"
-    la, lb = _languages(a, sa), _languages(b, sb)
-    if la and lb and la != lb:
-        return "language"
     na, nb = _numbers(ta), _numbers(tb)
     if na - nb and nb - na:
         return "numbers"
     if _direction_swapped(ta, tb):
         return "direction"
+    la = _languages(a, sa)  # the code markers are the costly part: the second text only if needed
+    if la and (lb := _languages(b, sb)) and la != lb:
+        return "language"
     return None
 
 
