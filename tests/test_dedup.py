@@ -247,6 +247,17 @@ def test_semantic_verify_still_removes_paraphrases() -> None:
     assert result.extra["kept_as_different_task"] == {}
 
 
+def test_semantic_verify_removes_a_paraphrase_of_a_record_it_kept() -> None:
+    # r2 rewords r1; both are closest to r0, the reverse conversion, and are kept apart from it:
+    # the records kept that way are then deduplicated among themselves.
+    celsius, fahrenheit = DIFFERENT_TASKS["direction"]
+    records = frame([celsius, fahrenheit, SAME_TASK[1]])
+    result = build_semantic_stage(SemanticDedup(), progress=False)(records)
+    assert check(records, result) == {"r2": "r1"}
+    assert result.extra["kept_as_different_task"] == {"direction": 1}
+    assert float(result.rejected["detail"][0].removeprefix("cosine ")) >= 0.9
+
+
 def test_semantic_keeps_the_same_task_in_two_programming_languages(shared_data: Path) -> None:
     # Two bubble sorts of code_alpaca_2k, one answered in Python, one in JavaScript.
     data = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +81,17 @@ def build_semantic_stage(
                 embeddings.append(vectors)
             rows = np.concatenate(row_parts).astype(np.int64)
             kept_as, sim, search = greedy_kept(embeddings, cfg.threshold, _exact_rows(cfg, embeddings.rows), progress)
-        root = np.arange(records.height)
-        root[rows] = rows[kept_as]
-        vetoed = verify_pairs(records, root, cfg, shared) if cfg.verify else {}
+            root = np.arange(records.height)
+            root[rows] = rows[kept_as]
+            cosine = np.zeros(records.height, np.float32)
+            cosine[rows] = sim
+
+            def vectors_of(at: np.ndarray) -> np.ndarray:  # records' (sorted rows), read back from the file
+                return embeddings.read(np.searchsorted(rows, at))
+
+            vetoed = verify_pairs(records, root, cosine, cfg, shared, vectors_of) if cfg.verify else {}
         siblings = release_siblings(records, root) if keep_siblings else 0
         dup = root != np.arange(records.height)
-        cosine = np.zeros(records.height, np.float32)
-        cosine[rows] = sim
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
         result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows),
@@ -130,23 +134,35 @@ def without_lines(texts: pl.Series, shared: frozenset[str]) -> pl.Series:
     return pl.Series(texts.name, [strip(t) for t in texts.to_list()], dtype=pl.String)
 
 
-def verify_pairs(records: Source, root: np.ndarray, cfg: SemanticDedup, shared: frozenset[str]) -> dict[str, int]:
+def verify_pairs(
+    records: Source, root: np.ndarray, cosine: np.ndarray, cfg: SemanticDedup, shared: frozenset[str],
+    vectors: Callable[[np.ndarray], np.ndarray],
+) -> dict[str, int]:
     """Keep (root[i] = i) every duplicate whose text asks for another thing than its kept
     record's (curation.dedup.verify); returns how many, by reason. Only the candidate pairs'
-    texts are read. A record kept here did not join the search, so a later copy of it is
-    compared with the other kept records only (it may stay: a missed removal, never a wrong one)."""
+    texts are read. The records kept here did not join the search, so they are then deduplicated
+    among themselves (greedy, checked the same way): two rewordings of one instruction that were
+    both kept apart from its reversed twin are still one. A later record is not compared with
+    them again (it may stay: a missed removal, never a wrong one)."""
     at = np.flatnonzero(root != np.arange(records.height))
     if not len(at):
         return {}
     rows = np.unique(np.concatenate([at, root[at]]))  # take() reads sorted rows
     texts = without_lines(take(records, rows, text_view(cfg.view)), shared).to_list()
-    reasons: Counter[str] = Counter()
+    released: dict[int, str] = {}  # index into rows -> why it was kept
     for i, j in zip(np.searchsorted(rows, at), np.searchsorted(rows, root[at]), strict=True):
         why = different_task(texts[i], texts[j])
         if why is not None:
-            root[rows[i]] = rows[i]
-            reasons[why] += 1
-    return dict(sorted(reasons.items()))
+            root[rows[i]], cosine[rows[i]], released[int(i)] = rows[i], 0, why
+    kept = list(released)
+    if len(kept) > 1:
+        kept_as, sim = greedy_duplicates(vectors(rows[kept]), cfg.threshold)
+        for k, m in enumerate(kept_as):
+            i, j = kept[k], kept[m]
+            if m != k and different_task(texts[i], texts[j]) is None:
+                root[rows[i]], cosine[rows[i]] = rows[j], sim[k]
+                del released[i]
+    return dict(sorted(Counter(released.values()).items()))
 
 
 def release_siblings(records: Source, root: np.ndarray) -> int:
