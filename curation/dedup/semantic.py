@@ -14,7 +14,8 @@
    beyond). Inside a block, records with no kept match are resolved against each other in order.
 3. With `cfg.verify` (the default), each removal is read again as a pair with its kept record
    (curation.dedup.verify): when the words that differ change the task (ascending / descending,
-   another programming language, other numbers, a swapped direction), the record is kept.
+   another programming language, other numbers, a swapped direction), the record is kept; the
+   records kept that way are then deduplicated among themselves, checked the same way.
 
 Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
 every removal names the closest earlier kept record (`duplicate_of`, cosine in `detail`), so

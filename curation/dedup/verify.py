@@ -124,6 +124,8 @@ def tokens(text: str) -> list[str]:
 def different_task(a: str, b: str) -> str | None:
     """Why `a` and `b` ask for different things (contrast, language, numbers, direction), or
     None when nothing in the words that differ says so."""
+    if a == b:  # exact copies are most candidate pairs of a large corpus: nothing differs
+        return None
     ta, tb = tokens(a), tokens(b)
     sa, sb = set(ta), set(tb)
     if _contrast(sa, sb):
