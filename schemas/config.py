@@ -278,6 +278,12 @@ class SemanticDedup(Strict):
         description="Lines found in at least this share (and 3) of the first 10,000 records - shared"
         " preambles, tool lists - are left out of the text embedded (unless nothing else is left); null = embed as is.",
     )
+    verify: bool = Field(
+        True,
+        description="Read each candidate pair (cosine >= threshold) and keep both records when the words that"
+        " differ change the task: a contrast (ascending / descending), another programming language, other"
+        " numbers, a swapped direction (curation/dedup/verify.py); false = the cosine alone decides.",
+    )
 
 
 class Dedup(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from curation.dedup.common import earliest_roots
 from curation.dedup.minhash import ShingleSets, permutations, shingle_hashes, signatures
 from curation.dedup.semantic import greedy_duplicates
 from curation.dedup.siblings import protected_rows
+from curation.dedup.verify import different_task
 from schemas.config import CurateConfig, ExactDedup, MinHashDedup, SemanticDedup
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, records_frame
 
@@ -231,6 +233,73 @@ def test_semantic_finds_paraphrases(paragraphs: list[str], model: str) -> None:
     assert removed == {"r6": "r1", "r8": "r2", "r10": "r7"}
     assert set(result.rejected["reason"]) == {"semantic_duplicate"}
     assert all(float(d.removeprefix("cosine ")) >= THRESHOLDS[model] for d in result.rejected["detail"])
+
+
+# Pairs of instructions that share almost every word (issue 23): the first two of each are from
+# ../shared/data/sft/code_alpaca_2k.json, the swaps are written here.
+DIFFERENT_TASKS = {
+    "direction": ("Design a function to convert a temperature in Celsius to Fahrenheit.",
+                  "Create a function to convert a Fahrenheit temperature to Celsius."),
+    "antonym": ("Sort the given integer array in ascending order.",
+                "Sort the given integer array in descending order."),
+}
+SAME_TASK = ("Create a function to convert a Fahrenheit temperature to Celsius.",
+             "Write a function to convert Fahrenheit to Celsius")
+
+
+@pytest.mark.parametrize("kind", list(DIFFERENT_TASKS))
+def test_semantic_keeps_pairs_whose_differing_words_change_the_task(kind: str) -> None:
+    records = frame(list(DIFFERENT_TASKS[kind]))
+    assert check(records, build_semantic_stage(SemanticDedup(), progress=False)(records)) == {}
+    # The cosine alone (verify: false) merges them: the check is what keeps them.
+    assert check(records, build_semantic_stage(SemanticDedup(verify=False), progress=False)(records)) == {"r1": "r0"}
+
+
+def test_semantic_verify_still_removes_paraphrases() -> None:
+    records = frame(list(SAME_TASK))
+    result = build_semantic_stage(SemanticDedup(), progress=False)(records)
+    assert check(records, result) == {"r1": "r0"}
+    assert result.extra["kept_as_different_task"] == {}
+
+
+def test_semantic_verify_removes_a_paraphrase_of_a_record_it_kept() -> None:
+    # r2 rewords r1; both are closest to r0, the reverse conversion, and are kept apart from it:
+    # the records kept that way are then deduplicated among themselves.
+    celsius, fahrenheit = DIFFERENT_TASKS["direction"]
+    records = frame([celsius, fahrenheit, SAME_TASK[1]])
+    result = build_semantic_stage(SemanticDedup(), progress=False)(records)
+    assert check(records, result) == {"r2": "r1"}
+    assert result.extra["kept_as_different_task"] == {"direction": 1}
+    assert float(result.rejected["detail"][0].removeprefix("cosine ")) >= 0.9
+
+
+def test_semantic_keeps_the_same_task_in_two_programming_languages(shared_data: Path) -> None:
+    # Two bubble sorts of code_alpaca_2k, one answered in Python, one in JavaScript.
+    data = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())
+    python, javascript = data[582], data[631]
+    assert "def bubble_sort" in python["output"] and "function bubbleSort" in javascript["output"]
+    records = records_frame([conversation(i, r["instruction"], r["output"]) for i, r in enumerate((python, javascript))])
+    result = build_semantic_stage(SemanticDedup(), progress=False)(records)
+    assert check(records, result) == {}
+    assert result.extra["kept_as_different_task"] == {"language": 1}
+    assert check(records, build_semantic_stage(SemanticDedup(verify=False), progress=False)(records)) == {"c1": "c0"}
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "why"),
+    [
+        ("Write a program to find the maximum of two numbers.", "Write a program to find the average of four numbers.",
+         "contrast"),
+        ("Find the largest element of the list.", "Find the maximum element of the list.", None),
+        ("Print all odd numbers from 1 to 10.", "Print all odd numbers from 4 to 10.", "numbers"),
+        ("Print the numbers from 1 to 10.", "Print the numbers from 1 to 10 in 2024.", None),
+        ("Convert a given number from binary to decimal.", "Convert a given number from decimal to binary.",
+         "direction"),
+        ("Reverse a string in Python.", "Reverse a string in JavaScript.", "language"),
+    ],
+)
+def test_different_task_names_what_changes_the_task(a: str, b: str, why: str | None) -> None:
+    assert different_task(a, b) == why and different_task(b, a) == why
 
 
 # --- all stages -----------------------------------------------------------------------------

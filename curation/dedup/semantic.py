@@ -12,6 +12,10 @@
    joins the search
    index (curation.dedup.search: exhaustive up to 65,536 kept records, a re-scored IVF index
    beyond). Inside a block, records with no kept match are resolved against each other in order.
+3. With `cfg.verify` (the default), each removal is read again as a pair with its kept record
+   (curation.dedup.verify): when the words that differ change the task (ascending / descending,
+   another programming language, other numbers, a swapped direction), the record is kept; the
+   records kept that way are then deduplicated among themselves, checked the same way.
 
 Kept rule: the earliest record in input order (row position in the incoming frame) is kept, and
 every removal names the closest earlier kept record (`duplicate_of`, cosine in `detail`), so
@@ -25,14 +29,14 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from curation.core.corpus import Corpus, Source, shards
+from curation.core.corpus import Corpus, Source, shards, take
 from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
@@ -40,6 +44,7 @@ from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
 from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
 from curation.dedup.siblings import STAT, spare_siblings
+from curation.dedup.verify import different_task
 from schemas.config import SemanticDedup
 
 STAGE = "dedup_semantic"
@@ -78,16 +83,23 @@ def build_semantic_stage(
                 embeddings.append(vectors)
             rows = np.concatenate(row_parts).astype(np.int64)
             kept_as, sim, search = greedy_kept(embeddings, cfg.threshold, _exact_rows(cfg, embeddings.rows), progress)
-        root = np.arange(records.height)
-        root[rows] = rows[kept_as]
+            root = np.arange(records.height)
+            root[rows] = rows[kept_as]
+            cosine = np.zeros(records.height, np.float32)
+            cosine[rows] = sim
+
+            def vectors_of(at: np.ndarray) -> np.ndarray:  # records' (sorted rows), read back from the file
+                return embeddings.read(np.searchsorted(rows, at))
+
+            vetoed = verify_pairs(records, root, cosine, cfg, shared, vectors_of) if cfg.verify else {}
         root, spared = spare_siblings(records, root, engine) if keep_siblings else (root, 0)
         dup = root != np.arange(records.height)
-        cosine = np.zeros(records.height, np.float32)
-        cosine[rows] = sim
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
         result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows),
                         "shared_lines_left_out": len(shared)}
+        if cfg.verify:
+            result.extra["kept_as_different_task"] = vetoed
         if keep_siblings:
             result.extra[STAT] = spared
         return result
@@ -122,6 +134,37 @@ def without_lines(texts: pl.Series, shared: frozenset[str]) -> pl.Series:
         return "\n".join(kept) if any(line.strip() for line in kept) else text
 
     return pl.Series(texts.name, [strip(t) for t in texts.to_list()], dtype=pl.String)
+
+
+def verify_pairs(
+    records: Source, root: np.ndarray, cosine: np.ndarray, cfg: SemanticDedup, shared: frozenset[str],
+    vectors: Callable[[np.ndarray], np.ndarray],
+) -> dict[str, int]:
+    """Keep (root[i] = i) every duplicate whose text asks for another thing than its kept
+    record's (curation.dedup.verify); returns how many, by reason. Only the candidate pairs'
+    texts are read. The records kept here did not join the search, so they are then deduplicated
+    among themselves (greedy, checked the same way): two rewordings of one instruction that were
+    both kept apart from its reversed twin are still one. A later record is not compared with
+    them again (it may stay: a missed removal, never a wrong one)."""
+    at = np.flatnonzero(root != np.arange(records.height))
+    if not len(at):
+        return {}
+    rows = np.unique(np.concatenate([at, root[at]]))  # take() reads sorted rows
+    texts = without_lines(take(records, rows, text_view(cfg.view)), shared).to_list()
+    released: dict[int, str] = {}  # index into rows -> why it was kept
+    for i, j in zip(np.searchsorted(rows, at), np.searchsorted(rows, root[at]), strict=True):
+        why = different_task(texts[i], texts[j])
+        if why is not None:
+            root[rows[i]], cosine[rows[i]], released[int(i)] = rows[i], 0, why
+    kept = list(released)
+    if len(kept) > 1:
+        kept_as, sim = greedy_duplicates(vectors(rows[kept]), cfg.threshold)
+        for k, m in enumerate(kept_as):
+            i, j = kept[k], kept[m]
+            if m != k and different_task(texts[i], texts[j]) is None:
+                root[rows[i]], cosine[rows[i]] = rows[j], sim[k]
+                del released[i]
+    return dict(sorted(Counter(released.values()).items()))
 
 
 def _exact_rows(cfg: SemanticDedup, n: int) -> int:
