@@ -232,12 +232,14 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
     assert [s["stage"] for s in stats["stages"]] == [
         "ingest", "filters", "dedup_exact", "dedup_minhash", "dedup_semantic", "jury", "preference", "export",
     ]
-    # The local jury scored every sft record (a sample by the LLM judges, the rest distilled).
+    # The local jury scored the sft records (a sample by the LLM judges, the rest distilled). A
+    # 135M judge now and then answers "-" (a minus or a bullet): no score, never a guessed one.
     jury = next(s for s in stats["stages"] if s["stage"] == "jury")
-    assert jury["unscored"] == 0 and jury["distill"]["n_train"] > 0
+    assert jury["unscored"] <= 0.01 * jury["in"] and jury["distill"]["n_train"] > 0
     sft_meta = [json.loads(m) for m in kept.filter(pl.col("kind") == "sft")["meta"]]
     assert {m["jury"]["method"] for m in sft_meta} == {"jury", "distilled"}
-    assert all(1 <= m["jury"]["score"] <= 5 for m in sft_meta)
+    scores = [m["jury"]["score"] for m in sft_meta]
+    assert all(1 <= s <= 5 for s in scores if s is not None) and scores.count(None) == jury["unscored"]
     # Preference pairs from oasst sibling ranks joined the Orca pairs.
     pairs = pl.concat([kept, rejected.select(kept.columns)]).filter(pl.col("id").str.starts_with("pref-"))
     assert pairs.height > 10 and stats["totals"]["generated"] == pairs.height  # kept, or rejected by export
