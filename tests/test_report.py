@@ -468,3 +468,34 @@ def test_a_run_whose_exported_sets_are_empty_reports(
     assert "export/hf/preference: not written (no rows: no preference records reached export)" in printed
     if "sft" not in unwritten:
         assert "export/hf/sft: 2 train, 1 test" in printed and "(preference: 0 · sft: 3)" in text
+
+
+def test_removal_examples_are_a_seeded_random_sample(tmp_path: Path) -> None:
+    """Not the first rows of a reason (often one file's, one shape's): a random sample, the
+    same each time the run's report is written."""
+    from curation.report.html import MAX_EXAMPLES, _reason_examples
+
+    rows = [{**sft(f"r{i:02d}", i, "Hi", "Ok."), "stage": "filters", "reason": "too_few_words", "detail": "2 words < 3"}
+            for i in range(40)]
+    rejects_frame(rows).write_parquet(tmp_path / "rejected.parquet")
+    picked = [[e["id"] for e in _reason_examples(pl.scan_parquet(tmp_path / "rejected.parquet"))[("filters", "too_few_words")]]
+              for _ in range(2)]
+    assert picked[0] == picked[1] and len(set(picked[0])) == MAX_EXAMPLES
+    assert picked[0] != [f"r{i:02d}" for i in range(MAX_EXAMPLES)]
+
+
+def test_the_pii_section_shows_records_it_changed_around_the_placeholder(tmp_path: Path) -> None:
+    from curation.core.stats import RunStats
+    from curation.report import hygiene
+
+    prose = "A long answer about the weather and the harbour, nothing private in it at all. " * 8
+    kept = [sft(f"c{i}", i, "Plain question?", prose) for i in range(12)]
+    kept += [sft("mail", 20, "Who do I write to?", prose + "Write to <EMAIL> for the form."),
+             raw("phone", 21, "Call <PHONE> before noon. " + prose)]
+    records_frame(kept).write_parquet(tmp_path / "kept.parquet")
+    found = hygiene.pii(RunStats.model_validate(stats(14, 0)), pl.scan_parquet(tmp_path / "kept.parquet"))
+    assert found is not None
+    changed = {e["id"]: e["excerpt"] for e in found["changed"]}
+    assert sorted(changed) == ["mail", "phone"]
+    assert changed["mail"].startswith("… ") and "Write to <EMAIL> for the form." in changed["mail"]
+    assert changed["phone"].startswith("Call <PHONE> before noon.")

@@ -36,7 +36,8 @@ REPORT = "report.html"
 TEMPLATE = "report.html.jinja"
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 
-MAX_EXAMPLES = 3  # removed records shown per (stage, reason)
+MAX_EXAMPLES = 5  # removed records shown per (stage, reason), drawn at random
+SAMPLE_SEED = 0  # the same run shows the same examples each time its report is written
 MAX_CLUSTERS = 8  # duplicate clusters shown
 MAX_MEMBERS = 3  # removed records shown per cluster
 MAX_SOURCES = 40  # input paths listed; the rest are summed in one row
@@ -77,7 +78,7 @@ def write_report(run_dir: Path) -> Path:
         "siblings": _siblings(stages),
         "contamination": hygiene.contamination(stats, run_dir, rejected),
         "languages": hygiene.languages(stats),
-        "pii": hygiene.pii(stats),
+        "pii": hygiene.pii(stats, kept),
         "jury": _jury(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
         "sources": _sources(kept, rejected) if kept is not None or rejected is not None else None,
         "inputs": _inputs(stats.stage("ingest")),
@@ -323,15 +324,18 @@ def _reasons(stages: list[StageStats], rejected: pl.LazyFrame | None) -> dict:
 
 
 def _reason_examples(rejected: pl.LazyFrame) -> dict[tuple[str, str], list[dict]]:
+    """A seeded random sample per (stage, reason), not the first rows: the first removals of a
+    reason are often one file's, one shape's, and say little about the rule's precision."""
     # Positions first (two cheap columns), then only those rows with their texts.
     picks = (
         rejected.select("stage", "reason")
         .with_row_index("_pos")
         .group_by("stage", "reason", maintain_order=True)
-        .head(MAX_EXAMPLES)
+        .agg(pl.col("_pos").shuffle(seed=SAMPLE_SEED).head(MAX_EXAMPLES))
+        .explode("_pos")
         .collect()
     )
-    rows = _rows_at(rejected, picks["_pos"].to_list())
+    rows = _rows_at(rejected, sorted(picks["_pos"].to_list()))
     examples: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         examples.setdefault((row["stage"], row["reason"]), []).append(_example(row))

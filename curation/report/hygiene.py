@@ -3,15 +3,18 @@ records beside the benchmark text they contain), the input's language mix, and P
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import polars as pl
 from markupsafe import Markup
 
 from curation.core.stats import RunStats
-from curation.report.html import CLUSTER_EXCERPT, MAX_EXAMPLES, bar_chart
+from curation.pii.detect import PLACEHOLDER
+from curation.report.html import CLUSTER_EXCERPT, EXCERPT, MAX_EXAMPLES, SAMPLE_SEED, bar_chart, record_text
 from curation.report.html import _example as example
 from curation.report.html import _excerpt as excerpt
+from curation.report.html import _rows_at as rows_at
 
 MATCHES = Path("decontamination") / "matches.parquet"
 MAX_LANGUAGES = 20  # bars in the language chart; the rest are summed
@@ -55,9 +58,39 @@ def languages(stats: RunStats) -> dict | None:
             "removed": entry.removed_by_reason.get("wrong_language", 0) if entry else 0, "total": total}
 
 
-def pii(stats: RunStats) -> dict | None:
+REDACTED = "|".join(re.escape(p) for p in PLACEHOLDER.values())
+
+
+def pii(stats: RunStats, kept: pl.LazyFrame | None) -> dict | None:
+    """What the PII step found, and (redact) a seeded random sample of kept records it changed,
+    each shown around its first placeholder: a data engineer judges the detector from these
+    (a placeholder inside code or a decimal is a false positive to see). Dropped records are
+    among the removal reasons' examples."""
     entry = stats.stage("pii")
     if entry is None:
         return None
-    return {"action": entry.figures.get("action"), "records": entry.figures.get("records_with_pii", 0),
+    action = entry.figures.get("action")
+    changed = _redacted_examples(kept) if kept is not None and action == "redact" else []
+    return {"action": action, "records": entry.figures.get("records_with_pii", 0), "changed": changed,
             "found": entry.figures.get("found", {}), "removed": entry.removed, "rows_in": entry.rows_in}
+
+
+def _redacted_examples(kept: pl.LazyFrame) -> list[dict]:
+    def turns(side: str) -> pl.Expr:
+        return pl.col(side).list.eval(pl.element().struct.field("content")).list.join("\n")
+
+    every_text = pl.concat_str([pl.col("text"), turns("messages"), turns("chosen"), turns("rejected")],
+                               separator="\n", ignore_nulls=True)
+    hits = (
+        kept.select(every_text.str.contains(REDACTED).alias("hit")).with_row_index("_pos")
+        .filter(pl.col("hit")).select("_pos").collect(engine="streaming")["_pos"]
+    )
+    picks = hits.shuffle(seed=SAMPLE_SEED).head(MAX_EXAMPLES).sort().to_list()
+    return [{**example(row), "excerpt": _around(record_text(row))} for row in rows_at(kept, picks)]
+
+
+def _around(text: str) -> str:
+    """The text around its first placeholder (EXCERPT characters), marked where it was cut."""
+    first = re.search(REDACTED, text)
+    start = max(0, (first.start() if first else 0) - EXCERPT // 2)
+    return ("… " if start else "") + excerpt(text[start:], EXCERPT)
