@@ -382,3 +382,22 @@ def test_sibling_answers_are_not_rejected_as_published_duplicates(tmp_path: Path
             assert stage.removed == 0 and stage.figures["siblings_protected"] == 1
         else:
             assert stage.removed_by_reason == {"duplicate_of_published": 1} and "siblings_protected" not in stage.figures
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_published_record_that_asks_the_reverse_is_no_duplicate(tmp_path: Path, verify: bool) -> None:
+    """The semantic match against the published version is decided like the in-run one
+    (curation.dedup.verify): the same words in the other direction are another task."""
+    (tmp_path / "config.yaml").write_text(
+        f"inputs:\n  - path: data/*.jsonl\ndedup:\n  semantic: {{threshold: 0.8, verify: {str(verify).lower()}}}\n"
+    )
+    answer = "Divide by two again and again, then read the remainders from the last to the first."
+    write(tmp_path / "data" / "a.jsonl", [{"id": "a0", "instruction": "Convert the decimal number 10 to binary.",
+                                           "input": "", "output": answer}])
+    run_refresh(tmp_path, "r1")
+    write(tmp_path / "data" / "b.jsonl", [{"id": "b0", "instruction": "Convert the binary number 10 to decimal.",
+                                           "input": "", "output": answer},
+                                          {"id": "b1", "instruction": "Name the three primary colours of paint.",
+                                           "input": "", "output": "Red, yellow and blue are the traditional three."}])
+    _, _, stage, _ = run_refresh(tmp_path, "r2")
+    assert stage.removed_by_reason == ({} if verify else {"duplicate_of_published": 1})

@@ -11,6 +11,7 @@ from curation.core.stage import Stage, StageResult, split_rejects
 from curation.core.text import text_view
 from curation.dedup import exact, minhash, semantic
 from curation.dedup.siblings import STAT, protected_rows
+from curation.dedup.verify import different_task
 from curation.publish.indexes import DedupCfg, Index, compute_index, enabled_indexes
 from curation.publish.versions import Version, version_name
 from schemas.config import Dedup
@@ -117,4 +118,14 @@ def _match(
     if not len(new) or not len(old):
         return np.full(len(new), -1, np.int64), [""] * len(new)
     hits, cosine = semantic.match_index(new.data, old.data, cfg.threshold)  # type: ignore[union-attr]
+    if cfg.verify:  # type: ignore[union-attr]
+        # The in-run decision (curation.dedup.verify): a published record that asks for another
+        # thing (a reversed direction, another language, other numbers) is no duplicate.
+        found = np.flatnonzero(hits >= 0)
+        texts = subset[at[found]].select(text_view(cfg.view)).to_series().to_list()
+        old_at = [old_row[old.ids[h]] for h in hits[found]]
+        published = previous.kept[old_at].select(text_view(cfg.view)).to_series().to_list()
+        for k, text, match in zip(found, texts, published, strict=True):
+            if different_task(text, match) is not None:
+                hits[k] = -1
     return hits, [f"cosine {c:.3f}" for c in cosine]
