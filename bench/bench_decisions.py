@@ -24,7 +24,6 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent
 DECISIONS = ROOT / "decisions"
 RESULTS = ROOT / "results"
@@ -33,7 +32,8 @@ BASELINE = DECISIONS / "baseline.json"
 # The config a user writes for each rule (issue 24's table), the reason its items are labelled
 # with, and the reject reasons that count as the rule removing an item.
 SETS: dict[str, dict] = {
-    "keywords_refusals": {"filters": {"keywords": {"refusals": True}}, "reason": "excluded_keyword", "reasons": ["excluded_keyword"]},
+    "keywords_refusals": {"filters": {"keywords": {"refusals": True}}, "reason": "excluded_keyword",
+                          "reasons": ["excluded_keyword"]},
     "format_json": {"filters": {"format": {"json": True}}, "reason": "invalid_json", "reasons": ["invalid_json"]},
     "repetition": {"filters": {"repetition": {}}, "reason": "repetition",
                    "reasons": ["repeated_lines", "repeated_ngrams"]},

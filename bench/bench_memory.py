@@ -118,7 +118,8 @@ def _child(config: dict, out: Path) -> dict:
     steps = json.loads(report.decode().strip().splitlines()[-1])
     # The child resets its high-water mark before each step, which ru_maxrss reads at exit:
     # the peak is the highest of the steps' peaks (and of ru_maxrss).
-    peak = max([usage.ru_maxrss / 1024] + [v["peak_rss_mb"] for v in steps.values() if isinstance(v, dict) and "peak_rss_mb" in v])
+    step_peaks = [v["peak_rss_mb"] for v in steps.values() if isinstance(v, dict) and "peak_rss_mb" in v]
+    peak = max([usage.ru_maxrss / 1024, *step_peaks])
     return {"peak_rss_mb": round(peak), "seconds": round(time.perf_counter() - start, 1), **steps}
 
 
@@ -148,10 +149,12 @@ def _table(runs: list[dict]) -> str:
         skip = ("case", "n", "peak_rss_mb", "seconds", "idle_rss_mb", "totals", "failed")
         steps = ", ".join(f"{k} {v['peak_rss_mb']:.0f}/{v['seconds']:.0f}" for k, v in r.items() if k not in skip)
         if "failed" in r:
-            lines.append(f"| {r['case']} | {r['n']:,} | {r['peak_rss_mb']:,} MB | {r['seconds']} | failed: {r['failed'][:120]} | - |")
+            head = f"| {r['case']} | {r['n']:,} | {r['peak_rss_mb']:,} MB | {r['seconds']}"
+            lines.append(f"{head} | failed: {r['failed'][:120]} | - |")
             continue
         t = r["totals"]
-        lines.append(f"| {r['case']} | {r['n']:,} | {r['peak_rss_mb']:,} MB | {r['seconds']} | {steps} | {t['kept']:,} / {t['rejected']:,} |")
+        head = f"| {r['case']} | {r['n']:,} | {r['peak_rss_mb']:,} MB | {r['seconds']}"
+        lines.append(f"{head} | {steps} | {t['kept']:,} / {t['rejected']:,} |")
     return "\n".join(lines)
 
 

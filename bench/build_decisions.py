@@ -631,7 +631,7 @@ def _technical_texts() -> Iterator[tuple[str, str]]:
         for i, para in enumerate(re.split(r"\n\s*\n", body)):
             if 20 <= _words(para) <= 300:
                 yield f"shared/data/raw/peps/{pep.name}#para{i}", para
-    for where, prompt, answer, lp, la in oasst_pairs():
+    for where, _prompt, answer, _lang_prompt, la in oasst_pairs():
         if la == "en" and "```" in answer:
             yield where, answer
 

@@ -86,9 +86,8 @@ def _offline_defaults() -> None:
 
 def validate(config_path: Path) -> int:
     from curation.core.preflight import preflight
-    from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
-
     from curation.core.stats import check_ingest_files
+    from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
 
     config = load_config(config_path)
     preflight(config)

@@ -9,5 +9,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   $sudo_ apt-get install -y -q chromium >/dev/null || { $sudo_ apt-get update -q >/dev/null && $sudo_ apt-get install -y -q chromium >/dev/null; }
 fi
+# Lint first (pyproject's [tool.ruff]): a style or bug-pattern finding fails like a test.
+.venv/bin/ruff check .
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

@@ -177,7 +177,10 @@ def test_missing_or_unreadable_benchmark_fails_before_work(tmp_path: Path, capsy
 def test_a_benchmark_takes_columns_like_an_input(tmp_path: Path) -> None:
     """HumanEval's rows (prompt, canonical_solution, test) fit no shape: `columns:` maps them, with
     the inputs' own code, and its solutions are then checked like any benchmark text."""
-    solution = "    total = 0\n    for number in numbers:\n        if number % 2 == 0:\n            total += number * number\n    return total\n"
+    solution = (
+        "    total = 0\n    for number in numbers:\n        if number % 2 == 0:\n"
+        "            total += number * number\n    return total\n"
+    )
     prompt = 'def sum_even_squares(numbers):\n    """Return the sum of the squares of the even numbers in the list."""\n'
     human_eval = tmp_path / "HumanEval.jsonl"
     human_eval.write_text(json.dumps({"task_id": "HumanEval/0", "prompt": prompt, "canonical_solution": solution,

@@ -573,7 +573,8 @@ def test_the_embedded_server_ends_with_the_command_and_a_lost_one_ends_the_run(t
     assert not alive(embedded["term"]) and not alive(embedded["kill"]), "an embedded Prefect server outlived its command"
 
     output = started["term"][1].read_text()
-    assert codes["term"] == 143 and curate_lines(output) == ["curate: interrupted by SIGTERM; nothing was published"], output[-3000:]
+    assert codes["term"] == 143, output[-3000:]
+    assert curate_lines(output) == ["curate: interrupted by SIGTERM; nothing was published"], output[-3000:]
     assert "Traceback" not in output
 
     output = started["api"][1].read_text()

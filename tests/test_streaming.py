@@ -89,7 +89,8 @@ def test_a_parquet_input_is_read_in_batches_with_row_positions(tmp_path: Path, m
     monkeypatch.setattr(readers_module, "PARQUET_BATCH", 7)  # several batches from one file
     path = tmp_path / "alpaca.parquet"
     pl.DataFrame({"instruction": [f"Count to {i}." for i in range(20)], "output": ["1 2"] * 20}).write_parquet(path)
-    assert [frame.height for _, frame in readers_module._load_parquet(path, readers_module.TextDecoding())] == [7, 7, 6]  # the patch took
+    loaded = readers_module._load_parquet(path, readers_module.TextDecoding())
+    assert [frame.height for _, frame in loaded] == [7, 7, 6]  # the patch took
     result = ingest([InputSpec(path=str(path))], progress=False, out=tmp_path / "run", batch_size=8)
     sources = result.records.column("source").to_list()  # type: ignore[union-attr]
     assert result.records.height == 20

@@ -40,7 +40,9 @@ def sibling_keys(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     keys = (
         part.lazy()
         .select(
-            candidate=(pl.col("kind") == "sft") & (last > 0) & (messages.list.get(last - 1, null_on_oob=True).struct.field("role") == "user"),
+            candidate=(pl.col("kind") == "sft")
+            & (last > 0)
+            & (messages.list.get(last - 1, null_on_oob=True).struct.field("role") == "user"),
             prompt=turns.list.join(_TURN).hash(HASH_SEED),
             answer=messages.list.get(last, null_on_oob=True).struct.field("content").str.strip_chars().hash(HASH_SEED),
         )

@@ -183,7 +183,7 @@ def _possible(candidate: str) -> bool:
 def _counting(groups: list[str]) -> bool:
     """01 02 03 04 05: equal groups counting up or down are an enumeration."""
     values = [int(g) for g in groups]
-    steps = {b - a for a, b in zip(values, values[1:])}
+    steps = {b - a for a, b in zip(values, values[1:], strict=False)}
     return len(groups) >= 3 and len({len(g) for g in groups}) == 1 and len(steps) == 1 and steps != {0}
 
 
