@@ -55,6 +55,9 @@ def test_a_rerun_without_a_section_removes_its_stale_output(tmp_path: Path) -> N
     out = tmp_path / "run"
     (out / "export" / "hf" / "sft").mkdir(parents=True)  # what an earlier run with export: wrote
     (out / "jury").mkdir()
-    run_pipeline(CurateConfig(inputs=[{"path": str(data)}], jury=None), out)  # the same --out, neither section
+    (out / "decontamination").mkdir()
+    (out / "decontamination" / "matches.parquet").write_bytes(b"")  # an earlier run's matches
+    run_pipeline(CurateConfig(inputs=[{"path": str(data)}], jury=None), out)  # the same --out, none of the sections
     assert not (out / "export").exists()  # `curate train --data` cannot pick up the old sets
-    assert not (out / "jury").exists() and (out / "kept.parquet").is_file()
+    assert not (out / "jury").exists() and not (out / "decontamination").exists()
+    assert (out / "kept.parquet").is_file()

@@ -116,8 +116,8 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path | str | None) 
 
 # Run-directory outputs and the config section that writes each: a rerun into the same RUN_DIR
 # without that section removes it, so no stale export is trained on or shown in the report.
-SECTION_OUTPUTS = {"synthesis": "synthesis", "jury": "jury", "export": "export", "validation": "validation",
-                   "publish.json": "publish"}
+SECTION_OUTPUTS = {"synthesis": "synthesis", "decontamination": "decontamination", "jury": "jury",
+                   "export": "export", "validation": "validation", "publish.json": "publish"}
 
 
 def remove_stale_outputs(out: Path, config: CurateConfig) -> list[str]:
