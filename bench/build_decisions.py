@@ -108,6 +108,15 @@ def gpteacher(kind: str, file: str) -> Iterator[tuple[str, str, str]]:
         yield origin(GPTEACHER, path, str(i)), prompt, row["output"]
 
 
+def oasst_roots() -> Iterator[tuple[dict, str]]:
+    """Every oasst tree's first message, with the origin prefix of its messages."""
+    path = "open_assistant/oasst2_filtered.jsonl"
+    for line in git_show(OASST2, path).splitlines():
+        yield json.loads(line)["prompt"], origin(OASST2, path) + "#"
+    for line in (SHARED / "sft" / "oasst_en_100_tree.jsonl").read_text().splitlines():
+        yield json.loads(line)["prompt"], "shared/data/sft/oasst_en_100_tree.jsonl#"
+
+
 def oasst_pairs() -> Iterator[tuple[str, str, str, str, str]]:
     """(origin, prompt, answer, prompt lang, answer lang) of every assistant reply."""
     def walk(message: dict, where: str) -> Iterator[tuple[str, str, str, str, str]]:
@@ -117,11 +126,8 @@ def oasst_pairs() -> Iterator[tuple[str, str, str, str, str]]:
                        message.get("lang") or "", reply.get("lang") or "")
             yield from walk(reply, where)
 
-    path = "open_assistant/oasst2_filtered.jsonl"
-    for line in git_show(OASST2, path).splitlines():
-        yield from walk(json.loads(line)["prompt"], origin(OASST2, path) + "#")
-    for line in (SHARED / "sft" / "oasst_en_100_tree.jsonl").read_text().splitlines():
-        yield from walk(json.loads(line)["prompt"], "shared/data/sft/oasst_en_100_tree.jsonl#")
+    for root, where in oasst_roots():
+        yield from walk(root, where)
 
 
 def oasst_messages() -> Iterator[tuple[str, str, str]]:
@@ -131,11 +137,8 @@ def oasst_messages() -> Iterator[tuple[str, str, str]]:
         for reply in message.get("replies") or []:
             yield from walk(reply, where)
 
-    path = "open_assistant/oasst2_filtered.jsonl"
-    for line in git_show(OASST2, path).splitlines():
-        yield from walk(json.loads(line)["prompt"], origin(OASST2, path) + "#")
-    for line in (SHARED / "sft" / "oasst_en_100_tree.jsonl").read_text().splitlines():
-        yield from walk(json.loads(line)["prompt"], "shared/data/sft/oasst_en_100_tree.jsonl#")
+    for root, where in oasst_roots():
+        yield from walk(root, where)
 
 
 def llama_factory_alpaca(name: str) -> Iterator[tuple[str, str, str]]:
