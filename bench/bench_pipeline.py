@@ -70,14 +70,14 @@ def main() -> None:
 
 
 def _run_pipeline(path: str) -> list[dict]:
-    from curation.core.run import run_pipeline
+    from curation.core.run import Call, run_pipeline
     from schemas.config import CurateConfig
 
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **CONFIG})
     measures: dict[str, tuple[float, float, float]] = {}
 
-    def measure(name: str, call):
-        result, *measures[name] = measured(call)
+    def measure(call: Call):
+        result, *measures[call.name] = measured(call.run)
         return result
 
     stats = run_pipeline(config, Path(tempfile.mkdtemp()), in_memory=True, around=measure)

@@ -101,18 +101,18 @@ def _write_mixed(base: list[str], n: int, path: Path) -> None:
 
 
 def _run(path: str, batch_size: int | None, tmp: str, stages_config: dict = CONFIG) -> dict:
-    from curation.core.run import run_pipeline
+    from curation.core.run import Call, run_pipeline
     from schemas.config import CurateConfig
 
     execution = {"execution": {"batch_size": batch_size}} if batch_size else {}
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **stages_config, **execution})
     out: dict = {"idle_rss_mb": _reset_peak()}
 
-    def measure(name: str, call):
+    def measure(call: Call):
         _reset_peak()
         start = time.perf_counter()
-        value = call()
-        out[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_rss_mb()}
+        value = call.run()
+        out[call.name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_rss_mb()}
         return value
 
     stats = run_pipeline(config, Path(tmp) / f"work-{batch_size}" / "run", path, in_memory=batch_size is None, around=measure)

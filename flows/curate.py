@@ -22,11 +22,8 @@ from prefect.states import Cancelled, Failed, State
 
 import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
-from curation.core.corpus import Corpus
-from curation.core.plan import Expansion
 from curation.core.preflight import preflight
-from curation.core.run import CurationRun, RunLedger, run_expansion, run_ingest, run_stage, write_run
-from curation.core.stage import Stage
+from curation.core.run import Call, CurationRun
 from curation.core.stats import RunFailed, RunStats, check_kept
 from curation.publish.inputs import refresh_inputs
 from curation.publish.lock import publish_lock
@@ -59,15 +56,20 @@ def _options(checkpoint: Checkpoint, fresh: bool) -> dict:
     }
 
 
-# A complete checkpoint whose Prefect cache record is missing (killed in between) is restored by
-# the step function itself, so each task body is the core's.
-@task(name="ingest", retries=1, retry_delay_seconds=2, **CACHED)
-def ingest_task(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fresh: bool = False) -> dict | Failed:
+# One task per step of the run (curation/core/run.py's `Call`): its body is the core's own call, so
+# a complete checkpoint whose Prefect cache record is missing (killed in between) is restored by
+# the step function itself. Reads and LLM steps retry once (answers come back from the cache).
+@task(**CACHED)
+def step_task(call: Call, checkpoint: Checkpoint, progress_key: str | None = None) -> dict | Failed:
+    token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
     try:
         with lifecycle.writing(checkpoint.run_dir):
-            return run_ingest(config, progress, checkpoint, fresh)
+            return call.run()
     except StageFailed as exc:
         return _stopped(exc)
+    finally:
+        if token is not None:
+            jury_panel.JURY_PROGRESS.reset(token)
 
 
 def _stopped(exc: StageFailed) -> Failed:
@@ -77,36 +79,11 @@ def _stopped(exc: StageFailed) -> Failed:
     return Failed(message=str(exc), data=exc)
 
 
-@task(**CACHED)
-def stage_task(
-    stage: Stage, records: Corpus, checkpoint: Checkpoint, fresh: bool = False, progress_key: str | None = None
-) -> dict | Failed:
-    token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
-    try:
-        with lifecycle.writing(checkpoint.run_dir):
-            return run_stage(stage, records, checkpoint, fresh)
-    except StageFailed as exc:
-        return _stopped(exc)
-    finally:
-        if token is not None:
-            jury_panel.JURY_PROGRESS.reset(token)
-
-
-# LLM steps retry cheaply: every answer already received comes back from the answer cache.
-@task(retries=1, retry_delay_seconds=5, **CACHED)
-def expansion_task(step: Expansion, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict | Failed:
-    try:
-        with lifecycle.writing(checkpoint.run_dir):
-            return run_expansion(step, records, checkpoint, fresh)
-    except StageFailed as exc:
-        return _stopped(exc)
-
-
 @task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def write_task(out_dir: Path, ledger: RunLedger, config_path: Path) -> dict | Failed:
+def write_task(call: Call, out_dir: Path) -> RunStats | Failed:
     try:
         with lifecycle.writing(out_dir):
-            return write_run(out_dir, ledger, config_path).model_dump(mode="json", by_alias=True)
+            return call.run()
     except StageFailed as exc:
         return _stopped(exc)
 
@@ -221,39 +198,29 @@ def _curate(
                 return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
         (out / lifecycle.INTERRUPTED).unlink(missing_ok=True)  # a rerun into an interrupted run resumes it
         run = CurationRun(config, out, progress, previous)
-        _done(ingest_task.with_options(**_options(run.ingest_checkpoint, fresh))(
-            config, progress, run.ingest_checkpoint, fresh, return_state=True
-        ))
+
+        def around(call: Call) -> Any:
+            """Each step of the run as a Prefect task; a stage that stopped ends the run here (nothing
+            after it runs, no run directory, no publishing)."""
+            lifecycle.check()
+            if call.checkpoint is None:
+                state = write_task(call, out, return_state=True)
+            else:
+                options = {**_options(call.checkpoint, fresh), "retries": int(call.retry), "retry_delay_seconds": 5}
+                progress_key = keys(stem)["jury_progress"] if call.name == "jury" else None
+                state = step_task.with_options(**options)(call, call.checkpoint, progress_key, return_state=True)
+            result = _done(state)
+            steps.append(call.name)
+            return result
+
         try:
-            logger.info(run.start().stages[-1].summary())
+            stats = run.execute(config_path, fresh, around, say=logger.info)
         except RunFailed as exc:  # an input mostly rejected: stop before any stage works on the rest
             return _stopped(exc)
-        steps.append("ingest")
-        for step, checkpoint in run.steps():
-            lifecycle.check()
-            options = _options(checkpoint, fresh)
-            if isinstance(step.runner, Expansion):
-                state = expansion_task.with_options(**options)(
-                    step.runner, run.ledger.records, checkpoint, fresh, return_state=True
-                )
-            else:
-                progress_key = keys(stem)["jury_progress"] if step.name == "jury" else None
-                state = stage_task.with_options(**options)(
-                    step.runner, run.ledger.records, checkpoint, fresh, progress_key, return_state=True
-                )
-            _done(state)  # a stage that stopped: nothing after it runs, no run directory, no publishing
-            logger.info(run.absorb(step, checkpoint).summary())
-            steps.append(step.name)
-        lifecycle.check()
-        ledger = run.ledger
-        stats = _done(write_task(out, ledger, Path(config_path), return_state=True))
-        run.clean()
-        steps.append("write-run")
-        totals = stats["totals"]
-        logger.info(f"kept {totals['kept']} of {totals['ingested']}; rejects in {out}/rejected.parquet")
+        logger.info(f"kept {stats.totals.kept} of {stats.totals.ingested}; rejects in {out}/rejected.parquet")
         failure: Exception | None = None
         try:
-            check_kept(RunStats.model_validate(stats), config.execution)
+            check_kept(stats, config.execution)
         except RunFailed as exc:  # the report is still written: it shows where the records went
             failure = exc
         if config.validation and failure is None:
@@ -275,4 +242,4 @@ def _curate(
             # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
             logger.error(str(failure))
             return Failed(message=str(failure), data=failure)
-        return stats
+        return stats.model_dump(mode="json", by_alias=True)

@@ -39,6 +39,8 @@ class Checkpoint:
     batch_size: int = 10_000  # rows per shard
     side_output: str | None = None  # a folder under RUN_DIR the stage writes (part of its output)
 
+    on_disk = True
+
     @property
     def scratch(self) -> Path:
         """Where stages write the corpora they derive before the checkpoint takes them."""
@@ -85,8 +87,7 @@ class Checkpoint:
             "key": self.key,
             "frames": [name for name, frame in frames.items() if frame is not None],
             "outputs": outputs,
-            "stats": stats.model_dump(mode="json", by_alias=True) if isinstance(stats, StageStats)
-            else json.loads(json.dumps(stats, default=str)),
+            "stats": stats_json(stats),
         }
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -108,6 +109,50 @@ class Checkpoint:
             Corpus.open(rejected, self.batch_size, self.scratch) if rejected.is_dir() else None,
             manifest["stats"],
         )
+
+
+@dataclass
+class HeldCheckpoint:
+    """A step's output held in this process instead of on disk: the in-memory storage choice
+    (`run_pipeline(..., in_memory=True)`). The same steps, ledger and stats as a Checkpoint, as
+    DataFrames, with nothing to resume from."""
+
+    run_dir: Path
+    index: int
+    stage: str
+    key: str
+    side_output: str | None = None
+    held: tuple[Source, Source | None, dict] | None = None
+
+    on_disk = False
+
+    @property
+    def scratch(self) -> Path:
+        return scratch_dir(self.run_dir)
+
+    def manifest(self) -> dict | None:
+        return None if self.held is None else {"stage": self.stage, "key": self.key, "stats": self.held[2]}
+
+    def save(self, records: Source, rejected: Source | None, stats: StageStats | dict) -> dict:
+        self.held = (records, rejected, stats_json(stats))
+        manifest = self.manifest()
+        assert manifest is not None
+        return manifest
+
+    def discard(self) -> None:
+        """Nothing on disk to remove."""
+
+    def load(self) -> tuple[Source, Source | None, dict]:
+        if self.held is None:
+            raise RuntimeError(f"{self.stage}: no output held after its step ran")
+        return self.held
+
+
+def stats_json(stats: StageStats | dict) -> dict:
+    """A step's figures as plain JSON values, as a manifest stores them."""
+    if isinstance(stats, StageStats):
+        return stats.model_dump(mode="json", by_alias=True)
+    return json.loads(json.dumps(stats, default=str))
 
 
 def scratch_dir(run_dir: Path) -> Path:

@@ -180,6 +180,11 @@ def lazy(source: Source) -> pl.LazyFrame:
     return pl.scan_parquet(source.paths) if isinstance(source, Corpus) else source.lazy()
 
 
+def collect(source: Source) -> pl.DataFrame:
+    """The whole source as one frame."""
+    return source.collect() if isinstance(source, Corpus) else source
+
+
 def append(source: Source, added: pl.DataFrame) -> Source:
     """Rows added after the last row (a corpus is copied shard by shard into a new one)."""
     added = added.select(source.columns)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curation.core.corpus import Corpus, Source
+from curation.core.corpus import Source, collect
 from curation.core.engine import open_engine
 from curation.core.stage import Stage, StageResult
 from curation.core.stats import StageStats
@@ -54,7 +54,7 @@ class Expansion:
     run: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]
 
     def __call__(self, records: Source) -> tuple[pl.DataFrame, dict]:
-        return self.run(records.collect() if isinstance(records, Corpus) else records)
+        return self.run(collect(records))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Running the plan: ingest, every planned step with its checkpoint, then the run directory.
 
-`run_pipeline(config, out)` does it in this process (tests, benchmarks, scripts). The curate
-flow (flows/curate.py) runs the very same steps, each wrapped in a Prefect task: `run_ingest`,
-`run_stage` and `run_expansion` are the task bodies, and `CurationRun` walks the plan, chaining
-the checkpoint fingerprints and keeping the ledger.
+One loop runs a plan, `CurationRun.execute`: it walks the plan, chains the checkpoint
+fingerprints and keeps the ledger. `run_pipeline(config, out)` calls it in this process (tests,
+benchmarks, scripts); the curate flow (flows/curate.py) calls it with an `around` that runs each
+step as a Prefect task. Whether outputs are checkpoints on disk or held in memory is a storage
+choice of the run, not another loop.
 """
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from curation.core.checkpoint import Checkpoint, digest, input_fingerprint, scratch_dir, stage_fingerprint
-from curation.core.corpus import Corpus, Source, append, write_parquet
+from curation.core.checkpoint import (
+    Checkpoint,
+    HeldCheckpoint,
+    digest,
+    input_fingerprint,
+    scratch_dir,
+    stage_fingerprint,
+)
+from curation.core.corpus import Source, append, collect, write_parquet
 from curation.core.plan import Expansion, Step, build_plan
-from curation.core.stage import Stage, StageResult
+from curation.core.stage import Stage
 from curation.core.stats import (
     Invariant,
     RunStats,
@@ -32,13 +41,13 @@ from curation.core.stats import (
     config_sha256,
     stage_stats,
 )
-from curation.ingest import IngestResult, ingest
+from curation.ingest import ingest
 from curation.publish.versions import Version
 from schemas.config import CurateConfig
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 log = logging.getLogger(__name__)
-Around = Callable[[str, Callable[[], Any]], Any]  # (step name, the step's call) -> its result
+Held = Checkpoint | HeldCheckpoint  # where a step's output is kept: on disk (resumable) or in memory
 
 
 class InvariantError(RuntimeError):
@@ -56,11 +65,6 @@ class RunLedger:
     generated: int = 0  # records added by synthesis and preference
     started: float = field(default_factory=time.time)
 
-    @classmethod
-    def from_ingest(cls, result: IngestResult) -> RunLedger:
-        ingested = result.records.height + result.rejected.height
-        return cls(records=result.records, rejects=[result.rejected], stages=[result.stats()], ingested=ingested)
-
     def record(self, stats: StageStats, kept: Source, rejected: Source | None) -> None:
         self.records = kept
         if rejected is not None:
@@ -71,13 +75,6 @@ class RunLedger:
         self.records = append(self.records, added)
         self.generated += added.height
         self.stages.append(stage_stats(name, rows_in, self.records.height, {}, figures.get("seconds"), figures))
-
-    def apply(self, stage: Stage) -> StageResult:
-        """Run a stage on the live records, in memory, without a checkpoint."""
-        rows_in = self.records.height
-        result = stage(self.records)
-        self.record(result.stats(stage.name, rows_in), result.kept, result.rejected)
-        return result
 
 
 def scrubbed(rejects: Source, scrub: Callable[[pl.DataFrame], pl.DataFrame]) -> Source:
@@ -133,27 +130,28 @@ def remove_stale_outputs(out: Path, config: CurateConfig) -> list[str]:
     return removed
 
 
-# --- the steps, with their checkpoints (the flow's task bodies) ---------------------------------
+# --- the steps, with their checkpoints (the flow wraps each call in a Prefect task) -------------
 
 
-def run_ingest(config: CurateConfig, progress: bool, checkpoint: Checkpoint, fresh: bool = False) -> dict:
+def run_ingest(config: CurateConfig, progress: bool, checkpoint: Held, fresh: bool = False) -> dict:
     if (manifest := restored(checkpoint, fresh)) is not None:
         return manifest
-    work = checkpoint.scratch / "ingest"
+    work = checkpoint.scratch / "ingest" if checkpoint.on_disk else None
     result = ingest(config.inputs, progress=progress, out=work, batch_size=config.execution.batch_size, base=config.base_dir)
     manifest = checkpoint.save(result.records, result.rejected, result.stats())
-    shutil.rmtree(work, ignore_errors=True)
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)
     return manifest
 
 
-def run_stage(stage: Stage, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict:
+def run_stage(stage: Stage, records: Source, checkpoint: Held, fresh: bool = False) -> dict:
     if (manifest := restored(checkpoint, fresh)) is not None:
         return manifest
     result = stage(records)
     return checkpoint.save(result.kept, result.rejected, result.stats(stage.name, records.height))
 
 
-def run_expansion(step: Expansion, records: Corpus, checkpoint: Checkpoint, fresh: bool = False) -> dict:
+def run_expansion(step: Expansion, records: Source, checkpoint: Held, fresh: bool = False) -> dict:
     if (manifest := restored(checkpoint, fresh)) is not None:
         return manifest
     start = time.perf_counter()
@@ -162,52 +160,74 @@ def run_expansion(step: Expansion, records: Corpus, checkpoint: Checkpoint, fres
     return checkpoint.save(added, None, figures)
 
 
-def restored(checkpoint: Checkpoint, fresh: bool) -> dict | None:
+def restored(checkpoint: Held, fresh: bool) -> dict | None:
     """The manifest of a complete checkpoint for this key (unless `fresh`): the step is done."""
-    manifest = None if fresh else checkpoint.manifest()
+    if fresh or not checkpoint.on_disk:
+        return None
+    manifest = checkpoint.manifest()
     if manifest is not None:
         log.info("%s: restored from %s", checkpoint.stage, checkpoint.dir)
     return manifest
 
 
+@dataclass(frozen=True)
+class Call:
+    """One unit of a run for `Around` to wrap: ingest, a planned step, or writing the run files.
+    `checkpoint` is None for writing the run files; `retry`: worth retrying (reads, LLM calls)."""
+
+    name: str
+    run: Callable[[], Any]
+    checkpoint: Held | None = None
+    retry: bool = False
+
+
+Around = Callable[[Call], Any]  # runs a Call, returns its result: the flow makes each a Prefect task
+
+
 @dataclass
 class CurationRun:
     """One run of the plan into `out`: the ingest checkpoint, then each step's checkpoint keyed
-    by a fingerprint chained from the one before, and the ledger the checkpoints fill."""
+    by a fingerprint chained from the one before, and the ledger the checkpoints fill.
+    `in_memory`: outputs held in this process instead of checkpoints on disk (nothing resumes)."""
 
     config: CurateConfig
     out: Path
     progress: bool = True
     previous: Version | None = None  # a refresh: the published version new records are deduped against
+    in_memory: bool = False
     ledger: RunLedger | None = None
 
     def __post_init__(self) -> None:
         shutil.rmtree(scratch_dir(self.out), ignore_errors=True)  # a killed run's half-written corpora
         remove_stale_outputs(self.out, self.config)
         published = str(self.previous.number) if self.previous else ""  # the version is an input too
-        self.ingest_checkpoint = Checkpoint(
-            self.out, 0, "ingest", digest(input_fingerprint(self.config), published), self.config.execution.batch_size
-        )
-        self.checkpoints = [self.ingest_checkpoint]  # absorbed so far
+        self.ingest_checkpoint = self._checkpoint(0, "ingest", digest(input_fingerprint(self.config), published), None)
+        self.checkpoints: list[Held] = [self.ingest_checkpoint]  # absorbed so far
+
+    def _checkpoint(self, index: int, stage: str, key: str, side_output: str | None) -> Held:
+        if self.in_memory:
+            return HeldCheckpoint(self.out, index, stage, key, side_output)
+        return Checkpoint(self.out, index, stage, key, self.config.execution.batch_size, side_output)
 
     def start(self) -> RunLedger:
         """The ledger from the ingest checkpoint (after its step ran)."""
         records, rejected, stats = self.ingest_checkpoint.load()
         self.ledger = RunLedger(records=records, rejects=[rejected] if rejected is not None else [],
-                                stages=[StageStats.model_validate(stats)], ingested=records.height + rejected.height)
+                                stages=[StageStats.model_validate(stats)],
+                                ingested=records.height + (rejected.height if rejected is not None else 0))
         check_ingest(self.ledger.stages[0], self.config.execution)
         return self.ledger
 
-    def steps(self) -> Iterator[tuple[Step, Checkpoint]]:
+    def steps(self) -> Iterator[tuple[Step, Held]]:
         """Each planned step with its checkpoint; `absorb` each before asking for the next."""
         assert self.ledger is not None, "start() first"
         key = self.ingest_checkpoint.key
         plan = build_plan(self.config, self.out, self.progress, self.previous, run_stats=self.ledger.stages)
         for index, step in enumerate(plan, start=1):
             key = stage_fingerprint(key, step.name, step.sections, self.config, step.files)
-            yield step, Checkpoint(self.out, index, step.name, key, self.config.execution.batch_size, step.side_output)
+            yield step, self._checkpoint(index, step.name, key, step.side_output)
 
-    def absorb(self, step: Step, checkpoint: Checkpoint) -> StageStats:
+    def absorb(self, step: Step, checkpoint: Held) -> StageStats:
         """Take a finished step's checkpoint into the ledger; its stats."""
         assert self.ledger is not None
         rows_in = self.ledger.records.height
@@ -218,10 +238,30 @@ class CurationRun:
                 earlier.discard()
         self.checkpoints.append(checkpoint)
         if step.adds_records:
-            self.ledger.extend(step.name, rows_in, records.collect(), stats)
+            self.ledger.extend(step.name, rows_in, collect(records), stats)
         else:
             self.ledger.record(StageStats.model_validate(stats), records, rejected)
         return self.ledger.stages[-1]
+
+    def execute(self, config_path: Path | str | None, fresh: bool = False, around: Around | None = None,
+                say: Callable[[str], Any] = log.info) -> RunStats:
+        """THE loop that runs a plan: ingest, every planned step, the run files, each as a `Call`
+        through `around` (the flow: a Prefect task each; benchmarks: a measurement). `say` gets
+        each step's one-line summary. Raises RunFailed after ingest when an input file is mostly
+        rejected; the kept-count check is the caller's (the flow still writes its report)."""
+        around = around or (lambda call: call.run())
+        config, progress = self.config, self.progress
+        around(Call("ingest", lambda: run_ingest(config, progress, self.ingest_checkpoint, fresh), self.ingest_checkpoint, True))
+        say(self.start().stages[-1].summary())
+        for step, checkpoint in self.steps():
+            records = self.ledger.records  # type: ignore[union-attr]
+            if isinstance(step.runner, Expansion):  # LLM steps retry cheaply: answers come back from the cache
+                body = partial(run_expansion, step.runner, records, checkpoint, fresh)
+                around(Call(step.name, body, checkpoint, retry=True))
+            else:
+                around(Call(step.name, partial(run_stage, step.runner, records, checkpoint, fresh), checkpoint))
+            say(self.absorb(step, checkpoint).summary())
+        return around(Call("write_run", lambda: self.finish(config_path), retry=True))
 
     def finish(self, config_path: Path | str | None) -> RunStats:
         assert self.ledger is not None
@@ -249,38 +289,9 @@ def run_pipeline(
     file is mostly rejected, and after writing the run files when too few records are kept.
 
     Streamed by default, as `curate run` does: parquet shards of `execution.batch_size` records,
-    each step checkpointed (a re-run resumes). `in_memory`: the corpus as one frame, no
-    checkpoints (the baseline the streamed path is checked and measured against). `around(name,
-    call)` runs each step's call (ingest, every planned step, "write_run"): benchmarks measure
-    there."""
-    out = Path(out)
-    around = around or (lambda name, call: call())
-    if in_memory:
-        remove_stale_outputs(out, config)
-        ledger = RunLedger.from_ingest(around("ingest", lambda: ingest(config.inputs, progress=progress, base=config.base_dir)))
-        check_ingest(ledger.stages[0], config.execution)
-        for step in build_plan(config, out, progress, previous, run_stats=ledger.stages):
-            if isinstance(step.runner, Expansion):
-                rows_in, start = ledger.records.height, time.perf_counter()
-                added, figures = around(step.name, lambda runner=step.runner: runner(ledger.records))
-                ledger.extend(step.name, rows_in, added, {**figures, "seconds": round(time.perf_counter() - start, 3)})
-            else:
-                if step.scrub is not None:
-                    ledger.rejects = [scrubbed(r, step.scrub) for r in ledger.rejects]
-                around(step.name, lambda runner=step.runner: ledger.apply(runner))
-        stats = around("write_run", lambda: write_run(out, ledger, config_path))
-        check_kept(stats, config.execution)
-        return stats
-    run = CurationRun(config, out, progress, previous)
-    around("ingest", lambda: run_ingest(config, progress, run.ingest_checkpoint, fresh))
-    log.info(run.start().stages[-1].summary())
-    for step, checkpoint in run.steps():
-        records = run.ledger.records  # type: ignore[union-attr]
-        if isinstance(step.runner, Expansion):
-            around(step.name, lambda s=step.runner, c=checkpoint, r=records: run_expansion(s, r, c, fresh))
-        else:
-            around(step.name, lambda s=step.runner, c=checkpoint, r=records: run_stage(s, r, c, fresh))
-        log.info(run.absorb(step, checkpoint).summary())
-    stats = around("write_run", lambda: run.finish(config_path))
+    each step checkpointed (a re-run resumes). `in_memory`: the same steps with their outputs held
+    as frames, no checkpoints (the baseline the streamed path is checked and measured against).
+    `around(call)` runs each step's `Call` (benchmarks measure there)."""
+    stats = CurationRun(config, Path(out), progress, previous, in_memory).execute(config_path, fresh, around)
     check_kept(stats, config.execution)
     return stats
