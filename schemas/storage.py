@@ -13,6 +13,7 @@ of `curation`."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -67,7 +68,8 @@ def _filesystem(protocol: str, options: str) -> Any:
     import fsspec  # imported here: a local run never needs it
 
     # One instance per protocol and options, cached here only (reset_filesystems forgets it).
-    return fsspec.filesystem(protocol, skip_instance_cache=True, **json.loads(options))
+    # No listings cache: LATEST, the lock and version folders are written by other processes too.
+    return fsspec.filesystem(protocol, skip_instance_cache=True, use_listings_cache=False, **json.loads(options))
 
 
 def reset_filesystems() -> None:
@@ -193,13 +195,30 @@ class RemotePath:
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
         self.write_bytes(text.encode(encoding))
 
-    def create(self, data: bytes) -> bool:
-        """Write only if nothing is there (a conditional put, If-None-Match: *); False when it was."""
+    def put_if(self, data: bytes, etag: str | None) -> str | None:
+        """A conditional put: only if nothing is there (`etag` None: If-None-Match: *), or only
+        if the object is still the one with `etag` (If-Match). Returns the new object's ETag,
+        None when the condition failed (someone else wrote first). S3 and S3-compatible stores."""
+        if self.protocol not in ("s3", "s3a"):
+            raise ConfigError(f"{self}: conditional writes are implemented for s3:// only")
+        bucket, _, key = self.key.partition("/")
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            self.fs.pipe_file(self.key, data, mode="create")
-        except FileExistsError:
-            return False
-        return True
+            reply = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        except (FileExistsError, FileNotFoundError):
+            return None  # s3fs's names for 412 Precondition Failed and 404 (gone since we read it)
+        except OSError as exc:  # s3fs keeps the botocore error as the cause
+            code = getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):  # 412, or 409: a write racing ours
+                return None
+            raise
+        return str(reply["ETag"])
+
+    def etag(self) -> str | None:
+        try:
+            return str(self.fs.info(self.key)["ETag"])
+        except FileNotFoundError:
+            return None
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Object stores have no folders: a key's prefix exists once something is under it."""
@@ -232,6 +251,12 @@ class RemotePath:
                 self.fs.get_file(f.key, str(target))
         else:
             self.fs.get_file(self.key, str(local))
+
+
+def readable(path: Path | RemotePath) -> Any:
+    """What a reader that takes a path or a file (polars, numpy) can read: the path itself when
+    local, the object's bytes when remote (published files are read whole anyway)."""
+    return io.BytesIO(path.read_bytes()) if isinstance(path, RemotePath) else path
 
 
 def files_under(folder: Path | RemotePath) -> list:

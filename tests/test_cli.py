@@ -434,6 +434,7 @@ def test_a_missing_bucket_or_a_wrong_credential_exits_2_naming_the_path_not_the_
         (inputs, ["--out", "s3://no-such-bucket-q/runs/a"], "--out s3://no-such-bucket-q/runs/a: the bucket"),
         (inputs | {"publish": {"dir": "s3://no-such-bucket-q/pub"}}, [], "publish.dir s3://no-such-bucket-q/pub: the bucket"),
     ]
+    cases.append((inputs, ["--out", f"{s3}/runs/a"], f"--out {s3}/runs/a: a run directory on object storage is not supported"))
     for config, extra, expected in cases:
         code, _, err = main(capsys, "run", str(write_config(tmp_path, config)), *extra)
         assert code == 2 and expected in err and err.count("\n") == 1, err

@@ -20,7 +20,7 @@ from curation.jury.judge import compile_rubric, load_rubric
 from curation.synthesis import load_prompt
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
-from schemas.storage import RemotePath, as_path, check_reachable
+from schemas.storage import RemotePath, as_path, check_reachable, is_remote
 
 
 def preflight(config: CurateConfig, out: Path | None = None) -> None:
@@ -33,6 +33,9 @@ def preflight(config: CurateConfig, out: Path | None = None) -> None:
         build_index(config.decontamination)
     if out is not None:
         writable_dir(as_path(out), "--out")
+        if is_remote(out):  # fail closed until the run directory is written through schemas.storage
+            raise ConfigError(f"--out {out}: a run directory on object storage is not supported yet; write it"
+                              " locally (inputs, benchmarks and publish.dir may be s3:// URLs)")
     if config.publish:
         writable_dir(as_path(config.publish.dir), "publish.dir")
     check_templates(config)
