@@ -37,7 +37,10 @@ def preflight(config: CurateConfig, out: Path | None = None) -> None:
             raise ConfigError(f"--out {out}: a run directory on object storage is not supported yet; write it"
                               " locally (inputs, benchmarks and publish.dir may be s3:// URLs)")
     if config.publish:
-        writable_dir(as_path(config.publish.dir), "publish.dir")
+        publish_dir = as_path(config.publish.dir)
+        if isinstance(publish_dir, RemotePath) and publish_dir.protocol not in ("s3", "s3a"):
+            raise ConfigError(f"publish.dir {publish_dir}: its lock needs conditional writes, implemented for s3:// only")
+        writable_dir(publish_dir, "publish.dir")
     check_templates(config)
 
 
