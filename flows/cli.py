@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from curation.llm.secrets import mask_secrets
+from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.validate import ValidationFailed
 from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
+from schemas.storage import SECRET_ENV, as_path
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="curate: ingest -> filters -> dedup -> jury -> export")
     run.add_argument("config", type=Path)
-    run.add_argument("--out", type=Path, help=OUT_HELP)
+    run.add_argument("--out", type=as_path, help=OUT_HELP)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     everything = commands.add_parser("all", help="curate, then train: one command")
     everything.add_argument("config", type=Path)
-    everything.add_argument("--out", type=Path, help=OUT_HELP)
+    everything.add_argument("--out", type=as_path, help=OUT_HELP)
     everything.add_argument("--no-progress", action="store_true", help="hide progress bars")
     everything.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     everything.add_argument("--no-resume", action="store_true", help="start training over")
@@ -276,6 +277,9 @@ def _funnel(result: dict, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _offline_defaults()
+    for name in SECRET_ENV:  # storage credentials: masked in every message and log line
+        if os.environ.get(name):
+            register_secret(os.environ[name])
     try:
         with lifecycle.signals():
             if args.command in FLOW_COMMANDS:

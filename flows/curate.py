@@ -34,6 +34,7 @@ from flows import lifecycle
 from flows.artifacts import ProgressArtifact, keys, publish_run
 from schemas.base import ConfigError, StageFailed
 from schemas.config import CurateConfig, load_config
+from schemas.storage import as_path
 from schemas.validation import ValidationConfig
 
 
@@ -92,7 +93,7 @@ def write_task(call: Call, out_dir: Path) -> RunStats | Failed:
 def publish_task(config: CurateConfig, out_dir: Path, previous: Version | None) -> Path | Failed:
     try:
         with lifecycle.writing(config.publish.dir):  # the version being assembled is removed; LATEST stays
-            version = publish(config.publish.dir, out_dir, config, previous, inputs=[Path(s.path) for s in config.inputs])
+            version = publish(config.publish.dir, out_dir, config, previous, inputs=[as_path(s.path) for s in config.inputs])
         lifecycle.note_published(version)
         # The run directory says which version it became and what changed (the report shows it).
         diff = json.loads((version / "diff.json").read_text())

@@ -25,6 +25,7 @@ from schemas.execution import ExecutionConfig
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.publish import PublishConfig
+from schemas.storage import RemotePath, as_path, check_reachable, has_magic, is_remote, remote_glob
 from schemas.train import TrainConfig
 from schemas.validation import ValidationConfig
 
@@ -559,12 +560,14 @@ def _prompt_file(value: str, folder: str, base: Path, where: str) -> str:
     return str(path)
 
 
-def _resolve(value: str, base: Path) -> Path:
+def _resolve(value: str, base: Path) -> Path | RemotePath:
+    if is_remote(value):
+        return RemotePath(value)
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def expand_input(path: str) -> list[Path]:
+def expand_input(path: str) -> list[Path]:  # a RemotePath for each file of a URL input
     """The files an input path names: a file, the data files under a directory, or a glob;
     ConfigError naming the first that may not be opened (`input_refusal`), so no read of an
     input (ingest, validate, checkpoints, publish, benchmarks) ever opens a FIFO or a device.
@@ -572,7 +575,10 @@ def expand_input(path: str) -> list[Path]:
     A directory written by `datasets.save_to_disk` counts as one input (its dataset_info.json
     marks it), so it is returned as the directory itself. In any other directory only data
     files are read (`is_data_file`); `skipped_in_dir` lists the rest (never opened).
+    A URL (s3://...) is expanded on its store by the same rules (objects are regular files).
     """
+    if is_remote(path):
+        return _expand_remote(path)  # type: ignore[return-value]
     p = Path(path)
     if p.is_dir():
         if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
@@ -586,6 +592,18 @@ def expand_input(path: str) -> list[Path]:
         if refusal := input_refusal(f):
             raise ConfigError(f"{f} is {refusal}: only regular files (and directories of them) are read as inputs")
     return files
+
+
+def _expand_remote(url: str) -> list[RemotePath]:
+    p = RemotePath(url)
+    check_reachable(p, "input")  # a wrong credential or a missing bucket: one clear message, no traceback
+    if has_magic(p.key):
+        return remote_glob(url)
+    if p.is_dir():
+        if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
+            return [p]
+        return sorted(f for f in p.files() if is_data_file(f, p))  # type: ignore[arg-type]
+    return [p] if p.exists() else []
 
 
 def input_refusal(path: Path, outputs: Sequence[Path] = ()) -> str | None:
@@ -619,10 +637,10 @@ def input_refusal(path: Path, outputs: Sequence[Path] = ()) -> str | None:
 
 def _walk_root(path: str) -> Path | None:
     """The folder an input reads everything under: a directory, or a recursive glob's fixed part."""
-    p = Path(path)
+    p = as_path(path)
     if p.is_dir():
-        return p
-    if "**" in path:
+        return p  # type: ignore[return-value]
+    if "**" in path and not is_remote(path):
         fixed = next(i for i, part in enumerate(p.parts) if any(c in part for c in "*?["))
         return Path(*p.parts[:fixed]) if fixed else Path(".")
     return None
@@ -633,10 +651,14 @@ def output_overlap(path: str, outputs: Sequence[Path]) -> str | None:
     directory (recursive glob) input holding one. None when they are apart."""
     root = _walk_root(path)
     for out in outputs:
-        if root is not None and Path(out).resolve().is_relative_to(root.resolve()):
+        if root is not None and as_path(out).resolve().is_relative_to(root.resolve()):  # type: ignore[arg-type]
             return f"{path} holds the run's output {out}: the run would read its own outputs; write them elsewhere"
     for f in expand_input(path):
-        if refusal := input_refusal(f, outputs):
+        if is_remote(f):
+            inside = [o for o in outputs if f.is_relative_to(as_path(o))]  # type: ignore[arg-type]
+            if inside:
+                return f"{f} is inside the run's output {inside[0]}"
+        elif refusal := input_refusal(f, outputs):
             return f"{f} is {refusal}"
     return None
 
@@ -697,13 +719,15 @@ def text_encoding(head: bytes, whole: bool) -> str | None:
 
 def skipped_in_dir(path: str) -> list[Path]:
     """The files of a directory input that are not read (see `is_data_file`); [] for anything else."""
-    p = Path(path)
+    p = as_path(path)
     if not p.is_dir() or len(expand_input(path)) == 1 and expand_input(path)[0] == p:
         return []
     return sorted(f for f in _dir_files(p) if not is_data_file(f, p))
 
 
-def _dir_files(folder: Path) -> list[Path]:
+def _dir_files(folder: Path | RemotePath) -> list[Path]:
+    if isinstance(folder, RemotePath):
+        return folder.files()  # type: ignore[return-value]
     return [f for f in folder.rglob("*") if not f.is_dir()]
 
 

@@ -53,6 +53,44 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 API (moto's server) on 127.0.0.1, a random port; yields its endpoint URL."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+S3_SECRET = "s3-test-secret-PLANTED-3f9a7c"
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A new empty bucket on the session's S3 server, reached as a user would: credentials and the
+    endpoint in the environment (AWS_ENDPOINT_URL), none in any config. Yields `s3://<bucket>`."""
+    from schemas.storage import RemotePath, reset_filesystems
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "s3-test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    reset_filesystems()  # a filesystem made under another test's environment is not reused
+    bucket = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    bucket += f"-{os.getpid() % 10_000}-{int(time.monotonic() * 1000) % 100_000}"
+    RemotePath(f"s3://{bucket}").fs.mkdir(bucket)
+    yield f"s3://{bucket}"
+    reset_filesystems()
+
+
+@pytest.fixture(scope="session")
 def prefect_server() -> Iterator[dict[str, str]]:
     """A real Prefect server on 127.0.0.1 with a project-local PREFECT_HOME.
 

@@ -417,3 +417,30 @@ def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatc
         sources.append(pl.read_parquet(tmp_path / f"run{len(sources)}" / "kept.parquet")["source"].to_list())
         assert stats.stage("ingest").figures["files"][0]["path"] == "data/docs.jsonl"
     assert sources == [["data/docs.jsonl:1"], ["data/docs.jsonl:1"]]
+
+
+def test_a_missing_bucket_or_a_wrong_credential_exits_2_naming_the_path_not_the_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import S3_SECRET
+    from moto import settings as moto_settings
+
+    from schemas.storage import RemotePath, reset_filesystems
+
+    RemotePath(f"{s3}/in/rows.jsonl").write_text('{"text": "a small document"}\n')
+    inputs = {"inputs": [{"path": f"{s3}/in/rows.jsonl"}]}
+    cases = [
+        ({"inputs": [{"path": "s3://no-such-bucket-q/in/*.jsonl"}]}, [], "the bucket no-such-bucket-q does not exist"),
+        (inputs, ["--out", "s3://no-such-bucket-q/runs/a"], "--out s3://no-such-bucket-q/runs/a: the bucket"),
+        (inputs | {"publish": {"dir": "s3://no-such-bucket-q/pub"}}, [], "publish.dir s3://no-such-bucket-q/pub: the bucket"),
+    ]
+    cases.append((inputs, ["--out", f"{s3}/runs/a"], f"--out {s3}/runs/a: a run directory on object storage is not supported"))
+    for config, extra, expected in cases:
+        code, _, err = main(capsys, "run", str(write_config(tmp_path, config)), *extra)
+        assert code == 2 and expected in err and err.count("\n") == 1, err
+    # The server checks signatures from here on: a secret that is not the key's is refused.
+    monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    reset_filesystems()
+    code, _, err = main(capsys, "validate", str(write_config(tmp_path, inputs)))
+    assert code == 2 and f"inputs[0].path: input {s3}/in/rows.jsonl: access denied" in err, err
+    assert S3_SECRET not in err and S3_SECRET[:8] not in err and "Traceback" not in err

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from curation.ingest import IngestResult, check_inputs, detect_format, ingest
-from schemas.config import ConfigError, InputSpec
+from schemas.config import ConfigError, InputSpec, expand_input
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
@@ -900,3 +900,33 @@ def test_special_files_and_run_outputs_are_refused_before_any_work(tmp_path: Pat
     config.write_text("inputs: [{path: 'data/*.jsonl'}]\n")  # a file inside the output (a resumed run's)
     code, err = _cli(["run", str(config), "--out", str(data)], capsys)
     assert code == 2 and err.endswith(f"{data / 'ok.jsonl'} is inside the run's output {data}\n")
+
+
+def test_inputs_on_s3_read_as_the_same_local_files(shared_data: Path, tmp_path: Path, s3: str) -> None:
+    """Gzipped JSON Lines, a plain file in a sub-folder and a README in a bucket folder: expanded
+    and read by the same rules as a local folder, with `s3://bucket/key:line` sources."""
+    import gzip
+
+    from schemas.storage import RemotePath
+
+    gsm8k = (shared_data / "sft" / "gsm8k_test.jsonl").read_bytes()[:200_000].rsplit(b"\n", 1)[0] + b"\n"
+    latin = '{"instruction": "Caf\xe9 au lait?", "output": "Un caf\xe9 cr\xe8me, s\'il vous pla\xeet."}\n'.encode("cp1252")
+    local = tmp_path / "in"
+    (local / "sub").mkdir(parents=True)
+    (local / "gsm8k.jsonl.gz").write_bytes(gzip.compress(gsm8k))
+    (local / "sub" / "latin.jsonl").write_bytes(latin)
+    (local / "README.md").write_text("not data")
+    remote = RemotePath(f"{s3}/in")
+    remote.put(local)
+
+    here, there = ingest([InputSpec(path=str(local))], progress=False), ingest([InputSpec(path=str(remote))], progress=False)
+    assert there.records.height == here.records.height > 100
+    assert there.records.drop("source").equals(here.records.drop("source"))
+    assert there.records["source"][0] == f"{remote}/gsm8k.jsonl.gz:1"
+    assert [(f.path, f.compression, f.encoding) for f in there.files] == [
+        (f"{remote}/gsm8k.jsonl.gz", "gzip", "ascii"), (f"{remote}/sub/latin.jsonl", None, "cp1252")]
+    assert [f.to_dict() | {"path": ""} for f in there.files] == [f.to_dict() | {"path": ""} for f in here.files]
+    assert there.skipped == [f"{remote}/README.md"]
+    assert expand_input(f"{remote}/**/*.jsonl*") == [remote / "gsm8k.jsonl.gz", remote / "sub/latin.jsonl"]
+    with pytest.raises(ConfigError, match=r"the bucket no-such-bucket-x does not exist"):
+        expand_input("s3://no-such-bucket-x/in/*.jsonl")

@@ -26,6 +26,7 @@ from curation.publish.versions import latest_version, load_version, publish
 from schemas.base import ConfigError
 from schemas.config import load_config
 from schemas.record import meta_json
+from schemas.storage import as_path
 
 PARA = (
     "The city council approved the new budget on Tuesday, raising spending on public schools.",
@@ -83,12 +84,12 @@ class Embeds:
         monkeypatch.setattr(indexes, "semantic", Counted())
 
 
-def run_refresh(root: Path, run: str, embeds: Embeds | None = None, config_name: str = "config.yaml"):
+def run_refresh(root: Path, run: str, embeds: Embeds | None = None, config_name: str = "config.yaml", publish_dir=None):
     """What the flow does: under the lock, only new files -> the plan (in-run dedup,
     dedup_published) -> publish."""
     path = root / config_name
     config = load_config(path)
-    publish_dir, run_dir = root / "published", root / "runs" / run
+    publish_dir, run_dir = publish_dir or root / "published", root / "runs" / run
     with publish_lock(publish_dir):
         previous = load_version(publish_dir)
         specs = refresh_inputs(publish_dir, config.inputs)
@@ -401,3 +402,99 @@ def test_a_published_record_that_asks_the_reverse_is_no_duplicate(tmp_path: Path
                                            "input": "", "output": "Red, yellow and blue are the traditional three."}])
     _, _, stage, _ = run_refresh(tmp_path, "r2")
     assert stage.removed_by_reason == ({} if verify else {"duplicate_of_published": 1})
+
+
+def test_refreshes_from_and_to_a_bucket_publish_what_they_publish_on_disk(
+    alpaca: list[dict], tmp_path: Path, s3: str
+) -> None:
+    """Gzipped JSON Lines read from the bucket, two versions published to it: the same records,
+    diffs and manifests (but for paths and times) as the same refreshes on local files."""
+    import gzip
+
+    from schemas.storage import RemotePath
+
+    results = {}
+    for where in ("disk", "s3"):
+        root = tmp_path / where
+        data = f"{s3}/data" if where == "s3" else str(root / "data")
+        (root / "config.yaml").parent.mkdir(parents=True)
+        (root / "config.yaml").write_text(f"inputs:\n  - path: {data}/*.jsonl.gz\ndedup:\n  exact: {{}}\n  minhash: {{}}\n")
+        publish_dir = RemotePath(f"{s3}/published") if where == "s3" else root / "published"
+        batches = [[row(f"a{i:02d}", r) for i, r in enumerate(alpaca[:12])],
+                   [row(f"c{i:02d}", r) for i, r in enumerate(alpaca[10:20])]]  # c00, c01 repeat a10, a11
+        versions_made = []
+        for n, rows in enumerate(batches):
+            body = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode(), mtime=0)
+            target = as_path(f"{data}/part{n}.jsonl.gz")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(body)
+            versions_made.append(run_refresh(root, f"r{n}", publish_dir=publish_dir)[3])
+        assert str(versions_made[1]) == f"{publish_dir}/v0002"
+        v1, v2 = load_version(publish_dir, 1), load_version(publish_dir, 2)
+        assert latest_version(publish_dir) == 2 and (publish_dir / "LATEST").read_text() == "v0002\n"
+        assert not [p for p in publish_dir.iterdir() if p.name.startswith(".v")]  # no temporary prefix left
+        results[where] = (v1, v2, json.loads((publish_dir / "v0002" / "diff.json").read_text()))
+    (d1, d2, d_diff), (s1, s2, s_diff) = results["disk"], results["s3"]
+    assert s_diff == d_diff and len(d_diff["added"]) == 8
+    for local, remote in ((d1, s1), (d2, s2)):
+        assert remote.kept.drop("source").equals(local.kept.drop("source"))
+        assert [i["sha256"] for i in remote.manifest["inputs"]] == [i["sha256"] for i in local.manifest["inputs"]]
+        assert remote.manifest["files"].keys() == local.manifest["files"].keys()
+    assert s2.kept["source"][-1] == f"{s3}/data/part1.jsonl.gz:10"
+
+
+def test_overlapping_refreshes_against_a_bucket_publish_one_after_the_other(
+    tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock object: a conditional put decides which refresh publishes first; the other waits
+    (or, with wait=False, is refused), then publishes the next version on top of the first's."""
+    from curation.publish import lock
+    from schemas.storage import RemotePath
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(f"inputs:\n  - path: data_{name}/*.jsonl\ndedup:\n  exact: {{}}\n")
+        write(tmp_path / f"data_{name}" / "rows.jsonl", [
+            {"id": f"{name}{i}", "instruction": f"Question {name} {i}?", "input": "", "output": f"Answer {i}."}
+            for i in range(3)
+        ])  # fmt: skip
+    publish_dir = RemotePath(f"{s3}/published")
+    (publish_dir / ".v0007.killed" / "kept.parquet").write_bytes(b"partial")  # what a killed publish leaves
+    holding, slow_diff = threading.Event(), versions.diff_versions
+
+    def diff_while_the_other_waits(old, new):
+        holding.set()
+        time.sleep(1.0)
+        return slow_diff(old, new)
+
+    monkeypatch.setattr(versions, "diff_versions", diff_while_the_other_waits)
+    monkeypatch.setattr(lock, "POLL_SECONDS", 0.1)
+    first = threading.Thread(target=run_refresh, args=(tmp_path, "ra", None, "a.yaml", publish_dir))
+    first.start()
+    assert holding.wait(30)
+    assert json.loads((publish_dir / ".lock").read_bytes())["expires"] > time.time()
+    with pytest.raises(ConfigError, match=f"{publish_dir}: another refresh is publishing here"):
+        with publish_lock(str(publish_dir), wait=False):
+            pass
+    with caplog.at_level(logging.WARNING, logger="curation.publish.lock"):
+        run_refresh(tmp_path, "rb", None, "b.yaml", publish_dir)
+    first.join()
+    assert "waiting for it to finish" in caplog.text
+    v1, v2 = load_version(publish_dir, 1), load_version(publish_dir, 2)
+    assert (v1.manifest["parent"], v2.manifest["parent"]) == (None, 1)
+    assert v2.kept["id"].to_list() == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    assert not (publish_dir / ".v0007.killed").exists() and not (publish_dir / ".lock").exists()
+
+
+def test_a_lock_object_whose_lease_ran_out_is_taken_over_once(s3: str, caplog: pytest.LogCaptureFixture) -> None:
+    from schemas.storage import RemotePath
+
+    folder = RemotePath(f"{s3}/published")
+    (folder / ".lock").write_bytes(json.dumps({"holder": "killed:1", "expires": time.time() - 1}).encode())
+    with caplog.at_level(logging.WARNING, logger="curation.publish.lock"):
+        with publish_lock(str(folder), wait=False):
+            assert json.loads((folder / ".lock").read_bytes())["holder"] != "killed:1"
+            with pytest.raises(ConfigError, match="another refresh is publishing here"):
+                with publish_lock(str(folder), wait=False):  # a live lease is never taken over
+                    pass
+    assert "the lock of killed:1 ran out" in caplog.text
+    assert not (folder / ".lock").exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from curation.core.corpus import Corpus, CorpusWriter, Source
 from curation.core.stats import StageStats
 from schemas.config import CurateConfig, expand_input
+from schemas.storage import RemotePath, as_path
 
 CHECKPOINTS = ".checkpoints"
 FORMAT = "curate-checkpoint-2"  # part of every key: bump it when a stage's output format changes
@@ -178,7 +179,11 @@ def input_fingerprint(config: CurateConfig) -> str:
 
 
 def _file_fingerprints(path: Path) -> list[str]:
-    """Per file under `path`: its resolved path, size and sha256 (or mtime when large)."""
+    """Per file under `path`: its resolved path, size and sha256 (or mtime when large); for a
+    remote file its URL, size and the store's content tag (ETag): no second read of its bytes."""
+    if isinstance(path, RemotePath):
+        return [f"{f} {info['size']} {info.get('ETag') or info.get('etag', '')}"
+                for f in (path.files() if path.is_dir() else [path]) for info in [f.fs.info(f.key)]]
     parts = []
     for f in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]:
         st = f.stat()
@@ -208,5 +213,5 @@ def stage_fingerprint(
                 raise KeyError(f"stage {name}: no config section {dotted!r}")  # a typo in the plan
             value = getattr(value, attr, None) if value is not None else None
         values[dotted] = value.model_dump(mode="json") if hasattr(value, "model_dump") else value
-    contents = [part for f in files for part in _file_fingerprints(Path(f))]
+    contents = [part for f in files for part in _file_fingerprints(as_path(f))]
     return digest(FORMAT, previous, name, json.dumps(values, sort_keys=True, default=str), *contents)

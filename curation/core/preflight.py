@@ -2,12 +2,14 @@
 message naming the field or path (ConfigError: exit 2) instead of a traceback after an hour:
 the inputs (see curation.ingest.check_inputs), the benchmark files (their index is built), the
 folders it writes (the run directory and the publish directory must be, or be creatable as,
-writable directories) and the templates (rubrics and the synthesis prompt compile in the
-sandbox and show what they must)."""
+writable directories; on object storage: a bucket these credentials reach and may write in)
+and the templates (rubrics and the synthesis prompt compile in the sandbox and show what they
+must)."""
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 from pathlib import Path
 
 from jinja2 import TemplateError, meta
@@ -18,25 +20,42 @@ from curation.jury.judge import compile_rubric, load_rubric
 from curation.synthesis import load_prompt
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
+from schemas.storage import RemotePath, as_path, check_reachable, is_remote
 
 
 def preflight(config: CurateConfig, out: Path | None = None) -> None:
     """Raise ConfigError for the first fatal problem of `config` run into `out`."""
-    outputs = tuple(Path(p) for p in (out, config.publish and config.publish.dir) if p)
+    outputs = tuple(as_path(p) for p in (out, config.publish and config.publish.dir) if p)
     check_inputs(config.inputs, outputs=outputs)  # an input inside them would read the run's own outputs
     if config.decontamination:  # the benchmark index is built (or read from its cache) here
         from curation.decontamination.index import build_index
 
         build_index(config.decontamination)
     if out is not None:
-        writable_dir(out, "--out")
+        writable_dir(as_path(out), "--out")
+        if is_remote(out):  # fail closed until the run directory is written through schemas.storage
+            raise ConfigError(f"--out {out}: a run directory on object storage is not supported yet; write it"
+                              " locally (inputs, benchmarks and publish.dir may be s3:// URLs)")
     if config.publish:
-        writable_dir(Path(config.publish.dir), "publish.dir")
+        publish_dir = as_path(config.publish.dir)
+        if isinstance(publish_dir, RemotePath) and publish_dir.protocol not in ("s3", "s3a"):
+            raise ConfigError(f"publish.dir {publish_dir}: its lock needs conditional writes, implemented for s3:// only")
+        writable_dir(publish_dir, "publish.dir")
     check_templates(config)
 
 
-def writable_dir(path: Path, what: str) -> None:
-    """`path` is a directory this process can write in, or can be created as one."""
+def writable_dir(path: Path | RemotePath, what: str) -> None:
+    """`path` is a directory this process can write in, or can be created as one; on object
+    storage, a prefix of a bucket these credentials can list and write in."""
+    if isinstance(path, RemotePath):
+        check_reachable(path, what)
+        probe = path / f".curate-preflight-{uuid.uuid4().hex}"
+        try:  # a real write, as below: read-only credentials answer here
+            probe.write_bytes(b"")
+            probe.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{what} {path}: cannot write there ({type(exc).__name__})") from None
+        return
     existing = path
     while not existing.exists():
         if existing.is_symlink():

@@ -30,6 +30,7 @@ from curation.decontamination.ngrams import gram_hashes, normalised_words, word_
 from curation.ingest import ingest
 from schemas.bundled import cache_dir
 from schemas.config import Benchmark, ConfigError, Decontamination, InputSpec, expand_input
+from schemas.storage import as_path, files_under
 
 INDEX_FORMAT = "decontamination-index-3"  # bump when what is cached changes
 PARAGRAPH = re.compile(r"\n\s*\n")
@@ -104,20 +105,19 @@ def _cached_part(key: str, bench_json: str, ngram: int, min_words: int, at: int)
 
 def _cache_key(bench: Benchmark, ngram: int, min_words: int) -> str:
     h = hashlib.sha256()
-    for f in _files(Path(bench.path)):
+    for f in _files(bench.path):
         with f.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 h.update(block)
     # The path too: the cached texts name their source locations.
-    settings = [INDEX_FORMAT, pl.__version__, str(Path(bench.path).resolve()), bench.model_dump(mode="json"), ngram, min_words]
+    settings = [INDEX_FORMAT, pl.__version__, str(as_path(bench.path).resolve()), bench.model_dump(mode="json"), ngram, min_words]
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:32]
 
 
-def _files(path: Path) -> list[Path]:
-    """The files read for a benchmark (as ingest expands it); a save_to_disk folder's files."""
-    found = expand_input(str(path))
-    return sorted(f for p in found for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file())
+def _files(path: str) -> list[Path]:
+    """The files read for a benchmark (as ingest expands it, local or remote); a save_to_disk folder's files."""
+    return sorted(f for p in expand_input(path) for f in (files_under(p) if p.is_dir() else [p]))
 
 
 def _build_part(bench: Benchmark, ngram: int, min_words: int, at: int) -> tuple[pl.DataFrame, dict, dict]:

@@ -190,6 +190,8 @@ def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:
 
 
 def _shown(path: Path, base: Path | None = None) -> str:
+    if not isinstance(path, Path):
+        return str(path)  # a URL (s3://bucket/key) is shown whole
     absolute = Path(os.path.abspath(path))  # not resolve(): keep the names the user wrote
     try:
         return str(absolute.relative_to(base or Path.cwd()))

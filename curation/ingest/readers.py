@@ -3,6 +3,7 @@ per input format, the format told from a file's name, and compressed files (gzip
 opened by their magic bytes.
 
 Only files `schemas.config.input_refusal` allows reach a reader (expand_input refuses the rest).
+A path is a local `Path` or a `schemas.storage.RemotePath` (s3://...): both open the same way.
 A JSON Lines line longer than MAX_LINE_BYTES is rejected as `line_too_long` without being held
 in memory.
 
@@ -65,24 +66,26 @@ def compression(path: Path) -> str | None:
 def open_input(path: Path) -> IO[bytes]:
     """The file's bytes, decompressed when it is compressed; a corrupt stream raises OSError."""
     kind = compression(path)
-    if kind is None:
-        return path.open("rb")
+    if kind is None:  # peek() as a local file has it (a remote file has its own read-ahead)
+        return path.open("rb") if isinstance(path, Path) else io.BufferedReader(path.open("rb"))
+    # A remote file (schemas.storage.RemotePath) is opened by its filesystem and decompressed here.
+    source: Any = path if isinstance(path, Path) else path.open("rb")
     if kind == "gzip":
-        stream: Any = gzip.open(path, "rb")
+        stream: Any = gzip.open(source, "rb")
     elif kind == "bz2":
-        stream = bz2.open(path, "rb")
+        stream = bz2.open(source, "rb")
     else:
         import pyarrow as pa  # pyarrow's zstd codec: no extra dependency
 
-        stream = pa.input_stream(str(path), compression="zstd")
-    return io.BufferedReader(_Decompressed(stream, kind))
+        stream = pa.input_stream(str(path) if source is path else source, compression="zstd")
+    return io.BufferedReader(_Decompressed(stream, kind, None if source is path else source))
 
 
 class _Decompressed(io.RawIOBase):
     """A decompressing stream whose failures (truncated, corrupt) are all OSError."""
 
-    def __init__(self, stream: Any, kind: str) -> None:
-        self.stream, self.kind = stream, kind
+    def __init__(self, stream: Any, kind: str, raw: IO[bytes] | None = None) -> None:
+        self.stream, self.kind, self.raw = stream, kind, raw  # raw: the compressed file, closed with it
 
     def readable(self) -> bool:
         return True
@@ -97,6 +100,8 @@ class _Decompressed(io.RawIOBase):
 
     def close(self) -> None:
         self.stream.close()
+        if self.raw is not None:
+            self.raw.close()
         super().close()
 
 
@@ -358,7 +363,10 @@ class _Undecodable(Exception):
 def _load_parquet(path: Path, decoding: TextDecoding) -> Iterator[tuple[str | None, pl.DataFrame]]:
     import pyarrow.parquet as pq
 
-    source = path if compression(path) is None else io.BytesIO(_read_bytes(path))
+    if compression(path) is not None:
+        source: Any = io.BytesIO(_read_bytes(path))
+    else:  # a remote file is read by ranges: the footer, then one row group at a time
+        source = path if isinstance(path, Path) else path.open("rb")
     for batch in pq.ParquetFile(source).iter_batches(batch_size=PARQUET_BATCH):  # row groups, lazily
         yield None, pl.from_arrow(batch)  # type: ignore[misc]
 

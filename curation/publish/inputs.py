@@ -6,19 +6,20 @@ import hashlib
 from pathlib import Path
 
 from schemas.config import InputSpec, expand_input
+from schemas.storage import as_path, files_under, size_of
 
 
 def file_digest(path: Path) -> dict:
     """path, size and sha256 of an input file; a directory input (hf_disk) hashes its files."""
-    path = Path(path)
+    path = as_path(path)
     digest = hashlib.sha256()
     if path.is_dir():
         size = 0
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(f.relative_to(path)).encode() + b"\0" + sha256(f).encode())
-            size += f.stat().st_size
+        for f in files_under(path):
+            digest.update(str(f.relative_to(path)).encode() + b"\0" + sha256(f).encode())  # type: ignore[arg-type]
+            size += size_of(f)
     else:
-        size, digest = path.stat().st_size, None
+        size, digest = size_of(path), None
     return {
         "path": str(path.resolve()),
         "size": size,
@@ -28,7 +29,7 @@ def file_digest(path: Path) -> dict:
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -41,7 +42,7 @@ def new_inputs(publish_dir: str | Path, files: list[Path]) -> list[Path]:
 
     number = latest_version(publish_dir)
     manifest = read_json(version_dir(publish_dir, number) / "manifest.json") if number else {"inputs": []}
-    return [Path(d["path"]) for d in unconsumed(manifest, files)]
+    return [as_path(d["path"]) for d in unconsumed(manifest, files)]
 
 
 def refresh_inputs(publish_dir: str | Path, inputs: list[InputSpec]) -> list[InputSpec]:
@@ -51,7 +52,7 @@ def refresh_inputs(publish_dir: str | Path, inputs: list[InputSpec]) -> list[Inp
     out = []
     for spec in inputs:
         for f in expand_input(spec.path):
-            if str(Path(f).resolve()) in fresh:
+            if str(as_path(f).resolve()) in fresh:
                 out.append(spec.model_copy(update={"path": str(f)}))
     return out
 

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from curation.publish.inputs import file_digest, sha256, unconsumed
 from schemas.base import ConfigError
 from schemas.config import CurateConfig, Dedup, expand_input
 from schemas.record import RECORD_SCHEMA
+from schemas.storage import RemotePath, as_path, readable
 
 log = logging.getLogger(__name__)
 LATEST = "LATEST"
@@ -49,9 +51,9 @@ def latest_version(publish_dir: str | Path) -> int | None:
     """The number LATEST points at, or None before the first publish. Version folders without a
     LATEST are not "nothing published": a first publish killed before LATEST, or a removed
     pointer, cannot be told apart, so a ConfigError (exit 2) names them."""
-    pointer = Path(publish_dir) / LATEST
+    pointer = as_path(publish_dir) / LATEST
     if not pointer.is_file():
-        found = _existing_versions(Path(publish_dir))
+        found = _existing_versions(as_path(publish_dir))
         if found:
             names = ", ".join(version_name(n) for n in sorted(found))
             raise ConfigError(
@@ -62,13 +64,13 @@ def latest_version(publish_dir: str | Path) -> int | None:
         return None
     name = pointer.read_text(encoding="utf-8").strip()
     match = _VERSION.match(name)
-    if not match or not (Path(publish_dir) / name / "manifest.json").is_file():
+    if not match or not (as_path(publish_dir) / name / "manifest.json").is_file():
         raise PublishError(f"{pointer}: points at {name!r}, which is not a complete version")
     return int(match.group(1))
 
 
 def version_dir(publish_dir: str | Path, number: int) -> Path:
-    return Path(publish_dir) / version_name(number)
+    return as_path(publish_dir) / version_name(number)  # type: ignore[return-value]
 
 
 @dataclass
@@ -93,8 +95,8 @@ class Version:
         stored = read_json(self.dir / "index" / "index.json") if (self.dir / "index" / "index.json").is_file() else {}
         entry = stored.get(kind)
         if entry is not None and entry["settings"] == settings:
-            ids = pl.read_parquet(self.dir / "index" / f"{kind}_ids.parquet")["id"].to_list()
-            data = np.load(self.dir / "index" / f"{kind}.npy")
+            ids = pl.read_parquet(readable(self.dir / "index" / f"{kind}_ids.parquet"))["id"].to_list()
+            data = np.load(readable(self.dir / "index" / f"{kind}.npy"))
             if len(ids) != entry["rows"] or data.shape[index_axis(kind)] != len(ids):
                 raise PublishError(f"{self.dir}/index: the {kind} index is damaged ({len(ids)} ids)")
             index = Index(kind, settings, ids, data)
@@ -111,7 +113,7 @@ def load_version(publish_dir: str | Path, number: int | None = None) -> Version 
         number = latest_version(publish_dir)
         if number is None:
             return None
-        for newer in sorted(n for n in _existing_versions(Path(publish_dir)) if n > number):
+        for newer in sorted(n for n in _existing_versions(as_path(publish_dir)) if n > number):
             log.warning(
                 "%s: %s is newer than %s (%s) and was never published (a publish stopped before moving"
                 " %s); it is left as it is and the next version is numbered after it",
@@ -120,7 +122,7 @@ def load_version(publish_dir: str | Path, number: int | None = None) -> Version 
     path = version_dir(publish_dir, number)
     if not (path / "manifest.json").is_file():
         raise PublishError(f"{path}: no such published version")
-    return Version(path, number, pl.read_parquet(path / "kept.parquet"), read_json(path / "manifest.json"))
+    return Version(path, number, pl.read_parquet(readable(path / "kept.parquet")), read_json(path / "manifest.json"))
 
 
 def publish(
@@ -137,8 +139,12 @@ def publish(
     `inputs`: the files the run ingested (default: the config's files that `previous` had not
     consumed, hashed now). Raises PublishError when another publish happened since `previous`
     was loaded, or when a run record reuses a published id.
+
+    On object storage (no rename), the version is assembled in a local temporary folder,
+    uploaded under a temporary prefix `.vNNNN.<random>/`, copied (server-side) to `vNNNN/` with
+    its manifest last, and made visible by the one final write of LATEST.
     """
-    publish_dir, run_dir = Path(publish_dir), Path(run_dir)
+    publish_dir, run_dir = as_path(publish_dir), Path(run_dir)
     publish_dir.mkdir(parents=True, exist_ok=True)
     parent = previous.number if previous else None
     if latest_version(publish_dir) != parent:
@@ -154,7 +160,8 @@ def publish(
     kept = pl.concat([old_kept, run_kept])
     number = max([parent or 0, *_existing_versions(publish_dir)]) + 1
     final = version_dir(publish_dir, number)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=publish_dir))
+    remote = isinstance(publish_dir, RemotePath)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=None if remote else publish_dir))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a published version is for readers
         kept.write_parquet(tmp / "kept.parquet")
@@ -186,12 +193,32 @@ def publish(
             "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         _write_json(tmp / "manifest.json", manifest)
-        os.rename(tmp, final)  # fails if the name is taken: never overwrite a version
+        if remote:
+            _upload_version(tmp, final)
+        else:
+            os.rename(tmp, final)  # fails if the name is taken: never overwrite a version
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(tmp, ignore_errors=True)  # (renamed away when local)
     _atomic_write(publish_dir / LATEST, final.name + "\n")
     return final
+
+
+def _upload_version(local: Path, final: RemotePath) -> None:
+    """A version folder onto object storage: uploaded under a temporary prefix (what a killed
+    publish leaves there is removed as stale by the next lock holder), then copied server-side
+    to its name, manifest.json last: a version folder holds a manifest only once it is whole."""
+    if final.exists():
+        raise PublishError(f"{final}: already exists; a version is never overwritten")
+    staging = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}"
+    try:
+        staging.put(local)
+        names = sorted(str(f.relative_to(local)) for f in local.rglob("*") if f.is_file())
+        for name in sorted(names, key=lambda n: n == "manifest.json"):
+            final.fs.copy((staging / name).key, (final / name).key)
+    finally:
+        staging.rmtree()
 
 
 def _existing_versions(publish_dir: Path) -> list[int]:
@@ -239,7 +266,7 @@ def diff_versions(old: pl.DataFrame, new: pl.DataFrame) -> dict:
     }
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path | RemotePath) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -247,8 +274,12 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over `path`."""
+def _atomic_write(path: Path | RemotePath, text: str) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename over `path`; on object
+    storage one PUT (readers see the old object or the new one, never a part)."""
+    if isinstance(path, RemotePath):
+        path.write_text(text)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
