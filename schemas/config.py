@@ -397,14 +397,15 @@ class CurateConfig(Strict):
 
     @model_validator(mode="after")
     def _select_signals_exist(self) -> CurateConfig:
-        """Every weighted signal can be computed by this run; no weight = the jury's score with a
-        jury section, else length."""
+        """Every weighted signal can be computed by this run. No `score` = the jury's score with a
+        jury section rating sft records, else no score (records in id order: a content hash, so a
+        deterministic sample)."""
         select = self.select
         if select is None:
             return self
         score = select.score
-        if not score.weights():
-            score.jury, score.length = (1.0, None) if self.jury else (None, 1.0)
+        if not score.weights() and self.jury and "sft" in self.jury.kinds and "score" not in select.model_fields_set:
+            score.jury = 1.0
         if score.jury is not None and self.jury is None:
             raise ValueError("select.score.jury weighs the jury's score: add a `jury:` section, or drop the weight")
         if score.jury is not None and "sft" not in self.jury.kinds:  # type: ignore[union-attr]

@@ -32,7 +32,8 @@ class SelectBudget(Strict):
 
 class SelectScore(Strict):
     """Weights of the signals; each signal is turned into its percentile among the sft records
-    first, so weights compare signals on one scale. Unset signals are not computed."""
+    first, so weights compare signals on one scale. Unset signals are not computed; with none set,
+    every record scores 0 and ties go by id (a content hash: a deterministic sample)."""
 
     jury: float | None = Field(None, description="The jury's aggregate (or distilled) score; needs `jury:`.")
     ifd: float | None = Field(None, description="Instruction-following difficulty; needs `select.ifd`.")
@@ -74,7 +75,7 @@ class SelectIfd(Strict):
 class SelectConfig(Strict):
     budget: SelectBudget
     score: SelectScore = Field(
-        SelectScore(), description="Signal weights; none set = jury 1 with a jury section, else length 1."
+        SelectScore(), description="Signal weights; absent = jury 1 with a jury section, else none (id order)."
     )
     diversity: SelectDiversity = SelectDiversity()
     ifd: SelectIfd | None = Field(None, description="Compute IFD with a causal LM (slow: the model reads each record twice).")

@@ -163,8 +163,9 @@ def test_scores_are_percentiles_combined_by_weight() -> None:
     assert percentiles(np.array([3.0, 1.0, np.nan, 3.0])).tolist() == pytest.approx([5 / 6, 1 / 3, 0, 5 / 6])
     signals = {"jury": np.array([1.0, 2.0, 3.0]), "length": np.array([30.0, 20.0, 10.0])}
     # length -1: short is better, so both signals agree that the third record is best.
-    assert combined(signals, {"jury": 1.0, "length": -1.0}).tolist() == pytest.approx([0, 0.5, 1])
-    assert combined(signals, {"jury": 3.0, "length": 1.0}).tolist() == pytest.approx([0.25, 0.5, 0.75])
+    assert combined(signals, {"jury": 1.0, "length": -1.0}, 3).tolist() == pytest.approx([0, 0.5, 1])
+    assert combined(signals, {"jury": 3.0, "length": 1.0}, 3).tolist() == pytest.approx([0.25, 0.5, 0.75])
+    assert combined({}, {}, 2).tolist() == [0, 0]
 
 
 def tiny_llama(out: Path) -> Path:
@@ -242,5 +243,5 @@ def test_the_plan_selects_after_preference_and_before_export_and_only_when_confi
     config = load_config(_config(tmp_path, shared_data, export={}, select={"budget": {"records": 5}}))
     steps = build_plan(config, tmp_path, progress=False)
     assert [s.name for s in steps] == ["select", "export"]
-    assert config.select is not None and config.select.score.weights() == {"length": 1.0}  # no jury: length
+    assert config.select is not None and config.select.score.weights() == {}  # no jury: id order
     assert steps[0].sections == ("select", "export.tokenizer", "export.chat_template")

@@ -61,11 +61,10 @@ def percentiles(values: np.ndarray) -> np.ndarray:
     return ranks / (n - 1) if n > 1 else np.full(n, 0.5)
 
 
-def combined(signals: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
-    """sum(weight * percentile) / sum(|weight|): in [0, 1] with positive weights; a negative
-    weight (length: prefer short) counts 1 - percentile, so the range stays [0, 1]."""
+def combined(signals: dict[str, np.ndarray], weights: dict[str, float], n: int) -> np.ndarray:
+    """sum(weight * percentile) / sum(|weight|) for n records (0 with no weights): in [0, 1]; a
+    negative weight (length: prefer short) counts 1 - percentile, so the range stays [0, 1]."""
     total = sum(abs(w) for w in weights.values())
-    n = len(next(iter(signals.values()))) if signals else 0
     score = np.zeros(n)
     for name, weight in weights.items():
         p = percentiles(signals[name])

@@ -81,7 +81,7 @@ def build_select_stage(
             model = Path(ifd_model) if ifd_model else smollm2_dir()
             signals["ifd"] = ifd_scores(prompts, answers, model, cfg.ifd.batch_size, cfg.ifd.max_tokens, progress)
             lap("ifd")
-        score = combined(signals, weights)
+        score = combined(signals, weights, len(ids))
         ranked = pl.DataFrame({"score": score, "id": ids}, schema={"score": pl.Float64, "id": pl.String})
         order = ranked.with_row_index().sort(["score", "id"], descending=[True, False])["index"].to_numpy().astype(np.int64)
         rank = np.empty(len(order), np.int64)
