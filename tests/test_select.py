@@ -157,6 +157,29 @@ def test_mmr_honours_a_record_budget_and_covers_more_topics_than_the_score_alone
     assert set(radius.cause[radius.cause != ""]) == {"radius"}
 
 
+def textbook_mmr(vectors: np.ndarray, score: np.ndarray, order: np.ndarray, n: int, mmr_lambda: float) -> list[int]:
+    """MMR as defined: every pick recomputes every open record's value (ties: the better rank)."""
+    chosen: list[int] = []
+    for _ in range(n):
+        close = (vectors @ vectors[chosen].T).max(axis=1).clip(min=0) if chosen else np.zeros(len(score))
+        value = (mmr_lambda * score - (1 - mmr_lambda) * close)[order]
+        value[np.isin(order, chosen)] = -np.inf
+        chosen.append(int(order[value.argmax()]))
+    return chosen
+
+
+@pytest.mark.parametrize(("mmr_lambda", "n"), [(0.3, 60), (0.7, 300), (0.95, 60)])
+def test_the_lazy_mmr_picks_what_the_textbook_mmr_picks(mmr_lambda: float, n: int) -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((12, 16)).astype(np.float32)
+    vectors = centres[rng.integers(0, 12, 400)] + 0.4 * rng.standard_normal((400, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    score = np.round(rng.random(400), 2)  # ties on purpose
+    order = np.lexsort((np.arange(400), -score))
+    got = pick(vectors, score, order, Budget(n, None, None), "mmr", 0.9, mmr_lambda).selected.tolist()
+    assert got == textbook_mmr(vectors, score, order, n, mmr_lambda)  # 300 picks: past a full refresh
+
+
 def test_scores_are_percentiles_combined_by_weight() -> None:
     metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": {"score": None}}), None]
     assert np.array_equal(jury_scores(pl.DataFrame({"meta": metas})), [4.5, np.nan, np.nan], equal_nan=True)
