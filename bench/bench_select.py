@@ -48,7 +48,7 @@ PIPELINE = {
     "export": {},
 }
 METHODS = [("none", {}), ("radius", {"radius": 0.9}), ("radius", {"radius": 0.8}), ("radius", {"radius": 0.7}),
-           ("mmr", {"mmr_lambda": 0.7}), ("mmr", {"mmr_lambda": 0.5})]
+           ("mmr", {"mmr_lambda": 0.7}), ("mmr", {"mmr_lambda": 0.5}), ("mmr", {"mmr_lambda": 0.3})]
 
 
 def _git(*args: str) -> str:

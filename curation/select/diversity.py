@@ -7,8 +7,8 @@ when it fits what is left of the budget:
   is skipped; the radius holds between every two selected records. When too few records lie
   outside each other's radius, fewer than the budget are selected (said in the figures).
 - **mmr** (maximal marginal relevance, Carbonell & Goldstein 1998): repeatedly the record with the
-  best lambda * score - (1 - lambda) * (cosine to its closest selected record, floored at 0),
-  computed lazily (see _mmr) but exactly.
+  best lambda * score - (1 - lambda) * (cosine to its closest selected record, floored at 0);
+  O(records) a pick, so slower than radius on large budgets (BENCHMARKS.md).
 - **none**: the score alone.
 
 Why each unselected record was left out (`Pick.cause`): `radius` (too close to a selected
@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 BLOCK_ROWS = 1024  # candidates compared with the selected records at a time
-MMR_TOP = 64  # best bounds brought up to date per pick
-MMR_REFRESH = 256  # picks between bringing every record up to date
 NEAREST_SIMILARITIES = 1 << 24  # float32 similarities computed at once when finding neighbours
 
 
@@ -118,51 +116,28 @@ def _mmr(
     cause: np.ndarray,
     smallest: int,
 ) -> list[int]:
-    """Exact MMR, lazily: `closest` may miss the records selected since the last refresh
-    (`pending`), so gain - penalty * closest bounds a record's value from above. Each pick
-    brings the MMR_TOP best bounds up to date (a small product with the pending picks); when the
-    best of them beats every other bound it is the true best. Every MMR_REFRESH picks (or when
-    the bounds do not settle it) every record is brought up to date in one matrix product."""
+    """Each pick: the open record of best value, then every record's closest cosine updated (one
+    matrix-vector product). Lazy variants (stale values as upper bounds) were tried: on 52k
+    answers the bounds of densely packed scores rarely settled a pick, and they were slower."""
     selected: list[int] = []
-    vectors = embeddings[order]  # in order: the first of equal values is the better rank
+    vectors = embeddings[order]  # in order: argmax's first maximum is the better rank
     gain = (mmr_lambda * score[order]).astype(np.float32)
-    penalty = np.float32(1 - mmr_lambda)
     closest = np.zeros(len(order), np.float32)  # cosine to the closest selected record, floored at 0
-    open_ = np.ones(len(order), bool)
-    pending: list[int] = []  # positions selected since the last refresh of every record
-
-    def refresh() -> None:
-        if not pending:
-            return
-        for lo in range(0, len(order), BLOCK_ROWS * 16):
-            part = closest[lo : lo + BLOCK_ROWS * 16]
-            np.maximum(part, (vectors[lo : lo + len(part)] @ vectors[pending].T).max(axis=1), out=part)
-        pending.clear()
-
-    while open_.any() and not budget.spent(smallest):
-        bound = np.where(open_, gain - penalty * closest, -np.inf)
-        top = np.argpartition(-bound, MMR_TOP)[: MMR_TOP + 1] if len(bound) > MMR_TOP else np.arange(len(bound))
-        top = top[np.argsort(-bound[top], kind="stable")]
-        head, rest = top[:MMR_TOP], (bound[top[MMR_TOP]] if len(top) > MMR_TOP else -np.inf)
-        if pending:
-            closest[head] = np.maximum(closest[head], (vectors[head] @ vectors[pending].T).max(axis=1))
-        exact = np.where(open_[head], gain[head] - penalty * closest[head], -np.inf)
-        best = exact.max()
-        if not best > rest:  # a record outside the head may still be as good: settle it exactly
-            refresh()
-            j = int(np.where(open_, gain - penalty * closest, -np.inf).argmax())
-        else:
-            j = int(head[exact == best].min())  # equal values: the better rank
-        open_[j] = False
+    value = gain.copy()  # -inf once a record is taken or dropped
+    while not budget.spent(smallest):
+        j = int(value.argmax())
+        if value[j] == -np.inf:
+            break
+        value[j] = -np.inf
         i = int(order[j])
         if not budget.fits(i):
             cause[i] = "tokens"
             continue
         budget.take(i)
         selected.append(i)
-        pending.append(j)
-        if len(pending) >= MMR_REFRESH:
-            refresh()
+        np.maximum(closest, vectors @ vectors[j], out=closest)
+        open_ = value != -np.inf
+        value[open_] = gain[open_] - (1 - mmr_lambda) * closest[open_]
     return selected
 
 
