@@ -21,6 +21,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from curation.core.plan import build_plan
+from curation.core.preflight import preflight
 from curation.core.run import run_pipeline
 from curation.core.text import text_view
 from curation.dedup.encoders import load_encoder
@@ -256,6 +257,13 @@ def test_config_errors_name_the_field(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(_config(tmp_path, shared_data, select=select, **sections))
+
+
+def test_preflight_refuses_an_ifd_model_that_is_not_a_model_directory(tmp_path: Path, shared_data: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    select = {"budget": {"records": 5}, "score": {"ifd": 1}, "ifd": {"model": str(tmp_path / "notes")}}
+    with pytest.raises(ConfigError, match="select.ifd.model: .*notes is not a model directory"):
+        preflight(load_config(_config(tmp_path, shared_data, select=select)))
 
 
 def test_the_plan_selects_after_preference_and_before_export_and_only_when_configured(

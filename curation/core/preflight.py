@@ -15,6 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from curation.ingest import check_inputs
 from curation.jury.judge import compile_rubric, load_rubric
+from curation.select.ifd import check_ifd_model
 from curation.synthesis import load_prompt
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
@@ -33,6 +34,8 @@ def preflight(config: CurateConfig, out: Path | None = None) -> None:
     if config.publish:
         writable_dir(Path(config.publish.dir), "publish.dir")
     check_templates(config)
+    if config.select and config.select.ifd:
+        check_ifd_model(config.select.ifd.model or (config.train.base_model if config.train else None))
 
 
 def writable_dir(path: Path, what: str) -> None:

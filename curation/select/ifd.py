@@ -24,12 +24,22 @@ import numpy as np
 from tqdm import tqdm
 
 from curation.export.render import render
-from schemas.base import StageFailed
+from schemas.base import ConfigError, StageFailed
+from schemas.bundled import bundled_smollm2_gguf
 
 log = logging.getLogger(__name__)
 
 Messages = list[dict]
 Sequence = tuple[list[int], int]  # token ids, and where the answer starts in them
+
+
+def check_ifd_model(model: str | None) -> None:
+    """Before any work: the IFD model is a model directory (config.json), or the bundled SmolLM2
+    is installed (None)."""
+    if model is None:
+        bundled_smollm2_gguf()
+    elif not (Path(model) / "config.json").is_file():
+        raise ConfigError(f"select.ifd.model: {model} is not a model directory (no config.json)")
 
 
 def ifd_scores(
