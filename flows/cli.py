@@ -94,8 +94,8 @@ def validate(config_path: Path) -> int:
     preflight(config)
     files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
     check_ingest_files([f.to_dict() for f in files], config.execution)  # the run's exit 4, found on the sample
-    names = ("pii", "filters", "decontamination", "dedup", "synthesis", "jury", "preference", "export", "validation",
-             "train")
+    names = ("pii", "filters", "decontamination", "dedup", "synthesis", "jury", "preference", "select", "export",
+             "validation", "train")
     sections = [name for name in names if getattr(config, name)]
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")

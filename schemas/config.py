@@ -25,6 +25,7 @@ from schemas.execution import ExecutionConfig
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.publish import PublishConfig
+from schemas.select import SelectConfig
 from schemas.storage import RemotePath, as_path, check_reachable, has_magic, is_remote, remote_glob
 from schemas.train import TrainConfig
 from schemas.validation import ValidationConfig
@@ -359,6 +360,7 @@ class CurateConfig(Strict):
     synthesis: SynthesisConfig | None = None
     jury: JuryConfig | None = None
     preference: PreferenceConfig | None = None
+    select: SelectConfig | None = None
     export: ExportConfig | None = None
     validation: ValidationConfig | None = None
     publish: PublishConfig | None = None
@@ -392,6 +394,27 @@ class CurateConfig(Strict):
         c = pref.candidates
         if not (c.existing or c.generators or c.local_temperatures):
             raise ValueError("preference.candidates: no source of answers (existing, generators, local_temperatures)")
+        return self
+
+    @model_validator(mode="after")
+    def _select_signals_exist(self) -> CurateConfig:
+        """Every weighted signal can be computed by this run. No `score` = the jury's score with a
+        jury section rating sft records, else no score (records in id order: a content hash, so a
+        deterministic sample)."""
+        select = self.select
+        if select is None:
+            return self
+        score = select.score
+        if not score.weights() and self.jury and "sft" in self.jury.kinds and "score" not in select.model_fields_set:
+            score.jury = 1.0
+        if score.jury is not None and self.jury is None:
+            raise ValueError("select.score.jury weighs the jury's score: add a `jury:` section, or drop the weight")
+        if score.jury is not None and "sft" not in self.jury.kinds:  # type: ignore[union-attr]
+            raise ValueError("select.score.jury weighs the jury's score, but jury.kinds does not rate sft records")
+        if score.ifd is not None and select.ifd is None:
+            raise ValueError("select.score.ifd weighs IFD: add `select.ifd: {}` (the training base model), or drop the weight")
+        if select.ifd is not None and score.ifd is None:
+            raise ValueError("select.ifd computes IFD that no weight uses: set select.score.ifd, or remove select.ifd")
         return self
 
     @model_validator(mode="after")
@@ -516,6 +539,8 @@ def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
         config.publish.dir = str(_resolve(config.publish.dir, base))
     if config.train and config.train.base_model:
         config.train.base_model = str(_resolve(config.train.base_model, base))
+    if config.select and config.select.ifd and config.select.ifd.model:
+        config.select.ifd.model = str(_resolve(config.select.ifd.model, base))
     for candidate in config.train.candidates if config.train else []:
         if isinstance(candidate.get("base_model"), str):
             candidate["base_model"] = str(_resolve(candidate["base_model"], base))
@@ -535,6 +560,10 @@ def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
         found.append(("export.tokenizer", config.export.tokenizer))
     if config.train and config.train.base_model:
         found.append(("train.base_model", config.train.base_model))
+    if config.select and config.select.diversity.model not in (None, *SEMANTIC_BUNDLED):
+        found.append(("select.diversity.model", config.select.diversity.model))
+    if config.select and config.select.ifd and config.select.ifd.model:
+        found.append(("select.ifd.model", config.select.ifd.model))
     return found
 
 

@@ -40,6 +40,7 @@ from curation.pii import build_pii_stage
 from curation.pii.stage import redacted_frame
 from curation.preference.pairs import add_generated, build_pairs, group_prompts
 from curation.publish.versions import Version
+from curation.select import build_select_stage
 from curation.synthesis import synthesize
 from schemas.base import StageFailed
 from schemas.config import CurateConfig
@@ -97,7 +98,9 @@ def build_plan(
     synthesis (its pairs then meet the filters, dedup and jury), cheap filters, benchmark
     decontamination (a test item is removed as such, not as a duplicate), cheapest dedup first,
     then (on a refresh, `previous`) the new records against the published version, the jury on
-    what survives, preference pairs from the jury's ratings, and export last. `run_stats` is the
+    what survives, preference pairs from the jury's ratings, the budgeted selection of sft records
+    (after preference: pairs are built from every rated answer, the selection is what trains by
+    SFT), and export last. `run_stats` is the
     run's stage list as it grows: export puts it in the card.
     """
     steps: list[Step] = []
@@ -136,6 +139,8 @@ def build_plan(
         steps.append(Step(build_jury_stage(config.jury, jury, out_dir, progress=progress, engine=engine), ("jury",), "jury"))
     if config.preference:
         steps.append(Step(_preference(config, jury, cache, budget, progress), ("preference", "jury")))
+    if config.select:
+        steps.append(_select(config, progress))
     if config.export:
         steps.append(Step(_export(config, out_dir / "export", run_stats if run_stats is not None else []), ("export",), "export"))
     return steps
@@ -186,6 +191,22 @@ def _preference(
         return pairs, stats
 
     return Expansion("preference", run)
+
+
+def _select(config: CurateConfig, progress: bool) -> Step:
+    """Tokens counted as export counts them; IFD with select.ifd.model, else the training base model."""
+    cfg = config.select
+    assert cfg is not None
+    export = config.export
+    sections = ("select", "export.tokenizer", "export.chat_template")
+    ifd_model = cfg.ifd.model if cfg.ifd else None
+    if cfg.ifd is not None and ifd_model is None:
+        ifd_model = config.train.base_model if config.train else None
+        sections += ("train.base_model",)
+    stage = build_select_stage(
+        cfg, export.tokenizer if export else None, export.chat_template if export else None, ifd_model, progress
+    )
+    return Step(stage, sections)
 
 
 def _export(config: CurateConfig, out_dir: Path, run_stats: list[StageStats]) -> Stage:

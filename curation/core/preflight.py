@@ -17,6 +17,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from curation.ingest import check_inputs
 from curation.jury.judge import compile_rubric, load_rubric
+from curation.select.ifd import check_ifd_model
 from curation.synthesis import load_prompt
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
@@ -42,6 +43,8 @@ def preflight(config: CurateConfig, out: Path | None = None) -> None:
             raise ConfigError(f"publish.dir {publish_dir}: its lock needs conditional writes, implemented for s3:// only")
         writable_dir(publish_dir, "publish.dir")
     check_templates(config)
+    if config.select and config.select.ifd:
+        check_ifd_model(config.select.ifd.model or (config.train.base_model if config.train else None))
 
 
 def writable_dir(path: Path | RemotePath, what: str) -> None:

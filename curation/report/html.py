@@ -455,7 +455,10 @@ def _round_width(raw: float) -> int:
 
 def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
     """The largest clusters by `duplicate_of`: the kept record next to records removed for it."""
-    dups = rejected.select("duplicate_of", "stage").with_row_index("_pos").filter(pl.col("duplicate_of").is_not_null())
+    # select's rejects name their closest selected record, not a duplicate: not a cluster.
+    dups = rejected.select("duplicate_of", "stage").with_row_index("_pos").filter(
+        pl.col("duplicate_of").is_not_null() & (pl.col("stage") != "select")
+    )
     sizes = (
         dups.group_by("duplicate_of")
         .agg(pl.len().alias("removed"), pl.col("_pos").head(MAX_MEMBERS), pl.col("stage").unique(maintain_order=True))
