@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from curation.core.sections import STEPS_LINE, configured
 from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.validate import ValidationFailed
 from flows import lifecycle
@@ -37,7 +38,7 @@ FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="curate: ingest -> filters -> dedup -> jury -> export")
+    run = commands.add_parser("run", help=f"curate: {STEPS_LINE}")
     run.add_argument("config", type=Path)
     run.add_argument("--out", type=as_path, help=OUT_HELP)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -94,9 +95,7 @@ def validate(config_path: Path) -> int:
     preflight(config)
     files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
     check_ingest_files([f.to_dict() for f in files], config.execution)  # the run's exit 4, found on the sample
-    names = ("pii", "filters", "decontamination", "dedup", "synthesis", "jury", "preference", "select", "export",
-             "validation", "train")
-    sections = [name for name in names if getattr(config, name)]
+    sections = configured(config)
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")
     for report in files:

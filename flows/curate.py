@@ -147,7 +147,7 @@ def _done(state: State):
 
 @flow(name="curate", log_prints=False)
 def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bool = False) -> dict | Failed:
-    """Ingest -> synthesis -> filters -> dedup -> jury -> preference pairs -> export -> run directory.
+    """Ingest, the planned steps (curation/core/sections.py: pii -> ... -> export), the run directory.
 
     Each stage's output is checkpointed under OUT_DIR/.checkpoints/ with a fingerprint of its
     inputs and config section: re-running into the same OUT_DIR skips finished stages (their

@@ -30,6 +30,7 @@ from curation.core.checkpoint import (
 )
 from curation.core.corpus import Source, append, collect, write_parquet
 from curation.core.plan import Expansion, Step, build_plan
+from curation.core.sections import SECTIONS
 from curation.core.stage import Stage
 from curation.core.stats import (
     Invariant,
@@ -111,20 +112,16 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path | str | None) 
     return stats
 
 
-# Run-directory outputs and the config section that writes each: a rerun into the same RUN_DIR
-# without that section removes it, so no stale export is trained on or shown in the report.
-SECTION_OUTPUTS = {"synthesis": "synthesis", "decontamination": "decontamination", "jury": "jury",
-                   "export": "export", "validation": "validation", "publish.json": "publish"}
-
-
 def remove_stale_outputs(out: Path, config: CurateConfig) -> list[str]:
-    """Remove what an earlier run in `out` wrote for a section this config does not have."""
+    """Remove what an earlier run in `out` wrote for a section this config does not have, so no
+    stale export is trained on or shown in the report."""
     removed = []
-    for name, section in SECTION_OUTPUTS.items():
-        target = out / name
-        if getattr(config, section) is None and target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-            removed.append(name)
+    for section in SECTIONS:
+        for name in section.outputs if getattr(config, section.name) is None else ():
+            target = out / name
+            if target.exists():
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+                removed.append(name)
     if removed:
         log.info("removed stale outputs of sections no longer configured: %s", ", ".join(removed))
     return removed
