@@ -145,6 +145,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
 
     with lifecycle.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
         summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
+    assert isinstance(summary, TrainSummary)  # a flow that ends Failed raises where it is called
     print(_training(summary, data))
     return 0
 
@@ -161,7 +162,9 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     from flows.train import curate_then_train
 
     with lifecycle.interruptible():  # as in `train`; the curate half checks between its steps too
-        stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+        done = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+    assert isinstance(done, tuple)  # as in `train`: a failed half raises here
+    stats, summary = done
     print(_funnel(stats, out))
     print(_training(summary, out))
     _print_report(out)
@@ -199,7 +202,9 @@ def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
     from curation.core.stats import RunStats, config_sha256, unwritten_sets
 
     path, digest = config_path.resolve(), config_sha256(config_path)
-    runs, older, lacking = [], [], []
+    runs: list[Path] = []
+    older: list[Path] = []
+    lacking: list[Path] = []
     for stats_file in _runs_dir(config_path).glob("*/stats.json"):
         run_dir = stats_file.parent
         try:

@@ -10,7 +10,7 @@ resume, results and the ranking are training's.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bo
     return summary
 
 
-def publish_leaderboard(board: list[LeaderboardRow], config_path: str, select_by: list[str]) -> None:
+def publish_leaderboard(board: list[LeaderboardRow], config_path: str, select_by: Sequence[str]) -> None:
     key = f"train-{slug(Path(config_path).stem)}-leaderboard"
     rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.model_dump().items()} for row in board]
     create_table_artifact(rows, key=key, description=f"training candidates ranked by {', '.join(select_by)}")
@@ -140,4 +140,6 @@ def curate_then_train(
     trained = train_flow(config_path, run_dir, resume=resume, progress=progress, return_state=True)
     if trained.is_failed():
         return trained  # e.g. sets that do not fit train.max_seq_length: its message, no traceback
-    return curated.result(), trained.result()
+    summary = trained.result()
+    assert isinstance(summary, TrainSummary)  # Completed: its result is the flow's return value
+    return curated.result(), summary
