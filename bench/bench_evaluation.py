@@ -34,11 +34,11 @@ def main() -> None:
     from curation.jury.panel import Jury
     from curation.llm.cache import AnswerCache
     from curation.llm.tokenizer import load_tokenizer
-    from flows.train import SFT_COLUMNS, exported
     from schemas.config import load_config
     from schemas.train import METHOD_STAGES
     from training.base_model import resolve_base_model
     from training.evaluate import bertscore, evaluate_sft
+    from training.stages import SFT_COLUMNS, exported
 
     config = load_config(args.config)
     assert config.train is not None and config.jury is not None, "needs train: and jury: sections"

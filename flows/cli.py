@@ -23,6 +23,7 @@ from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 from schemas.storage import SECRET_ENV, as_path
+from schemas.train_result import TrainSummary
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
@@ -144,6 +145,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
 
     with lifecycle.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
         summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
+    assert isinstance(summary, TrainSummary)  # a flow that ends Failed raises where it is called
     print(_training(summary, data))
     return 0
 
@@ -160,7 +162,9 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     from flows.train import curate_then_train
 
     with lifecycle.interruptible():  # as in `train`; the curate half checks between its steps too
-        stats, summary = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+        done = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+    assert isinstance(done, tuple)  # as in `train`: a failed half raises here
+    stats, summary = done
     print(_funnel(stats, out))
     print(_training(summary, out))
     _print_report(out)
@@ -198,7 +202,9 @@ def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
     from curation.core.stats import RunStats, config_sha256, unwritten_sets
 
     path, digest = config_path.resolve(), config_sha256(config_path)
-    runs, older, lacking = [], [], []
+    runs: list[Path] = []
+    older: list[Path] = []
+    lacking: list[Path] = []
     for stats_file in _runs_dir(config_path).glob("*/stats.json"):
         run_dir = stats_file.parent
         try:
@@ -227,31 +233,30 @@ def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
     raise ConfigError(f"no curated run of {config_path} under {_runs_dir(config_path)}: pass --data RUN_DIR")
 
 
-def _training(summary: dict, run_dir: Path) -> str:
+def _training(summary: TrainSummary, run_dir: Path) -> str:
     lines = []
-    for name, candidate in summary["candidates"].items():
+    for name, candidate in summary.candidates.items():
         prefix = "" if name == "main" else f"{name} "
-        for stage, r in candidate["stages"].items():
-            loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "-"
-            offered, dropped = r["train_rows"], r["dropped_rows"]
-            rows = f"{offered} train rows"
-            if dropped:
-                rows = f"{offered - dropped} of {rows} ({dropped} left out: too long for train.max_seq_length)"
-            lines.append(f"{prefix}{stage}: {r['steps']} steps on {rows}, train loss {loss}, adapter {r['adapter_dir']}")
-            for key, value in r.get("eval", {}).items():
+        for stage, r in candidate.stages.items():
+            loss = f"{r.train_loss:.4f}" if r.train_loss is not None else "-"
+            rows = f"{r.train_rows} train rows"
+            if r.dropped_rows:
+                rows = f"{r.train_rows - r.dropped_rows} of {rows} ({r.dropped_rows} left out: too long for train.max_seq_length)"
+            lines.append(f"{prefix}{stage}: {r.steps} steps on {rows}, train loss {loss}, adapter {r.adapter_dir}")
+            for key, value in (r.eval or {}).items():
                 lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
-        if (win := candidate.get("win_rate")) is not None and win["win_rate"] is not None:
+        if (win := candidate.win_rate) is not None and win["win_rate"] is not None:
             low, high = win["ci95"]
             lines.append(
                 f"{prefix}win-rate vs base: {win['win_rate']:.3f} (95% CI {low:.3f}-{high:.3f};"
                 f" win {win['win']} / tie {win['tie']} / loss {win['loss']})"
             )
-    if len(summary["leaderboard"]) > 1:
-        lines.append(f"leaderboard by {', then '.join(summary['select_by'])}:")
-        for row in summary["leaderboard"]:
-            figures = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float))
-            lines.append(f"  {row['rank']}. {row['name']}: {figures or 'no metrics'}")
-    lines.append(f"best: {summary['best']} -> {run_dir}/train/best")
+    if len(summary.leaderboard) > 1:
+        lines.append(f"leaderboard by {', then '.join(summary.select_by)}:")
+        for row in summary.leaderboard:
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in row.model_dump().items() if isinstance(v, float))
+            lines.append(f"  {row.rank}. {row.name}: {figures or 'no metrics'}")
+    lines.append(f"best: {summary.best} -> {run_dir}/train/best")
     lines.append(f"summary: {run_dir}/train/summary.json")
     return "\n".join(lines)
 

@@ -11,5 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # Lint first (pyproject's [tool.ruff]): a style or bug-pattern finding fails like a test.
 .venv/bin/ruff check .
+# Then the type checker on schemas curation flows training (pyproject's [tool.mypy]: its files and strictness).
+.venv/bin/mypy
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

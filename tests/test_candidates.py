@@ -98,8 +98,8 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
 def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_path: Path) -> None:
     """A candidate's dpo needs hf/preference; export wrote none (a small run without pairs):
     the check before training says so, with export's reason, before any candidate trains."""
-    from curation.core.stats import RunStats, StageStats, Totals
-    from flows.train import check_stages
+    from curation.core.stats import RunStats, StageStats, Totals, unwritten_sets
+    from training.stages import check_stages
 
     train = {"method": "sft", "candidates": [{"name": "plain"}, {"name": "paired", "method": "sft_dpo"}]}
     assert TrainConfig.model_validate(train).sets_needed() == ["preference", "sft"]
@@ -109,8 +109,12 @@ def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_
     splits = {"sft": {"train": 4, "test": 1}, "preference": {"not_written": reason}}
     export = StageStats.model_validate({"stage": "export", "in": 6, "out": 5, "removed": 1, "splits": splits})
     RunStats(stages=[export], totals=Totals(ingested=6, kept=5, rejected=1)).write(run)
+    config = TrainConfig.model_validate(train)
     with pytest.raises(TrainingInputError, match=re.escape(f"(export/hf/preference: {reason})")):
-        check_stages(TrainConfig.model_validate(train), run)
+        check_stages(config, run, unwritten_sets(run, config.sets_needed()))  # as the train flow calls it
+    # Without the run's stats (training alone): the set is still named, with the generic reason.
+    with pytest.raises(TrainingInputError, match=re.escape("(export/hf/preference: not written: curate with an")):
+        check_stages(config, run)
     assert not (run / "train").exists()
 
 
@@ -123,7 +127,7 @@ def exported_run(run: Path, shared_data: Path) -> Path:
 
 
 def test_every_stage_of_every_candidate_is_checked_before_any_trains(shared_data: Path, tmp_path: Path) -> None:
-    from flows.train import check_stages
+    from training.stages import check_stages
 
     run = exported_run(tmp_path / "run", shared_data)
     train = {"base_model": str(smollm2_dir()), "report_to": [], "max_seq_length": 1024, "dpo": {"batch_size": 1}}

@@ -113,7 +113,7 @@ def build_run(run: Path) -> None:
 
 
 def write_training(folder: Path) -> None:
-    """train/summary.json as flows/train.py writes it: two candidates, one with a GGUF check."""
+    """train/summary.json as training/candidates.py writes it: two candidates, one with a GGUF check."""
     categories = ["truncated", "empty", "repetitive", "refusal", "wrong_language", "misspelled"]
 
     def errors(tuned_repetitive: int) -> dict:
@@ -130,10 +130,13 @@ def write_training(folder: Path) -> None:
 
     def candidate(name: str, loss: float, win: float | None, gguf: dict | None = None) -> dict:
         verdicts = {"win": 2, "tie": 0, "loss": 1, "unjudged": 0} if win is not None else None
-        stages = {"sft": {"steps": 3, "train_loss": 1.9, "train_rows": 168, "dropped_rows": 85 if gguf else 0,
-                          "adapter_dir": f"/runs/x/train/{name}/sft/adapter"}}
+        stages = {"sft": {"stage": "sft", "steps": 3, "train_loss": 1.9, "eval_loss": 2.0, "tokens_per_second": None,
+                          "train_rows": 168, "dropped_rows": 85 if gguf else 0, "resumed_from": None,
+                          "adapter_dir": f"/runs/x/train/{name}/sft/adapter", "merged_dir": None}}
         return {
-            "name": name, "method": "sft", "adapter_dir": f"/runs/x/train/{name}/sft/adapter", "stages": stages,
+            "name": name, "fingerprint": "0123456789abcdef", "method": "sft",
+            "adapter_dir": f"/runs/x/train/{name}/sft/adapter", "stages": stages,
+            "seconds": {"stages": 9.5, "evaluate": 2.0, "judge": 1.5},
             "metrics": {"eval_loss": loss, "rouge_l": 0.31, "bertscore": 0.55, "win_rate": win},
             "base_metrics": {"eval_loss": 2.9, "rouge_l": 0.2, "bertscore": 0.5},
             "win_rate": None if win is None else {

@@ -10,13 +10,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from datasets import Dataset
+import yaml
+from datasets import Dataset, DatasetDict
 from peft import PeftModel
 from pydantic import ValidationError
 from safetensors.torch import load_file
@@ -25,7 +29,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from schemas.bundled import bundled_smollm2_gguf, cache_dir, smollm2_dir, smollm2_tokenizer_dir
 from schemas.config import format_errors
 from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
+from schemas.train_result import CandidateResult, StageResult, TrainSummary
 from training import hardware, sft
+from training.candidates import summarize, train_candidate
 from training.common import RowCounts, TrainOutcome, run
 from training.dpo import build_dpo_trainer, preference_inputs, train_dpo, train_orpo
 from training.gguf_export import export_and_verify, export_gguf
@@ -728,3 +734,58 @@ def test_gpu_check_builds_the_three_sizes_and_estimates_them() -> None:
     seven = gpu_check.estimate("7B", "sft")
     assert 4 < seven["weights"] < 5 and seven["total"] < 139  # NF4 weights; fits one H200
     assert gpu_check.estimate("0.5B", "dpo")["total"] < seven["total"]
+
+
+# ---- training without Prefect: the entries and the candidate orchestration ------------------------
+
+
+def exported_sft(run: Path, shared_data: Path) -> Path:
+    """A curated run's exported SFT set as `curate run` writes it: 4 GSM8K conversations, 2 held out."""
+    DatasetDict({"train": sft_data(shared_data, 4), "test": sft_data(shared_data, 2)}).save_to_disk(
+        str(run / "export" / "hf" / "sft")
+    )
+    return run
+
+
+def test_python_m_training_sft_trains_evaluates_and_writes_its_result(
+    base: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """`python -m training.sft CONFIG --data RUN_DIR` trains where the train flow would, without
+    Prefect; train_candidate then reuses that stage (resumed at its last step) and its evaluation,
+    and a second call finds the candidate finished."""
+    run = exported_sft(tmp_path / "run", shared_data)
+    (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
+    train = {**config(base).model_dump(exclude_unset=True), "eval": {"rouge_sample": 1, "max_new_tokens": 4}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [{"path": str(tmp_path / "in.jsonl")}], "train": train}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+
+    def entry(name: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", f"training.{name}", str(path), "--data", str(run)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    done = entry("sft")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = StageResult.model_validate_json((run / "train" / "sft" / "stage.json").read_text())
+    assert result.stage == "sft" and result.steps == 2 and result.adapter_dir == run / "train" / "sft" / "adapter"
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert result.eval is not None and result.eval["rouge_samples"] == 1 and result.eval_loss == result.eval["eval_loss_after"]
+    assert (run / "train" / "sft" / "generations.json").is_file()
+    assert f"result: {run / 'train' / 'sft' / 'stage.json'}" in done.stdout
+    # The method has no preference stage: one message, exit 2, nothing trained.
+    refused = entry("dpo")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("training: error:") == 1  # (bitsandbytes may warn on import, above it)
+    assert refused.stderr.strip().endswith("training: error: train.method: sft runs sft, no dpo stage")
+
+    section = TrainConfig.model_validate(train)
+    first = train_candidate(section, "main", run)
+    assert first.stages["sft"].steps == 2 and first.stages["sft"].resumed_from == run / "train" / "sft" / "checkpoint-2"
+    assert first.metrics.eval_loss == first.stages["sft"].eval["eval_loss_after"]  # the stage's evaluation, reused
+    assert first.win_rate is None and first.errors is None  # no judge: training knows no jury
+    assert CandidateResult.read(run / "train" / "result.json") == first
+    written = (run / "train" / "result.json").stat().st_mtime_ns
+    assert train_candidate(section, "main", run) == first and (run / "train" / "result.json").stat().st_mtime_ns == written
+    summary = summarize(section, run, {"main": first})
+    assert TrainSummary.read(run / "train" / "summary.json") == summary and summary.best == "main"
+    assert (run / "train" / "best").resolve() == result.adapter_dir.resolve()

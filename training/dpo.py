@@ -136,3 +136,11 @@ def train_orpo(
     )
     trainer = ORPOTrainer(args=args, **trainer_parts(cfg, params, inputs, device))
     return run(trainer, cfg, "orpo", output_dir, resume, inputs.counts)
+
+
+if __name__ == "__main__":  # python -m training.dpo CONFIG --data RUN_DIR (training/cli.py)
+    import sys
+
+    from training.cli import main
+
+    sys.exit(main("dpo"))

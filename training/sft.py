@@ -113,3 +113,11 @@ def train_sft(
     `final_eval=False`: no evaluation after the last step (the caller evaluates the adapter)."""
     trainer, counts = build_sft_trainer(cfg, train, eval, output_dir)
     return run(trainer, cfg, "sft", output_dir, resume, counts, final_eval)
+
+
+if __name__ == "__main__":  # python -m training.sft CONFIG --data RUN_DIR (training/cli.py)
+    import sys
+
+    from training.cli import main
+
+    sys.exit(main("sft"))

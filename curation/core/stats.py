@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.core.corpus import atomic_path
 from schemas.base import StageFailed
 from schemas.execution import ExecutionConfig
-from schemas.export import ExportedSet, exported_sets
+from schemas.export import NOT_EXPORTED, ExportedSet, exported_sets
 
 STATS_FILE = "stats.json"
 INVARIANT = "ingested + generated == kept + rejected"
@@ -102,7 +102,7 @@ def unwritten_sets(run_dir: Path, kinds: list[str]) -> dict[str, str]:
         if not (run_dir / "export" / "hf" / kind).is_dir():
             known = sets.get(kind)
             why = known.not_written if known and not known.written else None
-            missing[kind] = why or "not written: curate with an `export:` section first"
+            missing[kind] = why or NOT_EXPORTED
     return missing
 
 

@@ -31,6 +31,7 @@ from markupsafe import Markup, escape
 from curation.core.stats import RunStats, StageStats
 from curation.dedup.siblings import STAT
 from schemas.export import exported_sets
+from schemas.train_result import TrainSummary
 
 REPORT = "report.html"
 TEMPLATE = "report.html.jinja"
@@ -650,21 +651,19 @@ def _source_path() -> pl.Expr:
 
 
 def _training(path: Path) -> dict | None:
-    """train/summary.json (flows/train.py): the leaderboard with a chart of the deciding metric,
-    and per candidate its win-rate against the base and the error analysis of both sides."""
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    if "leaderboard" not in summary:  # written before candidates were ranked
-        return None
-    metric = summary["select_by"][0]
-    board = [row for row in summary["leaderboard"] if row.get(metric) is not None]
-    bars = [(row["name"], f"{row['name']} {metric}", float(row[metric])) for row in board]
+    """train/summary.json (training/candidates.py): the leaderboard with a chart of the deciding
+    metric, and per candidate its win-rate against the base and the error analysis of both sides."""
+    if not path.is_file() or "leaderboard" not in json.loads(path.read_text(encoding="utf-8")):
+        return None  # no training, or a summary written before candidates were ranked
+    summary: TrainSummary = TrainSummary.read(path)
+    metric = summary.select_by[0]
+    values = [(row.name, row.model_dump()[metric]) for row in summary.leaderboard]
+    bars = [(name, f"{name} {metric}", float(value)) for name, value in values if value is not None]
     return {
         "summary": summary,
         "metric": metric,
         "chart": bar_chart(bars, "c-train", metric) if bars else None,
-        "candidates": list(summary["candidates"].values()),
+        "candidates": list(summary.candidates.values()),
     }
 
 
