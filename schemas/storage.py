@@ -37,7 +37,7 @@ def is_remote(path: object) -> bool:
     if isinstance(path, RemotePath):
         return True
     match = _URL.match(path) if isinstance(path, str) else None
-    return bool(match) and match.group(1).lower() not in ("file", "local")
+    return match is not None and match.group(1).lower() not in ("file", "local")
 
 
 def as_path(path: str | Path | RemotePath) -> Path | RemotePath:

@@ -26,6 +26,7 @@ from curation.ingest.readers import _READERS, TextDecoding, _Row, compression, d
 from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id, map_columns
 from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, output_overlap, skipped_in_dir
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
+from schemas.storage import RemotePath
 
 STAGE = "ingest"
 SAMPLE_ROWS = 200  # rows per file `curate validate` reads
@@ -100,7 +101,7 @@ class IngestResult:
 
 
 def check_inputs(
-    inputs: list[InputSpec], sample: bool = False, base: Path | None = None, outputs: tuple[Path, ...] = ()
+    inputs: list[InputSpec], sample: bool = False, base: Path | None = None, outputs: tuple[Path | RemotePath, ...] = ()
 ) -> list[FileReport]:
     """Expand every input and resolve every file's format; raise ConfigError before any work.
 

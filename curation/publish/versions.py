@@ -47,7 +47,7 @@ def version_name(number: int) -> str:
     return f"v{number:04d}"
 
 
-def latest_version(publish_dir: str | Path) -> int | None:
+def latest_version(publish_dir: str | Path | RemotePath) -> int | None:
     """The number LATEST points at, or None before the first publish. Version folders without a
     LATEST are not "nothing published": a first publish killed before LATEST, or a removed
     pointer, cannot be told apart, so a ConfigError (exit 2) names them."""
@@ -69,15 +69,15 @@ def latest_version(publish_dir: str | Path) -> int | None:
     return int(match.group(1))
 
 
-def version_dir(publish_dir: str | Path, number: int) -> Path:
-    return as_path(publish_dir) / version_name(number)  # type: ignore[return-value]
+def version_dir(publish_dir: str | Path | RemotePath, number: int) -> Path | RemotePath:
+    return as_path(publish_dir) / version_name(number)
 
 
 @dataclass
 class Version:
     """A published version: its records and manifest; indexes load (or rebuild) on demand."""
 
-    dir: Path
+    dir: Path | RemotePath
     number: int
     kept: pl.DataFrame
     manifest: dict
@@ -126,13 +126,13 @@ def load_version(publish_dir: str | Path, number: int | None = None) -> Version 
 
 
 def publish(
-    publish_dir: str | Path,
+    into: str | Path | RemotePath,
     run_dir: str | Path,
     config: CurateConfig,
     previous: Version | None,
     inputs: list[Path] | None = None,
     progress: bool = False,
-) -> Path:
+) -> Path | RemotePath:
     """Publish version n+1 from the run's kept.parquet on top of `previous` (version n, the
     one the run deduped against; None for the first version). Returns the new version's dir.
 
@@ -144,7 +144,7 @@ def publish(
     uploaded under a temporary prefix `.vNNNN.<random>/`, copied (server-side) to `vNNNN/` with
     its manifest last, and made visible by the one final write of LATEST.
     """
-    publish_dir, run_dir = as_path(publish_dir), Path(run_dir)
+    publish_dir, run_dir = as_path(into), Path(run_dir)
     publish_dir.mkdir(parents=True, exist_ok=True)
     parent = previous.number if previous else None
     if latest_version(publish_dir) != parent:
@@ -160,8 +160,7 @@ def publish(
     kept = pl.concat([old_kept, run_kept])
     number = max([parent or 0, *_existing_versions(publish_dir)]) + 1
     final = version_dir(publish_dir, number)
-    remote = isinstance(publish_dir, RemotePath)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=None if remote else publish_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=None if isinstance(publish_dir, RemotePath) else publish_dir))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a published version is for readers
         kept.write_parquet(tmp / "kept.parquet")
@@ -193,7 +192,7 @@ def publish(
             "files": {str(p.relative_to(tmp)): sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         _write_json(tmp / "manifest.json", manifest)
-        if remote:
+        if isinstance(final, RemotePath):
             _upload_version(tmp, final)
         else:
             os.rename(tmp, final)  # fails if the name is taken: never overwrite a version
@@ -221,7 +220,7 @@ def _upload_version(local: Path, final: RemotePath) -> None:
         staging.rmtree()
 
 
-def _existing_versions(publish_dir: Path) -> list[int]:
+def _existing_versions(publish_dir: Path | RemotePath) -> list[int]:
     """Numbers of version dirs, including any a crashed publish left without moving LATEST."""
     if not publish_dir.is_dir():
         return []

@@ -53,7 +53,7 @@ def ifd_scores(
     if not tokenizer.chat_template:
         raise StageFailed(f"select.ifd: the tokenizer of {model_dir} has no chat template to render instructions with")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, device_map=device).eval()
     conditioned, unconditioned = sequences(tokenizer, prompts, answers, max_tokens)
     losses = answer_losses(model, conditioned + unconditioned, batch_size, progress, str(model_dir))
     cond, uncond = losses[: len(answers)], losses[len(answers) :]

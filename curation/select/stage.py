@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 import polars as pl
 
+from curation.core.corpus import Source, collect
 from curation.core.stage import Stage, StageResult, split_rejects
 from curation.core.text import text_view
 from curation.dedup.encoders import encoder_identity, load_encoder
@@ -51,7 +52,8 @@ def build_select_stage(
     """`tokenizer`/`chat_template`: what export renders with; `ifd_model`: the causal LM's
     directory for IFD (None = the bundled SmolLM2)."""
 
-    def run(records: pl.DataFrame) -> StageResult:
+    def run(source: Source) -> StageResult:
+        records = collect(source)
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
 
