@@ -21,6 +21,7 @@ float32 vectors stay in the file.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +38,16 @@ TRAIN_PER_LIST = 40  # training vectors per list (faiss asks for 39): 160 MB at 
 QUERY_ROWS = 1024  # queries whose candidates are re-scored at a time (16 MB of candidate vectors)
 
 Rows = Callable[[np.ndarray], np.ndarray]  # keys -> their float32 vectors
+
+
+def release_freed_heap() -> None:
+    """Hand memory freed to the C heap back to the OS (glibc; elsewhere nothing). The IVF lists
+    are many heap blocks; once the index is dropped they stay resident, and neither numpy's large
+    arrays, Python's objects nor polars' allocator reuse them."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class KeptIndex:
@@ -103,7 +114,10 @@ class KeptIndex:
     def _append_exact(self, keys: np.ndarray, block: np.ndarray) -> None:
         need = self._count + len(keys)
         if need > len(self._buffer):
-            self._buffer = np.resize(self._buffer, (max(need, 2 * len(self._buffer), 1024), self.dim))
+            # Doubling, but never past exact_rows: the block that crosses it is held exactly
+            # (the buffer is dropped for the IVF index right after), not in a buffer of twice that.
+            grown = max(need, min(2 * len(self._buffer), self.exact_rows), 1024)
+            self._buffer = np.resize(self._buffer, (grown, self.dim))
         self._buffer[self._count : need] = block
         self._append_keys(keys)
 
@@ -125,6 +139,7 @@ class KeptIndex:
         keys = self._keys[: self._count]
         lists = self._lists(len(keys))
         self._ivf = None  # the old lists go before the new ones are trained: one index at a time
+        release_freed_heap()  # training's large arrays are mapped anew, they would not reuse it
         index = faiss.IndexIVFScalarQuantizer(
             faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
