@@ -145,7 +145,7 @@ class KeptIndex:
         )
         index.cp.seed = 0  # the same lists on every run and engine
         sample = keys[:: max(1, len(keys) // (TRAIN_PER_LIST * lists))]
-        index.train(self._read(sample))
+        train_sq_ivf(index, self._read(sample))
         del sample
         index.nprobe = min(PROBES, lists)
         for lo in range(0, len(keys), ADD_ROWS):
@@ -179,3 +179,30 @@ class KeptIndex:
         key[hit] = candidates[hit, best[hit]]
         cosine[hit] = top[hit]
         return key, cosine
+
+
+def train_sq_ivf(index, x: np.ndarray) -> None:
+    """What faiss's `IndexIVFScalarQuantizer.train(x)` does, to the bit, without the copies of
+    the training set it holds beside `x`: k-means lists on `x`, then the 8-bit range (per
+    dimension, min to max) of the residuals of a seeded subsample of `train_encoder_num_vectors`
+    rows, read here a chunk at a time. faiss copies the subsample, its residuals and their
+    transpose (~300 MB at 4,096 lists of 256 dimensions)."""
+    import faiss
+
+    if not (index.by_residual and index.sq.rangestat == faiss.ScalarQuantizer.RS_minmax and index.sq.rangestat_arg == 0
+            and index.sq.qtype == faiss.ScalarQuantizer.QT_8bit):
+        raise ValueError("train_sq_ivf reproduces faiss's training for 8-bit min-max residual codes only")
+    n, dim = x.shape
+    index.train_q1(n, faiss.swig_ptr(x), False, index.metric_type)
+    rows = np.arange(n, dtype=np.int32)
+    if n > index.train_encoder_num_vectors():  # faiss's fvecs_maybe_subsample (seed 1234)
+        faiss.rand_perm(faiss.swig_ptr(rows), n, 1234)
+        rows = rows[: index.train_encoder_num_vectors()]
+    low, high = np.full(dim, np.inf, np.float32), np.full(dim, -np.inf, np.float32)
+    for lo in range(0, len(rows), ADD_ROWS // 8):
+        chunk = x[rows[lo : lo + ADD_ROWS // 8]]
+        _, lists = index.quantizer.search(chunk, 1)
+        residuals = chunk - index.quantizer.reconstruct_batch(lists.ravel())
+        low, high = np.minimum(low, residuals.min(axis=0)), np.maximum(high, residuals.max(axis=0))
+    faiss.copy_array_to_vector(np.concatenate([low, high - low]), index.sq.trained)
+    index.is_trained = True
