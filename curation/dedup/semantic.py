@@ -27,6 +27,7 @@ candidate answers for a pair, not duplicates.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -235,8 +236,9 @@ class EmbeddingFile:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The embeddings at `rows`, in that order. Many increasing rows (rebuilding the search
-        index) are read a block at a time; others through a memory map opened for this read
-        only, so the pages a long search touches are not held by this process."""
+        index) are read a block at a time; others one by one (pread). Not through a memory map:
+        the kernel maps the cached pages around each one touched, so re-scoring 16k candidates
+        mapped most of a 1 GB file into the process at once."""
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
         if len(rows) > READ_ROWS and (np.diff(rows) > 0).all():
@@ -245,11 +247,16 @@ class EmbeddingFile:
                 a, b = np.searchsorted(rows, [lo, lo + len(block)])
                 out[a:b] = block[rows[a:b] - lo]
             return out
-        mapped = np.memmap(self.path, np.float32, "r", shape=(self.rows, self.dim))
+        unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), self.dim), np.float32)
+        view, size = memoryview(out).cast("B"), self.dim * 4
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            return np.asarray(mapped[rows])  # fancy indexing copies: nothing refers to the map after
+            for k, row in enumerate(unique.tolist()):
+                os.preadv(fd, [view[k * size : (k + 1) * size]], row * size)
         finally:
-            del mapped
+            os.close(fd)
+        return out[inverse]
 
 
 def greedy_duplicates(
