@@ -285,6 +285,28 @@ def test_semantic_keeps_the_same_task_in_two_programming_languages(shared_data: 
     assert check(records, build_semantic_stage(SemanticDedup(verify=False), progress=False)(records)) == {"c1": "c0"}
 
 
+def test_semantic_decisions_do_not_depend_on_how_many_pairs_are_verified_at_once(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000 real instructions with the planted task changes after them, searched by the IVF index
+    # (small blocks, so it takes over early); verify reads its pairs a few at a time or all at once.
+    from curation.dedup import semantic
+
+    data = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())
+    celsius, fahrenheit = DIFFERENT_TASKS["direction"]
+    planted = [*DIFFERENT_TASKS["antonym"], celsius, fahrenheit, SAME_TASK[1]]
+    records = frame([r["instruction"] for r in data[:1000]] + planted)
+    monkeypatch.setattr(semantic, "BLOCK_ROWS", 128)
+    stage = build_semantic_stage(SemanticDedup(search="ivf"), progress=False)
+    monkeypatch.setattr(semantic, "VERIFY_PAIRS", 3)
+    chunked = stage(records)
+    monkeypatch.setattr(semantic, "VERIFY_PAIRS", records.height)
+    whole = stage(records)
+    assert chunked.kept.equals(whole.kept) and chunked.rejected.equals(whole.rejected)
+    assert chunked.extra == whole.extra and whole.extra["search"].startswith("exact, then ivf from ")
+    assert whole.extra["kept_as_different_task"]["direction"] >= 1 and len(check(records, whole)) > 10
+
+
 @pytest.mark.parametrize(
     ("a", "b", "why"),
     [

@@ -89,6 +89,31 @@ def test_the_ivf_lists_are_rebuilt_as_the_kept_set_grows_and_still_find_near_cop
     np.testing.assert_allclose(cosine[found == picked], np.einsum("ij,ij->i", near, vectors[picked])[found == picked], atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [5_000, 110_000])  # faiss trains the codes on a subsample past 100,000
+def test_the_lists_are_trained_as_faiss_trains_them(n: int) -> None:
+    import faiss
+
+    vectors = planted(n, dim=16, seed=5)
+
+    def index():
+        ivf = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(16), 16, 32, faiss.ScalarQuantizer.QT_8bit,
+                                            faiss.METRIC_INNER_PRODUCT)
+        ivf.cp.seed, ivf.nprobe = 0, 4
+        return ivf
+
+    theirs, ours = index(), index()
+    theirs.train(vectors)
+    search.train_sq_ivf(ours, vectors)
+    assert ours.is_trained
+    np.testing.assert_array_equal(faiss.vector_to_array(ours.sq.trained), faiss.vector_to_array(theirs.sq.trained))
+    np.testing.assert_array_equal(ours.quantizer.reconstruct_n(0, 32), theirs.quantizer.reconstruct_n(0, 32))
+    for ivf in (theirs, ours):
+        ivf.add_with_ids(vectors[:3000], np.arange(3000))
+    queries = planted(500, dim=16, seed=6)
+    for a, b in zip(theirs.search(queries, 16), ours.search(queries, 16), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_published_lookup_finds_the_closest_match_exact_and_by_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
     published = planted(6000, seed=1)
     new = np.concatenate([published[[10, 4000, 5999]], planted(40, seed=2)])

@@ -21,6 +21,7 @@ float32 vectors stay in the file.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +38,16 @@ TRAIN_PER_LIST = 40  # training vectors per list (faiss asks for 39): 160 MB at 
 QUERY_ROWS = 1024  # queries whose candidates are re-scored at a time (16 MB of candidate vectors)
 
 Rows = Callable[[np.ndarray], np.ndarray]  # keys -> their float32 vectors
+
+
+def release_freed_heap() -> None:
+    """Hand memory freed to the C heap back to the OS (glibc; elsewhere nothing). The IVF lists
+    are many heap blocks; once the index is dropped they stay resident, and neither numpy's large
+    arrays, Python's objects nor polars' allocator reuse them."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class KeptIndex:
@@ -103,7 +114,10 @@ class KeptIndex:
     def _append_exact(self, keys: np.ndarray, block: np.ndarray) -> None:
         need = self._count + len(keys)
         if need > len(self._buffer):
-            self._buffer = np.resize(self._buffer, (max(need, 2 * len(self._buffer), 1024), self.dim))
+            # Doubling, but never past exact_rows: the block that crosses it is held exactly
+            # (the buffer is dropped for the IVF index right after), not in a buffer of twice that.
+            grown = max(need, min(2 * len(self._buffer), self.exact_rows), 1024)
+            self._buffer = np.resize(self._buffer, (grown, self.dim))
         self._buffer[self._count : need] = block
         self._append_keys(keys)
 
@@ -125,12 +139,13 @@ class KeptIndex:
         keys = self._keys[: self._count]
         lists = self._lists(len(keys))
         self._ivf = None  # the old lists go before the new ones are trained: one index at a time
+        release_freed_heap()  # training's large arrays are mapped anew, they would not reuse it
         index = faiss.IndexIVFScalarQuantizer(
             faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
         index.cp.seed = 0  # the same lists on every run and engine
         sample = keys[:: max(1, len(keys) // (TRAIN_PER_LIST * lists))]
-        index.train(self._read(sample))
+        train_sq_ivf(index, self._read(sample))
         del sample
         index.nprobe = min(PROBES, lists)
         for lo in range(0, len(keys), ADD_ROWS):
@@ -164,3 +179,30 @@ class KeptIndex:
         key[hit] = candidates[hit, best[hit]]
         cosine[hit] = top[hit]
         return key, cosine
+
+
+def train_sq_ivf(index, x: np.ndarray) -> None:
+    """What faiss's `IndexIVFScalarQuantizer.train(x)` does, to the bit, without the copies of
+    the training set it holds beside `x`: k-means lists on `x`, then the 8-bit range (per
+    dimension, min to max) of the residuals of a seeded subsample of `train_encoder_num_vectors`
+    rows, read here a chunk at a time. faiss copies the subsample, its residuals and their
+    transpose (~300 MB at 4,096 lists of 256 dimensions)."""
+    import faiss
+
+    if not (index.by_residual and index.sq.rangestat == faiss.ScalarQuantizer.RS_minmax and index.sq.rangestat_arg == 0
+            and index.sq.qtype == faiss.ScalarQuantizer.QT_8bit):
+        raise ValueError("train_sq_ivf reproduces faiss's training for 8-bit min-max residual codes only")
+    n, dim = x.shape
+    index.train_q1(n, faiss.swig_ptr(x), False, index.metric_type)
+    rows = np.arange(n, dtype=np.int32)
+    if n > index.train_encoder_num_vectors():  # faiss's fvecs_maybe_subsample (seed 1234)
+        faiss.rand_perm(faiss.swig_ptr(rows), n, 1234)
+        rows = rows[: index.train_encoder_num_vectors()]
+    low, high = np.full(dim, np.inf, np.float32), np.full(dim, -np.inf, np.float32)
+    for lo in range(0, len(rows), ADD_ROWS // 8):
+        chunk = x[rows[lo : lo + ADD_ROWS // 8]]
+        _, lists = index.quantizer.search(chunk, 1)
+        residuals = chunk - index.quantizer.reconstruct_batch(lists.ravel())
+        low, high = np.minimum(low, residuals.min(axis=0)), np.maximum(high, residuals.max(axis=0))
+    faiss.copy_array_to_vector(np.concatenate([low, high - low]), index.sq.trained)
+    index.is_trained = True

@@ -27,6 +27,7 @@ candidate answers for a pair, not duplicates.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
 from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
-from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex
+from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex, release_freed_heap
 from curation.dedup.siblings import STAT, spare_siblings
 from curation.dedup.verify import different_task
 from schemas.config import SemanticDedup
@@ -52,6 +53,7 @@ BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
 READ_ROWS = 16_384  # embeddings read from the file at a time when many rows are read in order
 SHARED_MIN_RECORDS = 3  # a line must be in at least this many records to count as shared
 SHARED_SAMPLE_ROWS = 10_000  # shared lines are counted in the first this many records
+VERIFY_PAIRS = 32_768  # removals whose pair texts are read at a time to verify them (~40 MB)
 
 
 def build_semantic_stage(
@@ -83,6 +85,7 @@ def build_semantic_stage(
                 embeddings.append(vectors)
             rows = np.concatenate(row_parts).astype(np.int64)
             kept_as, sim, search = greedy_kept(embeddings, cfg.threshold, _exact_rows(cfg, embeddings.rows), progress)
+            release_freed_heap()  # the index's lists, freed, would stay resident under what follows
             root = np.arange(records.height)
             root[rows] = rows[kept_as]
             cosine = np.zeros(records.height, np.float32)
@@ -147,22 +150,26 @@ def verify_pairs(
     both kept apart from its reversed twin are still one. A later record is not compared with
     them again (it may stay: a missed removal, never a wrong one)."""
     at = np.flatnonzero(root != np.arange(records.height))
-    if not len(at):
-        return {}
-    rows = np.unique(np.concatenate([at, root[at]]))  # take() reads sorted rows
-    texts = without_lines(take(records, rows, text_view(cfg.view)), shared).to_list()
-    released: dict[int, str] = {}  # index into rows -> why it was kept
-    for i, j in zip(np.searchsorted(rows, at), np.searchsorted(rows, root[at]), strict=True):
-        why = different_task(texts[i], texts[j])
-        if why is not None:
-            root[rows[i]], cosine[rows[i]], released[int(i)] = rows[i], 0, why
+    released: dict[int, str] = {}  # row -> why it was kept, in row order
+    texts: dict[int, str] = {}  # the released rows' texts
+    # A chunk of pairs at a time: the texts of every pair at once grow with the corpus.
+    for lo in range(0, len(at), VERIFY_PAIRS):
+        pairs = at[lo : lo + VERIFY_PAIRS]
+        rows = np.unique(np.concatenate([pairs, root[pairs]]))  # take() reads sorted rows
+        chunk = without_lines(take(records, rows, text_view(cfg.view)), shared).to_list()
+        for i, j in zip(np.searchsorted(rows, pairs), np.searchsorted(rows, root[pairs]), strict=True):
+            why = different_task(chunk[i], chunk[j])
+            if why is not None:
+                row = int(rows[i])
+                root[row], cosine[row], released[row], texts[row] = row, 0, why, chunk[i]
+        del chunk
     kept = list(released)
     if len(kept) > 1:
-        kept_as, sim = greedy_duplicates(vectors(rows[kept]), cfg.threshold)
+        kept_as, sim = greedy_duplicates(vectors(np.array(kept)), cfg.threshold)
         for k, m in enumerate(kept_as):
             i, j = kept[k], kept[m]
             if m != k and different_task(texts[i], texts[j]) is None:
-                root[rows[i]], cosine[rows[i]] = rows[j], sim[k]
+                root[i], cosine[i] = j, sim[k]
                 del released[i]
     return dict(sorted(Counter(released.values()).items()))
 
@@ -229,8 +236,9 @@ class EmbeddingFile:
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The embeddings at `rows`, in that order. Many increasing rows (rebuilding the search
-        index) are read a block at a time; others through a memory map opened for this read
-        only, so the pages a long search touches are not held by this process."""
+        index) are read a block at a time; others one by one (pread). Not through a memory map:
+        the kernel maps the cached pages around each one touched, so re-scoring 16k candidates
+        mapped most of a 1 GB file into the process at once."""
         if not len(rows):
             return np.zeros((0, self.dim), np.float32)
         if len(rows) > READ_ROWS and (np.diff(rows) > 0).all():
@@ -239,11 +247,16 @@ class EmbeddingFile:
                 a, b = np.searchsorted(rows, [lo, lo + len(block)])
                 out[a:b] = block[rows[a:b] - lo]
             return out
-        mapped = np.memmap(self.path, np.float32, "r", shape=(self.rows, self.dim))
+        unique, inverse = np.unique(rows, return_inverse=True)
+        out = np.empty((len(unique), self.dim), np.float32)
+        view, size = memoryview(out).cast("B"), self.dim * 4
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            return np.asarray(mapped[rows])  # fancy indexing copies: nothing refers to the map after
+            for k, row in enumerate(unique.tolist()):
+                os.preadv(fd, [view[k * size : (k + 1) * size]], row * size)
         finally:
-            del mapped
+            os.close(fd)
+        return out[inverse]
 
 
 def greedy_duplicates(
