@@ -249,7 +249,7 @@ class EmbeddingFile:
             return out
         unique, inverse = np.unique(rows, return_inverse=True)
         out = np.empty((len(unique), self.dim), np.float32)
-        view, size = memoryview(out).cast("B"), self.dim * 4
+        view, size = memoryview(out.data).cast("B"), self.dim * 4
         fd = os.open(self.path, os.O_RDONLY)
         try:
             for k, row in enumerate(unique.tolist()):
