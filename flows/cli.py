@@ -22,7 +22,7 @@ from curation.report.validate import ValidationFailed
 from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
-from schemas.storage import SECRET_ENV, as_path
+from schemas.storage import SECRET_ENV, RemotePath, as_path, check_reachable
 from schemas.train_result import TrainSummary
 
 EXIT_CONFIG = 2
@@ -32,6 +32,7 @@ FLOW_COMMANDS = {"run", "train", "all", "serve"}  # commands that talk to a Pref
 OUT_HELP = (
     "run directory (default: a new runs/<config>-<time> beside the config, per invocation). Re-running an"
     " unchanged config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
+    " (an s3:// URL too, from another machine)"
 )
 FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
 
@@ -47,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
     train.add_argument("config", type=Path)
     train.add_argument(
-        "--data", type=Path,
-        help="curated run directory (default: the latest run under runs/ beside CONFIG made from this very config file)",
+        "--data", type=as_path,
+        help="curated run directory or its URL"
+        " (default: the latest run under runs/ beside CONFIG made from this very config file)",
     )
     train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     everything = commands.add_parser("all", help="curate, then train: one command")
@@ -140,6 +142,10 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     if config.train is None:
         raise ConfigError(f"{config_path}: no `train:` section to train with")
     data = data or _latest_run_dir(config_path, config.train.sets_needed())
+    if isinstance(data, RemotePath):  # pulled into a staging folder by the flow: checked before that
+        check_reachable(data, "--data", must_exist=True)
+        if not (data / "stats.json").is_file():
+            raise ConfigError(f"--data {data}: not a run directory (no stats.json)")
     lifecycle.prepare_prefect()
     from flows.train import train_flow
 

@@ -22,6 +22,7 @@ from prefect.states import Cancelled, Failed, State
 
 import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
+from curation.core.mirror import RunMirror
 from curation.core.preflight import preflight
 from curation.core.run import Call, CurationRun
 from curation.core.stats import RunFailed, RunStats, check_kept
@@ -34,7 +35,7 @@ from flows import lifecycle
 from flows.artifacts import ProgressArtifact, keys, publish_run
 from schemas.base import ConfigError, StageFailed
 from schemas.config import CurateConfig, load_config
-from schemas.storage import as_path
+from schemas.storage import as_path, is_remote
 from schemas.validation import ValidationConfig
 
 
@@ -125,7 +126,7 @@ def expand_out_dir(pattern: str) -> Path:
     runs caught up together) each get their own, the later ones as `<name>-2`, `<name>-3`, ..."""
     if "{time}" not in pattern:
         return Path(pattern)
-    stamp = flow_run_info.scheduled_start_time.astimezone().strftime("%Y%m%d-%H%M%S")
+    stamp = _stamp()
     first = claimed = Path(pattern.replace("{time}", stamp))
     taken = 1
     while True:
@@ -135,6 +136,10 @@ def expand_out_dir(pattern: str) -> Path:
         except FileExistsError:
             taken += 1
             claimed = first.with_name(f"{first.name}-{taken}")
+
+
+def _stamp() -> str:
+    return flow_run_info.scheduled_start_time.astimezone().strftime("%Y%m%d-%H%M%S")
 
 
 def _done(state: State):
@@ -157,12 +162,14 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     logger = get_run_logger()
     lifecycle.quiet_expected_tracebacks()  # also in a served run's own process
     config = load_config(config_path)
-    out = expand_out_dir(out_dir)
-    claimed = out if "{time}" in out_dir else None  # this run's own new folder
+    # A URL: the run works in a local staging folder that the mirror keeps the URL up to date with.
+    mirror = RunMirror.of(out_dir.replace("{time}", _stamp()) if "{time}" in out_dir else out_dir) if is_remote(out_dir) else None
+    out = mirror.local if mirror else expand_out_dir(out_dir)
+    claimed = out if "{time}" in out_dir and not mirror else None  # this run's own new folder
     steps: list[str] = []
     try:
         with lifecycle.interruptible(), lifecycle.writing(out):
-            return _curate(config, config_path, out, progress, fresh, steps, logger)
+            return _curate(config, config_path, out, progress, fresh, steps, logger, mirror)
     except StageFailed as exc:  # logged where it was raised
         return Failed(message=str(exc), data=exc)
     except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
@@ -175,10 +182,14 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     finally:
         if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
             claimed.rmdir()  # a served tick that found nothing to do leaves no empty folder
+        if mirror is not None and mirror.started:  # the run files, also of a failed or interrupted run
+            with lifecycle.writing(mirror.url):
+                mirror.push_run()
 
 
 def _curate(
-    config: CurateConfig, config_path: str, out: Path, progress: bool, fresh: bool, steps: list[str], logger: Any
+    config: CurateConfig, config_path: str, out: Path, progress: bool, fresh: bool, steps: list[str], logger: Any,
+    mirror: RunMirror | None = None,
 ) -> dict | Failed:
     """The flow's work; `steps` collects the names of the finished steps (for INTERRUPTED)."""
     with ExitStack() as held:
@@ -198,7 +209,9 @@ def _curate(
                 logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")
                 return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
         (out / lifecycle.INTERRUPTED).unlink(missing_ok=True)  # a rerun into an interrupted run resumes it
-        run = CurationRun(config, out, progress, previous)
+        if mirror is not None:
+            (mirror.url / lifecycle.INTERRUPTED).unlink(missing_ok=True)
+        run = CurationRun(config, out, progress, previous, mirror=mirror)
 
         def around(call: Call) -> Any:
             """Each step of the run as a Prefect task; a stage that stopped ends the run here (nothing

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
+from curation.core.mirror import RunMirror
 from curation.core.stats import unwritten_sets
 from curation.evaluation.errors import error_analysis
 from curation.evaluation.winrate import win_rate
@@ -103,7 +104,22 @@ def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = Tru
 def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bool = False) -> TrainSummary | State:
     """Train and evaluate every candidate (or the train section alone) on RUN_DIR's exported
     sets, rank them by train.select_by, link the winner's adapter as train/best, write
-    train/summary.json, the leaderboard artifact and the report's training section."""
+    train/summary.json, the leaderboard artifact and the report's training section.
+
+    RUN_DIR may be a URL: its run files (train/ included: a resumed sweep continues from the
+    checkpoints another machine uploaded) are pulled into a local staging folder, and train/
+    and the report pushed back (train/best, a link, stays local: summary.json names the winner)."""
+    mirror = RunMirror.of(run_dir)
+    if mirror is None:
+        return _train(config_path, run_dir, resume, progress)
+    local = str(mirror.pull_run())
+    try:
+        return _train(config_path, local, resume, progress)
+    finally:
+        mirror.push_run(only=("train", "report.html"))
+
+
+def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> TrainSummary | State:
     config: CurateConfig = load_config(config_path)
     if config.train is None:
         raise TrainingInputError(f"{config_path}: no `train:` section")

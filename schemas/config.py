@@ -659,7 +659,7 @@ def input_refusal(path: Path, outputs: Sequence[Path] = ()) -> str | None:
         if real.is_relative_to(root):
             return f"under {root} (a kernel file, not data)"
     for out in outputs:
-        if real.is_relative_to(Path(out).resolve()):
+        if not is_remote(out) and real.is_relative_to(Path(out).resolve()):  # a local file is in no bucket
             return f"inside the run's output {out}"
     return None
 

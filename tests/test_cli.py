@@ -441,13 +441,43 @@ def test_a_missing_bucket_or_a_wrong_credential_exits_2_naming_the_path_not_the_
         (inputs, ["--out", "s3://no-such-bucket-q/runs/a"], "--out s3://no-such-bucket-q/runs/a: the bucket"),
         (inputs | {"publish": {"dir": "s3://no-such-bucket-q/pub"}}, [], "publish.dir s3://no-such-bucket-q/pub: the bucket"),
     ]
-    cases.append((inputs, ["--out", f"{s3}/runs/a"], f"--out {s3}/runs/a: a run directory on object storage is not supported"))
     for config, extra, expected in cases:
         code, _, err = main(capsys, "run", str(write_config(tmp_path, config)), *extra)
         assert code == 2 and expected in err and err.count("\n") == 1, err
+    RemotePath(f"{s3}/runs/b/kept.parquet").write_bytes(b"")  # a folder, but no run directory
+    for data, expected in ((f"{s3}/runs/none", "no such file or prefix"), (f"{s3}/runs/b", "not a run directory")):
+        code, _, err = main(capsys, "train", str(write_config(tmp_path, inputs | {"train": {}})), "--data", data)
+        assert code == 2 and f"--data {data}: {expected}" in err and err.count("\n") == 1, err
     # The server checks signatures from here on: a secret that is not the key's is refused.
     monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     reset_filesystems()
     code, _, err = main(capsys, "validate", str(write_config(tmp_path, inputs)))
     assert code == 2 and f"inputs[0].path: input {s3}/in/rows.jsonl: access denied" in err, err
     assert S3_SECRET not in err and S3_SECRET[:8] not in err and "Traceback" not in err
+
+
+def test_a_run_into_a_bucket_through_the_flow_resumes_there(
+    tmp_path: Path, curate_here, s3: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`curate run --out s3://...`: the run files land in the bucket (stats.json, report), the
+    checkpoints too; the same command on a machine without the staging folder restores them."""
+    from curation.core.mirror import STAGING_ENV
+    from schemas.storage import RemotePath
+
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "staging"))
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document number {i} has enough words to stay"}) + "\n" for i in range(6))
+                    + json.dumps({"text": "document number 0 has enough words to stay"}) + "\n")
+    config = write_config(tmp_path, {"inputs": [{"path": str(data)}], "dedup": {"exact": {}}})
+    url = f"{s3}/runs/r1"
+    done = curate_here("run", str(config), "--out", url, "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"-> {url}/" in done.stdout and f"report: {url}/report.html" in done.stdout
+    remote = RemotePath(url)
+    assert json.loads((remote / "stats.json").read_text())["totals"]["kept"] == 6
+    assert sorted(p.name for p in (remote / ".checkpoints").iterdir()) == ["00-ingest", "01-dedup_exact"]
+    shutil.rmtree(tmp_path / "staging")  # another machine
+    with caplog.at_level("INFO", logger="curation.core.run"):
+        again = curate_here("run", str(config), "--out", url, "--no-progress")
+    assert again.returncode == 0 and "kept 6 of 7" in again.stdout, again.stderr[-3000:]
+    assert "dedup_exact: restored from" in caplog.text

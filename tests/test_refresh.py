@@ -498,3 +498,68 @@ def test_a_lock_object_whose_lease_ran_out_is_taken_over_once(s3: str, caplog: p
                     pass
     assert "the lock of killed:1 ran out" in caplog.text
     assert not (folder / ".lock").exists()
+
+
+def test_a_run_into_a_bucket_writes_what_it_writes_on_disk_and_resumes_on_another_machine(
+    alpaca: list[dict], tmp_path: Path, s3: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--out s3://...`: the run works in a staging folder and mirrors it. Its run files equal the
+    same run's on disk; a run stopped after a stage whose staging folder is then lost (another
+    machine) restores that stage from the bucket's checkpoints instead of computing it again."""
+    from curation.core.checkpoint import CHECKPOINTS
+    from curation.core.mirror import STAGING_ENV, RunMirror
+    from curation.core.run import Call
+    from schemas.storage import RemotePath
+
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "staging"))
+    rows = [row(f"a{i:02d}", r) for i, r in enumerate(alpaca[:20])] + [dict(row("a_copy", alpaca[3]))]
+    rows[5]["output"] += " Write to jane.doe@corp-mail.net for details."
+    write(tmp_path / "data" / "a.jsonl", rows)
+    path = tmp_path / "config.yaml"
+    path.write_text("inputs:\n  - path: data/*.jsonl\npii: {}\ndedup:\n  exact: {}\n  minhash: {}\nexport: {}\n")
+    run_files = ("kept.parquet", "rejected.parquet", "export")
+
+    def files(folder) -> dict[str, bytes]:
+        found = {}
+        for name in run_files:
+            whole = (folder / name).is_dir()
+            found |= {f"{name}/{rel}": data for rel, data in snapshot(folder / name).items()} if whole else {
+                name: (folder / name).read_bytes()}
+        return found
+
+    local_stats = run_pipeline(load_config(path), tmp_path / "a", path)
+    on_disk = files(tmp_path / "a")
+    calls: list[str] = []
+
+    def stop_after_dedup(call: Call):
+        result = call.run()
+        calls.append(call.name)
+        if call.name == "dedup_exact":
+            raise KeyboardInterrupt  # the machine goes away after this stage
+        return result
+
+    url = f"{s3}/runs/a"
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(load_config(path), url, path, around=stop_after_dedup)
+    remote = RemotePath(url)
+    stored = sorted(p.name for p in (remote / CHECKPOINTS).iterdir())
+    # ingest's records were discarded after the PII step (they hold what it redacts): here too
+    assert stored == ["01-pii", "02-dedup_exact"], stored
+    assert not (remote / "kept.parquet").exists()
+    shutil.rmtree(RunMirror(remote).local)  # another machine: nothing local
+
+    calls.clear()
+    with caplog.at_level(logging.INFO, logger="curation.core.run"):
+        stats = run_pipeline(load_config(path), url, path)
+    restored = {r.getMessage().split(":")[0] for r in caplog.records if "restored from" in r.getMessage()}
+    assert restored == {"pii", "dedup_exact"}
+    assert stats.totals == local_stats.totals
+    local = tmp_path / "copy"
+    local.mkdir()
+    for name in run_files:
+        (remote / name).get(local / name)
+    copied = files(local)
+    # axolotl.yaml names its files by absolute local path: the staging folder's (not the URL)
+    assert copied.pop("export/axolotl.yaml") != on_disk.pop("export/axolotl.yaml")
+    assert copied == on_disk and len(on_disk) > 3
+    assert json.loads((remote / "stats.json").read_text())["totals"]["kept"] == local_stats.totals.kept

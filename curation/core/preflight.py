@@ -21,7 +21,7 @@ from curation.select.ifd import check_ifd_model
 from curation.synthesis import load_prompt
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
-from schemas.storage import RemotePath, as_path, check_reachable, is_remote
+from schemas.storage import RemotePath, as_path, check_reachable
 
 
 def preflight(config: CurateConfig, out: Path | None = None) -> None:
@@ -34,9 +34,6 @@ def preflight(config: CurateConfig, out: Path | None = None) -> None:
         build_index(config.decontamination)
     if out is not None:
         writable_dir(as_path(out), "--out")
-        if is_remote(out):  # fail closed until the run directory is written through schemas.storage
-            raise ConfigError(f"--out {out}: a run directory on object storage is not supported yet; write it"
-                              " locally (inputs, benchmarks and publish.dir may be s3:// URLs)")
     if config.publish:
         publish_dir = as_path(config.publish.dir)
         if isinstance(publish_dir, RemotePath) and publish_dir.protocol not in ("s3", "s3a"):

@@ -29,6 +29,7 @@ from curation.core.checkpoint import (
     stage_fingerprint,
 )
 from curation.core.corpus import Source, append, collect, write_parquet
+from curation.core.mirror import RunMirror
 from curation.core.plan import Expansion, Step, build_plan
 from curation.core.sections import SECTIONS
 from curation.core.stage import Stage
@@ -46,6 +47,7 @@ from curation.ingest import ingest
 from curation.publish.versions import Version
 from schemas.config import CurateConfig
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
+from schemas.storage import RemotePath
 
 log = logging.getLogger(__name__)
 Held = Checkpoint | HeldCheckpoint  # where a step's output is kept: on disk (resumable) or in memory
@@ -112,16 +114,20 @@ def write_run(out_dir: Path, ledger: RunLedger, config_path: Path | str | None) 
     return stats
 
 
-def remove_stale_outputs(out: Path, config: CurateConfig) -> list[str]:
+def remove_stale_outputs(out: Path | RemotePath, config: CurateConfig) -> list[str]:
     """Remove what an earlier run in `out` wrote for a section this config does not have, so no
     stale export is trained on or shown in the report."""
     removed = []
     for section in SECTIONS:
         for name in section.outputs if getattr(config, section.name) is None else ():
             target = out / name
-            if target.exists():
+            if not target.exists():
+                continue
+            if isinstance(target, RemotePath):
+                target.rmtree()
+            else:
                 shutil.rmtree(target) if target.is_dir() else target.unlink()
-                removed.append(name)
+            removed.append(name)
     if removed:
         log.info("removed stale outputs of sections no longer configured: %s", ", ".join(removed))
     return removed
@@ -185,7 +191,9 @@ Around = Callable[[Call], Any]  # runs a Call, returns its result: the flow make
 class CurationRun:
     """One run of the plan into `out`: the ingest checkpoint, then each step's checkpoint keyed
     by a fingerprint chained from the one before, and the ledger the checkpoints fill.
-    `in_memory`: outputs held in this process instead of checkpoints on disk (nothing resumes)."""
+    `in_memory`: outputs held in this process instead of checkpoints on disk (nothing resumes).
+    `mirror`: `out` is the staging folder of a run directory on object storage: the URL's
+    checkpoints are pulled first and each finished one pushed (curation/core/mirror.py)."""
 
     config: CurateConfig
     out: Path
@@ -193,10 +201,14 @@ class CurationRun:
     previous: Version | None = None  # a refresh: the published version new records are deduped against
     in_memory: bool = False
     ledger: RunLedger | None = None
+    mirror: RunMirror | None = None
 
     def __post_init__(self) -> None:
         shutil.rmtree(scratch_dir(self.out), ignore_errors=True)  # a killed run's half-written corpora
         remove_stale_outputs(self.out, self.config)
+        if self.mirror is not None:  # what another machine finished on this run is restored, not recomputed
+            remove_stale_outputs(self.mirror.url, self.config)
+            self.mirror.pull_checkpoints()
         published = str(self.previous.number) if self.previous else ""  # the version is an input too
         self.ingest_checkpoint = self._checkpoint(0, "ingest", digest(input_fingerprint(self.config), published), None)
         self.checkpoints: list[Held] = [self.ingest_checkpoint]  # absorbed so far
@@ -248,17 +260,39 @@ class CurationRun:
         rejected; the kept-count check is the caller's (the flow still writes its report)."""
         around = around or (lambda call: call.run())
         config, progress = self.config, self.progress
-        around(Call("ingest", lambda: run_ingest(config, progress, self.ingest_checkpoint, fresh), self.ingest_checkpoint, True))
+        ingest_body = self.pushing(lambda: run_ingest(config, progress, self.ingest_checkpoint, fresh), self.ingest_checkpoint)
+        around(Call("ingest", ingest_body, self.ingest_checkpoint, True))
         say(self.start().stages[-1].summary())
         for step, checkpoint in self.steps():
             records = self.ledger.records  # type: ignore[union-attr]
             if isinstance(step.runner, Expansion):  # LLM steps retry cheaply: answers come back from the cache
                 body = partial(run_expansion, step.runner, records, checkpoint, fresh)
-                around(Call(step.name, body, checkpoint, retry=True))
+                around(Call(step.name, self.pushing(body, checkpoint), checkpoint, retry=True))
             else:
-                around(Call(step.name, partial(run_stage, step.runner, records, checkpoint, fresh), checkpoint))
+                body = partial(run_stage, step.runner, records, checkpoint, fresh)
+                around(Call(step.name, self.pushing(body, checkpoint), checkpoint))
             say(self.absorb(step, checkpoint).summary())
+            self.push()  # a step restored from Prefect's cache never ran its body; discarded checkpoints
         return around(Call("write_run", lambda: self.finish(config_path), retry=True))
+
+    def pushing(self, body: Callable[[], Any], checkpoint: Held) -> Callable[[], Any]:
+        """`body`, then its checkpoint pushed to the run's URL: a step is done once it is there."""
+        mirror = self.mirror
+        if mirror is None:
+            return body
+
+        def run() -> Any:
+            result = body()
+            mirror.push_checkpoints([checkpoint])
+            return result
+
+        return run
+
+    def push(self) -> None:
+        """Every checkpoint absorbed so far to the run's URL: those not there yet, and the removal
+        of those the run discarded (rejects before a PII scrub)."""
+        if self.mirror is not None:
+            self.mirror.push_checkpoints(self.checkpoints)
 
     def finish(self, config_path: Path | str | None) -> RunStats:
         assert self.ledger is not None
@@ -273,7 +307,7 @@ class CurationRun:
 
 def run_pipeline(
     config: CurateConfig,
-    out: Path,
+    out: Path | str,
     config_path: Path | str | None = None,
     progress: bool = False,
     fresh: bool = False,
@@ -288,7 +322,12 @@ def run_pipeline(
     Streamed by default, as `curate run` does: parquet shards of `execution.batch_size` records,
     each step checkpointed (a re-run resumes). `in_memory`: the same steps with their outputs held
     as frames, no checkpoints (the baseline the streamed path is checked and measured against).
-    `around(call)` runs each step's `Call` (benchmarks measure there)."""
-    stats = CurationRun(config, Path(out), progress, previous, in_memory).execute(config_path, fresh, around)
+    `around(call)` runs each step's `Call` (benchmarks measure there). `out` may be a URL: the
+    run works in a local staging folder mirrored to it (curation/core/mirror.py)."""
+    mirror = RunMirror.of(out)
+    run = CurationRun(config, mirror.local if mirror else Path(out), progress, previous, in_memory, mirror=mirror)
+    stats = run.execute(config_path, fresh, around)
+    if mirror is not None:
+        mirror.push_run()
     check_kept(stats, config.execution)
     return stats
