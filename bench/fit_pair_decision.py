@@ -15,7 +15,8 @@ Sets (none stored here; bench/data/README.md says where each comes from):
 Features of a pair, all cheap (only candidate pairs would be scored): the encoder's cosine,
 the verify veto (curation.dedup.verify.different_task), content-word Jaccard, the length ratio
 (shorter / longer, in words) and a negation flip (a word negated wherever one text uses it and
-used without negation in the other). scikit-learn's LogisticRegression, default settings.
+used without negation in the other; the negated word is the first content word after "not",
+"no", "never", "n't", ...). scikit-learn's LogisticRegression, default settings.
 
 Reported for each fit, per encoder: on MRPC test, the best F1 over every threshold and the
 recall at precision 0.8 / 0.85 / 0.9 (the range dedup works in: a false merge loses a record);
@@ -52,7 +53,7 @@ FITS = {  # name -> features used
 HARD_VETO = "veto, then"
 NEGATION = frozenset("no not never nobody nothing none without nor neither".split())
 CONTRACTED = re.compile(r"n['\u2019]t\b|\bcannot\b|\b(?:cant|dont|doesnt|isnt|didnt|wont)\b", re.I)
-SCOPE = 3  # words after a negation that it negates
+SCOPE = 3  # words after a negation searched for the content word it negates
 
 
 def sick(path: Path) -> tuple[list[tuple[str, str]], np.ndarray]:
@@ -73,14 +74,17 @@ def negation_flip(a: str, b: str) -> bool:
 
 
 def _negated(words: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    """Content words counted: how often each is negated (the first content word within SCOPE
+    words after a negation) and how often it occurs."""
     negated: dict[str, int] = {}
     every: dict[str, int] = {}
     for i, w in enumerate(words):
-        if w in STOP or w in NEGATION:
-            continue
-        every[w] = every.get(w, 0) + 1
-        if NEGATION & set(words[max(0, i - SCOPE) : i]):
-            negated[w] = negated.get(w, 0) + 1
+        if w in NEGATION:
+            after = next((x for x in words[i + 1 : i + 1 + SCOPE] if x not in STOP and x not in NEGATION), None)
+            if after is not None:
+                negated[after] = negated.get(after, 0) + 1
+        elif w not in STOP:
+            every[w] = every.get(w, 0) + 1
     return negated, every
 
 
