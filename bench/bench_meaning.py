@@ -118,18 +118,21 @@ def decisions(by_contender: dict[str, np.ndarray]) -> dict[str, dict[str, list[b
     return {name: {str(t): (score >= t).tolist() for t in THRESHOLDS} for name, score in by_contender.items()}
 
 
-def curve(score: np.ndarray, truth: np.ndarray) -> dict:
-    """Best F1 over every threshold (not only THRESHOLDS) and the recall at precision 0.9."""
+def curve(score: np.ndarray, truth: np.ndarray, precisions: tuple[float, ...] = (0.9,)) -> dict:
+    """Best F1 over every threshold (not only THRESHOLDS), where it is reached, and the recall at
+    each of `precisions`. A pair scored -inf is never merged (vetoed, or past semhash's floor)."""
     order = np.argsort(-score, kind="stable")
-    reached = np.isfinite(score[order])  # a pair never merged (vetoed, or past semhash's floor) is no threshold
+    reached = np.isfinite(score[order])
     hits = np.cumsum(truth[order])
     precision, recall = hits / np.arange(1, len(truth) + 1), hits / max(int(truth.sum()), 1)
     f1 = np.where(reached, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
     best = int(f1.argmax())
-    ok = reached & (precision >= 0.9)
-    return {"best_f1_any": round(float(f1[best]), 3), "at_threshold": round(float(score[order][best]), 3),
-            "at_precision": round(float(precision[best]), 3),
-            "recall_at_p90": round(float(recall[ok].max()) if ok.any() else 0.0, 3)}
+    out = {"best_f1": round(float(f1[best]), 3), "at_threshold": round(float(score[order][best]), 3),
+           "at_precision": round(float(precision[best]), 3)}
+    for p in precisions:
+        ok = reached & (precision >= p)
+        out[f"recall@{p}"] = round(float(recall[ok].max()) if ok.any() else 0.0, 3)
+    return out
 
 
 def prf(merged: np.ndarray, truth: np.ndarray) -> dict:
@@ -251,8 +254,8 @@ def report(result: dict) -> None:
         print(f"\n**{name}**, every threshold\n\n| contender | best F1 | at threshold | at precision | recall at precision 0.9 |")
         print("|---|---:|---:|---:|---:|")
         for contender, c in by_c.items():
-            print(f"| {contender} | {c['best_f1_any']:.3f} | {c['at_threshold']:.2f} | {c['at_precision']:.2f}"
-                  f" | {c['recall_at_p90']:.2f} |")
+            print(f"| {contender} | {c['best_f1']:.3f} | {c['at_threshold']:.2f} | {c['at_precision']:.2f}"
+                  f" | {c['recall@0.9']:.2f} |")
     kinds = result.get("minimal_by_kind", {})
     if kinds:
         names = list(next(iter(kinds.values())))

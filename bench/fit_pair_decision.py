@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_meaning import MINILM, RESULTS, STATIC, CachedEncoder, minimal, mrpc
+from bench.bench_meaning import MINILM, RESULTS, STATIC, CachedEncoder, curve, minimal, mrpc
 from curation.dedup.verify import STOP, different_task, tokens
 
 PRECISIONS = (0.8, 0.85, 0.9)
@@ -101,25 +101,11 @@ def features(pairs: list[tuple[str, str]], encoder: CachedEncoder) -> np.ndarray
     return np.array(rows)
 
 
-def curve(score: np.ndarray, truth: np.ndarray) -> dict:
-    """Best F1 over every threshold and recall at each precision of PRECISIONS."""
-    order = np.argsort(-score, kind="stable")
-    hits = np.cumsum(truth[order])
-    precision, recall = hits / np.arange(1, len(truth) + 1), hits / max(int(truth.sum()), 1)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    best = int(f1.argmax())
-    out = {"best_f1": round(float(f1[best]), 3), "at_precision": round(float(precision[best]), 3)}
-    for p in PRECISIONS:
-        ok = precision >= p
-        out[f"recall@{p}"] = round(float(recall[ok].max()) if ok.any() else 0.0, 3)
-    return out
-
-
 def _threshold_at(score: np.ndarray, truth: np.ndarray, target: float) -> float:
     """The lowest score threshold whose merged pairs still have precision >= target."""
     order = np.argsort(-score, kind="stable")
     precision = np.cumsum(truth[order]) / np.arange(1, len(truth) + 1)
-    ok = np.flatnonzero(precision >= target)
+    ok = np.flatnonzero((precision >= target) & np.isfinite(score[order]))
     return float(score[order][ok.max()]) if len(ok) else float("inf")
 
 
@@ -139,17 +125,17 @@ def evaluate(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
 
             def score(features: np.ndarray, model=model, cols=cols, hard=hard) -> np.ndarray:
                 raw = model.decision_function(features[:, cols])
-                return np.where(features[:, 1] > 0, -1e9, raw) if hard else raw
+                return np.where(features[:, 1] > 0, -np.inf, raw) if hard else raw
 
             row: dict = {"coef": dict(zip(used, np.round(model.coef_[0], 3).tolist(), strict=True)),
                          "intercept": round(float(model.intercept_[0]), 3)}
             test_score = score(sets["MRPC test"][0])
-            row["MRPC test"] = curve(test_score, sets["MRPC test"][1])
+            row["MRPC test"] = curve(test_score, sets["MRPC test"][1], PRECISIONS)
             if train == "SICK" and not hard:
                 held = cross_val_predict(LogisticRegression(max_iter=2000), x, y, cv=5, method="decision_function")
-                row["SICK (5-fold)"] = curve(held, y)
+                row["SICK (5-fold)"] = curve(held, y, PRECISIONS)
             else:
-                row["SICK"] = curve(score(sets["SICK"][0]), sets["SICK"][1])
+                row["SICK"] = curve(score(sets["SICK"][0]), sets["SICK"][1], PRECISIONS)
             cut = _threshold_at(test_score, sets["MRPC test"][1], 0.9)
             merged = score(mp_x) >= cut
             row["minimal different merged @ MRPC precision 0.9"] = round(float(merged[~mp_y].mean()), 3)

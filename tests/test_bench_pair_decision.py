@@ -1,12 +1,13 @@
-"""The pair-decision measurement (bench/fit_pair_decision.py): its negation feature and its
-precision / recall curve, on pairs written here, and its features on the committed minimal pairs."""
+"""The pair-decision measurement (bench/fit_pair_decision.py, bench/bench_meaning.py): the
+negation feature and the precision / recall curve, on pairs written here."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.fit_pair_decision import FEATURES, curve, negation_flip
+from bench.bench_meaning import curve
+from bench.fit_pair_decision import negation_flip
 
 
 @pytest.mark.parametrize(
@@ -29,11 +30,10 @@ def test_negation_flip(a: str, b: str, flipped: bool) -> None:
 def test_curve_reads_best_f1_and_recall_at_precision() -> None:
     truth = np.array([True, True, False, True, False, False])
     score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, -np.inf])
-    out = curve(score, truth)
+    out = curve(score, truth, (0.9,))
     # Merging the top 4 (3 of 3 paraphrases, precision 0.75) is the best F1: 2 * 0.75 / 1.75.
     assert out["best_f1"] == round(2 * 0.75 / 1.75, 3) and out["at_precision"] == 0.75
     assert out["recall@0.9"] == round(2 / 3, 3)  # the top two only
+    # A pair scored -inf (vetoed) is never merged: no threshold reaches it.
+    assert curve(np.array([0.9, -np.inf]), np.array([False, True]))["best_f1"] == 0.0
 
-
-def test_features_are_the_five_the_fits_use() -> None:
-    assert FEATURES == ("cosine", "veto", "content_jaccard", "length_ratio", "negation")
