@@ -15,7 +15,9 @@ Sets (bench/data/README.md says where each comes from):
 A pair set's pairs are decided one at a time: the project's decision is the stage's, cosine of
 the configured encoder >= threshold and, with `verify`, no veto from curation.dedup.verify;
 semhash's is `SemHash.from_records([a, b]).self_deduplicate(threshold)` on the very same encoder
-object (its score read once at the lowest threshold). Encoder vectors are computed once per text
+object (its score read once, asked at threshold 0). Besides the grid of THRESHOLDS, each
+contender's best F1 over every threshold and its recall at precision 0.9 (the range dedup runs in:
+a false merge loses a record) are reported. Encoder vectors are computed once per text
 (cached under bench/results, the transformer is slow on 2 cores). Contenders: the project
 with `verify` (default) and without (`verify: false`, the stage before issue 23), each with the
 static default and the bundled all-MiniLM-L6-v2; "re-score" is option (a) of the issue, the
@@ -44,6 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MINIMAL = Path(__file__).resolve().parent / "data" / "minimal_pairs.jsonl"
 STATIC, MINILM = "minilm-static", "all-MiniLM-L6-v2"
 THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+SEMHASH_FLOOR = 0.0  # semhash is asked at this threshold once; its score is read from the result
 
 
 class CachedEncoder:
@@ -81,37 +84,54 @@ def minimal() -> tuple[list[tuple[str, str]], np.ndarray, list[str]]:
     return [(r["a"], r["b"]) for r in rows], np.array([r["label"] == "same" for r in rows]), [r["kind"] for r in rows]
 
 
-def decisions(pairs: list[tuple[str, str]], encoders: dict[str, CachedEncoder]) -> dict[str, dict[str, list[bool]]]:
-    """Per contender and threshold, whether each pair is merged."""
+def scores(pairs: list[tuple[str, str]], encoders: dict[str, CachedEncoder]) -> dict[str, np.ndarray]:
+    """Per contender, each pair's score: merged at threshold t when score >= t (-inf: never)."""
     from semhash import SemHash
 
     from curation.dedup.verify import different_task
 
     a, b = [p[0] for p in pairs], [p[1] for p in pairs]
     cosine = {name: (e.encode(a) * e.encode(b)).sum(axis=1) for name, e in encoders.items()}
-    allowed = np.array([different_task(x, y) is None for x, y in pairs])
+    vetoed = np.array([different_task(x, y) is not None for x, y in pairs])
     peer = {}
     for name, e in encoders.items():
-        scores = []
+        found = []
         for x, y in pairs:
             records = [{"id": "0", "text": x}, {"id": "1", "text": y}]
             filtered = SemHash.from_records(records=records, columns=["text"], model=e).self_deduplicate(
-                threshold=min(THRESHOLDS)).filtered
-            scores.append(filtered[0].score if filtered else -1.0)
-        peer[name] = np.array(scores)
-    out: dict[str, dict[str, list[bool]]] = {}
-    for t in THRESHOLDS:
-        rows = {
-            f"dedup_semantic / {STATIC} (default, verify)": (cosine[STATIC] >= t) & allowed,
-            f"dedup_semantic / {STATIC}, verify: false (before)": cosine[STATIC] >= t,
-            f"dedup_semantic / {MINILM}, verify": (cosine[MINILM] >= t) & allowed,
-            f"dedup_semantic / {MINILM}, verify: false": cosine[MINILM] >= t,
-            f"re-score: {STATIC} candidates, {MINILM} decides": (cosine[STATIC] >= t) & (cosine[MINILM] >= t),
-            f"semhash / {STATIC}": peer[STATIC] >= t,
-            f"semhash / {MINILM}": peer[MINILM] >= t,
-        }
-        for name, merged in rows.items():
-            out.setdefault(name, {})[str(t)] = merged.tolist()
+                threshold=SEMHASH_FLOOR).filtered
+            found.append(filtered[0].score if filtered else -np.inf)
+        peer[name] = np.array(found)
+    return {
+        f"dedup_semantic / {STATIC} (default, verify)": np.where(vetoed, -np.inf, cosine[STATIC]),
+        f"dedup_semantic / {STATIC}, verify: false (before)": cosine[STATIC],
+        f"dedup_semantic / {MINILM}, verify": np.where(vetoed, -np.inf, cosine[MINILM]),
+        f"dedup_semantic / {MINILM}, verify: false": cosine[MINILM],
+        f"re-score: {STATIC} candidates, {MINILM} decides": np.minimum(cosine[STATIC], cosine[MINILM]),
+        f"semhash / {STATIC}": peer[STATIC],
+        f"semhash / {MINILM}": peer[MINILM],
+    }
+
+
+def decisions(by_contender: dict[str, np.ndarray]) -> dict[str, dict[str, list[bool]]]:
+    """Per contender and threshold of THRESHOLDS, whether each pair is merged."""
+    return {name: {str(t): (score >= t).tolist() for t in THRESHOLDS} for name, score in by_contender.items()}
+
+
+def curve(score: np.ndarray, truth: np.ndarray, precisions: tuple[float, ...] = (0.9,)) -> dict:
+    """Best F1 over every threshold (not only THRESHOLDS), where it is reached, and the recall at
+    each of `precisions`. A pair scored -inf is never merged (vetoed, or past semhash's floor)."""
+    order = np.argsort(-score, kind="stable")
+    reached = np.isfinite(score[order])
+    hits = np.cumsum(truth[order])
+    precision, recall = hits / np.arange(1, len(truth) + 1), hits / max(int(truth.sum()), 1)
+    f1 = np.where(reached, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    best = int(f1.argmax())
+    out = {"best_f1": round(float(f1[best]), 3), "at_threshold": round(float(score[order][best]), 3),
+           "at_precision": round(float(precision[best]), 3)}
+    for p in precisions:
+        ok = reached & (precision >= p)
+        out[f"recall@{p}"] = round(float(recall[ok].max()) if ok.any() else 0.0, 3)
     return out
 
 
@@ -163,7 +183,9 @@ def main() -> None:
     if args.mrpc.is_file():
         sets = {"MRPC test (human labels)": mrpc(args.mrpc)} | sets
     for name, (pairs, truth) in sets.items():
-        merged = decisions(pairs, encoders)
+        by_contender = scores(pairs, encoders)
+        merged = decisions(by_contender)
+        result.setdefault("curves", {})[name] = {c: curve(sc, truth) for c, sc in by_contender.items()}
         result["sets"][name] = {c: {t: prf(np.array(m), truth) | {
             "merged_different": round(float(np.array(m)[~truth].mean()), 3),
             "kept_same": round(float(1 - np.array(m)[truth].mean()), 3)} for t, m in by_t.items()}
@@ -228,6 +250,12 @@ def report(result: dict) -> None:
                 cells.append(cell + (f" / {r['merged_different']:.0%}" if "merged_different" in r else ""))
             best = max(r["f1"] for r in by_t.values())
             print(f"| {contender} | {' | '.join(cells)} | {best:.3f} |")
+    for name, by_c in result.get("curves", {}).items():
+        print(f"\n**{name}**, every threshold\n\n| contender | best F1 | at threshold | at precision | recall at precision 0.9 |")
+        print("|---|---:|---:|---:|---:|")
+        for contender, c in by_c.items():
+            print(f"| {contender} | {c['best_f1']:.3f} | {c['at_threshold']:.2f} | {c['at_precision']:.2f}"
+                  f" | {c['recall@0.9']:.2f} |")
     kinds = result.get("minimal_by_kind", {})
     if kinds:
         names = list(next(iter(kinds.values())))
