@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from curation.report.html import histogram, write_report
+from curation.report.charts import histogram
+from curation.report.html import write_report
 from schemas.record import Record, records_frame, rejects_frame
 
 SECTIONS = ["summary", "funnel", "reasons", "lengths", "duplicates", "contamination", "languages", "pii", "jury", "sources",

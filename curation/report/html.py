@@ -16,7 +16,6 @@ Parquet files are scanned lazily, reading only the columns and rows a section ne
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +25,12 @@ import jinja2
 import numpy as np
 import orjson
 import polars as pl
-from markupsafe import Markup, escape
 
 from curation.core.stats import RunStats, StageStats
 from curation.dedup.siblings import STAT
+from curation.report.charts import bar_chart, cluster_size_chart, histogram, stacked_bars, token_chart
+from curation.report.jury import JURY_KEYS, jury_section
+from curation.report.records import CLUSTER_EXCERPT, example, num, pct, records_by_id, rows_at, scan
 from schemas.export import exported_sets
 from schemas.train_result import TrainSummary
 
@@ -42,15 +43,8 @@ SAMPLE_SEED = 0  # the same run shows the same examples each time its report is 
 MAX_CLUSTERS = 8  # duplicate clusters shown
 MAX_MEMBERS = 3  # removed records shown per cluster
 MAX_SOURCES = 40  # input paths listed; the rest are summed in one row
-MAX_JURY_EXAMPLES = 5  # failed ratings and largest disagreements
 MAX_FAILED_EXPECTATIONS = 25  # per validation suite
 MAX_VERSION_IDS = 25  # added / removed ids and score shifts listed for a published version
-EXCERPT = 300  # characters of a record shown in tables
-CLUSTER_EXCERPT = 700  # characters per text in the side-by-side duplicate view
-LENGTH_BINS = 24
-
-JURY_KEYS = {"judges", "rated", "unscored", "agreement_alpha", "mean_spread", "histogram", "usage",
-             "estimated_cost_usd", "distill"}
 
 
 def write_report(run_dir: Path) -> Path:
@@ -60,8 +54,8 @@ def write_report(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     stats = RunStats.read(run_dir)
-    kept = _scan(run_dir / "kept.parquet")
-    rejected = _scan(run_dir / "rejected.parquet")
+    kept = scan(run_dir / "kept.parquet")
+    rejected = scan(run_dir / "rejected.parquet")
     stages = stats.stages
     jury_stage = stats.stage("jury")
     from curation.report import hygiene  # it uses this module's helpers
@@ -80,7 +74,7 @@ def write_report(run_dir: Path) -> Path:
         "contamination": hygiene.contamination(stats, run_dir, rejected),
         "languages": hygiene.languages(stats),
         "pii": hygiene.pii(stats, kept),
-        "jury": _jury(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
+        "jury": jury_section(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
         "sources": _sources(kept, rejected) if kept is not None or rejected is not None else None,
         "inputs": _inputs(stats.stage("ingest")),
         "validation": _validation(run_dir / "validation" / "summary.json"),
@@ -101,33 +95,12 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["num"] = _num
-    env.filters["pct"] = _pct
+    env.filters["num"] = num
+    env.filters["pct"] = pct
     return env
 
 
-def _scan(path: Path) -> pl.LazyFrame | None:
-    return pl.scan_parquet(path) if path.is_file() else None
-
-
 # --- formatting ------------------------------------------------------------------------------
-
-
-def _num(value: Any) -> str:
-    """Integers with thousands separators, floats with 3 significant digits, None as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    return str(value)
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
 def details(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -141,105 +114,15 @@ def details(figures: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
             rows += details(value, f"{name}.") if value else [(name, "none")]
         elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
             for i, item in enumerate(value):
-                rows += details(item, f"{name}[{i}].") if isinstance(item, dict) else [(f"{name}[{i}]", _num(item))]
+                rows += details(item, f"{name}[{i}].") if isinstance(item, dict) else [(f"{name}[{i}]", num(item))]
         elif isinstance(value, list):
-            rows.append((name, ", ".join(_num(v) for v in value) or "none"))
+            rows.append((name, ", ".join(num(v) for v in value) or "none"))
         else:
-            rows.append((name, _num(value)))
+            rows.append((name, num(value)))
     return rows
 
 
-def _excerpt(text: str | None, limit: int = EXCERPT) -> str:
-    if not text:
-        return ""
-    return text if len(text) <= limit else text[:limit].rstrip() + " …"
-
-
-def record_text(row: dict) -> str:
-    """A record as one readable text: raw text, turns as `[role] content`, or the input line."""
-    if row.get("text"):
-        return row["text"]
-    parts = [f"[{m['role']}] {m['content']}" for m in row.get("messages") or []]
-    for side in ("chosen", "rejected"):
-        parts += [f"[{side}] {m['content']}" for m in row.get(side) or []]
-    return "\n".join(parts) if parts else (row.get("raw") or "")
-
-
 # --- charts (inline SVG) ---------------------------------------------------------------------
-
-
-def bar_chart(bars: list[tuple[str, str, float]], css: str, unit: str, over: list[bool] | None = None) -> Markup:
-    """Vertical bars of (tick label, tooltip, value); ticks thinned out so they never overlap.
-    `over`: per bar, whether it is past a limit (drawn in the removed colour)."""
-    width, height, top, bottom, left = 640, 200, 14, 34, 44
-    peak = max((v for _, _, v in bars), default=0) or 1
-    slot = (width - left - 4) / max(len(bars), 1)
-    plot = height - top - bottom
-    parts = [
-        f'<line class="axis" x1="{left}" y1="{top + plot}" x2="{width}" y2="{top + plot}"/>',
-        f'<text class="tick" x="{left - 6}" y="{top + 4}" text-anchor="end">{escape(_num(peak))}</text>',
-        f'<text class="tick" x="{left - 6}" y="{top + plot}" text-anchor="end">0</text>',
-        f'<text class="tick" x="{left}" y="{height - 2}">{escape(unit)}</text>',
-    ]
-    ticks = _tick_positions(len(bars), slot, max((len(tick) for tick, _, _ in bars), default=1))
-    for i, (tick, tip, value) in enumerate(bars):
-        h = plot * value / peak
-        x = left + i * slot + slot * 0.1
-        bar_css = "c-removed" if over and over[i] else css
-        parts.append(
-            f'<rect class="bar {escape(bar_css)}" x="{x:.1f}" y="{top + plot - h:.1f}" width="{slot * 0.8:.1f}"'
-            f' height="{h:.1f}"><title>{escape(tip)}: {escape(_num(value))}</title></rect>'
-        )
-        if i in ticks:
-            parts.append(
-                f'<text class="tick" x="{x + slot * 0.4:.1f}" y="{top + plot + 14}"'
-                f' text-anchor="middle">{escape(tick)}</text>'
-            )
-    return _svg(width, height, parts)
-
-
-def _tick_positions(n: int, slot: float, chars: int) -> set[int]:
-    every = max(1, math.ceil((chars * 7 + 8) / slot))  # about 7 px per character at 11 px
-    ticks = set(range(0, n, every))
-    last = max(ticks, default=0)
-    if n and last != n - 1:  # the last bar (often the tail bin) is always labelled
-        if 0 < last and n - 1 - last < every:  # too close to it: drop the tick before
-            ticks.discard(last)
-        ticks.add(n - 1)
-    return ticks
-
-
-def stacked_bars(rows: list[tuple[str, list[tuple[float, str, str]], str]]) -> Markup:
-    """Horizontal stacked bars: per row a label, segments of (value, css class, tooltip), a note."""
-    width, row_h, left, right = 700, 24, 220, 110
-    peak = max((sum(v for v, _, _ in segs) for _, segs, _ in rows), default=0) or 1
-    span = width - left - right
-    parts = []
-    for i, (label, segments, note) in enumerate(rows):
-        y = i * row_h + 4
-        shown = label if len(label) <= 34 else "…" + label[-33:]  # file names differ at the end
-        parts.append(
-            f'<text class="tick" x="{left - 6}" y="{y + 14}" text-anchor="end">'
-            f"<title>{escape(label)}</title>{escape(shown)}</text>"
-        )
-        x = float(left)
-        for value, css, tip in segments:
-            w = span * value / peak
-            parts.append(
-                f'<rect class="bar {escape(css)}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row_h - 8}">'
-                f"<title>{escape(tip)}</title></rect>"
-            )
-            x += w
-        parts.append(f'<text class="tick" x="{x + 4:.1f}" y="{y + 14}">{escape(note)}</text>')
-    return _svg(width, len(rows) * row_h + 8, parts)
-
-
-def _svg(width: int, height: int, parts: list[str]) -> Markup:
-    body = "".join(parts)
-    return Markup(
-        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
-        f' role="img">{body}</svg>'
-    )
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -258,7 +141,7 @@ def _summary(stats: RunStats, kept: pl.LazyFrame | None) -> dict:
         "generated": generated,
         "kept": totals.kept,
         "rejected": totals.rejected,
-        "retention": _pct(totals.kept, ingested + generated),
+        "retention": pct(totals.kept, ingested + generated),
         "invariant_holds": stats.invariant.holds if stats.invariant else None,
         "invariant_rule": stats.invariant.rule if stats.invariant else "",
         "seconds": stats.seconds,
@@ -336,32 +219,11 @@ def _reason_examples(rejected: pl.LazyFrame) -> dict[tuple[str, str], list[dict]
         .explode("_pos")
         .collect()
     )
-    rows = _rows_at(rejected, sorted(picks["_pos"].to_list()))
+    rows = rows_at(rejected, sorted(picks["_pos"].to_list()))
     examples: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        examples.setdefault((row["stage"], row["reason"]), []).append(_example(row))
+        examples.setdefault((row["stage"], row["reason"]), []).append(example(row))
     return examples
-
-
-def _rows_at(frame: pl.LazyFrame, positions: list[int]) -> list[dict]:
-    if not positions:
-        return []
-    # Streaming: the whole file is read for a few rows, but in batches, not into memory at once.
-    found = frame.with_row_index("_pos").filter(pl.col("_pos").is_in(positions)).collect(engine="streaming")
-    return found.to_dicts()
-
-
-def _example(row: dict, limit: int = EXCERPT) -> dict:
-    return {
-        "id": row.get("id"),
-        "source": row.get("source"),
-        "stage": row.get("stage"),
-        "reason": row.get("reason"),
-        "detail": row.get("detail"),
-        "duplicate_of": row.get("duplicate_of"),
-        "kind": row.get("kind"),
-        "excerpt": _excerpt(record_text(row), limit),
-    }
 
 
 def _lengths(kept: pl.LazyFrame) -> list[dict]:
@@ -408,50 +270,12 @@ def _tokens(export: StageStats | None) -> list[dict] | None:
             continue
         panel = {"kind": kind, **{k: t.get(k) for k in ("count", "p50", "p95", "max", "over_max_seq_length",
                                                          "dropped_too_long", "kept_for_truncation")}}
-        panel["over_share"] = _pct(t.get("over_max_seq_length") or 0, t["count"])
+        panel["over_share"] = pct(t.get("over_max_seq_length") or 0, t["count"])
         hist = t.get("histogram")
-        panel["chart"] = _token_chart(hist, limit) if hist and limit else None
+        panel["chart"] = token_chart(hist, limit) if hist and limit else None
         panels.append(panel)
     return [{**p, "limit": limit, "overlength": overlength, "tokenizer": export.figures.get("tokenizer"),
              "template": export.figures.get("chat_template")} for p in panels]
-
-
-def _token_chart(hist: dict, limit: int) -> Markup:
-    """The export's token histogram; bins past max_seq_length are drawn in the removed colour."""
-    width, counts = int(hist["bin_width"]), hist["counts"]
-    bars = []
-    for i, count in enumerate(counts):
-        lo, hi = i * width, (i + 1) * width - 1
-        tail = i == len(counts) - 1
-        label = f"≥{_short(lo)}" if tail else _short(lo)
-        tip = f"{lo}+ tokens" if tail else f"{lo}-{hi} tokens"
-        bars.append((label, tip + (" (over max_seq_length)" if lo >= limit else ""), float(count), lo >= limit))
-    return bar_chart([(a, b, c) for a, b, c, _ in bars], "c-length", f"tokens (max_seq_length {limit} marked red)",
-                     over=[over for *_, over in bars])
-
-
-def histogram(values: np.ndarray, bins: int = LENGTH_BINS) -> list[tuple[str, float]]:
-    """Counts in equal round-width bins up to the 95th percentile; the long tail goes in a last bin."""
-    width = _round_width(max(float(np.percentile(values, 95)), 1.0) / bins)
-    n = min(bins, int(values.max()) // width + 1)  # fewer bins when every value fits
-    counts = np.bincount(np.minimum(values // width, n - 1).astype(int), minlength=n)
-    tips = [f"{i * width} words" if width == 1 else f"{i * width}-{(i + 1) * width - 1} words" for i in range(n)]
-    ticks = [_short(i * width) for i in range(n)]
-    if values.max() >= n * width:
-        ticks[-1] = tips[-1] = f"≥{_short((n - 1) * width)}"
-    return [(tick, tip, float(c)) for tick, tip, c in zip(ticks, tips, counts, strict=True)]
-
-
-def _short(n: int) -> str:
-    return f"{n / 1000:g}k" if n >= 1000 else str(n)
-
-
-def _round_width(raw: float) -> int:
-    """The smallest of 1, 2, 5 x 10^k not below raw (at least 1)."""
-    if raw <= 1:
-        return 1
-    magnitude = 10 ** math.floor(math.log10(raw))
-    return next(int(m * magnitude) for m in (1, 2, 5, 10) if m * magnitude >= raw)
 
 
 def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
@@ -468,8 +292,8 @@ def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
     )
     by_stage = dups.group_by("stage").agg(pl.len().alias("removed"), pl.col("duplicate_of").n_unique().alias("clusters"))
     top = sizes.head(MAX_CLUSTERS)
-    members = {r["_pos"]: _example(r, CLUSTER_EXCERPT) for r in _rows_at(rejected, top["_pos"].explode().to_list())}
-    originals = _records_by_id(kept, rejected, top["duplicate_of"].to_list())
+    members = {r["_pos"]: example(r, CLUSTER_EXCERPT) for r in rows_at(rejected, top["_pos"].explode().to_list())}
+    originals = records_by_id(kept, rejected, top["duplicate_of"].to_list())
     clusters = [
         {
             "kept_id": row["duplicate_of"],
@@ -485,7 +309,7 @@ def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
         "total_clusters": sizes.height,
         "total_removed": int(sizes["removed"].sum()) if sizes.height else 0,
         "by_stage": by_stage.sort("stage").collect().to_dicts(),
-        "size_chart": _cluster_size_chart(sizes["removed"].to_numpy()) if sizes.height else None,
+        "size_chart": cluster_size_chart(sizes["removed"].to_numpy()) if sizes.height else None,
     }
 
 
@@ -493,87 +317,6 @@ def _siblings(stages: list[StageStats]) -> list[dict]:
     """Per dedup stage that protected preference siblings (curation.dedup.siblings): how many
     records it kept that it would otherwise have removed."""
     return [{"stage": s.stage, "protected": s.figures[STAT]} for s in stages if STAT in s.figures]
-
-
-def _cluster_size_chart(removed: np.ndarray) -> Markup:
-    sizes = removed + 1  # the kept record belongs to its cluster
-    bins = [(2, 2), (3, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 10**12)]
-    labels = [str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**12 else f"≥{lo}") for lo, hi in bins]
-    bars = [
-        (label, f"clusters of {label}", float(((sizes >= lo) & (sizes <= hi)).sum()))
-        for label, (lo, hi) in zip(labels, bins, strict=True)
-    ]
-    return bar_chart(bars, "c-dup", "records per cluster")
-
-
-def _records_by_id(kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None, ids: list[str]) -> dict[str, dict]:
-    """Records for `ids`, from kept.parquet, else from rejected.parquet (removed by a later stage)."""
-    found: dict[str, dict] = {}
-    for frame, status in ((kept, "kept"), (rejected, "removed later")):
-        missing = [i for i in ids if i not in found]
-        if frame is None or not missing:
-            continue
-        for row in frame.filter(pl.col("id").is_in(missing)).collect(engine="streaming").to_dicts():
-            found.setdefault(row["id"], {**_example(row, CLUSTER_EXCERPT), "status": status})
-    return found
-
-
-def _jury(entry: StageStats, ratings_path: Path, kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
-    """The jury stage's figures from stats.json, per-judge scores and examples from ratings.parquet."""
-    stage = entry.figures
-    bars = [(label, f"score {label}", float(count)) for label, count in (stage.get("histogram") or {}).items()]
-    ratings = _scan(ratings_path)
-    usage = stage.get("usage") or {}
-    by_judge = _judge_ratings(ratings) if ratings is not None else {}
-    return {
-        "stage": stage,
-        "chart": bar_chart(bars, "c-jury", "aggregated score") if bars else None,
-        "judges": [
-            {"name": name, **(usage.get(name) or {}), **by_judge.get(name, {})}
-            for name in stage.get("judges") or list(usage) or list(by_judge)
-        ],
-        "has_ratings": ratings is not None,
-        "cost": sum((u.get("cost_usd") or 0.0) for u in usage.values()) if usage else None,
-        "distill": stage.get("distill"),
-        "failed": _failed_ratings(ratings) if ratings is not None else [],
-        "disagreements": _disagreements(ratings, kept, rejected) if ratings is not None else [],
-    }
-
-
-def _judge_ratings(ratings: pl.LazyFrame) -> dict[str, dict]:
-    score = pl.col("score")
-    table = ratings.group_by("judge").agg(
-        pl.len().alias("rated"),
-        score.null_count().alias("failed_ratings"),
-        score.mean().alias("mean"),
-        score.std().alias("std"),
-        (pl.col("attempts") > 1).sum().alias("reasked"),
-    )
-    return {row.pop("judge"): row for row in table.collect().to_dicts()}
-
-
-def _failed_ratings(ratings: pl.LazyFrame) -> list[dict]:
-    failed = ratings.filter(pl.col("score").is_null()).head(MAX_JURY_EXAMPLES).collect()
-    return [{**r, "raw": _excerpt(r.get("raw"))} for r in failed.to_dicts()]
-
-
-def _disagreements(ratings: pl.LazyFrame, kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> list[dict]:
-    """The records the judges disagree on most (largest max - min score)."""
-    spreads = (
-        ratings.filter(pl.col("score").is_not_null())
-        .group_by("id")
-        .agg((pl.col("score").max() - pl.col("score").min()).alias("spread"), pl.struct("judge", "score").alias("scores"))
-        .filter(pl.col("spread") > 0)
-        .sort(["spread", "id"], descending=[True, False])
-        .head(MAX_JURY_EXAMPLES)
-        .collect()
-    )
-    records = _records_by_id(kept, rejected, spreads["id"].to_list())
-    return [
-        {"id": r["id"], "spread": r["spread"], "scores": {s["judge"]: s["score"] for s in r["scores"]},
-         "record": records.get(r["id"])}
-        for r in spreads.iter_rows(named=True)
-    ]
 
 
 def _sources(kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
@@ -632,7 +375,7 @@ def _inputs(ingest: StageStats | None) -> dict | None:
     for f in ingest.figures["files"]:
         reasons = list((f.get("removed_by_reason") or {}).items())[:3]
         outcomes = (f.get("records") or 0) + (f.get("rejected") or 0)
-        files.append({**f, "reasons": reasons, "rejected_share": _pct(f.get("rejected") or 0, outcomes)})
+        files.append({**f, "reasons": reasons, "rejected_share": pct(f.get("rejected") or 0, outcomes)})
     return {"files": files, "skipped": ingest.figures.get("skipped_files") or []}
 
 

@@ -11,10 +11,9 @@ from markupsafe import Markup
 
 from curation.core.stats import RunStats
 from curation.pii.detect import PLACEHOLDER
-from curation.report.html import CLUSTER_EXCERPT, EXCERPT, MAX_EXAMPLES, SAMPLE_SEED, bar_chart, record_text
-from curation.report.html import _example as example
-from curation.report.html import _excerpt as excerpt
-from curation.report.html import _rows_at as rows_at
+from curation.report.charts import bar_chart
+from curation.report.html import MAX_EXAMPLES, SAMPLE_SEED
+from curation.report.records import CLUSTER_EXCERPT, EXCERPT, example, excerpt, record_text, rows_at
 
 MATCHES = Path("decontamination") / "matches.parquet"
 MAX_LANGUAGES = 20  # bars in the language chart; the rest are summed
