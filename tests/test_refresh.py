@@ -309,15 +309,20 @@ def test_version_folders_that_latest_does_not_name_are_never_skipped_silently(
     assert not (tmp_path / "runs" / "r3").exists()
 
 
-def test_overlapping_refreshes_publish_one_after_the_other(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def two_refresh_configs(tmp_path: Path) -> None:
+    """a.yaml and b.yaml, each reading its own three new records (two refreshes of one dataset)."""
     for name in ("a", "b"):
         (tmp_path / f"{name}.yaml").write_text(f"inputs:\n  - path: data_{name}/*.jsonl\ndedup:\n  exact: {{}}\n")
         write(tmp_path / f"data_{name}" / "rows.jsonl", [
             {"id": f"{name}{i}", "instruction": f"Question {name} {i}?", "input": "", "output": f"Answer {i}."}
             for i in range(3)
         ])  # fmt: skip
+
+
+def test_overlapping_refreshes_publish_one_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    two_refresh_configs(tmp_path)
     publish_dir = tmp_path / "published"
     publish_dir.mkdir()
     (publish_dir / ".v0007.killed").mkdir()  # what a killed publish leaves behind
@@ -451,12 +456,7 @@ def test_overlapping_refreshes_against_a_bucket_publish_one_after_the_other(
     from curation.publish import lock
     from schemas.storage import RemotePath
 
-    for name in ("a", "b"):
-        (tmp_path / f"{name}.yaml").write_text(f"inputs:\n  - path: data_{name}/*.jsonl\ndedup:\n  exact: {{}}\n")
-        write(tmp_path / f"data_{name}" / "rows.jsonl", [
-            {"id": f"{name}{i}", "instruction": f"Question {name} {i}?", "input": "", "output": f"Answer {i}."}
-            for i in range(3)
-        ])  # fmt: skip
+    two_refresh_configs(tmp_path)
     publish_dir = RemotePath(f"{s3}/published")
     (publish_dir / ".v0007.killed" / "kept.parquet").write_bytes(b"partial")  # what a killed publish leaves
     holding, slow_diff = threading.Event(), versions.diff_versions
