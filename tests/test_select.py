@@ -20,18 +20,21 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from curation.core.plan import build_plan
+from curation.core.corpus import Corpus
+from curation.core.plan import VECTORS_DIR, Step, build_plan
 from curation.core.preflight import preflight
 from curation.core.run import run_pipeline
 from curation.core.text import text_view
 from curation.dedup.encoders import load_encoder
+from curation.dedup.vectors import VectorStore, encoder_settings
 from curation.export.render import render, token_counts
 from curation.llm.tokenizer import load_tokenizer
+from curation.select import build_select_stage
 from curation.select.diversity import Budget, pick
 from curation.select.ifd import ifd_scores
 from curation.select.score import combined, jury_scores, percentiles
 from schemas.bundled import smollm2_tokenizer_dir
-from schemas.config import ConfigError, load_config
+from schemas.config import ConfigError, CurateConfig, load_config
 from schemas.record import meta_json
 
 ALPACA = "sft/llamafactory_alpaca_en_demo.json"
@@ -276,3 +279,56 @@ def test_the_plan_selects_after_preference_and_before_export_and_only_when_confi
     assert [s.name for s in steps] == ["select", "export"]
     assert config.select is not None and config.select.score.weights() == {}  # no jury: id order
     assert steps[0].sections == ("select", "export.tokenizer", "export.chat_template")
+
+
+CODE_ALPACA = "sft/code_alpaca_2k.json"
+
+
+def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path, shared_data: Path) -> None:
+    """Semantic dedup hands its vectors on (same encoder and view): select reuses them, the
+    vectors are exactly what encoding gives, and the selection equals re-encoding's, or a
+    missing store's (which encodes every record)."""
+    data = tmp_path / "code.json"
+    data.write_text(json.dumps(json.loads((shared_data / CODE_ALPACA).read_text())[:600]))
+    select = {"budget": {"records": 150}, "score": {"length": 1}, "diversity": {"radius": 0.8}}
+    config = CurateConfig.model_validate({"inputs": [{"path": str(data)}], "dedup": {"semantic": {}}, "select": select})
+    out = tmp_path / "run"
+    stats = run_pipeline(config, out, progress=False)  # on disk: the store is part of dedup's checkpoint
+    figures = next(s.figures for s in stats.stages if s.stage == "select")
+    # Records whose dedup text lost a shared line (code fences) are encoded again, the rest reused.
+    assert 0 < figures["embeddings_reused"] < figures["candidates"]
+    assert figures["not_selected_by"]["radius"] > 0  # the vectors decide
+    manifest = json.loads((out / ".checkpoints" / "01-dedup_semantic" / "manifest.json").read_text())
+    assert f"{VECTORS_DIR}/vectors.f32" in manifest["outputs"]
+    candidates = Corpus.open(out / ".checkpoints" / "01-dedup_semantic" / "records", 10_000, tmp_path).collect()
+    assert config.select is not None
+    d = config.select.diversity
+    ids, texts = candidates["id"].to_list(), candidates.select(text_view(d.view)).to_series().to_list()
+    store = VectorStore(out / VECTORS_DIR)
+    found, stored = store.lookup(encoder_settings(d), ids, texts)
+    assert found.sum() == figures["embeddings_reused"]
+    assert np.array_equal(stored, load_encoder(d.model, d.max_seq_length).encode([texts[i] for i in np.flatnonzero(found)]))
+    # Another text for the same id is never given the stored vector.
+    assert not store.lookup(encoder_settings(d), ids[:1], [texts[0] + " changed"])[0].any()
+    kept = pl.read_parquet(out / "kept.parquet")["id"].sort()
+    rejected = pl.read_parquet(out / "rejected.parquet").filter(pl.col("stage") == "select")
+    for where, reused in ((None, 0), (tmp_path / "absent", 0), (out / VECTORS_DIR, figures["embeddings_reused"])):
+        stage = build_select_stage(config.select, None, None, None, False, VectorStore(where) if where else None)
+        result = stage(candidates)
+        assert result.extra["embeddings_reused"] == reused
+        assert result.kept["id"].sort().equals(kept)
+        columns = ["id", "detail", "duplicate_of"]
+        assert result.rejected.select(columns).sort("id").equals(rejected.select(columns).sort("id"))
+
+
+def test_the_plan_hands_dedup_vectors_to_select_only_when_both_embed_alike(tmp_path: Path, shared_data: Path) -> None:
+    def steps(semantic: dict, diversity: dict) -> dict[str, Step]:
+        select = {"budget": {"records": 5}, "diversity": diversity}
+        config = load_config(_config(tmp_path, shared_data, dedup={"semantic": semantic}, select=select))
+        return {s.name: s for s in build_plan(config, tmp_path, progress=False)}
+
+    assert steps({}, {})["dedup_semantic"].side_output == VECTORS_DIR
+    assert steps({"max_seq_length": 64}, {"max_seq_length": 64})["dedup_semantic"].side_output == VECTORS_DIR
+    assert steps({"max_seq_length": 64}, {})["dedup_semantic"].side_output is None
+    assert steps({"view": "all"}, {})["dedup_semantic"].side_output is None
+    assert steps({}, {"model": "all-MiniLM-L6-v2"})["dedup_semantic"].side_output is None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from curation.core.checkpoint import CHECKPOINTS
 from curation.core.corpus import Source, collect
 from curation.core.engine import open_engine
 from curation.core.stage import Stage, StageResult
@@ -27,6 +28,7 @@ from curation.dedup.exact import build_exact_stage
 from curation.dedup.minhash import build_minhash_stage
 from curation.dedup.published import build_published_stage
 from curation.dedup.semantic import build_semantic_stage
+from curation.dedup.vectors import VectorStore, encoder_settings
 from curation.export import export_run
 from curation.filters import build_filter_stage
 from curation.jury.panel import Jury
@@ -45,6 +47,8 @@ from curation.synthesis import synthesize
 from schemas.base import StageFailed
 from schemas.config import CurateConfig
 from schemas.jury import Local, ModelSpec
+
+VECTORS_DIR = f"{CHECKPOINTS}/dedup_semantic.vectors"  # under RUN_DIR: semantic dedup's vectors for select
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,13 @@ def build_plan(
     if dedup and dedup.minhash:
         minhash = build_minhash_stage(dedup.minhash, progress, engine, keep_siblings=siblings)
         steps.append(Step(minhash, ("dedup.minhash", *also)))
+    # Semantic dedup's vectors of the records it keeps, for select when both embed alike.
+    semantic_cfg, select_cfg = dedup.semantic if dedup else None, config.select
+    same = semantic_cfg and select_cfg and encoder_settings(semantic_cfg) == encoder_settings(select_cfg.diversity)
+    store = VectorStore(out_dir / VECTORS_DIR) if same else None
     if dedup and dedup.semantic:
-        semantic = build_semantic_stage(dedup.semantic, progress, engine, keep_siblings=siblings)
-        steps.append(Step(semantic, ("dedup.semantic", *also)))
+        semantic = build_semantic_stage(dedup.semantic, progress, engine, keep_siblings=siblings, store=store)
+        steps.append(Step(semantic, ("dedup.semantic", *also), VECTORS_DIR if store else None))
     if previous is not None:  # which version it is: part of the ingest fingerprint
         steps.append(Step(build_published_stage(previous, dedup, progress, keep_siblings=siblings), ("dedup", *also)))
     jury = Jury(config.jury, cache, budget) if config.jury else None
@@ -140,7 +148,7 @@ def build_plan(
     if config.preference:
         steps.append(Step(_preference(config, jury, cache, budget, progress), ("preference", "jury")))
     if config.select:
-        steps.append(_select(config, progress))
+        steps.append(_select(config, progress, store))
     if config.export:
         steps.append(Step(_export(config, out_dir / "export", run_stats if run_stats is not None else []), ("export",), "export"))
     return steps
@@ -193,8 +201,9 @@ def _preference(
     return Expansion("preference", run)
 
 
-def _select(config: CurateConfig, progress: bool) -> Step:
-    """Tokens counted as export counts them; IFD with select.ifd.model, else the training base model."""
+def _select(config: CurateConfig, progress: bool, store: VectorStore | None) -> Step:
+    """Tokens counted as export counts them; IFD with select.ifd.model, else the training base
+    model; `store`: semantic dedup's vectors (the selection is the same with or without them)."""
     cfg = config.select
     assert cfg is not None
     export = config.export
@@ -204,7 +213,7 @@ def _select(config: CurateConfig, progress: bool) -> Step:
         ifd_model = config.train.base_model if config.train else None
         sections += ("train.base_model",)
     stage = build_select_stage(
-        cfg, export.tokenizer if export else None, export.chat_template if export else None, ifd_model, progress
+        cfg, export.tokenizer if export else None, export.chat_template if export else None, ifd_model, progress, store
     )
     return Step(stage, sections)
 

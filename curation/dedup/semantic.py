@@ -45,6 +45,7 @@ from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
 from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex, release_freed_heap
 from curation.dedup.siblings import STAT, spare_siblings
+from curation.dedup.vectors import VectorStore, encoder_settings
 from curation.dedup.verify import different_task
 from schemas.config import SemanticDedup
 
@@ -57,11 +58,13 @@ VERIFY_PAIRS = 32_768  # removals whose pair texts are read at a time to verify 
 
 
 def build_semantic_stage(
-    cfg: SemanticDedup, progress: bool = True, engine: Engine | None = None, keep_siblings: bool = False
+    cfg: SemanticDedup, progress: bool = True, engine: Engine | None = None, keep_siblings: bool = False,
+    store: VectorStore | None = None,
 ) -> Stage:
     """`engine` embeds partitions of the records (default: this process; on Ray, each worker
     process loads the encoder once); the search runs in this process, on the embeddings file.
-    `keep_siblings`: preference sibling answers are never removed (curation.dedup.siblings)."""
+    `keep_siblings`: preference sibling answers are never removed (curation.dedup.siblings).
+    `store`: where the kept records' vectors go for a later step (curation.dedup.vectors)."""
     engine = engine or LocalEngine()
 
     def run(records: Source) -> StageResult:
@@ -95,6 +98,11 @@ def build_semantic_stage(
                 return embeddings.read(np.searchsorted(rows, at))
 
             vetoed = verify_pairs(records, root, cosine, cfg, shared, vectors_of) if cfg.verify else {}
+            if store is not None:
+                kept = rows[root[rows] == rows]
+                view = text_view(cfg.view)
+                store.write(encoder_settings(cfg), records, kept, vectors_of,
+                            lambda at: without_lines(take(records, at, view), shared).to_list())
         root, spared = spare_siblings(records, root, engine) if keep_siblings else (root, 0)
         dup = root != np.arange(records.height)
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
@@ -294,7 +302,7 @@ def greedy_duplicates(
 def index_settings(cfg: SemanticDedup) -> dict:
     """What produced stored embeddings (the encoder and how much of each text it reads): an
     index stored under other settings is re-embedded, never compared with these."""
-    return {"view": cfg.view, "model": encoder_identity(cfg.model), "max_seq_length": cfg.max_seq_length}
+    return encoder_settings(cfg)
 
 
 def match_index(embeddings: np.ndarray, index: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

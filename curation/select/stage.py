@@ -5,7 +5,8 @@
    (curation.select.ifd); combined by the config's weights into a score in [0, 1].
 2. Order: best score first, ties by id (the same records in any order select the same).
 3. Embeddings of each record's view with the encoder semantic dedup uses (the bundled static
-   model by default), then the diversity method (curation.select.diversity) picks within budget.
+   model by default; the vectors semantic dedup stored when it ran with the same settings, see
+   curation.dedup.vectors), then the diversity method (curation.select.diversity) picks within budget.
 4. Every sft record not selected is rejected as `not_selected`: `duplicate_of` names the closest
    selected record, `detail` its rank, score, why it was left out and the cosine to that record.
 
@@ -28,6 +29,7 @@ from curation.core.corpus import Source, collect
 from curation.core.stage import Stage, StageResult, split_rejects
 from curation.core.text import text_view
 from curation.dedup.encoders import encoder_identity, load_encoder
+from curation.dedup.vectors import VectorStore, encoder_settings
 from curation.llm.tokenizer import load_tokenizer
 from curation.select.diversity import Budget, nearest, pick
 from curation.select.ifd import ifd_scores
@@ -35,7 +37,7 @@ from curation.select.score import combined, jury_scores, record_tokens
 from schemas.bundled import smollm2_dir
 from schemas.chat import TemplateName, apply_template
 from schemas.record import meta_json
-from schemas.select import SelectConfig
+from schemas.select import SelectConfig, SelectDiversity
 
 STAGE = "select"
 REASON = "not_selected"
@@ -48,9 +50,11 @@ def build_select_stage(
     chat_template: TemplateName | None,
     ifd_model: str | None,
     progress: bool = True,
+    store: VectorStore | None = None,
 ) -> Stage:
     """`tokenizer`/`chat_template`: what export renders with; `ifd_model`: the causal LM's
-    directory for IFD (None = the bundled SmolLM2)."""
+    directory for IFD (None = the bundled SmolLM2); `store`: semantic dedup's vectors of the
+    records it kept, reused where they are exactly what encoding would give (curation.dedup.vectors)."""
 
     def run(source: Source) -> StageResult:
         records = collect(source)
@@ -90,7 +94,7 @@ def build_select_stage(
         rank[order] = np.arange(1, len(order) + 1)
         d = cfg.diversity
         texts = part.select(text_view(d.view)).to_series().fill_null("").to_list()
-        embeddings = load_encoder(d.model, d.max_seq_length).encode(texts, None, progress)
+        embeddings, reused = _embeddings(d, ids, texts, store, progress)
         lap("embed")
         budget = Budget(cfg.budget.records, cfg.budget.tokens, tokens)
         chosen = pick(embeddings, score, order, budget, d.method, d.radius, d.mmr_lambda)
@@ -120,9 +124,27 @@ def build_select_stage(
         )
         lap("reject")
         result.extra = _figures(cfg, records, chosen, left, signals, score, tokens, seconds)
+        result.extra["embeddings_reused"] = reused
         return result
 
     return Stage(STAGE, run)
+
+
+def _embeddings(
+    d: SelectDiversity, ids: list[str], texts: list[str], store: VectorStore | None, progress: bool
+) -> tuple[np.ndarray, int]:
+    """Each text's vector: from `store` where it holds this text's, the others encoded; and how
+    many came from the store."""
+    found, vectors = store.lookup(encoder_settings(d), ids, texts) if store else (np.zeros(len(ids), bool), None)
+    if not found.any():
+        return load_encoder(d.model, d.max_seq_length).encode(texts, None, progress), 0
+    missing = np.flatnonzero(~found)
+    out = np.empty((len(ids), vectors.shape[1]), np.float32)  # type: ignore[union-attr]
+    out[found] = vectors
+    if len(missing):
+        encoded = load_encoder(d.model, d.max_seq_length).encode([texts[i] for i in missing], None, progress)
+        out[missing] = encoded
+    return out, int(found.sum())
 
 
 def _prompts_and_answers(part: pl.DataFrame) -> tuple[list[list[dict]], list[str]]:
