@@ -78,9 +78,12 @@ def test_variants_hold_out_the_same_rows_and_differ_in_their_train_rows(run: Pat
     assert other["random"].digest != digest and other["curated"] == data["curated"]
 
 
-def test_a_stage_without_rejects_is_named(run: Path) -> None:
+def test_a_stage_without_rejects_or_a_run_without_records_is_named(run: Path) -> None:
     with pytest.raises(TrainingInputError, match=r"minus-pii: .*stage 'pii' \(stages with sft rejects: dedup, filters\)"):
         write_variants(run, Ablation(variants=["curated", "minus-pii"]))
+    (run / "rejected.parquet").unlink()
+    with pytest.raises(TrainingInputError, match=r"rejected.parquet not found"):
+        write_variants(run, Ablation(variants=["curated", "raw"]))
 
 
 @pytest.mark.parametrize(

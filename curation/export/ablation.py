@@ -82,6 +82,9 @@ def _variant_rows(run_dir: Path, ablation: Ablation, held: set[bytes]) -> dict[s
         train = [r for r in rows if _key(r) not in held]
         return train, len(rows) - len(train)
 
+    for name in ("kept.parquet", "rejected.parquet"):
+        if not (run_dir / name).is_file():
+            raise TrainingInputError(f"train.ablation: {run_dir / name} not found: variants are built from a run's records")
     kept = _sft(pl.read_parquet(run_dir / "kept.parquet"))
     rejected = pl.read_parquet(run_dir / "rejected.parquet").filter(pl.col("kind") == "sft")
     curated, raw = trainable(kept), trainable(kept + _sft(rejected.filter(~pl.col("stage").is_in(NOT_RAW))))
