@@ -124,19 +124,19 @@ class Eval(Strict):
     max_new_tokens: int = Field(128, ge=1, description="Tokens per generated answer, within max_seq_length.")
 
 
-VARIANT = re.compile(r"curated|raw|random|minus-[a-z_]+")
+VARIANT = re.compile(r"curated|selected|raw|random|minus-[a-z_]+")
 
 
 class Ablation(Strict):
     """Data ablations: the same training (the first candidate's settings) on variants of the
-    curated sft set, all evaluated on the curated set's held-out rows (removed from every
-    variant's train rows). curated: the run's exported sft set; raw: every sft record the
-    pipeline read (kept + rejected, less ingest's and export's rejects, which are no records
-    a trainer takes); random: a seeded sample of raw the size of curated; minus-<stage>:
-    curated plus that stage's rejects back (with a select step, minus-select is the
-    curation without the selection)."""
+    curated sft set, all evaluated on the held-out rows of the run's exported set (removed from
+    every variant's train rows). curated: the run's curation (before a select step's selection);
+    selected: the run's exported set when it has a select step; raw: every sft record the
+    pipeline read (kept + rejected, less ingest's and export's rejects, which are no records a
+    trainer takes); random: a seeded sample of raw the size of the exported set; minus-<stage>:
+    curated plus that stage's rejects back."""
 
-    variants: list[str] = Field(min_length=2, description="curated | raw | random | minus-<stage>; at least two.")
+    variants: list[str] = Field(min_length=2, description="curated | selected | raw | random | minus-<stage>; at least two.")
     seed: int = Field(0, description="The random variant's sample.")
 
     @field_validator("variants")
@@ -144,7 +144,7 @@ class Ablation(Strict):
     def _known_variants(cls, value: list[str]) -> list[str]:
         for name in value:
             if not VARIANT.fullmatch(name):
-                raise ValueError(f"'{name}': a variant is curated, raw, random or minus-<stage>")
+                raise ValueError(f"'{name}': a variant is curated, selected, raw, random or minus-<stage>")
         if len(set(value)) != len(value):
             raise ValueError("a variant is listed twice")
         return value

@@ -37,8 +37,8 @@ def reject(rec: dict, stage: str) -> dict:
 
 @pytest.fixture
 def run(shared_data: Path, tmp_path: Path) -> Path:
-    """A curated run: 10 kept, 4 dedup rejects (one a copy of a held-out row), 3 filter rejects,
-    one export reject and one ingest reject (neither is raw data)."""
+    """A curated run: 10 kept, 2 not selected, 4 dedup rejects (one a copy of a held-out row), 3
+    filter rejects, one export reject and one ingest reject (neither is raw data)."""
     rows = [conversation(r) for r in jsonl(shared_data / "sft" / "gsm8k_test.jsonl", 20)]
     kept = [record(i, rows[i]) for i in range(10)]
     run = tmp_path / "run"
@@ -51,6 +51,7 @@ def run(shared_data: Path, tmp_path: Path) -> Path:
     rejects += [reject(record(i, rows[i]), "dedup") for i in range(10, 13)]
     rejects += [reject(record(i, rows[i]), "filters") for i in range(13, 16)]
     rejects += [reject(record(16, rows[16]), "export"), reject(record(17, None), "ingest")]
+    rejects += [reject(record(i, rows[i]), "select") for i in (18, 19)]
     rejects_frame(rejects).write_parquet(run / "rejected.parquet")
     return run
 
@@ -60,17 +61,19 @@ def train_ids(run: Path, variant: str) -> list[str]:
 
 
 def test_variants_hold_out_the_same_rows_and_differ_in_their_train_rows(run: Path) -> None:
-    ablation = Ablation(variants=["curated", "raw", "random", "minus-filters"], seed=3)
+    ablation = Ablation(variants=["curated", "selected", "raw", "random", "minus-filters"], seed=3)
     data = write_variants(run, ablation)
     held = held_out_ids(run)
     assert len(held) == 2
-    assert {name: d.train_rows for name, d in data.items()} == {"curated": 8, "raw": 14, "random": 8, "minus-filters": 11}
+    sizes = {"curated": 10, "selected": 8, "raw": 16, "random": 8, "minus-filters": 13}  # random: as many as selected
+    assert {name: d.train_rows for name, d in data.items()} == sizes
     assert data["raw"].held_out_removed == 3  # the two held-out rows and the dedup copy of one
     for name in data:
         sft = load_from_disk(str(run / "train" / "ablation" / name / "data" / "export" / "hf" / "sft"))
         assert sft["test"]["id"] == held
         assert not set(sft["train"]["id"]) & {*held, "r100"}
-    assert set(train_ids(run, "raw")) == {f"r{i}" for i in range(16)} - set(held)  # no export or ingest reject
+    assert set(train_ids(run, "raw")) == {f"r{i}" for i in (*range(16), 18, 19)} - set(held)  # no export or ingest reject
+    assert set(train_ids(run, "curated")) - set(train_ids(run, "selected")) == {"r18", "r19"}
     assert set(train_ids(run, "random")) <= set(train_ids(run, "raw"))
     digest = data["random"].digest
     assert write_variants(run, ablation)["random"].digest == digest  # seeded: the same sample again
@@ -79,8 +82,10 @@ def test_variants_hold_out_the_same_rows_and_differ_in_their_train_rows(run: Pat
 
 
 def test_a_stage_without_rejects_or_a_run_without_records_is_named(run: Path) -> None:
-    with pytest.raises(TrainingInputError, match=r"minus-pii: .*stage 'pii' \(stages with sft rejects: dedup, filters\)"):
+    with pytest.raises(TrainingInputError, match=r"minus-pii: .*stage 'pii' \(stages with sft rejects: dedup, filters, select\)"):
         write_variants(run, Ablation(variants=["curated", "minus-pii"]))
+    with pytest.raises(TrainingInputError, match=r"minus-select is `curated`"):
+        write_variants(run, Ablation(variants=["selected", "minus-select"]))
     (run / "rejected.parquet").unlink()
     with pytest.raises(TrainingInputError, match=r"rejected.parquet not found"):
         write_variants(run, Ablation(variants=["curated", "raw"]))

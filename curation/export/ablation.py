@@ -2,7 +2,7 @@
 TRL shape, written as a small run directory of its own (`<variant>/data/export/hf/sft`) that
 training reads like any run's exported set.
 
-Every variant's test split is the curated set's held-out split (export/hf/sft's test), and a
+Every variant's test split is the run's held-out split (export/hf/sft's test), and a
 row whose conversation is a held-out one is removed from every variant's train rows (a raw
 duplicate of a held-out row included), so the variants differ in their training data only.
 Rows export would reject as they are (broken turns) are left out of every variant: no trainer
@@ -28,6 +28,7 @@ from schemas.train_result import VariantData
 
 COLUMNS = ["id", "source", "kind", "messages", "chosen", "rejected"]
 NOT_RAW = ("ingest", "export")  # rejects that are no trainable record: unread input, unrenderable records
+SELECT = "select"  # its rejects are the records not selected: curated has them, selected not
 MANIFEST = "variant.json"
 
 
@@ -87,17 +88,20 @@ def _variant_rows(run_dir: Path, ablation: Ablation, held: set[bytes]) -> dict[s
             raise TrainingInputError(f"train.ablation: {run_dir / name} not found: variants are built from a run's records")
     kept = _sft(pl.read_parquet(run_dir / "kept.parquet"))
     rejected = pl.read_parquet(run_dir / "rejected.parquet").filter(pl.col("kind") == "sft")
-    curated, raw = trainable(kept), trainable(kept + _sft(rejected.filter(~pl.col("stage").is_in(NOT_RAW))))
+    curated = kept + _sft(rejected.filter(pl.col("stage") == SELECT))  # the curation before any selection
+    output, raw = trainable(kept), trainable(kept + _sft(rejected.filter(~pl.col("stage").is_in(NOT_RAW))))
     rows: dict[str, tuple[list[dict], int]] = {}
     for name in ablation.variants:
         if name == "curated":
-            rows[name] = curated
+            rows[name] = trainable(curated)
         elif name == "raw":
             rows[name] = raw
-        elif name == "random":  # the raw records without the held-out ones, as many as curated trains on
-            rows[name] = (random.Random(ablation.seed).sample(raw[0], min(len(curated[0]), len(raw[0]))), 0)
+        elif name == "random":  # raw less the held-out rows, as many as the run's output trains on
+            rows[name] = (random.Random(ablation.seed).sample(raw[0], min(len(output[0]), len(raw[0]))), 0)
+        elif name == f"minus-{SELECT}":
+            raise TrainingInputError(f"train.ablation.variants: {name} is `curated` (the curation before selection)")
         else:
-            stage = name.removeprefix("minus-")
+            stage = SELECT if name == "selected" else name.removeprefix("minus-")
             back = rejected.filter(pl.col("stage") == stage)
             if back.is_empty():
                 stages = ", ".join(sorted(set(rejected["stage"]) - set(NOT_RAW))) or "none"
@@ -105,7 +109,7 @@ def _variant_rows(run_dir: Path, ablation: Ablation, held: set[bytes]) -> dict[s
                     f"train.ablation.variants: {name}: no sft record of this run was rejected by a stage"
                     f" '{stage}' (stages with sft rejects: {stages})"
                 )
-            rows[name] = trainable(kept + _sft(back))
+            rows[name] = output if name == "selected" else trainable(curated + _sft(back))
     return rows
 
 
