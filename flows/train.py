@@ -24,6 +24,7 @@ from curation.core.mirror import RunMirror
 from curation.core.stats import unwritten_sets
 from curation.evaluation.errors import error_analysis
 from curation.evaluation.winrate import win_rate
+from curation.export.ablation import held_out_ids, variant_dir, write_variants
 from curation.jury.panel import Jury
 from curation.llm.cache import default_cache
 from curation.llm.endpoint import Budget
@@ -33,7 +34,17 @@ from flows.artifacts import ProgressArtifact, slug
 from flows.curate import curate_flow
 from schemas.config import CurateConfig, load_config
 from schemas.train import TrainConfig, TrainingInputError
-from schemas.train_result import CandidateResult, Evaluation, Judgement, LeaderboardRow, StageResult, TrainSummary
+from schemas.train_result import (
+    AblationSummary,
+    CandidateResult,
+    Evaluation,
+    Judgement,
+    LeaderboardRow,
+    StageResult,
+    TrainSummary,
+    VariantData,
+)
+from training.ablation import summarize_ablation
 from training.base_model import resolve_base_model
 from training.candidates import summarize, train_candidate
 from training.stages import check_stages, evaluate_candidate, run_stage
@@ -100,6 +111,38 @@ def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = Tru
     )
 
 
+@flow(name="train-variant", flow_run_name="variant-{name}")
+def variant_flow(
+    config_path: str, run_dir: str, name: str, data: VariantData, resume: bool = True, progress: bool = False
+) -> CandidateResult:
+    """One ablation variant: the ablation's training on the variant's data (written by
+    write_variants), its steps as tasks like a candidate's, resumed while its data is the same."""
+    config: CurateConfig = load_config(config_path)
+    assert config.train is not None
+    out = variant_dir(Path(run_dir), name)
+    return train_candidate(
+        config.train.ablation_config(),
+        name,
+        out / "data",
+        resume,
+        stage_step=functools.partial(stage_task, key_prefix=f"train-{slug(Path(config_path).stem)}-ablation-{name}-"),
+        evaluate_step=evaluate_task,
+        judge_step=functools.partial(judge_task, config, progress),
+        info=get_run_logger().info,
+        variant=(out, data.digest),
+    )
+
+
+def ablation(config_path: str, run_dir: str, resume: bool, progress: bool) -> AblationSummary:
+    """Every variant of train.ablation trained and evaluated on the same held-out rows."""
+    config: CurateConfig = load_config(config_path)
+    assert config.train is not None and config.train.ablation is not None
+    out = Path(run_dir)
+    data = write_variants(out, config.train.ablation)
+    results = {name: variant_flow(config_path, run_dir, name, d, resume, progress) for name, d in data.items()}
+    return summarize_ablation(config.train, out, data, results, held_out_ids(out))
+
+
 @flow(name="train")
 def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bool = False) -> TrainSummary | State:
     """Train and evaluate every candidate (or the train section alone) on RUN_DIR's exported
@@ -126,6 +169,12 @@ def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> Trai
     cfg, out = config.train, Path(run_dir)
     try:
         check_stages(cfg, out, unwritten_sets(out, cfg.sets_needed()))  # with the export's reasons
+        if cfg.ablation is not None:  # every variant's rows checked before anything trains
+            for name in write_variants(out, cfg.ablation):
+                try:
+                    check_stages(cfg.ablation_config(), variant_dir(out, name) / "data")
+                except TrainingInputError as exc:
+                    raise TrainingInputError(f"train.ablation variant {name}: {exc}") from None
     except TrainingInputError as exc:  # a failed state, not a raise: the run stops, named, without a traceback
         get_run_logger().error(str(exc))
         return Failed(message=str(exc), data=exc)
@@ -134,6 +183,8 @@ def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> Trai
     }
     summary = summarize(cfg, out, results)
     publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
+    if cfg.ablation is not None:
+        ablation(config_path, run_dir, resume, progress)
     if (out / "stats.json").is_file():
         write_report(out)
     return summary

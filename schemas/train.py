@@ -124,6 +124,36 @@ class Eval(Strict):
     max_new_tokens: int = Field(128, ge=1, description="Tokens per generated answer, within max_seq_length.")
 
 
+VARIANT = re.compile(r"curated|selected|raw|random|minus-[a-z_]+")
+
+
+class Ablation(Strict):
+    """Data ablations: the same training (the first candidate's settings) on variants of the
+    curated sft set, all evaluated on the held-out rows of the run's exported set (removed from
+    every variant's train rows). curated: the run's curation (before a select step's selection);
+    selected: the run's exported set when it has a select step; raw: every sft record the
+    pipeline read (kept + rejected, less ingest's and export's rejects, which are no records a
+    trainer takes); random: a seeded sample of raw the size of the exported set; minus-<stage>:
+    curated plus that stage's rejects back."""
+
+    variants: list[str] = Field(min_length=2, description="curated | selected | raw | random | minus-<stage>; at least two.")
+    seed: int = Field(0, description="The random variant's sample.")
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not VARIANT.fullmatch(name):
+                raise ValueError(f"'{name}': a variant is curated, selected, raw, random or minus-<stage>")
+        if len(set(value)) != len(value):
+            raise ValueError("a variant is listed twice")
+        return value
+
+    def reference(self) -> str:
+        """The variant the others are compared with: curated when listed, else the first."""
+        return "curated" if "curated" in self.variants else self.variants[0]
+
+
 class TrainConfig(Strict):
     base_model: str | None = Field(
         None, description="Local model directory; null = bundled SmolLM2-135M-Instruct."
@@ -164,6 +194,9 @@ class TrainConfig(Strict):
     select_by: list[Metric] = Field(
         ["eval_loss", "rouge_l"], min_length=1, description="The winner's metric, then tie-breakers."
     )
+    ablation: Ablation | None = Field(
+        None, description="Also train the first candidate on variants of the data (train/ablation/); null = none."
+    )
 
     @field_validator("quantization")
     @classmethod
@@ -200,6 +233,12 @@ class TrainConfig(Strict):
         self.candidate_configs()  # every candidate must be a valid train section too
         return self
 
+    def ablation_config(self) -> TrainConfig:
+        """What every ablation variant trains with: the first candidate's settings (this
+        section's without candidates), its fingerprint free of the ablation itself."""
+        first = next(iter(self.candidate_configs().values()))
+        return first.model_copy(update={"candidates": [], "ablation": None})
+
     def sets_needed(self) -> list[str]:
         """The exported sets every candidate's stages together train on."""
         return sorted({STAGE_SET[s] for c in self.candidate_configs().values() for s in METHOD_STAGES[c.method]})
@@ -210,7 +249,7 @@ class TrainConfig(Strict):
         this section alone, named "main"."""
         if not self.candidates:
             return {"main": self}
-        written = self.model_dump(exclude_unset=True, exclude={"candidates", "select_by"})
+        written = self.model_dump(exclude_unset=True, exclude={"candidates", "select_by", "ablation"})
         configs: dict[str, TrainConfig] = {}
         for i, override in enumerate(self.candidates):
             name = override.get("name")
@@ -219,8 +258,8 @@ class TrainConfig(Strict):
             if name in configs or name == "best":
                 raise ValueError(f"candidates[{i}]: the name '{name}' is {'taken' if name in configs else 'reserved'}")
             rest = {k: v for k, v in override.items() if k != "name"}
-            if {"candidates", "select_by"} & set(rest):
-                raise ValueError(f"candidates[{i}] ({name}): candidates and select_by belong to the train section")
+            if {"candidates", "select_by", "ablation"} & set(rest):
+                raise ValueError(f"candidates[{i}] ({name}): candidates, select_by and ablation belong to the train section")
             try:
                 configs[name] = TrainConfig.model_validate(_merged(written, rest))
             except ValidationError as exc:

@@ -137,3 +137,31 @@ class TrainSummary(Result):
     best: str
     leaderboard: list[LeaderboardRow]
     candidates: dict[str, CandidateResult]
+
+
+class VariantData(Result):
+    """An ablation variant's data (train/ablation/<variant>/data/variant.json): its train rows
+    after the held-out ones were removed, and the hash that is part of its fingerprint."""
+
+    name: str
+    train_rows: int
+    held_out_removed: int  # of its records, conversations of the held-out split (not trained on)
+    held_out_rows: int  # the evaluation rows, the same for every variant
+    digest: str
+
+
+class VariantResult(Result):
+    data: VariantData
+    result: CandidateResult
+
+
+class AblationSummary(Result):
+    """Every variant on the same held-out rows (train/ablation/summary.json): the best by
+    `metric` and the verdict against `reference`, within noise or not."""
+
+    metric: str
+    reference: str
+    best: str
+    verdict: str
+    held_out_ids: list[str]
+    variants: dict[str, VariantResult]

@@ -47,8 +47,10 @@ def no_judge(cfg: TrainConfig, generations: list[dict]) -> Judgement:
     return Judgement()
 
 
-def fingerprint(cfg: TrainConfig) -> str:
-    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+def fingerprint(cfg: TrainConfig, data: str = "") -> str:
+    """The hash of a candidate's settings (the ablation is not one: it trains apart) and, for an
+    ablation variant, of its data."""
+    return hashlib.sha256((cfg.model_dump_json(exclude={"ablation"}) + data).encode()).hexdigest()[:16]
 
 
 def candidate_dir(run_dir: Path, train: TrainConfig, name: str) -> Path:
@@ -56,7 +58,7 @@ def candidate_dir(run_dir: Path, train: TrainConfig, name: str) -> Path:
     return run_dir / "train" / name if train.candidates else run_dir / "train"
 
 
-def finished(out: Path, cfg: TrainConfig) -> CandidateResult | None:
+def finished(out: Path, cfg: TrainConfig, data: str = "") -> CandidateResult | None:
     """The candidate's result.json when it was written with these settings, else None."""
     done = out / RESULT
     if not done.is_file():
@@ -65,7 +67,7 @@ def finished(out: Path, cfg: TrainConfig) -> CandidateResult | None:
         result: CandidateResult = CandidateResult.read(done)
     except StageFailed:  # an older version's or a damaged file: the candidate trains again (resuming its checkpoints)
         return None
-    return result if result.fingerprint == fingerprint(cfg) else None
+    return result if result.fingerprint == fingerprint(cfg, data) else None
 
 
 def train_candidate(
@@ -78,12 +80,15 @@ def train_candidate(
     evaluate_step: EvaluateStep = evaluate_candidate,
     judge_step: JudgeStep = no_judge,
     info: Callable[[str], None] = log.info,
+    variant: tuple[Path, str] | None = None,
 ) -> CandidateResult:
     """Candidate `name` of the train section (see TrainConfig.candidate_configs) on RUN_DIR's
-    exported sets: its stages, the evaluation against the base, the judging; result.json."""
-    cfg = train.candidate_configs()[name]
-    out = candidate_dir(run_dir, train, name)
-    if resume and (earlier := finished(out, cfg)) is not None:
+    exported sets: its stages, the evaluation against the base, the judging; result.json.
+    `variant`: an ablation variant's output folder and data hash instead (RUN_DIR is then the
+    variant's data, train the ablation's settings)."""
+    cfg = train if variant else train.candidate_configs()[name]
+    out, data = variant or (candidate_dir(run_dir, train, name), "")
+    if resume and (earlier := finished(out, cfg, data)) is not None:
         info(f"candidate {name}: finished earlier ({out / RESULT}), not run again")
         return earlier
     stages: dict[str, StageResult] = {}
@@ -100,13 +105,19 @@ def train_candidate(
         evaluate=round(evaluated - trained, 1),
         judge=round(time.perf_counter() - evaluated, 1),
     )
-    result = candidate_result(name, cfg, stages, evaluation, judged, seconds)
+    result = candidate_result(name, cfg, stages, evaluation, judged, seconds, data)
     result.write(out / RESULT)
     return result
 
 
 def candidate_result(
-    name: str, cfg: TrainConfig, stages: dict[str, StageResult], evaluation: Evaluation, judged: Judgement, seconds: Seconds
+    name: str,
+    cfg: TrainConfig,
+    stages: dict[str, StageResult],
+    evaluation: Evaluation,
+    judged: Judgement,
+    seconds: Seconds,
+    data: str = "",
 ) -> CandidateResult:
     def metric(key: str) -> float | None:
         value = evaluation.metrics.get(key)
@@ -115,7 +126,7 @@ def candidate_result(
     win = judged.win_rate
     return CandidateResult(
         name=name,
-        fingerprint=fingerprint(cfg),
+        fingerprint=fingerprint(cfg, data),
         method=cfg.method,
         adapter_dir=stages[METHOD_STAGES[cfg.method][-1]].adapter_dir,
         stages=stages,

@@ -59,6 +59,7 @@ def write_report(run_dir: Path) -> Path:
     stages = stats.stages
     jury_stage = stats.stage("jury")
     from curation.report import hygiene  # it uses this module's helpers
+    from curation.report.ablation import ablation
 
     context = {
         "title": f"curate report: {run_dir.resolve().name}",
@@ -80,6 +81,7 @@ def write_report(run_dir: Path) -> Path:
         "validation": _validation(run_dir / "validation" / "summary.json"),
         "version": _version(run_dir / "publish.json"),
         "training": _training(run_dir / "train" / "summary.json"),
+        "ablation": ablation(run_dir / "train" / "ablation" / "summary.json"),
     }
     html = _environment().get_template(TEMPLATE).render(**context)
     out = run_dir / REPORT
