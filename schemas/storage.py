@@ -63,6 +63,13 @@ def storage_options(protocol: str) -> dict[str, Any]:
     return dict(options.get(protocol, {})) if isinstance(options, dict) else {}
 
 
+def storage_env() -> dict[str, str]:
+    """The storage variables set in this process (credentials, endpoint, OPTIONS_ENV): what
+    a Ray worker needs to open the same URLs as the driver."""
+    prefixes = ("AWS_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS", OPTIONS_ENV)
+    return {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+
+
 @cache
 def _filesystem(protocol: str, options: str) -> Any:
     import fsspec  # imported here: a local run never needs it

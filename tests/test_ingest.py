@@ -426,7 +426,7 @@ def test_ids_hash_and_repeat_suffixes(tmp_path: Path) -> None:
 def test_one_row_repeated_holds_one_id_entry(tmp_path: Path) -> None:
     import pyarrow as pa
 
-    from curation.ingest.collect import _Collector
+    from curation.ingest.collect import RunIds
 
     path = tmp_path / "same.jsonl.zst"
     with pa.output_stream(str(path), compression="zstd") as f:
@@ -436,10 +436,34 @@ def test_one_row_repeated_holds_one_id_entry(tmp_path: Path) -> None:
     assert result.rows_read == result.records.height == 3000 and result.rejected.height == 0
     assert ids == [ids[0], *(f"{ids[0]}~{n}" for n in range(2, 3001))]
     # What makes the ids unique stays one entry per input id, not one per row.
-    collector = _Collector()
-    assert [collector.unique("x") for _ in range(3000)][-1] == "x~3000"
-    assert collector.as_is == {"x"} and collector.suffixes == {"x": 3000}
-    assert collector.unique("x~3000") == "x~3000~2" and collector.unique("x~3001") == "x~3001"
+    ids = RunIds()
+    assert [ids.unique("x") for _ in range(3000)][-1] == "x~3000"
+    assert ids.as_is == {"x"} and ids.suffixes == {"x": 3000}
+    assert ids.unique("x~3000") == "x~3000~2" and ids.unique("x~3001") == "x~3001"
+
+
+def test_per_file_ingest_gives_the_ids_of_the_whole_run(tmp_path: Path) -> None:
+    """The Ray ingest's plan (a task per file, ids made unique run-wide by the driver afterwards),
+    here on the local engine: the same records, ids, input ids and rejects as one pass."""
+    from curation.core.engine import LocalEngine
+    from curation.ingest.parallel import ingest_on_ray
+
+    qa = {"instruction": "i", "output": "o"}
+    first = write_jsonl(tmp_path / "a.jsonl", [{"id": "a", **qa}, {"id": "a", **qa}, {"id": "b", **qa}, "not an object"])
+    second = write_jsonl(tmp_path / "b.jsonl", [{"id": "a", **qa}, {"id": "a~2", **qa}, qa, {"id": "c", "instruction": "i"}])
+    (tmp_path / "empty.jsonl").write_text("")
+    third = write_jsonl(tmp_path / "c.jsonl", [qa, {"id": "b", **qa}, {"id": "a", **qa}])
+    inputs = [InputSpec(path=str(p)) for p in (first, second, tmp_path / "empty.jsonl", third)]
+    whole = ingest(inputs, progress=False, out=tmp_path / "whole", batch_size=2)
+    per_file = ingest_on_ray(inputs, LocalEngine(), tmp_path / "per-file", batch_size=2, base=None)
+    records = per_file.records.collect()
+    assert records.equals(whole.records.collect()) and per_file.rejected.collect().equals(whole.rejected.collect())
+    ids = records["id"].to_list()
+    assert ids == ["a", "a~2", "b", "a~3", "a~2~2", ids[5], f"{ids[5]}~2", "b~2", "a~4"]
+    assert [json.loads(m).get("input_id") for m in records["meta"]] == [None, "a", None, "a", "a~2", None, ids[5], "b", "a"]
+    assert per_file.rejected.height == 2 and per_file.rows_read == whole.rows_read == 11
+    assert [f.to_dict() for f in per_file.files] == [f.to_dict() for f in whole.files]
+    assert not (tmp_path / "per-file" / "files").exists()  # the per-file shards moved into one corpus
 
 
 # --- tables, datasets, text -----------------------------------------------------------------

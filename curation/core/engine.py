@@ -28,11 +28,13 @@ from tqdm import tqdm
 from curation.core.corpus import Corpus, Source, shards
 from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
+from schemas.storage import storage_env
 
 T = TypeVar("T")
 X = TypeVar("X")
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0  # seconds to reach a cluster's address
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # workers never download models
 
 
 class _Engine:
@@ -93,7 +95,7 @@ class RayEngine(_Engine):
                     log_to_driver=False,
                     # Workers import this project from the driver's environment (same venv,
                     # same machine or image): nothing is uploaded.
-                    runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}},
+                    runtime_env={"env_vars": OFFLINE},
                 )
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ConfigError(f"execution.address: cannot reach Ray at {cfg.address!r}: {e}") from e
@@ -117,6 +119,8 @@ class RayEngine(_Engine):
         so neither the items nor the results pile up in the driver."""
         ray = self._ray
         task = ray.remote(_call)
+        if storage := storage_env():  # workers open the run's s3:// inputs with the driver's credentials
+            task = task.options(runtime_env={"env_vars": {**OFFLINE, **storage}})
         fn_ref = ray.put(fn)  # shipped once, not once per item
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # keeps every worker busy
         pending: deque = deque()

@@ -29,6 +29,7 @@ from curation.core.checkpoint import (
     stage_fingerprint,
 )
 from curation.core.corpus import Source, append, collect, write_parquet
+from curation.core.engine import open_engine
 from curation.core.mirror import RunMirror
 from curation.core.plan import Expansion, Step, build_plan
 from curation.core.sections import SECTIONS
@@ -44,6 +45,7 @@ from curation.core.stats import (
     stage_stats,
 )
 from curation.ingest import ingest
+from curation.ingest.parallel import ingest_on_ray
 from curation.publish.versions import Version
 from schemas.config import CurateConfig
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
@@ -140,7 +142,11 @@ def run_ingest(config: CurateConfig, progress: bool, checkpoint: Held, fresh: bo
     if (manifest := restored(checkpoint, fresh)) is not None:
         return manifest
     work = checkpoint.scratch / "ingest" if checkpoint.on_disk else None
-    result = ingest(config.inputs, progress=progress, out=work, batch_size=config.execution.batch_size, base=config.base_dir)
+    batch_size = config.execution.batch_size
+    if work is not None and config.execution.engine == "ray":  # each file read by a task, where it lies
+        result = ingest_on_ray(config.inputs, open_engine(config.execution, progress), work, batch_size, config.base_dir)
+    else:
+        result = ingest(config.inputs, progress=progress, out=work, batch_size=batch_size, base=config.base_dir)
     manifest = checkpoint.save(result.records, result.rejected, result.stats())
     if work is not None:
         shutil.rmtree(work, ignore_errors=True)

@@ -242,6 +242,34 @@ def _error_detail(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class RunIds:
+    """The ids given out, compactly: those kept as they came, and per input id given out more
+    than once the last suffix number n (its ids ~2 .. ~n are all taken). A file of one row
+    repeated holds one entry, not one per row. Given the same input ids in the same order, it
+    gives out the same ids: the Ray ingest (curation/ingest/parallel.py) replays them."""
+
+    def __init__(self) -> None:
+        self.as_is: set[str] = set()
+        self.suffixes: dict[str, int] = {}
+
+    def unique(self, rid: str) -> str:
+        candidate, n = rid, self.suffixes.get(rid, 1)
+        while self.taken(candidate):  # also steps over input ids that look like "x~2"
+            n += 1
+            candidate = f"{rid}~{n}"
+        if n == 1:
+            self.as_is.add(candidate)
+        else:
+            self.suffixes[rid] = n
+        return candidate
+
+    def taken(self, candidate: str) -> bool:
+        if candidate in self.as_is:
+            return True
+        suffixed = _SUFFIXED.fullmatch(candidate) if "~" in candidate else None
+        return suffixed is not None and 2 <= int(suffixed[2]) <= self.suffixes.get(suffixed[1], 0)
+
+
 class _Collector:
     """Records and rejects in input order, with run-wide unique ids; with sinks, handed to them
     every `batch_size` rows."""
@@ -259,11 +287,7 @@ class _Collector:
         self.rows_read = 0
         self.control_chars_removed = 0
         self.files: list[FileReport] = []
-        # The ids given out, compactly: those kept as they came, and per input id given out
-        # more than once the last suffix number n (its ids ~2 .. ~n are all taken). A file of
-        # one row repeated holds one entry, not one per row.
-        self.as_is: set[str] = set()
-        self.suffixes: dict[str, int] = {}
+        self.ids = RunIds()
 
     def close(self) -> tuple[Source, Source]:
         if self.sinks is None:
@@ -374,21 +398,7 @@ class _Collector:
         self.file.records += 1
 
     def unique(self, rid: str) -> str:
-        candidate, n = rid, self.suffixes.get(rid, 1)
-        while self.taken(candidate):  # also steps over input ids that look like "x~2"
-            n += 1
-            candidate = f"{rid}~{n}"
-        if n == 1:
-            self.as_is.add(candidate)
-        else:
-            self.suffixes[rid] = n
-        return candidate
-
-    def taken(self, candidate: str) -> bool:
-        if candidate in self.as_is:
-            return True
-        suffixed = _SUFFIXED.fullmatch(candidate) if "~" in candidate else None
-        return suffixed is not None and 2 <= int(suffixed[2]) <= self.suffixes.get(suffixed[1], 0)
+        return self.ids.unique(rid)
 
     def reject(
         self, row: _Row, reason: str, detail: str, draft: _Draft | None = None, **record: Any
