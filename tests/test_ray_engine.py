@@ -152,3 +152,57 @@ def test_local_judges_rate_in_ray_workers_with_the_local_engines_scores(tmp_path
     assert [m["method"] for m in ray_meta] == ["jury"] * 4
     assert [m["score"] for m in ray_meta] == pytest.approx([m["score"] for m in local_meta], abs=1e-3)
     assert ray_stats["usage"]["helpful"]["requests"] == local_stats["usage"]["helpful"]["requests"] == 4
+
+
+def test_ray_workers_read_the_inputs_from_the_bucket_and_the_driver_reads_none(
+    tmp_path: Path, ray_cluster: str, s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest on Ray: each input file is read by a task from S3 (a gzip copy of oasst under
+    another key repeats its ids: the driver makes them unique run-wide as the local ingest does),
+    and every GET the driver makes is counted at s3fs's one S3 call."""
+    import gzip
+
+    from s3fs import S3FileSystem
+
+    from schemas.storage import RemotePath
+
+    oasst = (DATA / "sft" / "oasst_en_100_tree.jsonl").read_bytes()
+    files = {
+        "raw/c4_demo.jsonl": (DATA / "raw" / "c4_demo.jsonl").read_bytes(),
+        "sft/oasst.jsonl": oasst,
+        "copies.jsonl": with_near_duplicates(tmp_path).read_bytes(),
+        "again/oasst.jsonl.gz": gzip.compress(oasst),
+    }
+    for key, data in files.items():
+        RemotePath(f"{s3}/{key}").write_bytes(data)
+    config = {
+        "inputs": [{"path": f"{s3}/raw"}, {"path": f"{s3}/sft/oasst.jsonl"}, {"path": f"{s3}/copies.jsonl"},
+                   {"path": f"{s3}/again"}],
+        "filters": base_config()["filters"],
+        "dedup": {"exact": {}, "minhash": {"threshold": 0.7, "num_perm": 64, "ngram": 3}},
+    }
+    driver_bytes: list[int] = []
+    call_s3 = S3FileSystem._call_s3
+
+    async def counted(self, method, *args, **kwargs):  # type: ignore[no-untyped-def]
+        response = await call_s3(self, method, *args, **kwargs)
+        if method == "get_object":
+            driver_bytes.append(response["ContentLength"])
+        return response
+
+    monkeypatch.setattr(S3FileSystem, "_call_s3", counted)
+    kept_local, rejected_local, stats_local = curate(tmp_path, config, "local")
+    input_bytes = sum(len(data) for data in files.values())
+    assert sum(driver_bytes) >= input_bytes  # the local engine reads every input here: the count sees it
+    driver_bytes.clear()
+    config["execution"] = {"engine": "ray", "address": ray_cluster, "batch_size": 150}
+    kept_ray, rejected_ray, stats_ray = curate(tmp_path, config, "ray")
+    print(f"driver read {sum(driver_bytes)} of {input_bytes} input bytes in {len(driver_bytes)} GETs")
+    assert sum(driver_bytes) < 0.01 * input_bytes, (sum(driver_bytes), input_bytes)
+    assert stats_ray["stages"][0]["files"] == stats_local["stages"][0]["files"]
+    assert any(i.endswith("~2") for i in kept_local["id"].to_list() + rejected_local["id"].to_list())
+    assert kept_ray["id"].to_list() == kept_local["id"].to_list()
+    assert kept_ray.equals(kept_local)
+    columns = ["id", "source", "stage", "reason", "detail", "duplicate_of"]
+    assert rejected_ray.select(columns).equals(rejected_local.select(columns))
+    assert [s["removed_by_reason"] for s in stats_ray["stages"]] == [s["removed_by_reason"] for s in stats_local["stages"]]
