@@ -442,10 +442,11 @@ def test_one_row_repeated_holds_one_id_entry(tmp_path: Path) -> None:
     assert ids.unique("x~3000") == "x~3000~2" and ids.unique("x~3001") == "x~3001"
 
 
-def test_per_file_ingest_gives_the_ids_of_the_whole_run(tmp_path: Path) -> None:
+def test_per_file_ingest_gives_the_ids_of_the_whole_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Ray ingest's plan (a task per file, ids made unique run-wide by the driver afterwards),
     here on the local engine: the same records, ids, input ids and rejects as one pass."""
     from curation.core.engine import LocalEngine
+    from curation.ingest import parallel
     from curation.ingest.parallel import ingest_on_ray
 
     qa = {"instruction": "i", "output": "o"}
@@ -464,6 +465,10 @@ def test_per_file_ingest_gives_the_ids_of_the_whole_run(tmp_path: Path) -> None:
     assert per_file.rejected.height == 2 and per_file.rows_read == whole.rows_read == 11
     assert [f.to_dict() for f in per_file.files] == [f.to_dict() for f in whole.files]
     assert not (tmp_path / "per-file" / "files").exists()  # the per-file shards moved into one corpus
+    # Tasks that do not see the run's folder (another machine) send their shards back instead.
+    monkeypatch.setattr(parallel, "_sees", lambda mark: False)
+    shipped = ingest_on_ray(inputs, LocalEngine(), tmp_path / "shipped", batch_size=2, base=None)
+    assert shipped.records.collect().equals(records) and shipped.rejected.collect().equals(whole.rejected.collect())
 
 
 # --- tables, datasets, text -----------------------------------------------------------------

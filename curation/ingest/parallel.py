@@ -10,15 +10,19 @@ whose id that changes (an input id another file already used) are renamed, by a 
 such file. The shards are then one corpus in input order: the same records, ids and rejects as
 `engine: local`.
 
-Workers write to the run's scratch folder, so on a cluster of several machines the run directory
-must be on storage every node mounts (the tests' two nodes share one machine).
+A task writes its shards straight into the run's scratch folder when it sees it (one machine, or
+a run directory on storage every node mounts: the driver leaves a mark there for tasks to find);
+elsewhere it sends the shards back as bytes and the driver writes them, so a cluster still needs
+no shared filesystem, but then the records pass through the driver (the inputs still do not).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,7 +31,7 @@ import orjson
 import polars as pl
 
 from curation.core.corpus import Corpus, CorpusWriter
-from curation.core.engine import Engine
+from curation.core.engine import Engine, LocalEngine
 from curation.ingest.collect import STAGE, FileReport, IngestResult, RunIds, _Collector, _plan, skipped_files
 from schemas.config import InputFormat, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, meta_json
@@ -46,6 +50,7 @@ class _FileResult:
     rejected: Corpus
     input_ids: list[str]
     control_chars_removed: int
+    shipped: dict[str, list[tuple[str, bytes]]] | None = None  # corpus -> its shards' (name, bytes)
 
 
 class _FileCollector(_Collector):
@@ -71,9 +76,14 @@ def ingest_on_ray(
     if skipped:
         log.info("ingest: skipped %d files of directory inputs that are not data: %s", len(skipped), ", ".join(skipped))
     items: list[_Item] = [(i, spec, path, fmt) for i, (spec, path, fmt) in enumerate(plan)]
-    read = partial(_read_file, out=out / "files", batch_size=batch_size, base=base)
+    (out / "files").mkdir(parents=True, exist_ok=True)
+    mark = out / "files" / f".driver-{uuid.uuid4().hex}"  # a task that sees it writes its shards here
+    mark.touch()
+    read = partial(_read_file, out=out / "files", mark=mark.name, batch_size=batch_size, base=base)
     ids, renames, results = RunIds(), [], []
-    for result in engine.imap(read, items, len(items), STAGE):
+    for index, result in enumerate(engine.imap(read, items, len(items), STAGE)):
+        if result.shipped is not None:
+            _land(result, out / "files" / f"{index:06d}")
         log.info("ingest: %s", result.report.line())
         in_file = RunIds()  # the ids the task gave out, replayed
         changed = {}
@@ -85,7 +95,9 @@ def ingest_on_ray(
             renames.append((result.records, changed))
         result.input_ids = []  # the driver keeps the run-wide ids only
         results.append(result)
-    for _ in engine.imap(_rename, renames, len(renames), f"{STAGE} ids"):
+    # Renamed where the shards are: by tasks when every task wrote them here, else in the driver.
+    renamer = engine if all(r.shipped is None for r in results) else LocalEngine()
+    for _ in renamer.imap(_rename, renames, len(renames), f"{STAGE} ids"):
         pass
     scratch = out / "scratch"
     records = _joined([r.records for r in results], out / "records", batch_size, scratch, RECORD_SCHEMA)
@@ -98,10 +110,13 @@ def ingest_on_ray(
     )
 
 
-def _read_file(item: _Item, out: Path, batch_size: int, base: Path | None) -> _FileResult:
-    """In a Ray worker: one input file into its own record and reject shards."""
+def _read_file(item: _Item, out: Path, mark: str, batch_size: int, base: Path | None) -> _FileResult:
+    """In a Ray worker: one input file into its own record and reject shards, in `out` when
+    the driver's mark is there, else in a folder of this machine, sent back as bytes."""
     index, spec, path, fmt = item
-    here = out / f"{index:06d}"
+    shared = _sees(out / mark)
+    own = None if shared else Path(tempfile.mkdtemp(prefix="curate-ingest-"))
+    here = (out if own is None else own) / f"{index:06d}"
     scratch = here / "scratch"
     sinks = (
         CorpusWriter(here / "records", batch_size, scratch, RECORD_SCHEMA),
@@ -111,7 +126,29 @@ def _read_file(item: _Item, out: Path, batch_size: int, base: Path | None) -> _F
     collector.read_file(spec, fmt, path)
     records, rejected = collector.close()
     assert isinstance(records, Corpus) and isinstance(rejected, Corpus)
-    return _FileResult(collector.files[0], records, rejected, collector.input_ids, collector.control_chars_removed)
+    result = _FileResult(collector.files[0], records, rejected, collector.input_ids, collector.control_chars_removed)
+    if own is not None:
+        result.shipped = {name: [(p.name, p.read_bytes()) for p in corpus.paths]
+                          for name, corpus in (("records", records), ("rejected", rejected))}
+        shutil.rmtree(own, ignore_errors=True)
+    return result
+
+
+def _sees(mark: Path) -> bool:
+    return mark.exists()
+
+
+def _land(result: _FileResult, here: Path) -> None:
+    """Write a task's shipped shards under `here`; its corpora now name them."""
+    assert result.shipped is not None
+    landed = []
+    for name, corpus in (("records", result.records), ("rejected", result.rejected)):
+        (here / name).mkdir(parents=True, exist_ok=True)
+        for file, data in result.shipped[name]:
+            (here / name / file).write_bytes(data)
+        landed.append(Corpus(here / name, corpus.files, corpus.heights, corpus.batch_size, here / "scratch"))
+    result.records, result.rejected = landed
+    result.shipped = {}  # written: the bytes are not held to the end (and the shards are the driver's)
 
 
 def _rename(job: tuple[Corpus, dict[int, tuple[str, str]]]) -> None:
