@@ -29,6 +29,7 @@ OPTIONS_ENV = "CURATE_STORAGE_OPTIONS"
 # The environment variables that hold storage credentials: registered with curation.llm.secrets
 # by the CLI, so no message or log line shows them.
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+WORKER_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", OPTIONS_ENV)
 BLOCK_SIZE = 8 << 20  # bytes fetched per read request of a remote file: few round trips per file
 
 
@@ -64,10 +65,11 @@ def storage_options(protocol: str) -> dict[str, Any]:
 
 
 def storage_env() -> dict[str, str]:
-    """The storage variables set in this process (credentials, endpoint, OPTIONS_ENV): what
-    a Ray worker needs to open the same URLs as the driver."""
-    prefixes = ("AWS_", "AZURE_STORAGE_", "GOOGLE_APPLICATION_CREDENTIALS", OPTIONS_ENV)
-    return {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    """Where the store is, as set in this process (endpoint, region, OPTIONS_ENV): what a Ray
+    worker needs to open the same URLs as the driver. Never credentials: Ray's runtime_env agent
+    writes the variables it is given to its log, so a node brings its own (an instance role, or
+    the variables set where `ray start` ran)."""
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
 
 
 @cache

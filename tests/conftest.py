@@ -189,7 +189,9 @@ def ray_cluster() -> Iterator[str]:
     # No token auth: a token file left in ~/.ray by another Ray user would turn it on for the
     # head only, and the worker and this driver would be refused.
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # The nodes' own S3 credentials (as an instance role would give them): the driver sends none.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "AWS_ACCESS_KEY_ID": "ray-node-key",
+           "AWS_SECRET_ACCESS_KEY": "ray-node-secret"}
     subprocess.run(
         [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
         check=True, env=env, capture_output=True, timeout=180,

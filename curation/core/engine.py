@@ -119,7 +119,7 @@ class RayEngine(_Engine):
         so neither the items nor the results pile up in the driver."""
         ray = self._ray
         task = ray.remote(_call)
-        if storage := storage_env():  # workers open the run's s3:// inputs with the driver's credentials
+        if storage := storage_env():  # workers open the run's s3:// inputs on the driver's endpoint
             task = task.options(runtime_env={"env_vars": {**OFFLINE, **storage}})
         fn_ref = ray.put(fn)  # shipped once, not once per item
         window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # keeps every worker busy
