@@ -143,10 +143,7 @@ def ingest(
     Records' `source` names files relative to `base` (the config's folder; default: the working
     directory), so it does not change with the directory a run starts in."""
     start = time.perf_counter()
-    plan = _plan(inputs)
-    skipped = skipped_files(inputs, base)
-    if skipped:
-        log.info("ingest: skipped %d files of directory inputs that are not data: %s", len(skipped), ", ".join(skipped))
+    plan, skipped = planned(inputs, base)
     # Ingest allocates millions of small objects that all survive: the cyclic GC would rescan
     # them over and over (a fifth of the run time on 100k rows) and can free nothing.
     gc_was_enabled = gc.isenabled()
@@ -172,6 +169,15 @@ def ingest(
     return IngestResult(
         records, rejected, collector.rows_read, seconds, collector.control_chars_removed, collector.files, skipped
     )
+
+
+def planned(inputs: list[InputSpec], base: Path | None) -> tuple[list[tuple[InputSpec, Path, InputFormat]], list[str]]:
+    """Every input file with its format (`_plan`), and the files of directory inputs left out (logged)."""
+    plan = _plan(inputs)  # first: what may not be read is refused with its input's index
+    skipped = skipped_files(inputs, base)
+    if skipped:
+        log.info("ingest: skipped %d files of directory inputs that are not data: %s", len(skipped), ", ".join(skipped))
+    return plan, skipped
 
 
 def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:

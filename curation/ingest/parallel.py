@@ -1,7 +1,7 @@
 """Ingest on Ray: one task per input file reads it where it lies (S3 or a shared path), so the
 driver plans and gathers, and reads no input bytes.
 
-The driver lists the files (metadata only: curation/ingest/collect.py `_plan`). Each task reads
+The driver lists the files (metadata only: curation/ingest/collect.py `planned`). Each task reads
 one file with the local ingest's reader and collector and writes that file's record and reject
 shards under the run's scratch folder; it returns the file's report and its records' input ids,
 in order (ids, never texts). Ids are unique run-wide: the driver replays every file's input ids in
@@ -32,7 +32,7 @@ import polars as pl
 
 from curation.core.corpus import Corpus, CorpusWriter
 from curation.core.engine import Engine, LocalEngine
-from curation.ingest.collect import STAGE, FileReport, IngestResult, RunIds, _Collector, _plan, skipped_files
+from curation.ingest.collect import STAGE, FileReport, IngestResult, RunIds, _Collector, planned
 from schemas.config import InputFormat, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, meta_json
 
@@ -71,10 +71,7 @@ def ingest_on_ray(
 ) -> IngestResult:
     """`collect.ingest(inputs, out=out)` with every file read by a Ray task."""
     start = time.perf_counter()
-    plan = _plan(inputs)
-    skipped = skipped_files(inputs, base)
-    if skipped:
-        log.info("ingest: skipped %d files of directory inputs that are not data: %s", len(skipped), ", ".join(skipped))
+    plan, skipped = planned(inputs, base)
     items: list[_Item] = [(i, spec, path, fmt) for i, (spec, path, fmt) in enumerate(plan)]
     (out / "files").mkdir(parents=True, exist_ok=True)
     mark = out / "files" / f".driver-{uuid.uuid4().hex}"  # a task that sees it writes its shards here
