@@ -8,12 +8,15 @@ plus realistic junk in proportion: refusals (the clean prompts answered with a p
 bundled refusal list), placeholder answers (N/A, <nooutput>), truncated answers (a clean answer
 cut mid-sentence at a third of its words), exact and case/space-changed duplicates of clean
 pairs, and benchmark items (GSM8K test questions with their answers, the config's
-decontamination benchmark). No wrong-language records: ../shared/data holds no non-English
-instruction data, and made-up text would be no public data.
+decontamination benchmark), and wrong-language records (Chinese Alpaca pairs of LLaMA-Factory's
+alpaca_zh_demo, read from the fetched mirror /work/.mirror/hiyouga+LLaMA-Factory when it is
+there: ../shared/data holds no non-English instruction data; without the mirror the mix has none).
 
 The run: `curate all` with the demo's filters, exact + MinHash dedup, decontamination against
 GSM8K and export (10% held out), then SFT of the bundled SmolLM2-135M-Instruct (LoRA, CPU) for
-`--steps` optimizer steps on each variant, evaluated on the same held-out rows of the curated set:
+`--steps` optimizer steps on each variant (curated, raw, random, selected: `select:` keeps the
+`--budget` longest-rendered curated records, radius diversity; random is as large), evaluated
+on the same held-out rows of the curated set:
 eval loss and the error categories of 32 greedy answers (no jury here: no win-rate, so the
 verdict cannot call a difference beyond noise; the error rates carry 95% Wilson intervals).
 Prints the table; writes bench/results/ablation.json.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -36,6 +40,7 @@ from curation.evaluation.winrate import wilson_interval
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ZH_MIRROR = Path("/work/.mirror/hiyouga+LLaMA-Factory/repo")
 REFUSALS = Path(__file__).resolve().parents[1] / "curation" / "resources" / "refusal_phrases.txt"
 PLACEHOLDERS = ["N/A", "<nooutput>", "n/a", "-", "<noinput>"]
 
@@ -60,14 +65,32 @@ def mixed_set(clean: int, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
         "duplicate": [chat(q, a) for q, a in rng.sample(good, n // 2)]
         + [chat(q.upper(), "  " + a.replace(" ", "  ")) for q, a in rng.sample(good, n - n // 2)],
         "benchmark": [chat(r["question"], r["answer"]) for r in gsm8k],
+        "wrong_language": [chat(f"{r['instruction']}\n\n{r['input']}".strip(), r["output"]) for r in chinese()[:n]],
     }
     rows = [chat(q, a) for q, a in good] + [r for kind in junk.values() for r in kind]
     rng.shuffle(rows)
     return rows, {"clean": len(good), **{k: len(v) for k, v in junk.items()}}
 
 
-def config(data: Path, steps: int) -> dict:
-    fast = {"max_steps": steps, "warmup_ratio": 0, "gradient_checkpointing": False, "batch_size": 4,
+def chinese() -> list[dict]:
+    """LLaMA-Factory's alpaca_zh_demo from the fetched mirror (a git dir), or none."""
+    if not ZH_MIRROR.is_dir():
+        return []
+    show = ["git", "--git-dir", str(ZH_MIRROR), "show", "HEAD:data/alpaca_zh_demo.json"]
+    done = subprocess.run(show, capture_output=True, text=True)
+    return json.loads(done.stdout) if done.returncode == 0 else []
+
+
+def placeholders(variant: Path) -> tuple[int, int]:
+    """Tuned answers that are a placeholder of the mix (N/A, <nooutput>, ...) or nothing but
+    punctuation: the error analysis has no category for them."""
+    rows = json.loads(min(variant.rglob("generations.json"), key=lambda p: len(p.parts)).read_text())
+    return sum(r["tuned"].strip() in PLACEHOLDERS or not any(c.isalnum() for c in r["tuned"]) for r in rows), len(rows)
+
+
+def config(data: Path, args: argparse.Namespace) -> dict:
+    steps = args.steps
+    fast = {"max_steps": steps, "warmup_ratio": 0, "gradient_checkpointing": False, "batch_size": args.batch,
             "grad_accum": 1, "logging_steps": 10, "save_steps": steps}
     return {
         "inputs": [{"path": str(data)}],
@@ -75,14 +98,16 @@ def config(data: Path, steps: int) -> dict:
             "length": {"min_words": 3, "max_words": 4000, "roles": {"assistant": {"min_words": 1}}},
             "keywords": {"refusals": True},
             "repetition": {"max_dup_line_frac": 0.3, "max_top_ngram_frac": 0.2},
+            "language": {"keep": ["en"]},
         },
         "dedup": {"exact": {}, "minhash": {"threshold": 0.8, "num_perm": 128, "ngram": 5}},
         "decontamination": {"benchmarks": [{"path": str(SHARED / "sft" / "gsm8k_test.jsonl"), "name": "gsm8k"}]},
+        "select": {"budget": {"records": args.budget}, "score": {"length": 1}},
         "export": {"test_size": 0.1},
         "train": {
-            "method": "sft", "max_seq_length": 512, "report_to": [], "sft": fast,
-            "eval": {"rouge_sample": 32, "max_new_tokens": 96},
-            "ablation": {"variants": ["curated", "raw", "random"]},
+            "method": "sft", "max_seq_length": args.max_seq_length, "report_to": [], "sft": fast,
+            "eval": {"rouge_sample": args.answers, "max_new_tokens": args.max_new_tokens},
+            "ablation": {"variants": ["curated", "raw", "random", "selected"]},
         },
     }
 
@@ -91,6 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clean", type=int, default=400)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--budget", type=int, default=250, help="records select keeps (selected; random as many)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--answers", type=int, default=32, help="held-out prompts answered (error rates)")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--out", type=Path, help="run directory (default: a temporary one)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ablation-"))
@@ -98,28 +128,33 @@ def main() -> None:
     data = work / "mix.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(config(data, args.steps)))
+    path.write_text(yaml.safe_dump(config(data, args)))
     run = args.out or work / "run"
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "flows.cli", "all", str(path), "--out", str(run), "--no-progress"])
     if done.returncode:
         sys.exit(done.returncode)
     summary = json.loads((run / "train" / "ablation" / "summary.json").read_text())
-    print(f"mix: {mix}; held-out rows: {len(summary['held_out_ids'])}; {time.perf_counter() - began:.0f} s\n")
-    print("| variant | train rows | eval loss | refusal | empty | truncated | repetitive |\n|---|---|---|---|---|---|---|")
+    total = time.perf_counter() - began
+    trainings = sum(sum(v["result"]["seconds"].values()) for v in summary["variants"].values())
+    print(f"mix: {mix}; held-out rows: {len(summary['held_out_ids'])}; run {total:.0f} s, its trainings {trainings:.0f} s"
+          f" ({total / trainings - 1:+.0%}); load average {os.getloadavg()[0]:.1f}\n")
+    shown = ("refusal", "placeholder", "empty", "truncated", "repetitive", "wrong_language")
+    print(f"| variant | train rows | eval loss | {' | '.join(shown)} |\n|{'---|' * (len(shown) + 3)}")
     table = {}
     for name, v in summary["variants"].items():
         tuned = v["result"]["errors"]["tuned"]
-        rates = {c: (tuned["counts"][c], wilson_interval(tuned["counts"][c], tuned["answers"])) for c in tuned["counts"]}
+        counts = {**tuned["counts"], "placeholder": placeholders(run / "train" / "ablation" / name)[0]}
+        rates = {c: (k, [round(x, 3) for x in wilson_interval(k, tuned["answers"])]) for c, k in counts.items()}
         table[name] = {"train_rows": v["data"]["train_rows"], "eval_loss": v["result"]["metrics"]["eval_loss"],
-                       "answers": tuned["answers"], "errors": rates}
-        shown = ("refusal", "empty", "truncated", "repetitive")
+                       "answers": tuned["answers"], "errors": rates, "seconds": v["result"]["seconds"]}
         cells = " | ".join(f"{rates[c][0]}/{tuned['answers']} {rates[c][1]}" for c in shown)
         print(f"| {name} | {table[name]['train_rows']} | {table[name]['eval_loss']:.4f} | {cells} |")
     print(f"\n{summary['verdict']}")
     RESULTS.mkdir(exist_ok=True)
     held_out = len(summary["held_out_ids"])
-    out = {"mix": mix, "steps": args.steps, "held_out": held_out, "variants": table, "verdict": summary["verdict"]}
+    out = {"mix": mix, "args": {k: str(v) for k, v in vars(args).items()}, "held_out": held_out, "seconds": round(total, 1),
+           "trainings_seconds": round(trainings, 1), "variants": table, "verdict": summary["verdict"]}
     (RESULTS / "ablation.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
