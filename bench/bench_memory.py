@@ -124,21 +124,13 @@ def _child(config: dict, out: Path) -> dict:
 
 
 def _run_child(config_json: str, out: str) -> None:
-    from bench.bench_streaming import _peak_rss_mb, _reset_peak
-    from curation.core.run import Call, run_pipeline
+    from bench.bench_streaming import reset_peak, step_meter
+    from curation.core.run import run_pipeline
     from schemas.config import CurateConfig
 
     config = CurateConfig.model_validate(json.loads(config_json))
-    steps: dict = {"idle_rss_mb": _reset_peak()}
-
-    def measure(call: Call):
-        _reset_peak()
-        start = time.perf_counter()
-        value = call.run()
-        steps[call.name] = {"seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": _peak_rss_mb()}
-        return value
-
-    stats = run_pipeline(config, Path(out), around=measure)
+    steps: dict = {"idle_rss_mb": reset_peak()}
+    stats = run_pipeline(config, Path(out), around=step_meter(steps, digits=1))
     steps["totals"] = stats.totals.model_dump()
     print(json.dumps(steps), flush=True)
 

@@ -30,13 +30,18 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bench.bench_pipeline import CONFIG
 from bench.corpus import build_corpus
 from bench.measure import in_fresh_process
+
+if TYPE_CHECKING:
+    from curation.core.run import Call
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_DOCS = 100_000
@@ -101,33 +106,39 @@ def _write_mixed(base: list[str], n: int, path: Path) -> None:
 
 
 def _run(path: str, batch_size: int | None, tmp: str, stages_config: dict = CONFIG) -> dict:
-    from curation.core.run import Call, run_pipeline
+    from curation.core.run import run_pipeline
     from schemas.config import CurateConfig
 
     execution = {"execution": {"batch_size": batch_size}} if batch_size else {}
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **stages_config, **execution})
-    out: dict = {"idle_rss_mb": _reset_peak()}
-
-    def measure(call: Call):
-        _reset_peak()
-        start = time.perf_counter()
-        value = call.run()
-        out[call.name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": _peak_rss_mb()}
-        return value
-
+    out: dict = {"idle_rss_mb": reset_peak()}
+    measure = step_meter(out, digits=2)
     stats = run_pipeline(config, Path(tmp) / f"work-{batch_size}" / "run", path, in_memory=batch_size is None, around=measure)
     out["kept"] = stats.totals.kept
     return out
 
 
-def _reset_peak() -> float:
+def step_meter(into: dict, digits: int) -> Callable[[Call], Any]:
+    """An `around` for run_pipeline: each step's seconds and its own peak RSS, into `into`."""
+
+    def measure(call: Call) -> Any:
+        reset_peak()
+        start = time.perf_counter()
+        value = call.run()
+        into[call.name] = {"seconds": round(time.perf_counter() - start, digits), "peak_rss_mb": peak_rss_mb()}
+        return value
+
+    return measure
+
+
+def reset_peak() -> float:
     """Return freed heap to the OS, make the current RSS the new peak; the current RSS in MB."""
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     return _status_mb("VmRSS")
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
