@@ -14,4 +14,6 @@ fi
 # Then the type checker on schemas curation flows training (pyproject's [tool.mypy]: its files and strictness).
 .venv/bin/mypy
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+# On every core, up to 4 workers (pytest-xdist; `-n 0` after the command runs in one process): the
+# Ray tests share one worker (tests/conftest.py groups them), each worker starts its own Prefect server.
+exec .venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadgroup "$@"

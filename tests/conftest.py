@@ -33,10 +33,17 @@ SLOW_FIXTURES = {"prefect_server", "ray_cluster", "base"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that needs a real Prefect server, a Ray cluster or trains a model is slow, marked or not."""
+    """Every test that needs a real Prefect server, a Ray cluster or trains a model is slow, marked or not.
+
+    The slow ones run first: with workers (scripts/test.sh runs pytest-xdist), the longest tests
+    start at once instead of leaving one worker busy at the end while the other idles."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            # `ray stop` ends every Ray node of this user: one worker runs all the Ray tests.
+            item.add_marker(pytest.mark.xdist_group("ray"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +104,8 @@ def prefect_server() -> Iterator[dict[str, str]]:
     Yields the environment a subprocess needs to talk to it. Started once per session: it
     takes 15-25 s to come up on a 2-core machine.
     """
-    home = REPO / ".prefect" / "test"
+    # One per pytest-xdist worker ("gw0", ...): each worker's session starts its own server.
+    home = REPO / ".prefect" / f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     port = _free_port()
