@@ -26,9 +26,9 @@ import polars as pl
 from tqdm import tqdm
 
 from curation.core.corpus import Corpus, Source, shards
+from curation.core.storage import storage_env
 from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
-from schemas.storage import storage_env
 
 T = TypeVar("T")
 X = TypeVar("X")

@@ -21,12 +21,13 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from curation.core.corpus import CorpusWriter, Source
+from curation.core.inputs import expand_input, output_overlap, skipped_in_dir
 from curation.core.stage import StageResult
+from curation.core.storage import RemotePath
 from curation.ingest.readers import _READERS, TextDecoding, _Row, compression, detect_format
 from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id, map_columns
-from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, output_overlap, skipped_in_dir
+from schemas.config import ConfigError, InputFormat, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
-from schemas.storage import RemotePath
 
 STAGE = "ingest"
 SAMPLE_ROWS = 200  # rows per file `curate validate` reads
@@ -182,7 +183,7 @@ def planned(inputs: list[InputSpec], base: Path | None) -> tuple[list[tuple[Inpu
 
 def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:
     """Every input file with its format. What may not be opened (a FIFO, a device, a kernel
-    file: schemas.config.input_refusal), named or found in a folder, is a ConfigError: refusing
+    file: curation.core.inputs.input_refusal), named or found in a folder, is a ConfigError: refusing
     the run fails closed, where skipping it would curate a part of the data without a word."""
     plan: list[tuple[InputSpec, Path, InputFormat]] = []
     for i, spec in enumerate(inputs):

@@ -2,8 +2,8 @@
 per input format, the format told from a file's name, and compressed files (gzip, zstd, bz2)
 opened by their magic bytes.
 
-Only files `schemas.config.input_refusal` allows reach a reader (expand_input refuses the rest).
-A path is a local `Path` or a `schemas.storage.RemotePath` (s3://...): both open the same way.
+Only files `curation.core.inputs.input_refusal` allows reach a reader (expand_input refuses the rest).
+A path is a local `Path` or a `curation.core.storage.RemotePath` (s3://...): both open the same way.
 A JSON Lines line longer than MAX_LINE_BYTES is rejected as `line_too_long` without being held
 in memory.
 
@@ -68,7 +68,7 @@ def open_input(path: Path) -> IO[bytes]:
     kind = compression(path)
     if kind is None:  # peek() as a local file has it (a remote file has its own read-ahead)
         return path.open("rb") if isinstance(path, Path) else io.BufferedReader(path.open("rb"))
-    # A remote file (schemas.storage.RemotePath) is opened by its filesystem and decompressed here.
+    # A remote file (curation.core.storage.RemotePath) is opened by its filesystem and decompressed here.
     source: Any = path if isinstance(path, Path) else path.open("rb")
     if kind == "gzip":
         stream: Any = gzip.open(source, "rb")
