@@ -1,4 +1,4 @@
-"""Incremental refresh: versions with their dedup indexes (curation/publish/, dedup/published.py).
+"""Incremental refresh: versions with their dedup indexes (curation/publish/, publish/dedup.py).
 
 Real files and the real pipeline pieces the flow uses (ingest, the dedup stages, write_run),
 Alpaca records from ../shared/data, the bundled MiniLM for the semantic index.
