@@ -62,9 +62,9 @@ def check_paths(config: CurateConfig) -> CurateConfig:
         resolved = as_path(resolve_path(model_path, base))
         if not resolved.exists():
             raise ConfigError(f"{where}: path not found: {resolved}")
-    for where, spec in model_specs(config):
-        if spec.local and spec.local.path and not Path(spec.local.path).exists():
-            raise ConfigError(f"{where}.local.path: path not found: {spec.local.path}")
+    for where, model in model_specs(config):
+        if model.local and model.local.path and not Path(model.local.path).exists():
+            raise ConfigError(f"{where}.local.path: path not found: {model.local.path}")
     prompts = [(f"jury.judges[{i}].rubric", j.rubric, "rubrics") for i, j in enumerate(config.jury.judges)] if config.jury else []
     if config.preference and config.preference.pairwise:
         prompts.append(("preference.pairwise.rubric", config.preference.pairwise.rubric, "rubrics"))
@@ -170,7 +170,7 @@ def _walk_root(path: str) -> Path | None:
     p = as_path(path)
     if p.is_dir():
         return p  # type: ignore[return-value]
-    if "**" in path and not is_remote(path):
+    if "**" in path and isinstance(p, Path):  # a local path
         fixed = next(i for i, part in enumerate(p.parts) if any(c in part for c in "*?["))
         return Path(*p.parts[:fixed]) if fixed else Path(".")
     return None
@@ -181,7 +181,7 @@ def output_overlap(path: str, outputs: Sequence[Path]) -> str | None:
     directory (recursive glob) input holding one. None when they are apart."""
     root = _walk_root(path)
     for out in outputs:
-        if root is not None and as_path(out).resolve().is_relative_to(root.resolve()):  # type: ignore[arg-type]
+        if root is not None and as_path(out).resolve().is_relative_to(root.resolve()):
             return f"{path} holds the run's output {out}: the run would read its own outputs; write them elsewhere"
     for f in expand_input(path):
         if is_remote(f):
@@ -198,7 +198,7 @@ def skipped_in_dir(path: str) -> list[Path]:
     p = as_path(path)
     if not p.is_dir() or len(expand_input(path)) == 1 and expand_input(path)[0] == p:
         return []
-    return sorted(f for f in _dir_files(p) if not is_data_file(f, p))
+    return sorted(f for f in _dir_files(p) if not is_data_file(f, p))  # type: ignore[arg-type]
 
 
 def _dir_files(folder: Path | RemotePath) -> list[Path]:
