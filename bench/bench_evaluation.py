@@ -29,12 +29,12 @@ def main() -> None:
     parser.add_argument("--prompts", default="2,8")
     args = parser.parse_args()
 
+    from curation.core.inputs import load_config
     from curation.evaluation.errors import error_analysis
     from curation.evaluation.winrate import win_rate
     from curation.jury.panel import Jury
     from curation.llm.cache import AnswerCache
     from curation.llm.tokenizer import load_tokenizer
-    from schemas.config import load_config
     from schemas.train import METHOD_STAGES
     from training.base_model import resolve_base_model
     from training.evaluate import bertscore, evaluate_sft

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from curation.core.inputs import load_config
 from curation.core.run import run_pipeline
-from schemas.config import load_config
 
 DEDUP = {"exact": {}, "minhash": {"threshold": 0.8, "num_perm": 128, "ngram": 5},
          "semantic": {"threshold": 0.9, "view": "assistant"}}

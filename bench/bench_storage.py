@@ -26,9 +26,9 @@ def main(docs: int = 100_000) -> None:
     host, port = server.get_host_and_port()
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench-secret",
                       AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    from curation.core.storage import RemotePath
     from curation.ingest import ingest
     from schemas.config import InputSpec
-    from schemas.storage import RemotePath
 
     rows = (json.dumps({"id": f"d{i}", "instruction": f"Question {i}: what is {i} squared?",
                         "output": f"The square of {i} is {i * i}. " * 4}) + "\n" for i in range(docs))

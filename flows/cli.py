@@ -16,13 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+from curation.core.inputs import load_config
 from curation.core.sections import STEPS_LINE, configured
+from curation.core.storage import SECRET_ENV, RemotePath, as_path, check_reachable
 from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.validate import ValidationFailed
 from flows import lifecycle
 from schemas.base import StageFailed
-from schemas.config import ConfigError, load_config
-from schemas.storage import SECRET_ENV, RemotePath, as_path, check_reachable
+from schemas.config import ConfigError
 from schemas.train_result import TrainSummary
 
 EXIT_CONFIG = 2

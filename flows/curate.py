@@ -22,10 +22,12 @@ from prefect.states import Cancelled, Failed, State
 
 import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
+from curation.core.inputs import load_config
 from curation.core.mirror import RunMirror
 from curation.core.preflight import preflight
 from curation.core.run import Call, CurationRun
 from curation.core.stats import RunFailed, RunStats, check_kept
+from curation.core.storage import as_path, is_remote
 from curation.publish.inputs import refresh_inputs
 from curation.publish.lock import publish_lock
 from curation.publish.versions import Version, load_version, publish
@@ -34,8 +36,7 @@ from curation.report.validate import ValidationFailed, enforce, validate_run
 from flows import lifecycle
 from flows.artifacts import ProgressArtifact, keys, publish_run
 from schemas.base import ConfigError, StageFailed
-from schemas.config import CurateConfig, load_config
-from schemas.storage import as_path, is_remote
+from schemas.config import CurateConfig
 from schemas.validation import ValidationConfig
 
 

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
+from curation.core.inputs import load_config
 from curation.core.mirror import RunMirror
 from curation.core.stats import unwritten_sets
 from curation.evaluation.errors import error_analysis
@@ -32,7 +33,7 @@ from curation.llm.tokenizer import load_tokenizer
 from curation.report.html import write_report
 from flows.artifacts import ProgressArtifact, slug
 from flows.curate import curate_flow
-from schemas.config import CurateConfig, load_config
+from schemas.config import CurateConfig
 from schemas.train import TrainConfig, TrainingInputError
 from schemas.train_result import (
     AblationSummary,

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
-import errno
-import glob
-import stat
-from collections.abc import Sequence
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -20,13 +17,11 @@ import yaml
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from schemas.base import ConfigError, Strict, TextView
-from schemas.bundled import SEMANTIC_BUNDLED
 from schemas.execution import ExecutionConfig
 from schemas.export import ExportConfig
 from schemas.jury import JuryConfig, ModelSpec, PreferenceConfig, SynthesisConfig
 from schemas.publish import PublishConfig
 from schemas.select import SelectConfig
-from schemas.storage import RemotePath, as_path, check_reachable, has_magic, is_remote, remote_glob
 from schemas.train import TrainConfig
 from schemas.validation import ValidationConfig
 
@@ -74,8 +69,6 @@ SUFFIX_FORMATS: dict[str, InputFormat] = {
     ".rst": "txt",
 }
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
-# In a directory input, files with these stems are about the data, not data.
-NOT_DATA_STEMS = ("readme", "license", "licence", "copying", "notice", "changelog", "changes", "authors", "citation")
 
 
 class InputSpec(Strict):
@@ -92,9 +85,6 @@ class InputSpec(Strict):
     )
 
 
-# Where the kernel serves files that are not data (/proc/self/environ holds the environment, keys
-# included): never opened as inputs, whatever they look like to stat.
-SPECIAL_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
 # Byte order marks, longest first (a UTF-32-LE mark begins like a UTF-16-LE one), with the Python
 # codec that reads the mark and decodes the rest.
 BOMS = (
@@ -452,10 +442,16 @@ class CurateConfig(Strict):
 
 # The bundled prompt files live with the stages that use them (curation/resources).
 RESOURCES = Path(__file__).resolve().parents[1] / "curation" / "resources"
+# A location given as a URL, protocol://key (curation.core.storage opens them); file:// and
+# local:// name local paths.
+URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$", re.DOTALL)
+LOCAL_PROTOCOLS = ("file", "local")
 
 
-def load_config(path: str | Path) -> CurateConfig:
-    """Read, validate and resolve a config file; raise ConfigError with a readable message."""
+def read_config(path: str | Path) -> CurateConfig:
+    """Read, validate and resolve a config file; raise ConfigError with a readable message.
+    The paths it names are checked by curation.core.inputs.load_config (training, which reads
+    no input, takes the config as read here)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -496,78 +492,42 @@ def yaml_path(loc: tuple) -> str:
 
 
 def resolve_paths(config: CurateConfig, base: Path) -> CurateConfig:
-    """Make input and file paths absolute and check that every input matches something."""
+    """Make input and file paths absolute (relative to `base`, the config's folder)."""
     config._base_dir = Path(base).resolve()
-    specs = [(f"inputs[{i}]", spec) for i, spec in enumerate(config.inputs)]
     benchmarks = config.decontamination.benchmarks if config.decontamination else []
-    specs += [(f"decontamination.benchmarks[{i}]", bench) for i, bench in enumerate(benchmarks)]
-    for where, spec in specs:
-        spec.path = str(_resolve(spec.path, base))
-        try:
-            found = expand_input(spec.path)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.path: {exc}") from None
-        if not found:
-            raise ConfigError(f"{where}.path: no file matches {spec.path}")
+    for spec in [*config.inputs, *benchmarks]:
+        spec.path = resolve_path(spec.path, base)
     keywords = config.filters.keywords if config.filters else None
     if keywords and keywords.exclude_file:
-        keywords.exclude_file = str(_resolve(keywords.exclude_file, base))
-        if not Path(keywords.exclude_file).is_file():
-            raise ConfigError(f"filters.keywords.exclude_file: file not found: {keywords.exclude_file}")
-    for where, model_path in _model_paths(config):
-        resolved = _resolve(model_path, base)
-        if not resolved.exists():
-            raise ConfigError(f"{where}: path not found: {resolved}")
-    for where, spec in _model_specs(config):
+        keywords.exclude_file = resolve_path(keywords.exclude_file, base)
+    for _, spec in model_specs(config):
         if spec.local and spec.local.path:
-            spec.local.path = str(_resolve(spec.local.path, base))
-            if not Path(spec.local.path).exists():
-                raise ConfigError(f"{where}.local.path: path not found: {spec.local.path}")
+            spec.local.path = resolve_path(spec.local.path, base)
     if config.jury:
-        for i, judge in enumerate(config.jury.judges):
-            judge.rubric = _prompt_file(judge.rubric, "rubrics", base, f"jury.judges[{i}].rubric")
+        for judge in config.jury.judges:
+            judge.rubric = _prompt_file(judge.rubric, "rubrics", base)
         if config.jury.cache_dir:
-            config.jury.cache_dir = str(_resolve(config.jury.cache_dir, base))
+            config.jury.cache_dir = resolve_path(config.jury.cache_dir, base)
     if config.preference and config.preference.pairwise:
         pairwise = config.preference.pairwise
-        pairwise.rubric = _prompt_file(pairwise.rubric, "rubrics", base, "preference.pairwise.rubric")
+        pairwise.rubric = _prompt_file(pairwise.rubric, "rubrics", base)
     if config.synthesis:
-        config.synthesis.template = _prompt_file(config.synthesis.template, "prompts", base, "synthesis.template")
+        config.synthesis.template = _prompt_file(config.synthesis.template, "prompts", base)
     if config.export and config.export.tokenizer:
-        config.export.tokenizer = str(_resolve(config.export.tokenizer, base))
+        config.export.tokenizer = resolve_path(config.export.tokenizer, base)
     if config.publish:
-        config.publish.dir = str(_resolve(config.publish.dir, base))
+        config.publish.dir = resolve_path(config.publish.dir, base)
     if config.train and config.train.base_model:
-        config.train.base_model = str(_resolve(config.train.base_model, base))
+        config.train.base_model = resolve_path(config.train.base_model, base)
     if config.select and config.select.ifd and config.select.ifd.model:
-        config.select.ifd.model = str(_resolve(config.select.ifd.model, base))
+        config.select.ifd.model = resolve_path(config.select.ifd.model, base)
     for candidate in config.train.candidates if config.train else []:
         if isinstance(candidate.get("base_model"), str):
-            candidate["base_model"] = str(_resolve(candidate["base_model"], base))
+            candidate["base_model"] = resolve_path(candidate["base_model"], base)
     return config
 
 
-def _model_paths(config: CurateConfig) -> list[tuple[str, str]]:
-    found = []
-    if config.filters and config.filters.length and config.filters.length.tokenizer:
-        found.append(("filters.length.tokenizer", config.filters.length.tokenizer))
-    if config.dedup and config.dedup.semantic and config.dedup.semantic.model not in (None, *SEMANTIC_BUNDLED):
-        found.append(("dedup.semantic.model", config.dedup.semantic.model))
-    semantic = config.decontamination.semantic if config.decontamination else None
-    if semantic and semantic.model not in (None, *SEMANTIC_BUNDLED):
-        found.append(("decontamination.semantic.model", semantic.model))
-    if config.export and config.export.tokenizer:
-        found.append(("export.tokenizer", config.export.tokenizer))
-    if config.train and config.train.base_model:
-        found.append(("train.base_model", config.train.base_model))
-    if config.select and config.select.diversity.model not in (None, *SEMANTIC_BUNDLED):
-        found.append(("select.diversity.model", config.select.diversity.model))
-    if config.select and config.select.ifd and config.select.ifd.model:
-        found.append(("select.ifd.model", config.select.ifd.model))
-    return found
-
-
-def _model_specs(config: CurateConfig) -> list[tuple[str, ModelSpec]]:
+def model_specs(config: CurateConfig) -> list[tuple[str, ModelSpec]]:
     specs = []
     if config.jury:
         specs += [(f"jury.judges[{i}].model", j.model) for i, j in enumerate(config.jury.judges)]
@@ -578,118 +538,26 @@ def _model_specs(config: CurateConfig) -> list[tuple[str, ModelSpec]]:
     return specs
 
 
-def _prompt_file(value: str, folder: str, base: Path, where: str) -> str:
-    """A bundled prompt name stays a name; anything else is a file relative to the config."""
-    if (RESOURCES / folder / f"{value}.jinja").is_file():
+def bundled_prompt(value: str, folder: str) -> bool:
+    return (RESOURCES / folder / f"{value}.jinja").is_file()
+
+
+def _prompt_file(value: str, folder: str, base: Path) -> str:
+    """A bundled prompt name stays a name; a file relative to the config becomes its path (what
+    is neither stays as written, for the check to name it)."""
+    if bundled_prompt(value, folder):
         return value
-    path = _resolve(value, base)
-    if not path.is_file():
-        bundled = sorted(p.stem for p in (RESOURCES / folder).glob("*.jinja"))
-        raise ConfigError(f"{where}: {value!r} is neither a bundled prompt ({', '.join(bundled)}) nor a file")
-    return str(path)
+    path = resolve_path(value, base)
+    return path if Path(path).is_file() else value
 
 
-def _resolve(value: str, base: Path) -> Path | RemotePath:
-    if is_remote(value):
-        return RemotePath(value)
+def resolve_path(value: str, base: Path) -> str:
+    """A URL normalised (protocol lower-cased, no outer slashes), else an absolute local path."""
+    match = URL.match(value)
+    if match and match.group(1).lower() not in LOCAL_PROTOCOLS:
+        return f"{match.group(1).lower()}://{match.group(2).strip('/')}"
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
-
-
-def expand_input(path: str) -> list[Path]:  # a RemotePath for each file of a URL input
-    """The files an input path names: a file, the data files under a directory, or a glob;
-    ConfigError naming the first that may not be opened (`input_refusal`), so no read of an
-    input (ingest, validate, checkpoints, publish, benchmarks) ever opens a FIFO or a device.
-
-    A directory written by `datasets.save_to_disk` counts as one input (its dataset_info.json
-    marks it), so it is returned as the directory itself. In any other directory only data
-    files are read (`is_data_file`); `skipped_in_dir` lists the rest (never opened).
-    A URL (s3://...) is expanded on its store by the same rules (objects are regular files).
-    """
-    if is_remote(path):
-        return _expand_remote(path)  # type: ignore[return-value]
-    p = Path(path)
-    if p.is_dir():
-        if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
-            return [p]
-        files = sorted(f for f in _dir_files(p) if is_data_file(f, p))
-    elif p.exists() or p.is_symlink():
-        files = [p]
-    else:
-        files = sorted(Path(m) for m in glob.glob(path, recursive=True))
-    for f in files:
-        if refusal := input_refusal(f):
-            raise ConfigError(f"{f} is {refusal}: only regular files (and directories of them) are read as inputs")
-    return files
-
-
-def _expand_remote(url: str) -> list[RemotePath]:
-    p = RemotePath(url)
-    check_reachable(p, "input")  # a wrong credential or a missing bucket: one clear message, no traceback
-    if has_magic(p.key):
-        return remote_glob(url)
-    if p.is_dir():
-        if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
-            return [p]
-        return sorted(f for f in p.files() if is_data_file(f, p))  # type: ignore[arg-type]
-    return [p] if p.exists() else []
-
-
-def input_refusal(path: Path, outputs: Sequence[Path] = ()) -> str | None:
-    """Why `path` may not be opened as an input, or None: the one check every input read goes
-    through. Only a regular file (or a folder: a save_to_disk dataset), resolved through symlinks,
-    outside /proc, /sys and /dev, and outside the run's `outputs`. Decided from stat alone: a FIFO
-    is never opened (opening one blocks until something writes to it)."""
-    try:
-        mode = path.stat().st_mode  # follows symlinks: a link to a regular file is fine
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symlink loop"
-        return "a broken symlink" if path.is_symlink() else f"unreadable ({exc.strerror})"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return "not a regular file"
-    real = path.resolve()
-    for root in SPECIAL_ROOTS:
-        if real.is_relative_to(root):
-            return f"under {root} (a kernel file, not data)"
-    for out in outputs:
-        if not is_remote(out) and real.is_relative_to(Path(out).resolve()):  # a local file is in no bucket
-            return f"inside the run's output {out}"
-    return None
-
-
-def _walk_root(path: str) -> Path | None:
-    """The folder an input reads everything under: a directory, or a recursive glob's fixed part."""
-    p = as_path(path)
-    if p.is_dir():
-        return p  # type: ignore[return-value]
-    if "**" in path and not is_remote(path):
-        fixed = next(i for i, part in enumerate(p.parts) if any(c in part for c in "*?["))
-        return Path(*p.parts[:fixed]) if fixed else Path(".")
-    return None
-
-
-def output_overlap(path: str, outputs: Sequence[Path]) -> str | None:
-    """What is wrong when an input would read what the run writes: a file inside an output, or a
-    directory (recursive glob) input holding one. None when they are apart."""
-    root = _walk_root(path)
-    for out in outputs:
-        if root is not None and as_path(out).resolve().is_relative_to(root.resolve()):  # type: ignore[arg-type]
-            return f"{path} holds the run's output {out}: the run would read its own outputs; write them elsewhere"
-    for f in expand_input(path):
-        if is_remote(f):
-            inside = [o for o in outputs if f.is_relative_to(as_path(o))]  # type: ignore[arg-type]
-            if inside:
-                return f"{f} is inside the run's output {inside[0]}"
-        elif refusal := input_refusal(f, outputs):
-            return f"{f} is {refusal}"
-    return None
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def decode_text(data: bytes, where: str) -> str:
@@ -745,28 +613,3 @@ def text_encoding(head: bytes, whole: bool) -> str | None:
             valid, invalid = (valid + 1, invalid) if cut else (valid, invalid + 1)
     return "utf-8" if valid >= invalid else "cp1252"
 
-
-def skipped_in_dir(path: str) -> list[Path]:
-    """The files of a directory input that are not read (see `is_data_file`); [] for anything else."""
-    p = as_path(path)
-    if not p.is_dir() or len(expand_input(path)) == 1 and expand_input(path)[0] == p:
-        return []
-    return sorted(f for f in _dir_files(p) if not is_data_file(f, p))
-
-
-def _dir_files(folder: Path | RemotePath) -> list[Path]:
-    if isinstance(folder, RemotePath):
-        return folder.files()  # type: ignore[return-value]
-    return [f for f in folder.rglob("*") if not f.is_dir()]
-
-
-def is_data_file(path: Path, folder: Path) -> bool:
-    """The directory rule: a file whose name says a data format (optionally compressed), not
-    hidden nor under a hidden folder, and not a README / LICENSE / NOTICE / CHANGELOG / ... file."""
-    if any(part.startswith(".") for part in path.relative_to(folder).parts):
-        return False
-    name = path.name.lower()
-    if name.split(".")[0] in NOT_DATA_STEMS:
-        return False
-    inner = Path(name).with_suffix("") if Path(name).suffix in COMPRESSION_SUFFIXES else Path(name)
-    return inner.suffix in SUFFIX_FORMATS

@@ -7,7 +7,7 @@ publish:
 
 A run with this section is a refresh: it ingests only the input files the latest version has
 not consumed yet (by content hash), dedups them against that version's stored indexes as well
-as against each other, and publishes a new version (curation/publish/, curation/dedup/published.py).
+as against each other, and publishes a new version (curation/publish/: dedup.py is the stage).
 One refresh at a time holds the directory (`lock`).
 """
 

@@ -83,7 +83,7 @@ S3_SECRET = "s3-test-secret-PLANTED-3f9a7c"
 def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
     """A new empty bucket on the session's S3 server, reached as a user would: credentials and the
     endpoint in the environment (AWS_ENDPOINT_URL), none in any config. Yields `s3://<bucket>`."""
-    from schemas.storage import RemotePath, reset_filesystems
+    from curation.core.storage import RemotePath, reset_filesystems
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "s3-test-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)

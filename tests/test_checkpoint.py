@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from curation.core.checkpoint import Checkpoint, input_fingerprint, stage_fingerprint
+from curation.core.inputs import load_config
 from curation.core.plan import build_plan
 from curation.core.run import remove_stale_outputs, run_pipeline
 from curation.core.sections import SECTIONS as RUN_SECTIONS
-from schemas.config import CurateConfig, load_config
+from schemas.config import CurateConfig
 from schemas.record import records_frame
 
 

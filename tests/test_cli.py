@@ -410,8 +410,8 @@ def test_the_training_printout_counts_each_stage_s_rows() -> None:
 
 
 def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curation.core.inputs import load_config
     from curation.core.run import run_pipeline
-    from schemas.config import load_config
 
     (tmp_path / "project" / "data").mkdir(parents=True)
     (tmp_path / "project" / "data" / "docs.jsonl").write_text('{"text": "a document"}\n')
@@ -432,7 +432,7 @@ def test_a_missing_bucket_or_a_wrong_credential_exits_2_naming_the_path_not_the_
     from conftest import S3_SECRET
     from moto import settings as moto_settings
 
-    from schemas.storage import RemotePath, reset_filesystems
+    from curation.core.storage import RemotePath, reset_filesystems
 
     RemotePath(f"{s3}/in/rows.jsonl").write_text('{"text": "a small document"}\n')
     inputs = {"inputs": [{"path": f"{s3}/in/rows.jsonl"}]}
@@ -462,7 +462,7 @@ def test_a_run_into_a_bucket_through_the_flow_resumes_there(
     """`curate run --out s3://...`: the run files land in the bucket (stats.json, report), the
     checkpoints too; the same command on a machine without the staging folder restores them."""
     from curation.core.mirror import STAGING_ENV
-    from schemas.storage import RemotePath
+    from curation.core.storage import RemotePath
 
     monkeypatch.setenv(STAGING_ENV, str(tmp_path / "staging"))
     data = tmp_path / "rows.jsonl"

@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from curation.core.inputs import load_config
 from curation.core.run import run_pipeline
 from curation.decontamination.index import build_index
 from curation.report.html import write_report
-from schemas.config import ConfigError, CurateConfig, Decontamination, load_config
+from schemas.config import ConfigError, CurateConfig, Decontamination
 
 # Math word problems in GSM8K's style that are not in its test set: they must survive.
 CLEAN_MATH = [

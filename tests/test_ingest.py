@@ -11,8 +11,9 @@ from typing import Any
 import polars as pl
 import pytest
 
+from curation.core.inputs import expand_input
 from curation.ingest import IngestResult, check_inputs, detect_format, ingest
-from schemas.config import ConfigError, InputSpec, expand_input
+from schemas.config import ConfigError, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
@@ -936,7 +937,7 @@ def test_inputs_on_s3_read_as_the_same_local_files(shared_data: Path, tmp_path: 
     and read by the same rules as a local folder, with `s3://bucket/key:line` sources."""
     import gzip
 
-    from schemas.storage import RemotePath
+    from curation.core.storage import RemotePath
 
     gsm8k = (shared_data / "sft" / "gsm8k_test.jsonl").read_bytes()[:200_000].rsplit(b"\n", 1)[0] + b"\n"
     latin = '{"instruction": "Caf\xe9 au lait?", "output": "Un caf\xe9 cr\xe8me, s\'il vous pla\xeet."}\n'.encode("cp1252")

@@ -13,13 +13,14 @@ import pytest
 import yaml
 from openai_server import FakeOpenAI, Reply, echo, prompt_of, rating_reply
 
+from curation.core.inputs import load_config
 from curation.core.plan import build_plan
 from curation.core.run import run_pipeline
 from curation.jury.judge import load_rubric
 from curation.llm.endpoint import EndpointModel
 from curation.preference.pairwise import PairwiseJudge
 from schemas.base import StageFailed
-from schemas.config import ConfigError, load_config
+from schemas.config import ConfigError
 from schemas.jury import Endpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -133,7 +133,8 @@ def test_view_all_keeps_translation_tasks_and_drops_foreign_conversations(tmp_pa
 def test_keep_takes_only_the_iso_codes_the_identifier_names(tmp_path: Path) -> None:
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    from schemas.config import LANGUAGES, ConfigError, load_config
+    from curation.core.inputs import load_config
+    from schemas.config import LANGUAGES, ConfigError
 
     labels = LanguageIdentifier.from_model_file(MODEL_FILE).nb_classes
     assert set(LANGUAGES) == {code for code in labels if len(code) == 2}  # the config's list is the model's

@@ -10,9 +10,10 @@ import polars as pl
 import pytest
 import yaml
 
+from curation.core.inputs import load_config
 from curation.core.plan import build_plan
 from curation.core.run import run_pipeline
-from schemas.config import ConfigError, load_config
+from schemas.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
@@ -164,7 +165,7 @@ def test_ray_workers_read_the_inputs_from_the_bucket_and_the_driver_reads_none(
 
     from s3fs import S3FileSystem
 
-    from schemas.storage import RemotePath
+    from curation.core.storage import RemotePath
 
     oasst = (DATA / "sft" / "oasst_en_100_tree.jsonl").read_bytes()
     files = {

@@ -1,4 +1,4 @@
-"""Incremental refresh: versions with their dedup indexes (curation/publish/, dedup/published.py).
+"""Incremental refresh: versions with their dedup indexes (curation/publish/, publish/dedup.py).
 
 Real files and the real pipeline pieces the flow uses (ingest, the dedup stages, write_run),
 Alpaca records from ../shared/data, the bundled MiniLM for the semantic index.
@@ -17,16 +17,16 @@ import numpy as np
 import polars as pl
 import pytest
 
+from curation.core.inputs import load_config
 from curation.core.run import run_pipeline
+from curation.core.storage import as_path
 from curation.dedup import semantic
 from curation.publish import indexes, versions
 from curation.publish.inputs import new_inputs, refresh_inputs
 from curation.publish.lock import publish_lock
 from curation.publish.versions import latest_version, load_version, publish
 from schemas.base import ConfigError
-from schemas.config import load_config
 from schemas.record import meta_json
-from schemas.storage import as_path
 
 PARA = (
     "The city council approved the new budget on Tuesday, raising spending on public schools.",
@@ -416,7 +416,7 @@ def test_refreshes_from_and_to_a_bucket_publish_what_they_publish_on_disk(
     diffs and manifests (but for paths and times) as the same refreshes on local files."""
     import gzip
 
-    from schemas.storage import RemotePath
+    from curation.core.storage import RemotePath
 
     results = {}
     for where in ("disk", "s3"):
@@ -453,8 +453,8 @@ def test_overlapping_refreshes_against_a_bucket_publish_one_after_the_other(
 ) -> None:
     """The lock object: a conditional put decides which refresh publishes first; the other waits
     (or, with wait=False, is refused), then publishes the next version on top of the first's."""
+    from curation.core.storage import RemotePath
     from curation.publish import lock
-    from schemas.storage import RemotePath
 
     two_refresh_configs(tmp_path)
     publish_dir = RemotePath(f"{s3}/published")
@@ -486,7 +486,7 @@ def test_overlapping_refreshes_against_a_bucket_publish_one_after_the_other(
 
 
 def test_a_lock_object_whose_lease_ran_out_is_taken_over_once(s3: str, caplog: pytest.LogCaptureFixture) -> None:
-    from schemas.storage import RemotePath
+    from curation.core.storage import RemotePath
 
     folder = RemotePath(f"{s3}/published")
     (folder / ".lock").write_bytes(json.dumps({"holder": "killed:1", "expires": time.time() - 1}).encode())
@@ -509,7 +509,7 @@ def test_a_run_into_a_bucket_writes_what_it_writes_on_disk_and_resumes_on_anothe
     from curation.core.checkpoint import CHECKPOINTS
     from curation.core.mirror import STAGING_ENV, RunMirror
     from curation.core.run import Call
-    from schemas.storage import RemotePath
+    from curation.core.storage import RemotePath
 
     monkeypatch.setenv(STAGING_ENV, str(tmp_path / "staging"))
     rows = [row(f"a{i:02d}", r) for i, r in enumerate(alpaca[:20])] + [dict(row("a_copy", alpaca[3]))]

@@ -450,9 +450,9 @@ def test_a_run_whose_exported_sets_are_empty_reports(
 ) -> None:
     """A set export did not write is a count of 0 with its reason, for the report, `curate report`
     and the CLI's summary, never a string where a number goes."""
+    from curation.core.inputs import load_config
     from curation.core.run import run_pipeline
     from flows.cli import _funnel, main
-    from schemas.config import load_config
 
     (tmp_path / "raw.jsonl").write_text('{"text": "A plain document that no export format takes."}\n')
     lines = (shared_data / "sft" / "gsm8k_test.jsonl").read_text().splitlines()[:3]

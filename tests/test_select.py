@@ -21,6 +21,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from curation.core.corpus import Corpus
+from curation.core.inputs import load_config
 from curation.core.plan import VECTORS_DIR, Step, build_plan
 from curation.core.preflight import preflight
 from curation.core.run import run_pipeline
@@ -34,7 +35,7 @@ from curation.select.diversity import Budget, pick
 from curation.select.ifd import ifd_scores
 from curation.select.score import combined, jury_scores, percentiles
 from schemas.bundled import smollm2_tokenizer_dir
-from schemas.config import ConfigError, CurateConfig, load_config
+from schemas.config import ConfigError, CurateConfig
 from schemas.record import meta_json
 
 ALPACA = "sft/llamafactory_alpaca_en_demo.json"

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from curation.core.corpus import Corpus, CorpusWriter, append, take, write_parquet
+from curation.core.inputs import load_config
 from curation.core.run import run_pipeline
 from curation.ingest import ingest
-from schemas.config import InputSpec, load_config
+from schemas.config import InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 from tests.test_ray_engine import base_config, with_near_duplicates
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from schemas.base import ConfigError, StageFailed
-from schemas.config import load_config
+from schemas.config import read_config
 from schemas.train import METHOD_STAGES, TrainingInputError
 from schemas.train_result import StageResult
 from training.candidates import candidate_dir
@@ -37,7 +37,7 @@ def train_stage(
     entry: Entry, config_path: Path, run_dir: Path, candidate: str | None = None, resume: bool = True
 ) -> tuple[StageResult, Path]:
     """Run the entry's stage of the config's train section on RUN_DIR: its result, and where it is."""
-    train = load_config(config_path).train
+    train = read_config(config_path).train
     if train is None:
         raise ConfigError(f"{config_path}: no `train:` section to train with")
     if not (run_dir / "export" / "hf").is_dir():

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation.core.corpus import Corpus, CorpusWriter, Source
+from curation.core.inputs import expand_input
 from curation.core.stats import StageStats
-from schemas.config import CurateConfig, expand_input
-from schemas.storage import RemotePath, as_path
+from curation.core.storage import RemotePath, as_path
+from schemas.config import CurateConfig
 
 CHECKPOINTS = ".checkpoints"
 FORMAT = "curate-checkpoint-2"  # part of every key: bump it when a stage's output format changes

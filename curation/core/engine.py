@@ -26,9 +26,9 @@ import polars as pl
 from tqdm import tqdm
 
 from curation.core.corpus import Corpus, Source, shards
+from curation.core.storage import storage_env
 from schemas.base import ConfigError
 from schemas.execution import ExecutionConfig
-from schemas.storage import storage_env
 
 T = TypeVar("T")
 X = TypeVar("X")
@@ -38,6 +38,11 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # workers never 
 
 
 class _Engine:
+    # What a stage may adapt to without knowing which engine it has: whether fn runs in this
+    # process (a progress bar of its own work shows; per-row state stays here) or in workers
+    # (a batch worth a worker's model load is sent out as one task).
+    in_process = True
+
     def imap(self, fn: Callable[[X], T], items: Iterable[X], total: int, desc: str | None = None) -> Iterator[T]:
         raise NotImplementedError
 
@@ -76,6 +81,7 @@ class RayEngine(_Engine):
     """Ray tasks over row partitions. Connects on creation: a wrong address fails before any work."""
 
     name = "ray"
+    in_process = False
 
     def __init__(self, cfg: ExecutionConfig, progress: bool = True) -> None:
         try:

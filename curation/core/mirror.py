@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
+from curation.core.storage import RemotePath, is_remote
 from schemas.bundled import cache_dir
-from schemas.storage import RemotePath, is_remote
 
 log = logging.getLogger(__name__)
 LAST = "stats.json"  # the file that makes a folder a run directory: uploaded after every other

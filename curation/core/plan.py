@@ -26,7 +26,6 @@ from curation.core.stats import StageStats
 from curation.decontamination import build_decontamination_stage
 from curation.dedup.exact import build_exact_stage
 from curation.dedup.minhash import build_minhash_stage
-from curation.dedup.published import build_published_stage
 from curation.dedup.semantic import build_semantic_stage
 from curation.dedup.vectors import VectorStore, encoder_settings
 from curation.export import export_run
@@ -41,6 +40,7 @@ from curation.llm.tokenizer import load_tokenizer
 from curation.pii import build_pii_stage
 from curation.pii.stage import redacted_frame
 from curation.preference.pairs import add_generated, build_pairs, group_prompts
+from curation.publish.dedup import build_published_stage
 from curation.publish.versions import Version
 from curation.select import build_select_stage
 from curation.synthesis import synthesize

@@ -15,13 +15,13 @@ from pathlib import Path
 from jinja2 import TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from curation.core.storage import RemotePath, as_path, check_reachable
 from curation.ingest import check_inputs
 from curation.jury.judge import compile_rubric, load_rubric
 from curation.select.ifd import check_ifd_model
 from curation.synthesis import load_prompt
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
-from schemas.storage import RemotePath, as_path, check_reachable
 
 
 def preflight(config: CurateConfig, out: Path | None = None) -> None:

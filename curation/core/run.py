@@ -44,12 +44,12 @@ from curation.core.stats import (
     config_sha256,
     stage_stats,
 )
+from curation.core.storage import RemotePath
 from curation.ingest import ingest
 from curation.ingest.parallel import ingest_on_ray
 from curation.publish.versions import Version
 from schemas.config import CurateConfig
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
-from schemas.storage import RemotePath
 
 log = logging.getLogger(__name__)
 Held = Checkpoint | HeldCheckpoint  # where a step's output is kept: on disk (resumable) or in memory

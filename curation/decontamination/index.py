@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from curation.core.inputs import expand_input
+from curation.core.storage import as_path, files_under
 from curation.decontamination.ngrams import gram_hashes, normalised_words, word_hashes
 from curation.ingest import ingest
 from schemas.bundled import cache_dir
-from schemas.config import Benchmark, ConfigError, Decontamination, InputSpec, expand_input
-from schemas.storage import as_path, files_under
+from schemas.config import Benchmark, ConfigError, Decontamination, InputSpec
 
 INDEX_FORMAT = "decontamination-index-3"  # bump when what is cached changes
 PARAGRAPH = re.compile(r"\n\s*\n")

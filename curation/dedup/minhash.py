@@ -68,7 +68,7 @@ def build_minhash_stage(
 
     def band_keys(records: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         texts = records.select(text_view(cfg.view)).to_series()
-        docs, sigs = signatures(texts, cfg.ngram, perms, progress and engine.name == "local")
+        docs, sigs = signatures(texts, cfg.ngram, perms, progress and engine.in_process)
         return docs, _band_keys(sigs, bands, rows), None if cfg.verify else sigs
 
     def run(records: pl.DataFrame) -> StageResult:

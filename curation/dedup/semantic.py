@@ -73,7 +73,7 @@ def build_semantic_stage(
         def embed_rows(part: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             texts = without_lines(part.select(text_view(cfg.view)).to_series(), shared)
             rows = np.flatnonzero((texts.str.strip_chars() != "").to_numpy())
-            return rows, embed(texts.gather(rows).to_list(), cfg, progress and engine.name == "local")
+            return rows, embed(texts.gather(rows).to_list(), cfg, progress and engine.in_process)
 
         scratch = records.scratch if isinstance(records, Corpus) else None
         if scratch is not None:

@@ -21,12 +21,13 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from curation.core.corpus import CorpusWriter, Source
+from curation.core.inputs import expand_input, output_overlap, skipped_in_dir
 from curation.core.stage import StageResult
-from curation.ingest.readers import _READERS, TextDecoding, _Row, compression, detect_format
-from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id, map_columns
-from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, output_overlap, skipped_in_dir
+from curation.core.storage import RemotePath
+from curation.ingest.readers import READERS, Row, TextDecoding, compression, detect_format
+from curation.ingest.shapes import SHAPES, Bad, Draft, detect_shape, input_id, map_columns
+from schemas.config import ConfigError, InputFormat, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
-from schemas.storage import RemotePath
 
 STAGE = "ingest"
 SAMPLE_ROWS = 200  # rows per file `curate validate` reads
@@ -156,7 +157,7 @@ def ingest(
                 CorpusWriter(out / "records", batch_size, scratch, RECORD_SCHEMA),
                 CorpusWriter(out / "rejected", batch_size, scratch, REJECT_SCHEMA),
             )
-        collector = _Collector(sinks, batch_size, limit, base)
+        collector = Collector(sinks, batch_size, limit, base)
         for spec, path, fmt in tqdm(plan, desc=STAGE, unit="file", disable=not progress):
             collector.read_file(spec, fmt, path)
             if limit is None:
@@ -182,7 +183,7 @@ def planned(inputs: list[InputSpec], base: Path | None) -> tuple[list[tuple[Inpu
 
 def _plan(inputs: list[InputSpec]) -> list[tuple[InputSpec, Path, InputFormat]]:
     """Every input file with its format. What may not be opened (a FIFO, a device, a kernel
-    file: schemas.config.input_refusal), named or found in a folder, is a ConfigError: refusing
+    file: curation.core.inputs.input_refusal), named or found in a folder, is a ConfigError: refusing
     the run fails closed, where skipping it would curate a part of the data without a word."""
     plan: list[tuple[InputSpec, Path, InputFormat]] = []
     for i, spec in enumerate(inputs):
@@ -206,7 +207,7 @@ def _shown(path: Path, base: Path | None = None) -> str:
         return os.path.relpath(absolute, base) if base and absolute.anchor == base.anchor else str(absolute)
 
 
-def _content_id(draft: _Draft) -> str:
+def _content_id(draft: Draft) -> str:
     fields = [draft.kind, draft.text, draft.messages, draft.chosen, draft.rejected]
     return hashlib.sha1(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
@@ -219,7 +220,7 @@ def _too_deep(value: dict[str, Any]) -> bool:
     return False
 
 
-def _remove_control_chars(draft: _Draft) -> int:
+def _remove_control_chars(draft: Draft) -> int:
     """Remove _CONTROL characters from the draft's texts in place; returns how many."""
     removed = 0
 
@@ -276,7 +277,7 @@ class RunIds:
         return suffixed is not None and 2 <= int(suffixed[2]) <= self.suffixes.get(suffixed[1], 0)
 
 
-class _Collector:
+class Collector:
     """Records and rejects in input order, with run-wide unique ids; with sinks, handed to them
     every `batch_size` rows."""
 
@@ -315,7 +316,7 @@ class _Collector:
         self._read_rows(spec, self._rows(fmt, path, shown, spec, decoding))
         self.file.encoding = decoding.name  # as decided by the end of the file (or of the sample)
 
-    def _read_rows(self, spec: InputSpec, rows: Iterator[_Row]) -> None:
+    def _read_rows(self, spec: InputSpec, rows: Iterator[Row]) -> None:
         shape: str | None = spec.shape
         first: dict | None = None
         if shape == "auto":  # the file's shape from the first object: rows before it are held, the rest stream
@@ -325,7 +326,7 @@ class _Collector:
                 if isinstance(row.value, dict):
                     break
             first = ahead[-1].value if ahead and isinstance(ahead[-1].value, dict) else None
-            shape = _detect(map_columns(first, spec.columns)) if first is not None else None
+            shape = detect_shape(map_columns(first, spec.columns)) if first is not None else None
             rows = itertools.chain(ahead, rows)
         if spec.columns and first is not None:
             self.file.missing_columns = [c for c in spec.columns.values() if c not in first]
@@ -340,18 +341,19 @@ class _Collector:
             else:
                 value = map_columns(value, spec.columns)
                 # A row the file's shape does not fit but another does (a mixed file) is read as that one.
-                row_shape = shape if spec.shape != "auto" or (shape and _SHAPES[shape].fits(value)) else _detect(value) or shape
+                fits = spec.shape != "auto" or (shape and SHAPES[shape].fits(value))
+                row_shape = shape if fits else detect_shape(value) or shape
                 self.file.shapes[row_shape or "unknown"] += 1
                 if row_shape is None:
                     keys = ", ".join(value) or "(none)"
                     detail = f"no shape fits keys: {keys}; set `shape:` or `columns:`"
-                    self.reject(row, "unknown_shape", detail, id=_input_id(value))
+                    self.reject(row, "unknown_shape", detail, id=input_id(value))
                 else:
                     self.convert(row, value, row_shape)
 
-    def _rows(self, fmt: InputFormat, path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+    def _rows(self, fmt: InputFormat, path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[Row]:
         try:
-            for n, row in enumerate(_READERS[fmt](path, shown, spec, decoding)):
+            for n, row in enumerate(READERS[fmt](path, shown, spec, decoding)):
                 if self.limit is not None and n >= self.limit:
                     return
                 self.rows_read += 1
@@ -360,24 +362,24 @@ class _Collector:
         except OSError as exc:  # e.g. no permission: the (rest of the) file is rejected, the run goes on
             self.rows_read += 1
             self.file.rows_read += 1
-            yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
+            yield Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
 
-    def convert(self, row: _Row, value: dict, shape: str) -> None:
-        spec = _SHAPES[shape]
+    def convert(self, row: Row, value: dict, shape: str) -> None:
+        spec = SHAPES[shape]
         try:
             drafts = spec.convert(value)
-        except _Bad as bad:
-            self.reject(row, bad.reason, bad.detail, id=_input_id(value))
+        except Bad as bad:
+            self.reject(row, bad.reason, bad.detail, id=input_id(value))
             return
         extras = {k: v for k, v in value.items() if k not in spec.uses and v is not None}
-        row_id = _input_id(value)
+        row_id = input_id(value)
         if extras and _too_deep(extras):  # orjson writes at most 254 levels: refuse the row, not the run
             self.reject(row, "too_deep", "a field is nested more than 254 levels deep", id=row_id)
             return
         for draft in drafts:
             self.add(row, draft, {**extras, **draft.meta, "shape": shape}, row_id)
 
-    def add(self, row: _Row, draft: _Draft, meta: dict[str, Any], row_id: str | None) -> None:
+    def add(self, row: Row, draft: Draft, meta: dict[str, Any], row_id: str | None) -> None:
         rid = draft.id or row_id or _content_id(draft)
         if draft.error:
             self.reject(row, *draft.error, draft=draft, id=rid, meta=meta_json(meta))
@@ -407,7 +409,7 @@ class _Collector:
         return self.ids.unique(rid)
 
     def reject(
-        self, row: _Row, reason: str, detail: str, draft: _Draft | None = None, **record: Any
+        self, row: Row, reason: str, detail: str, draft: Draft | None = None, **record: Any
     ) -> None:
         if draft is not None:
             record |= {"kind": draft.kind, "text": draft.text, "messages": draft.messages}

@@ -32,7 +32,7 @@ import polars as pl
 
 from curation.core.corpus import Corpus, CorpusWriter
 from curation.core.engine import Engine, LocalEngine
-from curation.ingest.collect import STAGE, FileReport, IngestResult, RunIds, _Collector, planned
+from curation.ingest.collect import STAGE, Collector, FileReport, IngestResult, RunIds, planned
 from schemas.config import InputFormat, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, meta_json
 
@@ -53,7 +53,7 @@ class _FileResult:
     shipped: dict[str, list[tuple[str, bytes]]] | None = None  # corpus -> its shards' (name, bytes)
 
 
-class _FileCollector(_Collector):
+class _FileCollector(Collector):
     """The local collector, noting each record's input id (ids are unique within the file here;
     the driver makes them unique run-wide)."""
 

@@ -2,8 +2,8 @@
 per input format, the format told from a file's name, and compressed files (gzip, zstd, bz2)
 opened by their magic bytes.
 
-Only files `schemas.config.input_refusal` allows reach a reader (expand_input refuses the rest).
-A path is a local `Path` or a `schemas.storage.RemotePath` (s3://...): both open the same way.
+Only files `curation.core.inputs.input_refusal` allows reach a reader (expand_input refuses the rest).
+A path is a local `Path` or a `curation.core.storage.RemotePath` (s3://...): both open the same way.
 A JSON Lines line longer than MAX_LINE_BYTES is rejected as `line_too_long` without being held
 in memory.
 
@@ -29,7 +29,7 @@ from typing import IO, Any
 import orjson
 import polars as pl
 
-from curation.ingest.shapes import _fits, map_columns
+from curation.ingest.shapes import fits_shape, map_columns
 from schemas.config import (
     COMPRESSION_SUFFIXES,
     CP1252_FILL,
@@ -68,7 +68,7 @@ def open_input(path: Path) -> IO[bytes]:
     kind = compression(path)
     if kind is None:  # peek() as a local file has it (a remote file has its own read-ahead)
         return path.open("rb") if isinstance(path, Path) else io.BufferedReader(path.open("rb"))
-    # A remote file (schemas.storage.RemotePath) is opened by its filesystem and decompressed here.
+    # A remote file (curation.core.storage.RemotePath) is opened by its filesystem and decompressed here.
     source: Any = path if isinstance(path, Path) else path.open("rb")
     if kind == "gzip":
         stream: Any = gzip.open(source, "rb")
@@ -224,7 +224,7 @@ class _Transcoded(io.RawIOBase):
 
 
 @dataclass(slots=True)
-class _Row:
+class Row:
     """One input row: a parsed JSON value, or the reason it could not be parsed."""
 
     source: str
@@ -243,20 +243,20 @@ class _Row:
             return None
 
 
-_Reader = Callable[[Path, str, InputSpec, TextDecoding], Iterator[_Row]]
+_Reader = Callable[[Path, str, InputSpec, TextDecoding], Iterator[Row]]
 _Tables = Iterable[tuple[str | None, pl.DataFrame]]  # (split name or None, table or a batch of it)
 
 
-def _parse(source: str, data: bytes, encoding: str | None = "utf-8") -> _Row:
+def _parse(source: str, data: bytes, encoding: str | None = "utf-8") -> Row:
     """A row from UTF-8 JSON text; a byte that is not (valid in the file's `encoding`) makes it bad_encoding."""
     try:
-        return _Row(source, orjson.loads(data), data)
+        return Row(source, orjson.loads(data), data)
     except orjson.JSONDecodeError as exc:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
-            return _Row(source, line=data, error=("bad_encoding", undecodable(data, encoding or "utf-8")))
-        return _Row(source, line=data, error=("bad_json", str(exc)))
+            return Row(source, line=data, error=("bad_encoding", undecodable(data, encoding or "utf-8")))
+        return Row(source, line=data, error=("bad_json", str(exc)))
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -270,19 +270,19 @@ def _read_text(path: Path, decoding: TextDecoding) -> bytes:
         return decoding.utf8(f.read())
 
 
-def _json_lines(data: bytes, shown: str, encoding: str | None) -> Iterator[_Row]:
+def _json_lines(data: bytes, shown: str, encoding: str | None) -> Iterator[Row]:
     for n, line in enumerate(data.splitlines(), 1):
         if line.strip():
             yield _parse(f"{shown}:{n}", line, encoding)
 
 
-def _read_jsonl(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+def _read_jsonl(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[Row]:
     with open_text(path, decoding) as f:  # a line at a time: the file is never all in memory
         for n, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
                 size = len(line) + _skip_line(f)
                 detail = f"{size:,} bytes or more; a line may have at most {MAX_LINE_BYTES:,}"
-                yield _Row(f"{shown}:{n}", line=line[:RAW_LIMIT], error=("line_too_long", detail))
+                yield Row(f"{shown}:{n}", line=line[:RAW_LIMIT], error=("line_too_long", detail))
                 continue
             if line.strip():
                 yield _parse(f"{shown}:{n}", decoding.utf8(line.rstrip(b"\r\n")), decoding.name)
@@ -298,7 +298,7 @@ def _skip_line(f: io.BufferedReader) -> int:
     return skipped
 
 
-def _read_json(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+def _read_json(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[Row]:
     data = _read_text(path, decoding)
     whole = _parse(shown, data, decoding.name)
     value = whole.value
@@ -309,16 +309,16 @@ def _read_json(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) 
         else:
             yield whole
     elif isinstance(value, list):
-        yield from (_Row(f"{shown}#{i}", v) for i, v in enumerate(value))
-    elif isinstance(value, dict) and not _fits(map_columns(value, spec.columns), spec.shape):
+        yield from (Row(f"{shown}#{i}", v) for i, v in enumerate(value))
+    elif isinstance(value, dict) and not fits_shape(map_columns(value, spec.columns), spec.shape):
         # A container such as {"train": [...], "test": [...]}: each array of objects is a table.
         tables = [k for k, v in value.items() if _objects(v)]
         for key in tables:
-            yield from (_Row(f"{shown}#{key}[{i}]", v) for i, v in enumerate(value[key]))
+            yield from (Row(f"{shown}#{key}[{i}]", v) for i, v in enumerate(value[key]))
         if not tables:
-            yield _Row(f"{shown}#0", value)
+            yield Row(f"{shown}#0", value)
     else:
-        yield _Row(f"{shown}#0", value)
+        yield Row(f"{shown}#0", value)
 
 
 def _objects(value: Any) -> bool:
@@ -328,12 +328,12 @@ def _objects(value: Any) -> bool:
 def _table_reader(load: Callable[[Path, TextDecoding], _Tables]) -> _Reader:
     """A reader for a tabular format; its rows go through JSON, so all formats share one path."""
 
-    def read(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+    def read(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[Row]:
         seen: dict[str | None, int] = {}  # rows so far per split: a split may come in batches
         try:
             batches = iter(load(path, decoding))
         except _Undecodable as exc:
-            yield _Row(shown, error=("bad_encoding", str(exc)))
+            yield Row(shown, error=("bad_encoding", str(exc)))
             return
         while True:
             try:
@@ -345,7 +345,7 @@ def _table_reader(load: Callable[[Path, TextDecoding], _Tables]) -> _Reader:
                 buffer = io.BytesIO()
                 frame.write_ndjson(buffer)
             except Exception as exc:  # noqa: BLE001 - whatever the reader raises, reject the rest
-                yield _Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
+                yield Row(shown, error=("unreadable_file", f"{type(exc).__name__}: {exc}"))
                 return
             prefix, first = f"{shown}[{split}]" if split else shown, seen.get(split, 0)
             lines = buffer.getvalue().splitlines()
@@ -392,15 +392,15 @@ def _load_hf_disk(path: Path, decoding: TextDecoding) -> _Tables:
     return [(str(loaded.split) if loaded.split else None, loaded.to_polars())]
 
 
-def _read_txt(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[_Row]:
+def _read_txt(path: Path, shown: str, spec: InputSpec, decoding: TextDecoding) -> Iterator[Row]:
     data = _read_text(path, decoding)
     docs = _paragraphs(data) if spec.txt_split == "paragraph" else [(1, data)]
     for start, chunk in docs:
         source = f"{shown}:{start}"
         try:
-            yield _Row(source, {"text": chunk.decode("utf-8")}, chunk)
+            yield Row(source, {"text": chunk.decode("utf-8")}, chunk)
         except UnicodeDecodeError:
-            yield _Row(source, line=chunk, error=("bad_encoding", undecodable(chunk, decoding.name or "utf-8")))
+            yield Row(source, line=chunk, error=("bad_encoding", undecodable(chunk, decoding.name or "utf-8")))
 
 
 # A Markdown code fence line: 3+ backticks or tildes, indented or not (fences nest in list items,
@@ -441,7 +441,7 @@ def _paragraphs(data: bytes) -> Iterator[tuple[int, bytes]]:
         yield start, b"\n".join(lines)
 
 
-_READERS: dict[str, _Reader] = {
+READERS: dict[str, _Reader] = {
     "jsonl": _read_jsonl,
     "json": _read_json,
     "parquet": _table_reader(_load_parquet),

@@ -36,7 +36,7 @@ _PAIRS = (
 _Turn = dict[str, str]  # {"role", "content"}, as in MESSAGE_DTYPE
 
 
-class _Bad(Exception):
+class Bad(Exception):
     """A row (or one conversation of it) that does not fit its shape."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -45,7 +45,7 @@ class _Bad(Exception):
 
 
 @dataclass(slots=True)
-class _Draft:
+class Draft:
     kind: str
     text: str | None = None
     messages: list[_Turn] | None = None
@@ -63,18 +63,18 @@ def _has(row: dict, *keys: str) -> bool:
 def _require(row: dict, *keys: str, at: str = "") -> None:
     missing = [f"{at}.{k}" if at else k for k in keys if row.get(k) is None]
     if missing:
-        raise _Bad("missing_fields", ", ".join(missing))
+        raise Bad("missing_fields", ", ".join(missing))
 
 
-def _wrong(where: str, value: Any, expected: str) -> _Bad:
-    return _Bad("wrong_type", f"{where}: expected {expected}, got {type(value).__name__}")
+def _wrong(where: str, value: Any, expected: str) -> Bad:
+    return Bad("wrong_type", f"{where}: expected {expected}, got {type(value).__name__}")
 
 
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise _wrong(where, value, "string")
     if not value.strip():
-        raise _Bad("empty_content", where)
+        raise Bad("empty_content", where)
     return value
 
 
@@ -94,7 +94,7 @@ def _joined_parts(value: Any, where: str) -> Any:
     for j, part in enumerate(value):
         if not isinstance(part, dict) or part.get("type") != "text":
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise _Bad("wrong_type", f"{where}[{j}]: unsupported content part {kind!r}")
+            raise Bad("wrong_type", f"{where}[{j}]: unsupported content part {kind!r}")
         texts.append(_text(part.get("text"), f"{where}[{j}].text"))
     return "\n".join(texts)
 
@@ -106,7 +106,7 @@ def _turns(value: Any, where: str) -> list[_Turn]:
     if not isinstance(value, list):
         raise _wrong(where, value, "list of turns")
     if not value:
-        raise _Bad("empty_content", where)
+        raise Bad("empty_content", where)
     turns = []
     for i, turn in enumerate(value):
         at = f"{where}[{i}]"
@@ -116,7 +116,7 @@ def _turns(value: Any, where: str) -> list[_Turn]:
         _require(turn, role_key, text_key, at=at)
         role = _ROLES.get(turn[role_key]) if isinstance(turn[role_key], str) else None
         if role is None:
-            raise _Bad("wrong_type", f"{at}.{role_key}: unknown role {turn[role_key]!r}")
+            raise Bad("wrong_type", f"{at}.{role_key}: unknown role {turn[role_key]!r}")
         content_at = f"{at}.{text_key}"
         turns.append(_msg(role, _joined_parts(turn[text_key], content_at), content_at))
     return turns
@@ -136,16 +136,16 @@ def _ask(instruction: Any, extra: Any, extra_at: str) -> _Turn:
     return {"role": "user", "content": f"{content}\n\n{more}" if more else content}
 
 
-def _sft(row: dict, *turns: _Turn) -> list[_Draft]:
-    return [_Draft("sft", messages=_system(row, list(turns)))]
+def _sft(row: dict, *turns: _Turn) -> list[Draft]:
+    return [Draft("sft", messages=_system(row, list(turns)))]
 
 
-def _shape_text(row: dict) -> list[_Draft]:
+def _shape_text(row: dict) -> list[Draft]:
     _require(row, "text")
-    return [_Draft("raw", text=_text(row["text"], "text"))]
+    return [Draft("raw", text=_text(row["text"], "text"))]
 
 
-def _shape_alpaca(row: dict) -> list[_Draft]:
+def _shape_alpaca(row: dict) -> list[Draft]:
     _require(row, "instruction", "output")
     ask = _ask(row["instruction"], row.get("input"), "input")
     return _sft(row, *_history(row.get("history")), ask, _msg("assistant", row["output"], "output"))
@@ -165,25 +165,25 @@ def _history(value: Any) -> list[_Turn]:
     return turns
 
 
-def _shape_dolly(row: dict) -> list[_Draft]:
+def _shape_dolly(row: dict) -> list[Draft]:
     _require(row, "instruction", "response")
     ask = _ask(row["instruction"], row.get("context"), "context")
     return _sft(row, ask, _msg("assistant", row["response"], "response"))
 
 
-def _shape_selfinstruct(row: dict) -> list[_Draft]:
+def _shape_selfinstruct(row: dict) -> list[Draft]:
     """One conversation per instance; a bad instance is rejected alone."""
     _require(row, "instruction", "instances")
     instances = row["instances"]
     if not isinstance(instances, list):
         raise _wrong("instances", instances, "list")
     if not instances:
-        raise _Bad("empty_content", "instances")
-    base = _input_id(row)
+        raise Bad("empty_content", "instances")
+    base = input_id(row)
     drafts = []
     for k, instance in enumerate(instances):
         at = f"instances[{k}]"
-        draft = _Draft("sft", id=None if base is None else f"{base}/{k}")
+        draft = Draft("sft", id=None if base is None else f"{base}/{k}")
         try:
             if not isinstance(instance, dict):
                 raise _wrong(at, instance, "object")
@@ -191,42 +191,42 @@ def _shape_selfinstruct(row: dict) -> list[_Draft]:
             ask = _ask(row["instruction"], instance.get("input"), f"{at}.input")
             answer = _msg("assistant", instance["output"], f"{at}.output")
             draft.messages = _system(row, [ask, answer])
-        except _Bad as bad:
+        except Bad as bad:
             draft.error = (bad.reason, bad.detail)
         drafts.append(draft)
     return drafts
 
 
-def _shape_sharegpt(row: dict) -> list[_Draft]:
+def _shape_sharegpt(row: dict) -> list[Draft]:
     _require(row, "conversations")
     turns = _system(row, _turns(row["conversations"], "conversations"))
     if _has(row, "chosen", "rejected"):  # LLaMA-Factory's ShareGPT preference rows
         chosen, rejected = _turns(row["chosen"], "chosen"), _turns(row["rejected"], "rejected")
-        return [_Draft("preference", messages=turns, chosen=chosen, rejected=rejected)]
-    return [_Draft("sft", messages=turns)]
+        return [Draft("preference", messages=turns, chosen=chosen, rejected=rejected)]
+    return [Draft("sft", messages=turns)]
 
 
-def _shape_messages(row: dict) -> list[_Draft]:
+def _shape_messages(row: dict) -> list[Draft]:
     _require(row, "messages")
-    return [_Draft("sft", messages=_turns(row["messages"], "messages"))]
+    return [Draft("sft", messages=_turns(row["messages"], "messages"))]
 
 
-def _shape_prompt_response(row: dict) -> list[_Draft]:
+def _shape_prompt_response(row: dict) -> list[Draft]:
     for ask, answers in _PAIRS:
         if row.get(ask) is not None:
             answer = next((a for a in answers if row.get(a) is not None), None)
             if answer is None:
-                raise _Bad("missing_fields", "|".join(answers))
+                raise Bad("missing_fields", "|".join(answers))
             return _sft(row, _msg("user", row[ask], ask), _msg("assistant", row[answer], answer))
-    raise _Bad("missing_fields", "|".join(ask for ask, _ in _PAIRS))
+    raise Bad("missing_fields", "|".join(ask for ask, _ in _PAIRS))
 
 
-def _shape_questions(row: dict) -> list[_Draft]:
+def _shape_questions(row: dict) -> list[Draft]:
     """Questions without answers (MT-Bench's `turns`): a raw record, one paragraph per turn."""
     turns = row["turns"]
     if not isinstance(turns, list) or not turns:
         raise _wrong("turns", turns, "non-empty list of strings")
-    return [_Draft("raw", text="\n\n".join(_text(turn, f"turns[{i}]").strip() for i, turn in enumerate(turns)))]
+    return [Draft("raw", text="\n\n".join(_text(turn, f"turns[{i}]").strip() for i, turn in enumerate(turns)))]
 
 
 def _side(row: dict, key: str, role: str) -> list[_Turn]:
@@ -234,7 +234,7 @@ def _side(row: dict, key: str, role: str) -> list[_Turn]:
     return [_msg(role, value, key)] if isinstance(value, str) else _turns(value, key)
 
 
-def _shape_preference(row: dict) -> list[_Draft]:
+def _shape_preference(row: dict) -> list[Draft]:
     _require(row, "chosen", "rejected")
     chosen, rejected = _side(row, "chosen", "assistant"), _side(row, "rejected", "assistant")
     if row.get("prompt") is not None:
@@ -246,7 +246,7 @@ def _shape_preference(row: dict) -> list[_Draft]:
     return [_pair(row, prompt, chosen, rejected, "prompt")]
 
 
-def _pair(row: dict, prompt: list[_Turn], chosen: list[_Turn], rejected: list[_Turn], missing: str) -> _Draft:
+def _pair(row: dict, prompt: list[_Turn], chosen: list[_Turn], rejected: list[_Turn], missing: str) -> Draft:
     """A preference draft; the head `chosen` and `rejected` share is context (TRL's implicit
     form, full conversations next to a prompt, HH-RLHF transcripts)."""
     common = 0
@@ -254,8 +254,8 @@ def _pair(row: dict, prompt: list[_Turn], chosen: list[_Turn], rejected: list[_T
         common += 1
     prompt = prompt or chosen[:common]
     if not prompt:
-        raise _Bad("missing_fields", missing)
-    return _Draft("preference", messages=_system(row, prompt), chosen=chosen[common:], rejected=rejected[common:])
+        raise Bad("missing_fields", missing)
+    return Draft("preference", messages=_system(row, prompt), chosen=chosen[common:], rejected=rejected[common:])
 
 
 # Anthropic HH-RLHF transcripts: "\n\nHuman: ... \n\nAssistant: ..." in one string.
@@ -276,12 +276,12 @@ def _hh_turns(value: Any, where: str) -> list[_Turn]:
     text = _text(value, where)
     parts = _HH_SPEAKER.split(text.lstrip("\n"))
     if parts[0].strip() or len(parts) < 3:
-        raise _Bad("wrong_type", f"{where}: not a '\\n\\nHuman: ... \\n\\nAssistant: ...' transcript")
+        raise Bad("wrong_type", f"{where}: not a '\\n\\nHuman: ... \\n\\nAssistant: ...' transcript")
     turns = zip(parts[1::2], parts[2::2], strict=True)  # the split alternates speaker, words
     return [_msg(_HH_ROLES[who], said.strip(), f"{where} turn {i}") for i, (who, said) in enumerate(turns)]
 
 
-def _shape_hh_rlhf(row: dict) -> list[_Draft]:
+def _shape_hh_rlhf(row: dict) -> list[Draft]:
     """chosen/rejected transcripts -> a preference pair (the shared turns are the prompt); one
     transcript (red-team `transcript`, or `text`) -> a conversation."""
     if _has(row, "chosen", "rejected"):
@@ -292,13 +292,13 @@ def _shape_hh_rlhf(row: dict) -> list[_Draft]:
     return _sft(row, *_hh_turns(row[key], key))
 
 
-def _shape_openai_dpo(row: dict) -> list[_Draft]:
+def _shape_openai_dpo(row: dict) -> list[Draft]:
     _require(row, "input", "preferred_output", "non_preferred_output")
     if not isinstance(row["input"], dict):
         raise _wrong("input", row["input"], "object")
     _require(row["input"], "messages", at="input")
     return [
-        _Draft(
+        Draft(
             "preference",
             messages=_turns(row["input"]["messages"], "input.messages"),
             chosen=_turns(row["preferred_output"], "preferred_output"),
@@ -307,7 +307,7 @@ def _shape_openai_dpo(row: dict) -> list[_Draft]:
     ]
 
 
-def _shape_oasst(row: dict) -> list[_Draft]:
+def _shape_oasst(row: dict) -> list[Draft]:
     """One conversation per root-to-leaf path, cut after its last assistant turn.
 
     The id is the path's last message id: a path to a node is unique in a tree, and several
@@ -325,10 +325,10 @@ def _shape_oasst(row: dict) -> list[_Draft]:
         done.add(ids[-1])
         ranks = [node.get("rank") for node, _ in path]
         meta = {"tree_id": str(row["message_tree_id"]), "message_ids": ids, "ranks": ranks}
-        draft = _Draft("sft", id=ids[-1], meta=meta)
+        draft = Draft("sft", id=ids[-1], meta=meta)
         try:
             draft.messages = [_oasst_turn(node, at) for node, at in path]
-        except _Bad as bad:
+        except Bad as bad:
             draft.error = (bad.reason, bad.detail)
         draft.error = _oasst_moderated(path) or draft.error  # moderation outranks format faults
         drafts.append(draft)
@@ -352,7 +352,7 @@ def _oasst_turn(node: dict, at: str) -> _Turn:
     _require(node, "role", "text", at=at)
     role = _OASST_ROLES.get(node["role"])
     if role is None:
-        raise _Bad("wrong_type", f"{at}.role: unknown role {node['role']!r}")
+        raise Bad("wrong_type", f"{at}.role: unknown role {node['role']!r}")
     return _msg(role, node["text"], f"{at}.text")
 
 
@@ -365,7 +365,7 @@ def _oasst_moderated(path: list[tuple[dict, str]]) -> tuple[str, str] | None:
 
 
 class _Shape(NamedTuple):
-    convert: Callable[[dict], list[_Draft]]
+    convert: Callable[[dict], list[Draft]]
     signatures: tuple[tuple[str, ...], ...]  # a row fits when it has every key of one of these
     uses: frozenset[str]  # keys the shape consumes; the rest of the row goes to meta
     test: Callable[[dict], bool] | None = None  # and, when set, when its values pass this
@@ -375,7 +375,7 @@ class _Shape(NamedTuple):
 
 
 def _shape(
-    convert: Callable[[dict], list[_Draft]],
+    convert: Callable[[dict], list[Draft]],
     signatures: list[tuple[str, ...]],
     *uses: str,
     test: Callable[[dict], bool] | None = None,
@@ -385,7 +385,7 @@ def _shape(
 
 
 # Detection tries these in order, so the more specific signatures come first.
-_SHAPES: dict[str, _Shape] = {
+SHAPES: dict[str, _Shape] = {
     "hh_rlhf": _shape(_shape_hh_rlhf, [("chosen", "rejected"), ("transcript",), ("text",)], test=_looks_hh),
     "oasst": _shape(_shape_oasst, [("message_tree_id", "prompt")]),
     "openai_dpo": _shape(
@@ -405,15 +405,15 @@ _SHAPES: dict[str, _Shape] = {
 }
 
 
-def _detect(row: dict) -> str | None:
-    return next((name for name, shape in _SHAPES.items() if shape.fits(row)), None)
+def detect_shape(row: dict) -> str | None:
+    return next((name for name, shape in SHAPES.items() if shape.fits(row)), None)
 
 
-def _fits(row: dict, shape: InputShape) -> bool:
-    return _detect(row) is not None if shape == "auto" else _SHAPES[shape].fits(row)
+def fits_shape(row: dict, shape: InputShape) -> bool:
+    return detect_shape(row) is not None if shape == "auto" else SHAPES[shape].fits(row)
 
 
-def _input_id(row: dict) -> str | None:
+def input_id(row: dict) -> str | None:
     return next((str(row[k]) for k in _ID_KEYS if row.get(k) not in (None, "")), None)
 
 

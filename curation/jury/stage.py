@@ -198,7 +198,7 @@ def _verdicts(
     and one process keeps the rate limits and the budget global."""
     report = JURY_PROGRESS.get()
     total, judges, done = len(rows), len(jury.judges), 0
-    if engine is not None and engine.name == "ray" and jury.all_local:
+    if engine is not None and not engine.in_process and jury.all_local:
         rate = partial(rate_batch, cfg=jury.cfg)
         batches = _rated_items(records, rows, RAY_BATCH)
         for batch_rows, items, verdicts, usage in engine.imap(rate, batches, _batch_count(records, rows), "jury"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from schemas.config import InputSpec, expand_input
-from schemas.storage import as_path, files_under, size_of
+from curation.core.inputs import expand_input
+from curation.core.storage import as_path, files_under, size_of
+from schemas.config import InputSpec
 
 
 def file_digest(path: Path) -> dict:

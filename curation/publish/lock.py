@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from curation.core.storage import RemotePath, is_remote
 from schemas.base import ConfigError
-from schemas.storage import RemotePath, is_remote
 
 LOCK_FILE = ".lock"
 LEASE_SECONDS = 60.0  # an object lock not renewed for this long is taken over (its holder died)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from curation.core.inputs import expand_input
+from curation.core.storage import RemotePath, as_path, readable
 from curation.publish.indexes import (
     DedupCfg,
     Index,
@@ -30,9 +32,8 @@ from curation.publish.indexes import (
 )
 from curation.publish.inputs import file_digest, sha256, unconsumed
 from schemas.base import ConfigError
-from schemas.config import CurateConfig, Dedup, expand_input
+from schemas.config import CurateConfig, Dedup
 from schemas.record import RECORD_SCHEMA
-from schemas.storage import RemotePath, as_path, readable
 
 log = logging.getLogger(__name__)
 LATEST = "LATEST"

@@ -8,23 +8,22 @@ them from the environment (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / A
 and AWS_ENDPOINT_URL for an S3-compatible server), and `CURATE_STORAGE_OPTIONS` may add
 non-secret fsspec options as JSON (e.g. {"s3": {"endpoint_url": "http://127.0.0.1:9000"}}).
 
-It lives in `schemas` because `schemas.config` expands input paths and `schemas` imports nothing
-of `curation`."""
+Input paths are expanded on their store by curation.core.inputs."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
 from schemas.base import ConfigError
+from schemas.config import LOCAL_PROTOCOLS
+from schemas.config import URL as _URL
 
-_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$", re.DOTALL)
 OPTIONS_ENV = "CURATE_STORAGE_OPTIONS"
 # The environment variables that hold storage credentials: registered with curation.llm.secrets
 # by the CLI, so no message or log line shows them.
@@ -38,7 +37,7 @@ def is_remote(path: object) -> bool:
     if isinstance(path, RemotePath):
         return True
     match = _URL.match(path) if isinstance(path, str) else None
-    return match is not None and match.group(1).lower() not in ("file", "local")
+    return match is not None and match.group(1).lower() not in LOCAL_PROTOCOLS
 
 
 def as_path(path: str | Path | RemotePath) -> Path | RemotePath:
