@@ -153,6 +153,9 @@ class VariantData(Result):
 class VariantResult(Result):
     data: VariantData
     result: CandidateResult
+    # "candidate <name>" or "variant <name>": the training whose data and settings were this
+    # variant's, its result taken instead of training again; None: trained on its own
+    reused: str | None = None
 
 
 class AblationSummary(Result):

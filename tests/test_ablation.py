@@ -15,11 +15,14 @@ import yaml
 from datasets import load_from_disk
 from test_training import FAST, jsonl, tiny_model, tokenizer_dir  # noqa: F401
 
-from curation.export.ablation import held_out_ids, write_variants
+from curation.export.ablation import exported_digest, held_out_ids, write_variants
 from curation.export.hf import write_hf
 from schemas.export import ExportConfig
 from schemas.record import records_frame, rejects_frame
 from schemas.train import Ablation, TrainConfig, TrainingInputError
+from schemas.train_result import CandidateResult, Evaluation, Judgement, Seconds, StageResult, VariantData
+from training.ablation import train_variants
+from training.candidates import candidate_result
 
 
 def conversation(row: dict) -> list[dict]:
@@ -109,6 +112,44 @@ def test_variants_train_with_the_first_candidates_settings() -> None:
     assert cfg.sft.max_steps == 5 and cfg.candidates == [] and cfg.ablation is None
 
 
+
+def test_a_variant_on_the_exported_rows_has_the_exported_sets_digest(run: Path) -> None:
+    data = write_variants(run, Ablation(variants=["curated", "selected", "raw"]))
+    assert data["selected"].digest == exported_digest(run)  # the same rows, taken in the export's order
+    assert data["curated"].digest != exported_digest(run) and data["raw"].digest != exported_digest(run)
+    exported = list(load_from_disk(str(run / "export" / "hf" / "sft"))["train"]["id"])
+    assert train_ids(run, "selected") == exported
+
+
+def trained(name: str, cfg: TrainConfig) -> CandidateResult:
+    stage = StageResult(stage="sft", steps=1, train_loss=None, eval_loss=1.0, tokens_per_second=None, train_rows=8,
+                        dropped_rows=0, resumed_from=None, adapter_dir=Path(name, "sft"), merged_dir=None)
+    return candidate_result(name, cfg, {"sft": stage}, Evaluation(metrics={"eval_loss_after": 1.0}), Judgement(),
+                            Seconds(stages=1.0, evaluate=1.0, judge=0.0))
+
+
+def test_a_variant_reuses_the_training_of_the_same_data_and_settings() -> None:
+    train = TrainConfig.model_validate({"method": "sft", "ablation": {"variants": ["selected", "raw", "random"]}})
+    variants = {name: VariantData(name=name, train_rows=8, held_out_removed=0, held_out_rows=2, digest=digest)
+                for name, digest in (("selected", "exported"), ("raw", "r"), ("random", "r"))}
+    calls: list[str] = []
+
+    def train_one(name: str, data: VariantData) -> CandidateResult:
+        calls.append(name)
+        return trained(name, train.ablation_config())
+
+    candidate = trained("main", train.candidate_configs()["main"])
+    results, reused = train_variants(train, variants, ("main", candidate, "exported"), train_one)
+    assert calls == ["raw"]  # selected: the candidate's data; random: raw's data (the same digest)
+    assert reused == {"selected": "candidate main", "random": "variant raw"}
+    assert results["selected"] is candidate and results["random"] is results["raw"]
+
+    other = trained("main", TrainConfig.model_validate({"method": "sft", "seed": 7}))  # other settings: no reuse
+    calls.clear()
+    assert train_variants(train, variants, ("main", other, "exported"), train_one)[1] == {"random": "variant raw"}
+    assert calls == ["selected", "raw"]
+
+
 @pytest.mark.slow
 def test_two_variants_train_and_are_evaluated_on_the_same_rows(
     tokenizer_dir: Path, shared_data: Path, tmp_path: Path, curate_here  # noqa: F811
@@ -141,11 +182,16 @@ def test_two_variants_train_and_are_evaluated_on_the_same_rows(
     assert summary["held_out_ids"] == held and len(held) == 3
     assert set(summary["variants"]) == {"curated", "raw"} and summary["reference"] == "curated"
     assert summary["variants"]["raw"]["data"]["train_rows"] > summary["variants"]["curated"]["data"]["train_rows"]
+    # curated (no select step) is the exported set: the candidate's training, reused, not trained again
+    assert summary["variants"]["curated"]["reused"] == "candidate main" and summary["variants"]["raw"]["reused"] is None
+    assert summary["variants"]["curated"]["result"] == json.loads((run / "train" / "result.json").read_text())
+    assert sorted(p.name for p in (run / "train" / "ablation" / "curated").iterdir()) == ["data"]
     for name, variant in summary["variants"].items():
         result = variant["result"]
         assert result["stages"]["sft"]["steps"] == 2
         assert result["stages"]["sft"]["train_rows"] == variant["data"]["train_rows"]
-        generations = json.loads((run / "train" / "ablation" / name / "generations.json").read_text())
+        folder = run / "train" if variant["reused"] else run / "train" / "ablation" / name
+        generations = json.loads((folder / "generations.json").read_text())
         assert len(generations) == 2 and result["errors"]["tuned"]["answers"] == 2
     losses = {n: v["result"]["base_metrics"]["eval_loss"] for n, v in summary["variants"].items()}
     assert losses["curated"] == pytest.approx(losses["raw"])  # the base model on the same rows
@@ -153,9 +199,10 @@ def test_two_variants_train_and_are_evaluated_on_the_same_rows(
     assert no_jury in summary["verdict"]
     report = (run / "report.html").read_text()
     assert 'id="ablation"' in report and summary["verdict"].split(":")[0] in report
+    assert "same data and settings as candidate main: its training reused" in report
 
     # A rerun trains no variant again: each one's result matches its settings and data.
-    results = {name: (run / "train" / "ablation" / name / "result.json").stat().st_mtime_ns for name in summary["variants"]}
+    results = {name: (run / "train" / "ablation" / name / "result.json").stat().st_mtime_ns for name in ["raw"]}
     again = curate_here("train", str(path), "--data", str(run))
     assert again.returncode == 0, again.stderr[-3000:]
     assert {name: (run / "train" / "ablation" / name / "result.json").stat().st_mtime_ns for name in results} == results

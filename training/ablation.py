@@ -3,18 +3,47 @@ candidate of training.candidates trained into train/ablation/<variant>/) compare
 held-out rows, the best by the first of train.select_by, and whether it differs from the
 reference variant beyond noise: the jury's win-rates against the base, with their 95%
 intervals, are the only figures with an interval, so without a jury nothing is called a
-difference."""
+difference.
+
+A variant trains only when no training of the run had its data and settings: a variant on the
+exported set's rows (the same digest) with the candidate's settings takes the candidate's result,
+and a variant whose data equals an earlier variant's takes that one's, so the ablation costs the
+trainings that differ and no more."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from schemas.train import TrainConfig
 from schemas.train_result import AblationSummary, CandidateResult, VariantData, VariantResult
+from training.candidates import fingerprint
 from training.leaderboard import rank
 
 SUMMARY = "summary.json"
+
+
+def train_variants(
+    train: TrainConfig,
+    data: Mapping[str, VariantData],
+    candidate: tuple[str, CandidateResult, str],
+    train_one: Callable[[str, VariantData], CandidateResult],
+) -> tuple[dict[str, CandidateResult], dict[str, str]]:
+    """Each variant's result, by `train_one` or reused: `candidate` is the first candidate's name,
+    result and data digest (the exported set's). Also which variants reused which training."""
+    name, result, digest = candidate
+    done: dict[str, tuple[str, CandidateResult]] = {}
+    if result.fingerprint == fingerprint(train.ablation_config()):  # the variants' settings are its own
+        done[digest] = (f"candidate {name}", result)
+    results: dict[str, CandidateResult] = {}
+    reused: dict[str, str] = {}
+    for variant, variant_data in data.items():
+        if variant_data.digest in done:
+            reused[variant], results[variant] = done[variant_data.digest]
+        else:
+            results[variant] = train_one(variant, variant_data)
+            done[variant_data.digest] = (f"variant {variant}", results[variant])
+    return results, reused
 
 
 def summarize_ablation(
@@ -23,6 +52,7 @@ def summarize_ablation(
     data: Mapping[str, VariantData],
     results: Mapping[str, CandidateResult],
     held_out_ids: list[str],
+    reused: Mapping[str, str] | None = None,
 ) -> AblationSummary:
     """train/ablation/summary.json from the variants' data and results."""
     assert train.ablation is not None
@@ -35,7 +65,9 @@ def summarize_ablation(
         best=best,
         verdict=verdict(results, best, reference, metric),
         held_out_ids=held_out_ids,
-        variants={name: VariantResult(data=data[name], result=results[name]) for name in results},
+        variants={
+            name: VariantResult(data=data[name], result=results[name], reused=(reused or {}).get(name)) for name in results
+        },
     )
     summary.write(run_dir / "train" / "ablation" / SUMMARY)
     return summary

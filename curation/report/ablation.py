@@ -29,6 +29,7 @@ def ablation(path: Path) -> dict | None:
             {
                 "name": name,
                 "train_rows": variant.data.train_rows,
+                "reused": variant.reused,
                 "eval_loss": result.metrics.eval_loss,
                 "win_rate": win.get("win_rate"),
                 "ci95": win.get("ci95"),
