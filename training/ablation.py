@@ -98,9 +98,9 @@ def differences(ours: CandidateResult, theirs: CandidateResult, seed: int) -> di
     found: dict[str, Difference] = {}
     if ours.row_losses and theirs.row_losses and len(ours.row_losses) == len(theirs.row_losses):
         found["eval_loss"] = paired_bootstrap(ours.row_losses, theirs.row_losses, seed)
-    flags = [r.errors and r.errors["tuned"].get("flags") for r in (ours, theirs)]
-    if flags[0] and flags[1] and len(flags[0]) == len(flags[1]):
-        for category in ours.errors["categories"]:  # type: ignore[index]
+    flags = [(r.errors or {}).get("tuned", {}).get("flags") or [] for r in (ours, theirs)]
+    if ours.errors and flags[0] and flags[1] and len(flags[0]) == len(flags[1]):
+        for category in ours.errors["categories"]:
             side = [[float(category in answer) for answer in f] for f in flags]
             found[category] = paired_bootstrap(side[0], side[1], seed)
     return found
