@@ -25,7 +25,7 @@ from curation.core.mirror import RunMirror
 from curation.core.stats import unwritten_sets
 from curation.evaluation.errors import error_analysis
 from curation.evaluation.winrate import win_rate
-from curation.export.ablation import held_out_ids, variant_dir, write_variants
+from curation.export.ablation import exported_digest, held_out_ids, variant_dir, write_variants
 from curation.jury.panel import Jury
 from curation.llm.cache import default_cache
 from curation.llm.endpoint import Budget
@@ -45,7 +45,7 @@ from schemas.train_result import (
     TrainSummary,
     VariantData,
 )
-from training.ablation import summarize_ablation
+from training.ablation import summarize_ablation, train_variants
 from training.base_model import resolve_base_model
 from training.candidates import summarize, train_candidate
 from training.stages import check_stages, evaluate_candidate, run_stage
@@ -134,14 +134,23 @@ def variant_flow(
     )
 
 
-def ablation(config_path: str, run_dir: str, resume: bool, progress: bool) -> AblationSummary:
-    """Every variant of train.ablation trained and evaluated on the same held-out rows."""
+def ablation(
+    config_path: str, run_dir: str, resume: bool, progress: bool, candidates: Mapping[str, CandidateResult]
+) -> AblationSummary:
+    """Every variant of train.ablation trained (or a training of the same data reused) and
+    evaluated on the same held-out rows."""
     config: CurateConfig = load_config(config_path)
     assert config.train is not None and config.train.ablation is not None
     out = Path(run_dir)
     data = write_variants(out, config.train.ablation)
-    results = {name: variant_flow(config_path, run_dir, name, d, resume, progress) for name, d in data.items()}
-    return summarize_ablation(config.train, out, data, results, held_out_ids(out))
+    first = next(iter(candidates))
+    results, reused = train_variants(
+        config.train,
+        data,
+        (first, candidates[first], exported_digest(out)),
+        lambda name, d: variant_flow(config_path, run_dir, name, d, resume, progress),
+    )
+    return summarize_ablation(config.train, out, data, results, held_out_ids(out), reused)
 
 
 @flow(name="train")
@@ -185,7 +194,7 @@ def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> Trai
     summary = summarize(cfg, out, results)
     publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
     if cfg.ablation is not None:
-        ablation(config_path, run_dir, resume, progress)
+        ablation(config_path, run_dir, resume, progress, results)
     if (out / "stats.json").is_file():
         write_report(out)
     return summary

@@ -79,6 +79,7 @@ class Evaluation(Result):
     metrics: Figures = {}
     generations: list[dict[str, Any]] = []  # prompt, reference, base, tuned, *_truncated
     gguf: GgufCheck | None = None
+    row_losses: list[float] | None = None  # the tuned model's, per held-out row
 
 
 class Judgement(Result):
@@ -119,6 +120,9 @@ class CandidateResult(Result):
     errors: dict[str, Any] | None
     gguf: GgufCheck | None
     seconds: Seconds
+    # the tuned model's loss on each held-out row (dataset order; rows too long left out alike
+    # for every candidate): what paired intervals of a loss difference resample
+    row_losses: list[float] | None = None
 
 
 class LeaderboardRow(Result):
@@ -150,9 +154,25 @@ class VariantData(Result):
     digest: str
 
 
+class Difference(Result):
+    """A variant's figure less the reference variant's on the same held-out rows (rows paired),
+    with the 95% interval of a seeded paired bootstrap; within noise when it includes 0."""
+
+    difference: float
+    ci95: list[float]
+    rows: int  # the paired rows (held-out rows for the loss, sampled answers for an error rate)
+    within_noise: bool
+
+
 class VariantResult(Result):
     data: VariantData
     result: CandidateResult
+    # against the reference variant: "eval_loss" (per-row held-out losses) and each error
+    # category's rate of the tuned answers; empty where a side has no per-row figures
+    versus: dict[str, Difference] = {}
+    # "candidate <name>" or "variant <name>": the training whose data and settings were this
+    # variant's, its result taken instead of training again; None: trained on its own
+    reused: str | None = None
 
 
 class AblationSummary(Result):

@@ -143,6 +143,7 @@ def candidate_result(
         errors=judged.errors,
         gguf=evaluation.gguf,
         seconds=seconds,
+        row_losses=evaluation.row_losses,
     )
 
 

@@ -86,6 +86,32 @@ def evaluate_sft(
     return metrics, generations
 
 
+def row_losses(cfg: TrainConfig, eval_ds: Dataset, adapter_dir: Path) -> list[float] | None:
+    """The tuned model's mean token loss on each row of `eval_ds`, masked and cut as its eval
+    loss is (the same trainer build), in the evaluation's row order: what a paired interval of
+    two trainings' loss difference resamples. None with packing (rows share sequences). One
+    more forward pass over the held-out rows: the trainer's loss is a batch mean only."""
+    if cfg.sft.packing:
+        return None
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer, _ = build_sft_trainer(_eval_config(cfg, "sft", len(eval_ds)), eval_ds, eval_ds, Path(scratch))
+        model = trainer.model
+        _load_trained(model, adapter_dir)
+        model.eval()
+        losses: list[float] = []
+        with torch.no_grad():
+            for batch in trainer.get_eval_dataloader():
+                batch = trainer._prepare_inputs(batch)
+                ids, labels = batch["input_ids"], batch["labels"][:, 1:]
+                logits = model(input_ids=ids, attention_mask=batch.get("attention_mask")).logits
+                logits = logits[:, -ids.shape[1] : -1]  # prompt tuning puts its virtual tokens first
+                token = torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2).float(), labels, ignore_index=-100, reduction="none"
+                )
+                losses += (token.sum(dim=1) / (labels != -100).sum(dim=1).clamp(min=1)).tolist()
+    return losses
+
+
 @dataclass(frozen=True)
 class Generation:
     """One held-out prompt answered greedily by the base model and by the tuned one."""

@@ -20,7 +20,7 @@ from schemas.train import METHOD_STAGES, TrainConfig, TrainingInputError
 from schemas.train_result import Evaluation, Figures, GgufCheck, StageResult
 from training.common import TrainOutcome
 from training.dpo import preference_inputs, train_dpo, train_orpo
-from training.evaluate import bertscore, dpo_eval, evaluate_sft
+from training.evaluate import bertscore, dpo_eval, evaluate_sft, row_losses
 from training.gguf_export import export_and_verify
 from training.sft import sft_inputs, train_sft
 
@@ -118,16 +118,18 @@ def stage_result(outcome: TrainOutcome, eval: Figures | None = None, eval_loss: 
 def evaluate_candidate(cfg: TrainConfig, run_dir: Path, out: Path, stages: Mapping[str, StageResult]) -> Evaluation:
     """The tuned model (the last stage's adapter) against its base on the held-out conversations:
     eval loss, ROUGE-L and BERTScore, the answers behind them (OUT/generations.json), and the GGUF
-    export with its check. Reuses the SFT stage's evaluation when SFT is the last stage."""
+    export with its check, and its loss on each held-out row. Reuses the SFT stage's evaluation
+    when SFT is the last stage."""
     last = stages[METHOD_STAGES[cfg.method][-1]]
     metrics: Figures = {}
     generations: list[dict] = []
+    losses = None
     if cfg.eval.enabled and (run_dir / "export" / "hf" / "sft" / "test").is_dir():
+        test = exported(run_dir, "sft", SFT_COLUMNS)[1]
+        assert test is not None  # its folder was there
         if last.eval is not None and "eval_loss_after" in last.eval:
             metrics, generations = last.eval, read_generations(last.adapter_dir.parent)
         else:  # the base model's side is the SFT stage's, when there was one
-            test = exported(run_dir, "sft", SFT_COLUMNS)[1]
-            assert test is not None  # its folder was there
             sft = stages.get("sft")
             baseline = None
             if sft is not None and sft.eval is not None:
@@ -136,6 +138,7 @@ def evaluate_candidate(cfg: TrainConfig, run_dir: Path, out: Path, stages: Mappi
                 baseline = (float(loss_before), read_generations(sft.adapter_dir.parent))
             metrics, tuned = evaluate_sft(cfg, test, last.adapter_dir, baseline)
             generations = [asdict(g) for g in tuned]
+        losses = row_losses(cfg, test, last.adapter_dir)
         references = [g["reference"] for g in generations]
         metrics = {
             **metrics,
@@ -150,7 +153,7 @@ def evaluate_candidate(cfg: TrainConfig, run_dir: Path, out: Path, stages: Mappi
         checked = export_and_verify(last.merged_dir, cfg.export_gguf, prompts, cfg.eval.max_new_tokens)
         gguf = GgufCheck.model_validate(checked)
     write_generations(out, generations)
-    return Evaluation(metrics=metrics, generations=generations, gguf=gguf)
+    return Evaluation(metrics=metrics, generations=generations, gguf=gguf, row_losses=losses)
 
 
 def write_generations(folder: Path, generations: list[dict]) -> None:

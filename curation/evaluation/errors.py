@@ -45,8 +45,8 @@ WORD_LIST = "pyspellchecker's English word list"
 def error_analysis(
     generations: Sequence[Mapping], tokenizer: PreTrainedTokenizerBase, repetition: RepetitionFilter | None = None
 ) -> dict:
-    """Per side (base, tuned): answers, a count per category, and up to MAX_EXAMPLES examples
-    per category (prompt, answer excerpt, why)."""
+    """Per side (base, tuned): answers, a count per category, each answer's categories (in the
+    generations' order), and up to MAX_EXAMPLES examples per category (prompt, answer excerpt, why)."""
     prompts = [_last_user(g["prompt"]) for g in generations]
     result: dict = {"categories": list(CATEGORIES), "word_list": WORD_LIST}
     for side in SIDES:
@@ -55,6 +55,7 @@ def error_analysis(
         result[side] = {
             "answers": len(answers),
             "counts": {c: sum(c in f for f in found) for c in CATEGORIES},
+            "flags": [sorted(f) for f in found],  # per answer, its categories: what paired intervals resample
             "examples": {
                 c: [
                     {"prompt": prompts[i][:EXCERPT], "answer": answers[i][:EXCERPT], "why": f[c]}

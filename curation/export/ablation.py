@@ -7,12 +7,17 @@ row whose conversation is a held-out one is removed from every variant's train r
 duplicate of a held-out row included), so the variants differ in their training data only.
 Rows export would reject as they are (broken turns) are left out of every variant: no trainer
 takes them. The preference set, for methods with a DPO / ORPO stage, is the run's own.
+
+A variant whose train rows are the exported set's (`selected`; `curated` without a select step)
+takes them in the exported order, so that its digest is the exported set's (`exported_digest`):
+the training of the run's candidate on those rows is then the variant's (training/ablation.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +45,12 @@ def variant_dir(run_dir: Path, name: str) -> Path:
 def write_variants(run_dir: Path, ablation: Ablation) -> dict[str, VariantData]:
     """Each variant's data written under train/ablation/<variant>/data (rewritten only when it
     changed, so a resumed variant keeps its fingerprint), with its manifest."""
-    held_out = _held_out(run_dir)
+    exported, held_out = _exported(run_dir)
     rows = _variant_rows(run_dir, ablation, {_key(row) for row in held_out.to_list()})
     written = {}
     for name, (train, removed) in rows.items():
-        digest = hashlib.sha256(orjson.dumps([train, held_out.to_list()])).hexdigest()[:16]
+        train = _in_exported_order(train, exported)
+        digest = _digest(train, held_out)
         data = VariantData(
             name=name, train_rows=len(train), held_out_removed=removed, held_out_rows=len(held_out), digest=digest
         )
@@ -61,17 +67,36 @@ def write_variants(run_dir: Path, ablation: Ablation) -> dict[str, VariantData]:
 
 def held_out_ids(run_dir: Path) -> list[str]:
     """The ids of the curated set's held-out rows: every variant's evaluation rows."""
-    return list(_held_out(run_dir)["id"])
+    return list(_exported(run_dir)[1]["id"])
 
 
-def _held_out(run_dir: Path) -> Dataset:
+def exported_digest(run_dir: Path) -> str:
+    """The digest a variant training on the exported set's own train rows has: the data of the
+    run's candidates."""
+    exported, held_out = _exported(run_dir)
+    return _digest(exported, held_out)
+
+
+def _exported(run_dir: Path) -> tuple[list[dict[str, Any]], Dataset]:
+    """The exported sft set's train rows (in the shape variants are written in) and held-out rows."""
     path = run_dir / "export" / "hf" / "sft"
     if not path.is_dir():
         raise TrainingInputError(f"train.ablation: {path} not found: {NOT_EXPORTED}")
     data = load_from_disk(str(path))
     if not isinstance(data, DatasetDict) or "test" not in data:
         raise TrainingInputError(f"train.ablation: {path} has no test split: the variants need held-out rows (export.test_size)")
-    return data["test"].select_columns(["id", "messages"])
+    return data["train"].select_columns(["id", "messages"]).to_list(), data["test"].select_columns(["id", "messages"])
+
+
+def _digest(train: list[dict[str, Any]], held_out: Dataset) -> str:
+    return hashlib.sha256(orjson.dumps([train, held_out.to_list()])).hexdigest()[:16]
+
+
+def _in_exported_order(train: list[dict[str, Any]], exported: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The exported rows themselves when `train` holds the same rows (the export shuffled them
+    into its split), else `train` as it is: the same rows train the same only in the same order."""
+    same = Counter((r["id"], _key(r)) for r in train) == Counter((r["id"], _key(r)) for r in exported)
+    return exported if same else train
 
 
 def _variant_rows(run_dir: Path, ablation: Ablation, held: set[bytes]) -> dict[str, tuple[list[dict], int]]:

@@ -1,6 +1,7 @@
 """The report's data-ablation table (train/ablation/summary.json, training/ablation.py): per
 variant its train rows, held-out loss, the jury's win-rate against the base with its interval,
-and the tuned answers' error-category rates with 95% Wilson intervals."""
+the tuned answers' error-category rates with 95% Wilson intervals, and its differences to the
+reference variant (loss, error rates) with their paired-bootstrap 95% intervals."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def ablation(path: Path) -> dict | None:
             {
                 "name": name,
                 "train_rows": variant.data.train_rows,
+                "reused": variant.reused,
                 "eval_loss": result.metrics.eval_loss,
+                "loss_versus": variant.versus.get("eval_loss"),
+                "errors_versus": {c: d for c, d in variant.versus.items() if c != "eval_loss"},
                 "win_rate": win.get("win_rate"),
                 "ci95": win.get("ci95"),
                 "errors": rates,
