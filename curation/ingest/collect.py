@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from curation.core.corpus import CorpusWriter, Source
 from curation.core.stage import StageResult
-from curation.ingest.readers import _READERS, TextDecoding, _Row, compression, detect_format
+from curation.ingest.compressed import compression
+from curation.ingest.readers import _READERS, TextDecoding, _Row, detect_format
 from curation.ingest.shapes import _SHAPES, _Bad, _detect, _Draft, _input_id, map_columns
 from schemas.config import ConfigError, InputFormat, InputSpec, expand_input, output_overlap, skipped_in_dir
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
