@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from curation.core.inputs import load_config
-from curation.core.sections import STEPS_LINE, configured
+from curation.core.sections import configured, steps_line
 from curation.core.storage import SECRET_ENV, RemotePath, as_path, check_reachable
 from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.validate import ValidationFailed
@@ -41,7 +41,7 @@ FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help=f"curate: {STEPS_LINE}")
+    run = commands.add_parser("run", help=f"curate: {steps_line()}")
     run.add_argument("config", type=Path)
     run.add_argument("--out", type=as_path, help=OUT_HELP)
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")

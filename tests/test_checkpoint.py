@@ -15,7 +15,7 @@ from curation.core.checkpoint import Checkpoint, input_fingerprint, stage_finger
 from curation.core.inputs import load_config
 from curation.core.plan import build_plan
 from curation.core.run import remove_stale_outputs, run_pipeline
-from curation.core.sections import SECTIONS as RUN_SECTIONS
+from curation.core.sections import sections
 from schemas.config import CurateConfig
 from schemas.record import records_frame
 
@@ -72,16 +72,16 @@ def test_every_planned_step_names_real_config_sections(tmp_path: Path) -> None:
         assert step.sections, step.name
     assert {s.name: s.side_output for s in plan if s.side_output} == {"jury": "jury", "export": "export"}
     # each step's own section is a planned section, in the order the sections list says
-    order = [s.name for s in RUN_SECTIONS if s.step]
+    order = [s.name for s in sections() if s.step]
     owners = [order.index(step.sections[0].split(".")[0]) for step in plan]
     assert owners == sorted(owners), [step.name for step in plan]
     # and every side output is one the stale-output cleanup knows
-    assert {s.side_output for s in plan if s.side_output} <= {o for s in RUN_SECTIONS for o in s.outputs}
+    assert {s.side_output for s in plan if s.side_output} <= {o for s in sections() for o in s.outputs}
 
 
 def test_the_sections_list_covers_every_section_of_a_run_config() -> None:
-    """A new config section has its line in curation/core/sections.py (its place, its outputs)."""
-    assert sorted(s.name for s in RUN_SECTIONS) == sorted(set(CurateConfig.model_fields) - {"inputs", "execution"})
+    """A new config section is a step's (a line of curation/core/plan.py STEPS) or the flow's."""
+    assert sorted(s.name for s in sections()) == sorted(set(CurateConfig.model_fields) - {"inputs", "execution"})
 
 
 def test_a_rerun_without_a_section_removes_that_sections_outputs_only(tmp_path: Path) -> None:

@@ -22,12 +22,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from curation.core.corpus import Corpus
 from curation.core.inputs import load_config
-from curation.core.plan import VECTORS_DIR, Step, build_plan
+from curation.core.plan import Step, build_plan
 from curation.core.preflight import preflight
 from curation.core.run import run_pipeline
 from curation.core.text import text_view
 from curation.dedup.encoders import load_encoder
-from curation.dedup.vectors import VectorStore, encoder_settings
+from curation.dedup.vectors import VECTORS_DIR, VectorStore, encoder_settings
 from curation.export.render import render, token_counts
 from curation.llm.tokenizer import load_tokenizer
 from curation.select import build_select_stage

@@ -31,8 +31,8 @@ from curation.core.checkpoint import (
 from curation.core.corpus import Source, append, collect, write_parquet
 from curation.core.engine import open_engine
 from curation.core.mirror import RunMirror
-from curation.core.plan import Expansion, Step, build_plan
-from curation.core.sections import SECTIONS
+from curation.core.plan import Expansion, PlanContext, Step, build_plan, planned
+from curation.core.sections import sections
 from curation.core.stage import Stage
 from curation.core.stats import (
     Invariant,
@@ -120,8 +120,8 @@ def remove_stale_outputs(out: Path | RemotePath, config: CurateConfig) -> list[s
     """Remove what an earlier run in `out` wrote for a section this config does not have, so no
     stale export is trained on or shown in the report."""
     removed = []
-    for section in SECTIONS:
-        for name in section.outputs if getattr(config, section.name) is None else ():
+    for section in sections():
+        for name in section.outputs if not section.present(config) else ():
             target = out / name
             if not target.exists():
                 continue
@@ -210,6 +210,7 @@ class CurationRun:
     mirror: RunMirror | None = None
 
     def __post_init__(self) -> None:
+        planned(PlanContext(self.config, self.out, previous=self.previous))  # the columns' check, before any work
         shutil.rmtree(scratch_dir(self.out), ignore_errors=True)  # a killed run's half-written corpora
         remove_stale_outputs(self.out, self.config)
         if self.mirror is not None:  # what another machine finished on this run is restored, not recomputed

@@ -42,14 +42,17 @@ class StageError(RuntimeError):
 class Stage:
     """`streams`: `run` reads a Corpus shard by shard (and returns Corpora). Other stages
     (export, published-version dedup) get the corpus collected into one frame, and their result
-    is written back."""
+    is written back. `reads` / `writes`: the columns it needs besides the record's and those it
+    adds (its line in curation/core/plan.py STEPS declares them), checked in and out."""
 
     name: str
     run: Callable[[Source], StageResult]
     streams: bool = False
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
 
     def __call__(self, records: Source) -> StageResult:
-        missing = [c for c in RECORD_SCHEMA if c not in records.columns]
+        missing = [c for c in dict.fromkeys((*RECORD_SCHEMA, *self.reads)) if c not in records.columns]
         if missing:
             raise StageError(f"stage {self.name}: input lacks columns {missing}")
         start = time.perf_counter()
@@ -59,7 +62,7 @@ class Stage:
         else:
             result = self.run(records)
         result.seconds = time.perf_counter() - start
-        absent = [c for c in RECORD_SCHEMA if c not in result.kept.columns]
+        absent = [c for c in dict.fromkeys((*RECORD_SCHEMA, *self.writes)) if c not in result.kept.columns]
         if absent:
             raise StageError(f"stage {self.name}: output lacks columns {absent}")
         if list(result.rejected.columns) != list(REJECT_SCHEMA):

@@ -27,11 +27,13 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from curation.core.checkpoint import CHECKPOINTS
 from curation.core.corpus import Source, take
 from curation.dedup.encoders import encoder_identity
 from schemas.base import TextView
 
 SETTINGS, KEYS, VECTORS = "settings.json", "keys.parquet", "vectors.f32"
+VECTORS_DIR = f"{CHECKPOINTS}/dedup_semantic.vectors"  # under RUN_DIR: semantic dedup's vectors for select
 WRITE_ROWS = 8192  # kept records whose vectors and texts are read at a time when storing
 
 

@@ -24,7 +24,8 @@ from curation.core.corpus import CorpusWriter, Source
 from curation.core.inputs import expand_input, output_overlap, skipped_in_dir
 from curation.core.stage import StageResult
 from curation.core.storage import RemotePath
-from curation.ingest.readers import READERS, Row, TextDecoding, compression, detect_format
+from curation.ingest.compressed import compression
+from curation.ingest.readers import READERS, Row, TextDecoding, detect_format
 from curation.ingest.shapes import SHAPES, Bad, Draft, detect_shape, input_id, map_columns
 from schemas.config import ConfigError, InputFormat, InputSpec
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame

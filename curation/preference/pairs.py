@@ -21,7 +21,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,10 +31,15 @@ import polars as pl
 from curation.jury.aggregate import length_preference_rate
 from curation.jury.judge import JudgeItem, load_rubric, render_conversation
 from curation.jury.panel import Jury
+from curation.llm.cache import AnswerCache
+from curation.llm.chat import open_model
+from curation.llm.endpoint import Budget
+from curation.llm.failures import check_failures
 from curation.llm.types import ChatModel, ChatRequest
 from curation.preference.pairwise import Comparison, PairwiseJudge, position_stats
 from curation.preference.rules import Candidate, PairDecision, choose_pair, shuffled_order
-from schemas.jury import PairwiseCheck, PreferenceConfig
+from schemas.base import StageFailed
+from schemas.jury import Local, ModelSpec, PairwiseCheck, PreferenceConfig
 from schemas.record import Record, records_frame
 
 STAGE = "preference"
@@ -246,3 +251,35 @@ def _pair_record(prompt: Prompt, decision: PairDecision, pairwise: dict | None) 
             }
         },
     ).to_row()
+
+
+def generate_pairs(
+    cfg: PreferenceConfig, jury: Jury | None, cache: AnswerCache | None, budget: Budget | None, progress: bool
+) -> Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]:
+    """The preference step's work (curation/core/plan.py): records -> the pairs and their figures.
+    Each candidate generator answers every prompt; too many failed answers stop the run."""
+
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        prompts = group_prompts(records, cfg.candidates.existing, cfg.source_order)
+        if cfg.max_prompts is not None:
+            prompts = prompts[: cfg.max_prompts]
+        failed: dict[str, Counter[str]] = {}
+        samplers = [(open_model(spec, cache, budget), 0.7, "answers") for spec in cfg.candidates.generators]
+        samplers += [
+            (open_model(ModelSpec(local=Local()), cache, budget), t, f"answers t={t}") for t in cfg.candidates.local_temperatures
+        ]
+        for model, temperature, label in samplers:
+            bar = label if progress else None
+            try:
+                failed[model.identity] = add_generated(prompts, model, temperature, cfg.candidates.max_tokens, bar)
+            except StageFailed as exc:
+                raise StageFailed(f"preference: candidate generator: {exc}") from None
+            check_failures(
+                "preference candidates", failed[model.identity].total(), len(prompts),
+                cfg.candidates.max_failed, "preference.candidates.max_failed", {model.identity: failed[model.identity]},
+            )
+        pairs, stats = build_pairs(prompts, cfg, jury, progress)
+        stats["failed_generations"] = sum(c.total() for c in failed.values())
+        return pairs, stats
+
+    return run
