@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data and one real Prefect server per session."""
+"""Shared fixtures: real public data (tests/fixtures, ../shared/data) and one real Prefect server per session."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ import pytest
 from openai_server import FakeOpenAI  # tests/ (no __init__.py) is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real files the repository may ship (tests/fixtures/README.md), in ../shared/data's layout.
+PUBLIC_DATA = REPO / "tests" / "fixtures"
+# Real files whose licence keeps them out of the repository (../shared/data/SOURCES.md: "tests only").
+SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -40,9 +43,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def public_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/fixtures through a link outside the working directory, as ../shared/data is: inputs
+    are then shown by their absolute path (ingest shows a path under the working directory
+    relative to it), the same whichever folder pytest runs in."""
+    link = tmp_path_factory.mktemp("public") / "data"
+    link.symlink_to(PUBLIC_DATA, target_is_directory=True)
+    return link
+
+
+def shared_data_required() -> bool:
+    """Under CI (or CURATE_REQUIRE_SHARED=1, as .ci/run sets) a missing ../shared/data fails the
+    tests that read it: a skip there would pass the suite without them."""
+    return any(os.environ.get(name, "").lower() not in ("", "0", "false") for name in ("CI", "CURATE_REQUIRE_SHARED"))
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """../shared/data (or $CURATE_SHARED_DATA): for the tests that need a file the repository may not ship."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+        message = f"real data not found at {SHARED_DATA} (set CURATE_SHARED_DATA to its folder)"
+        if shared_data_required():
+            pytest.fail(message + ": required under CI and with CURATE_REQUIRE_SHARED=1", pytrace=False)
+        pytest.skip(message)
     return SHARED_DATA
 
 
