@@ -13,5 +13,8 @@ fi
 .venv/bin/ruff check .
 # Then the type checker on schemas curation flows training (pyproject's [tool.mypy]: its files and strictness).
 .venv/bin/mypy
+# Real data: tests/fixtures (shipped); files the repository may not ship are read from
+# ../shared/data (CURATE_SHARED_DATA=folder elsewhere). Missing, those tests skip, and fail
+# under CI or with CURATE_NO_SKIP=1, as .ci/run sets (tests/conftest.py: skip_or_fail).
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec .venv/bin/python -m pytest "$@"

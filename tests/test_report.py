@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import skip_or_fail  # tests/ (no __init__.py) is on sys.path under pytest
 from PIL import Image
 
 from curation.report.charts import histogram
@@ -243,7 +244,7 @@ def write_validation(folder: Path) -> None:
 def chromium_binary() -> str:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
-        pytest.skip("chromium not installed (scripts/test.sh installs it: apt-get install -y chromium)")
+        skip_or_fail("chromium not installed (scripts/test.sh installs it: apt-get install -y chromium)")
     return binary
 
 
