@@ -13,6 +13,9 @@ fi
 .venv/bin/ruff check .
 # Then the type checker on schemas curation flows training (pyproject's [tool.mypy]: its files and strictness).
 .venv/bin/mypy
+# Real data: tests/fixtures (shipped); files the repository may not ship are read from
+# ../shared/data (CURATE_SHARED_DATA=folder elsewhere). Missing, those tests skip with their reason
+# in the summary, or fail with CURATE_NO_SKIP=1 (tests/conftest.py: skip_or_fail).
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # On every core, up to 4 workers (pytest-xdist; `-n 0` after the command runs in one process): the
 # Ray tests share one worker (tests/conftest.py groups them), each worker starts its own Prefect server.

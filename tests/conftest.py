@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data in ../shared/data and one real Prefect server per session."""
+"""Shared fixtures: real public data (tests/fixtures, ../shared/data) and one real Prefect server per session."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import prefect.main  # noqa: F401 - see below
 import pytest
 from openai_server import FakeOpenAI  # tests/ (no __init__.py) is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real files the repository may ship (tests/fixtures/README.md), in ../shared/data's layout.
+PUBLIC_DATA = REPO / "tests" / "fixtures"
+# Real files whose licence keeps them out of the repository (../shared/data/SOURCES.md: "tests only").
+SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -47,9 +51,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def public_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/fixtures through a link outside the working directory, as ../shared/data is: inputs
+    are then shown by their absolute path (ingest shows a path under the working directory
+    relative to it), the same whichever folder pytest runs in."""
+    link = tmp_path_factory.mktemp("public") / "data"
+    link.symlink_to(PUBLIC_DATA, target_is_directory=True)
+    return link
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip a test that cannot run here (its reason in the summary: pyproject's `-ra`), or fail it
+    with CURATE_NO_SKIP=1, where a skip would pass the suite without the test."""
+    if os.environ.get("CURATE_NO_SKIP", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"{reason} (a failure, not a skip, with CURATE_NO_SKIP=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """../shared/data (or $CURATE_SHARED_DATA): for the tests that need a file the repository may not ship."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+        skip_or_fail(f"real data not found at {SHARED_DATA} (set CURATE_SHARED_DATA to its folder)")
     return SHARED_DATA
 
 

@@ -41,10 +41,10 @@ def reject(rec: dict, stage: str) -> dict:
 
 
 @pytest.fixture
-def run(shared_data: Path, tmp_path: Path) -> Path:
+def run(public_data: Path, tmp_path: Path) -> Path:
     """A curated run: 10 kept, 2 not selected, 4 dedup rejects (one a copy of a held-out row), 3
     filter rejects, one export reject and one ingest reject (neither is raw data)."""
-    rows = [conversation(r) for r in jsonl(shared_data / "sft" / "gsm8k_test.jsonl", 20)]
+    rows = [conversation(r) for r in jsonl(public_data / "sft" / "gsm8k_test.jsonl", 20)]
     kept = [record(i, rows[i]) for i in range(10)]
     run = tmp_path / "run"
     run.mkdir()
@@ -217,10 +217,10 @@ def test_the_verdict_and_table_say_beyond_or_within_noise(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_two_variants_train_and_are_evaluated_on_the_same_rows(
-    tokenizer_dir: Path, shared_data: Path, tmp_path: Path, curate_here  # noqa: F811
+    tokenizer_dir: Path, public_data: Path, tmp_path: Path, curate_here  # noqa: F811
 ) -> None:
     base = tiny_model(tmp_path / "tiny-llama", tokenizer_dir)
-    rows = [conversation(r) for r in jsonl(shared_data / "sft" / "gsm8k_test.jsonl", 12)]
+    rows = [conversation(r) for r in jsonl(public_data / "sft" / "gsm8k_test.jsonl", 12)]
     junk = [rows[0], rows[1], [{"role": "user", "content": rows[2][0]["content"]},
                                {"role": "assistant", "content": "I'm sorry, but I cannot help with that request."}]]
     data = tmp_path / "chats.jsonl"

@@ -34,11 +34,11 @@ def longer_first(body: dict) -> Reply:
 
 @pytest.mark.slow
 def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
-    tokenizer_dir: Path, shared_data: Path, tmp_path: Path, openai_server: FakeOpenAI, curate_here  # noqa: F811
+    tokenizer_dir: Path, public_data: Path, tmp_path: Path, openai_server: FakeOpenAI, curate_here  # noqa: F811
 ) -> None:
     openai_server.handler = longer_first
     base = tiny_model(tmp_path / "tiny-llama", tokenizer_dir)
-    rows = sft_data(shared_data, 4)
+    rows = sft_data(public_data, 4)
     run = tmp_path / "run"
     DatasetDict({"train": rows, "test": rows}).save_to_disk(str(run / "export" / "hf" / "sft"))
     (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
@@ -118,18 +118,18 @@ def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_
     assert not (run / "train").exists()
 
 
-def exported_run(run: Path, shared_data: Path) -> Path:
+def exported_run(run: Path, public_data: Path) -> Path:
     """A run's exported sets as training reads them: 4 GSM8K conversations, 4 Orca DPO pairs (the
     third pair's prompt alone is ~750 tokens)."""
-    for name, rows in (("sft", sft_data(shared_data, 4)), ("preference", pref_data(shared_data, 4))):
+    for name, rows in (("sft", sft_data(public_data, 4)), ("preference", pref_data(public_data, 4))):
         DatasetDict({"train": rows}).save_to_disk(str(run / "export" / "hf" / name))
     return run
 
 
-def test_every_stage_of_every_candidate_is_checked_before_any_trains(shared_data: Path, tmp_path: Path) -> None:
+def test_every_stage_of_every_candidate_is_checked_before_any_trains(public_data: Path, tmp_path: Path) -> None:
     from training.stages import check_stages
 
-    run = exported_run(tmp_path / "run", shared_data)
+    run = exported_run(tmp_path / "run", public_data)
     train = {"base_model": str(smollm2_dir()), "report_to": [], "max_seq_length": 1024, "dpo": {"batch_size": 1}}
     check_stages(TrainConfig.model_validate(train), run)  # every row fits
     # The second candidate's DPO set does not fit: found before the first candidate's SFT trains.
@@ -142,9 +142,9 @@ def test_every_stage_of_every_candidate_is_checked_before_any_trains(shared_data
 
 
 def test_a_set_that_does_not_fit_stops_curate_train_with_one_message(
-    shared_data: Path, tmp_path: Path, curate_here
+    public_data: Path, tmp_path: Path, curate_here
 ) -> None:
-    run = exported_run(tmp_path / "run", shared_data)
+    run = exported_run(tmp_path / "run", public_data)
     (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
     train = {"base_model": str(smollm2_dir()), "report_to": [], "max_seq_length": 200, "dpo": {"batch_size": 1}}
     path = tmp_path / "config.yaml"

@@ -1,4 +1,4 @@
-"""Dedup stages on real paragraphs from ../shared/data/raw with planted duplicates."""
+"""Dedup stages on real paragraphs from tests/fixtures/raw with planted duplicates."""
 
 from __future__ import annotations
 
@@ -31,20 +31,17 @@ SOURCES = [
     "gutenberg/whitman-leaves.txt",
     "gutenberg/shakespeare-hamlet.txt",
     "peps/pep-0008.rst",
-    "peps/pep-0343.rst",
+    "peps/pep-0484.rst",
     "peps/pep-0572.rst",
 ]
 
 
 @pytest.fixture(scope="module")
-def paragraphs(shared_data: Path) -> list[str]:
+def paragraphs(public_data: Path) -> list[str]:
     """Two long distinct paragraphs (80-300 words) from each of ten different real texts."""
     found = []
     for name in SOURCES:
-        path = shared_data / "raw" / name
-        if not path.is_file():
-            pytest.skip(f"{path} not found")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = (public_data / "raw" / name).read_text(encoding="utf-8", errors="replace")
         paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
         found += [p for p in paras if 80 <= len(p.split()) <= 300 and "::" not in p][:2]
     assert len(found) == 2 * len(SOURCES)
@@ -450,10 +447,10 @@ def test_siblings_need_two_distinct_answers_to_a_prompt_ending_with_a_user_turn(
     assert check(raw, result) == {"r1": "r0"} and result.extra == {"siblings_protected": 0}
 
 
-def test_oasst_pairs_survive_dedup(shared_data: Path, tmp_path: Path) -> None:
+def test_oasst_pairs_survive_dedup(public_data: Path, tmp_path: Path) -> None:
     """Real oasst trees: ranked sibling replies share their prompt, and answer-only dedup finds
     many of them alike. With preference configured, all three stages leave the pairs alone."""
-    inputs = [{"path": str(shared_data / "sft" / "oasst_en_100_tree.jsonl")}]
+    inputs = [{"path": str(public_data / "sft" / "oasst_en_100_tree.jsonl")}]
     preference = {"ranking": "human"}
     dedup = {"exact": {}, "minhash": {}, "semantic": {"threshold": 0.9, "view": "assistant"}}
     plain = run_pipeline(CurateConfig(inputs=inputs, preference=preference), tmp_path / "plain", in_memory=True)

@@ -38,14 +38,14 @@ SFT_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def overfit(base: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Overfit:
+def overfit(base: Path, public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Overfit:
     """SFT overfitting four GSM8K rows, evaluated on the same rows at its last step."""
     cfg = config(
         base,
         sft={**FAST, "max_steps": 6, "learning_rate": 1e-2},
         eval={"rouge_sample": 3, "max_new_tokens": 8},
     )
-    rows = sft_data(shared_data, 4)
+    rows = sft_data(public_data, 4)
     return cfg, train_sft(cfg, rows, rows, tmp_path_factory.mktemp("sft"))
 
 
@@ -53,10 +53,10 @@ def digest(directory: Path) -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(directory.iterdir()))).hexdigest()
 
 
-def test_sft_eval_before_and_after(overfit: Overfit, shared_data: Path) -> None:
+def test_sft_eval_before_and_after(overfit: Overfit, public_data: Path) -> None:
     cfg, outcome = overfit
     adapter_dir = outcome.adapter_dir
-    rows = sft_data(shared_data, 4)  # the train rows: the overfitting is what shows
+    rows = sft_data(public_data, 4)  # the train rows: the overfitting is what shows
     before = digest(adapter_dir)
     stats, generations = evaluate_sft(cfg, rows, adapter_dir)
 
@@ -75,11 +75,11 @@ def test_sft_eval_before_and_after(overfit: Overfit, shared_data: Path) -> None:
     assert evaluate_sft(cfg, rows, adapter_dir, baseline) == (stats, generations)
 
 
-def test_sft_eval_without_rouge(overfit: Overfit, shared_data: Path) -> None:
+def test_sft_eval_without_rouge(overfit: Overfit, public_data: Path) -> None:
     cfg, outcome = overfit
     no_rouge = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"rouge_sample": 0})})
     # One held-out row, fewer than a batch: still evaluated.
-    stats = sft_eval(no_rouge, sft_data(shared_data, 1), outcome.adapter_dir)
+    stats = sft_eval(no_rouge, sft_data(public_data, 1), outcome.adapter_dir)
     assert (stats["rouge_l_before"], stats["rouge_l_after"], stats["rouge_samples"]) == (None, None, 0)
     assert math.isfinite(stats["eval_loss_after"])
 
@@ -118,10 +118,10 @@ def test_batched_generation_matches_one_by_one_and_fits_max_seq_length(base: Pat
     assert lengths == [longest + 3]  # 3 new tokens, not the 8 asked for
 
 
-def test_dpo_eval(base: Path, overfit: Overfit, shared_data: Path, tmp_path: Path) -> None:
+def test_dpo_eval(base: Path, overfit: Overfit, public_data: Path, tmp_path: Path) -> None:
     sft_adapter = overfit[1].adapter_dir
     cfg = config(base, method="sft_dpo", dpo={**PAIRS, "max_steps": 4, "learning_rate": 5e-3})
-    pairs = pref_data(shared_data, 2)
+    pairs = pref_data(public_data, 2)
     dpo_adapter = train_dpo(cfg, pairs, None, sft_adapter, tmp_path).adapter_dir
 
     stats = dpo_eval(cfg, pairs, dpo_adapter, sft_adapter)
@@ -133,22 +133,22 @@ def test_dpo_eval(base: Path, overfit: Overfit, shared_data: Path, tmp_path: Pat
     assert same["reward_margin"] == 0 and same["eval_loss"] == pytest.approx(math.log(2))
 
 
-def test_adapter_of_another_lora_layout_is_refused(overfit: Overfit, shared_data: Path) -> None:
+def test_adapter_of_another_lora_layout_is_refused(overfit: Overfit, public_data: Path) -> None:
     cfg, outcome = overfit
     narrower = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"target_modules": ["q_proj"]})})
     with pytest.raises(TrainingInputError, match="does not match train.lora"):
-        sft_eval(narrower, sft_data(shared_data, 2), outcome.adapter_dir)
+        sft_eval(narrower, sft_data(public_data, 2), outcome.adapter_dir)
 
 
 @pytest.mark.slow  # trains: 25 s on 2 cores
-def test_prompt_tuning_eval_before_and_after(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_prompt_tuning_eval_before_and_after(base: Path, public_data: Path, tmp_path: Path) -> None:
     cfg = config(
         base,
         method="prompt_tuning",
         sft={**FAST, "max_steps": 6, "learning_rate": 1e-1},
         eval={"rouge_sample": 2, "max_new_tokens": 4},
     )
-    rows = sft_data(shared_data, 4)
+    rows = sft_data(public_data, 4)
     outcome = train_sft(cfg, rows, None, tmp_path)
     stats, generations = evaluate_sft(cfg, rows, outcome.adapter_dir)
     assert stats["eval_loss_after"] < stats["eval_loss_before"]  # the virtual tokens learned the rows

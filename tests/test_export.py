@@ -95,8 +95,8 @@ def tokenizer() -> PreTrainedTokenizerBase:
 
 
 @pytest.fixture(scope="module")
-def records(shared_data: Path) -> pl.DataFrame:  # conftest: ../shared/data, or skip
-    real = ingest([InputSpec(path=str(shared_data / p)) for p in INPUTS], progress=False).records
+def records(public_data: Path) -> pl.DataFrame:  # conftest: tests/fixtures
+    real = ingest([InputSpec(path=str(public_data / p)) for p in INPUTS], progress=False).records
     synthetic = records_frame([row for row, _ in BROKEN.values()] + [TOOL_CALL, RAW])
     return pl.concat([real, synthetic])
 
@@ -420,7 +420,7 @@ def test_card_and_framework_configs(exported: tuple[StageResult, Path]) -> None:
     result, out = exported
     card = (out / "README.md").read_text()
     assert re.search(r"oasst_en_100_tree\.jsonl \| 0 \| \d+ \| Apache-2\.0 \|", card)
-    orca_licence = "MIT repo; Intel/orca_dpo_pairs Apache-2.0"
+    orca_licence = "MIT; Intel/orca_dpo_pairs Apache-2.0"  # data/README.md names it so (tests/fixtures links there)
     assert re.search(r"orca_dpo_pairs_validation_283\.jsonl \| \d+ \| 0 \| " + re.escape(orca_licence), card)
     for fragment in (
         "| synthetic.jsonl | 0 | 1 | unknown |",

@@ -1,4 +1,4 @@
-"""Defaults made for instruction data, on real Alpaca rows: semantic dedup embeds whole texts
+"""Defaults made for instruction data, on real Self-Instruct tasks as Alpaca rows: semantic dedup embeds whole texts
 without system prompts and shared preambles, and keeps sibling answers to one prompt from
 different files when preference pairs are built, which `ranking: source` turns into pairs."""
 
@@ -28,11 +28,11 @@ PREAMBLE = [
 
 
 @pytest.fixture(scope="module")
-def alpaca(shared_data: Path) -> list[dict]:
-    """40 real Alpaca rows with short, distinct answers (instruction only)."""
-    rows = json.loads((shared_data / "sft/llamafactory_alpaca_en_demo.json").read_text())
-    picked = [r for r in rows if not r["input"] and len(r["output"].split()) < 60]
-    return picked[:40]
+def alpaca(public_data: Path) -> list[dict]:
+    """The 28 real Self-Instruct tasks whose first instance has no input and a short answer, as Alpaca rows."""
+    lines = (public_data / "sft/selfinstruct_user_oriented_252.jsonl").read_text().splitlines()
+    rows = [{"instruction": task["instruction"], **task["instances"][0]} for task in map(json.loads, lines)]
+    return [r for r in rows if not r["input"] and len(r["output"].split()) < 60]
 
 
 def test_a_shared_preamble_and_system_prompt_do_not_make_duplicates(tmp_path: Path, alpaca: list[dict]) -> None:

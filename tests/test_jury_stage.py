@@ -241,9 +241,9 @@ def test_distillation_scores_the_rest_and_reports_agreement(tmp_path: Path, open
 
 
 def test_synthesis_turns_raw_text_into_traceable_pairs_that_meet_the_filters(
-    tmp_path: Path, openai_server: FakeOpenAI, shared_data: Path
+    tmp_path: Path, openai_server: FakeOpenAI, public_data: Path
 ) -> None:
-    peps = sorted((shared_data / "raw" / "peps").glob("pep-0*.rst"))[:3]
+    peps = sorted((public_data / "raw" / "peps").glob("pep-0*.rst"))[:3]
     raw = tmp_path / "raw"
     raw.mkdir()
     for pep in peps:
@@ -308,9 +308,9 @@ def test_synthesis_turns_raw_text_into_traceable_pairs_that_meet_the_filters(
 
 
 def test_preference_pairs_from_oasst_ranks_and_generated_answers(
-    tmp_path: Path, openai_server: FakeOpenAI, shared_data: Path
+    tmp_path: Path, openai_server: FakeOpenAI, public_data: Path
 ) -> None:
-    trees = (shared_data / "sft" / "oasst_en_100_tree.jsonl").read_text().splitlines()[:6]
+    trees = (public_data / "sft" / "oasst_en_100_tree.jsonl").read_text().splitlines()[:6]
     data = tmp_path / "oasst.jsonl"
     data.write_text("\n".join(trees) + "\n")
 

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from curation.core import plan
+from curation.core.inputs import load_config
 from curation.core.plan import PlanContext, Step, StepSpec, build_plan
 from curation.core.run import run_pipeline
 from curation.core.sections import configured, steps_line
 from curation.core.stage import Stage, StageError, StageResult, split_rejects
 from flows import cli
-from curation.core.inputs import load_config
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, records_frame
 
 

@@ -1,7 +1,7 @@
 """Incremental refresh: versions with their dedup indexes (curation/publish/, publish/dedup.py).
 
 Real files and the real pipeline pieces the flow uses (ingest, the dedup stages, write_run),
-Alpaca records from ../shared/data, the bundled MiniLM for the semantic index.
+Alpaca rows made of Orca DPO prompts and answers (tests/fixtures), the bundled MiniLM for the semantic index.
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ dedup:
 
 
 @pytest.fixture(scope="module")
-def alpaca(shared_data: Path) -> list[dict]:
-    rows = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text())
+def alpaca(public_data: Path) -> list[dict]:
+    """Orca DPO prompts and their preferred answers as Alpaca rows (instruction, input, output)."""
+    lines = (public_data / "pref" / "orca_dpo_pairs_validation_283.jsonl").read_text().splitlines()
+    rows = [
+        {"instruction": pair["input"]["messages"][-1]["content"], "input": "", "output": pair["preferred_output"][0]["content"]}
+        for pair in map(json.loads, lines)
+    ]
     # Long enough answers that near-duplicate edits stay above the Jaccard threshold.
     return [r for r in rows if len(r["output"]) > 300][:50]
 

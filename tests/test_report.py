@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import skip_or_fail  # tests/ (no __init__.py) is on sys.path under pytest
 from PIL import Image
 
 from curation.report.charts import histogram
@@ -243,7 +244,7 @@ def write_validation(folder: Path) -> None:
 def chromium_binary() -> str:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
-        pytest.skip("chromium not installed (scripts/test.sh installs it: apt-get install -y chromium)")
+        skip_or_fail("chromium not installed (scripts/test.sh installs it: apt-get install -y chromium)")
     return binary
 
 
@@ -446,7 +447,7 @@ def test_length_histogram_bins() -> None:
     ],
 )
 def test_a_run_whose_exported_sets_are_empty_reports(
-    inputs: list[str], unwritten: set[str], shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    inputs: list[str], unwritten: set[str], public_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """A set export did not write is a count of 0 with its reason, for the report, `curate report`
     and the CLI's summary, never a string where a number goes."""
@@ -455,7 +456,7 @@ def test_a_run_whose_exported_sets_are_empty_reports(
     from flows.cli import _funnel, main
 
     (tmp_path / "raw.jsonl").write_text('{"text": "A plain document that no export format takes."}\n')
-    lines = (shared_data / "sft" / "gsm8k_test.jsonl").read_text().splitlines()[:3]
+    lines = (public_data / "sft" / "gsm8k_test.jsonl").read_text().splitlines()[:3]
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "gsm8k_test.jsonl").write_text("\n".join(lines) + "\n")
     config = tmp_path / "config.yaml"

@@ -237,9 +237,10 @@ def test_ifd_on_a_tiny_llama_matches_a_token_by_token_computation(tmp_path: Path
         assert got[k] == pytest.approx(expected, rel=1e-4)
 
 
-def _config(tmp_path: Path, shared: Path, **sections: object) -> Path:
+def _config(tmp_path: Path, public: Path, **sections: object) -> Path:
+    """A config on a real input file: these tests check the config and the plan, not the data."""
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"inputs": [{"path": str(shared / ALPACA)}], **sections}))
+    path.write_text(yaml.safe_dump({"inputs": [{"path": str(public / "sft/gsm8k_test.jsonl")}], **sections}))
     return path
 
 
@@ -257,25 +258,25 @@ def _config(tmp_path: Path, shared: Path, **sections: object) -> Path:
     ],
 )
 def test_config_errors_name_the_field(
-    tmp_path: Path, shared_data: Path, select: dict, sections: dict, message: str
+    tmp_path: Path, public_data: Path, select: dict, sections: dict, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(_config(tmp_path, shared_data, select=select, **sections))
+        load_config(_config(tmp_path, public_data, select=select, **sections))
 
 
-def test_preflight_refuses_an_ifd_model_that_is_not_a_model_directory(tmp_path: Path, shared_data: Path) -> None:
+def test_preflight_refuses_an_ifd_model_that_is_not_a_model_directory(tmp_path: Path, public_data: Path) -> None:
     (tmp_path / "notes").mkdir()
     select = {"budget": {"records": 5}, "score": {"ifd": 1}, "ifd": {"model": str(tmp_path / "notes")}}
     with pytest.raises(ConfigError, match="select.ifd.model: .*notes is not a model directory"):
-        preflight(load_config(_config(tmp_path, shared_data, select=select)))
+        preflight(load_config(_config(tmp_path, public_data, select=select)))
 
 
 def test_the_plan_selects_after_preference_and_before_export_and_only_when_configured(
-    tmp_path: Path, shared_data: Path
+    tmp_path: Path, public_data: Path
 ) -> None:
-    plain = load_config(_config(tmp_path, shared_data, export={}))
+    plain = load_config(_config(tmp_path, public_data, export={}))
     assert [s.name for s in build_plan(plain, tmp_path, progress=False)] == ["export"]
-    config = load_config(_config(tmp_path, shared_data, export={}, select={"budget": {"records": 5}}))
+    config = load_config(_config(tmp_path, public_data, export={}, select={"budget": {"records": 5}}))
     steps = build_plan(config, tmp_path, progress=False)
     assert [s.name for s in steps] == ["select", "export"]
     assert config.select is not None and config.select.score.weights() == {}  # no jury: id order
@@ -322,10 +323,10 @@ def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path
         assert result.rejected.select(columns).sort("id").equals(rejected.select(columns).sort("id"))
 
 
-def test_the_plan_hands_dedup_vectors_to_select_only_when_both_embed_alike(tmp_path: Path, shared_data: Path) -> None:
+def test_the_plan_hands_dedup_vectors_to_select_only_when_both_embed_alike(tmp_path: Path, public_data: Path) -> None:
     def steps(semantic: dict, diversity: dict) -> dict[str, Step]:
         select = {"budget": {"records": 5}, "diversity": diversity}
-        config = load_config(_config(tmp_path, shared_data, dedup={"semantic": semantic}, select=select))
+        config = load_config(_config(tmp_path, public_data, dedup={"semantic": semantic}, select=select))
         return {s.name: s for s in build_plan(config, tmp_path, progress=False)}
 
     assert steps({}, {})["dedup_semantic"].side_output == VECTORS_DIR

@@ -2,7 +2,7 @@
 
 Models are tiny Llamas (hidden 64, 2 layers) built from a config, with the real SmolLM2
 tokenizer and chat template (read from the bundled GGUF once, into the model cache), so runs take seconds on a CPU.
-Data are real rows from ../shared/data (GSM8K, Orca DPO pairs) in the trainers' formats.
+Data are real rows from tests/fixtures (GSM8K, Orca DPO pairs) in the trainers' formats.
 """
 
 from __future__ import annotations
@@ -161,18 +161,18 @@ def assert_trained(outcome: TrainOutcome, stage: str, steps: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def sft_run(base: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainOutcome:
+def sft_run(base: Path, public_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainOutcome:
     out = tmp_path_factory.mktemp("sft")
-    return train_sft(config(base), sft_data(shared_data, 4), sft_data(shared_data, 2), out)
+    return train_sft(config(base), sft_data(public_data, 4), sft_data(public_data, 2), out)
 
 
 # ---- SFT ---------------------------------------------------------------------------------------
 
 
-def test_without_final_eval_only_the_periodic_evaluations_run(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_without_final_eval_only_the_periodic_evaluations_run(base: Path, public_data: Path, tmp_path: Path) -> None:
     """The flow evaluates the final adapter itself: the Trainer's pass after the last step is left out."""
     cfg = config(base, sft={**FAST, "save_steps": 1})
-    outcome = train_sft(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path, final_eval=False)
+    outcome = train_sft(cfg, sft_data(public_data, 4), sft_data(public_data, 2), tmp_path, final_eval=False)
     history = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
     assert [h["step"] for h in history if "eval_loss" in h] == [1]
     assert outcome.eval_loss == next(h["eval_loss"] for h in history if "eval_loss" in h)
@@ -211,11 +211,11 @@ def learned_text(trainer: Trainer, row: int) -> tuple[str, str]:
 
 
 def test_sft_loss_only_on_answers_with_a_plain_chatml_template(
-    base: Path, shared_data: Path, tmp_path: Path
+    base: Path, public_data: Path, tmp_path: Path
 ) -> None:
     """SmolLM2's template has no generation markers: one prompt/completion row per answer."""
     cfg = config(base, max_seq_length=1024)
-    conversations = two_turns(shared_data)
+    conversations = two_turns(public_data)
     trainer, _ = build_sft_trainer(cfg, conversations, None, tmp_path)
     tokenizer = trainer.processing_class
     assert loss_route(tokenizer, True) == "completions"
@@ -236,24 +236,24 @@ def test_sft_loss_only_on_answers_with_a_plain_chatml_template(
 
 
 def test_sft_loss_only_on_answers_with_generation_markers(
-    tokenizer_dir: Path, shared_data: Path, tmp_path: Path
+    tokenizer_dir: Path, public_data: Path, tmp_path: Path
 ) -> None:
     """A template with {% generation %} takes TRL's assistant_only_loss route: whole conversations."""
     marked = tiny_model(tmp_path / "marked", tokenizer_dir, chat_template=MARKED_TEMPLATE)
     trainer, _ = build_sft_trainer(
-        config(marked, max_seq_length=1024), two_turns(shared_data), None, tmp_path / "out"
+        config(marked, max_seq_length=1024), two_turns(public_data), None, tmp_path / "out"
     )
     assert trainer.args.assistant_only_loss and not trainer.args.completion_only_loss
     assert len(trainer.train_dataset) == 2
-    a, b = jsonl(shared_data / "sft" / "gsm8k_test.jsonl", 2)
+    a, b = jsonl(public_data / "sft" / "gsm8k_test.jsonl", 2)
     text, learned = learned_text(trainer, 0)
     assert learned == a["answer"] + "<|im_end|>" + b["answer"] + "<|im_end|>"
     assert a["question"] in text and a["question"] not in learned and "system" not in learned
 
 
-def test_full_loss_when_assistant_only_loss_is_off(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_full_loss_when_assistant_only_loss_is_off(base: Path, public_data: Path, tmp_path: Path) -> None:
     cfg = config(base, max_seq_length=1024, sft={**FAST, "assistant_only_loss": False})
-    trainer, _ = build_sft_trainer(cfg, two_turns(shared_data), None, tmp_path)
+    trainer, _ = build_sft_trainer(cfg, two_turns(public_data), None, tmp_path)
     text, learned = learned_text(trainer, 0)
     assert learned == text
 
@@ -269,11 +269,11 @@ def bnb_cpu_4bit() -> bool:
 
 
 @pytest.mark.skipif(not bnb_cpu_4bit(), reason="this bitsandbytes build cannot quantise to NF4 on CPU")
-def test_qlora_4bit_trains_on_cpu(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_qlora_4bit_trains_on_cpu(base: Path, public_data: Path, tmp_path: Path) -> None:
     import bitsandbytes as bnb
 
     cfg = config(base, quantization="4bit")
-    trainer, counts = build_sft_trainer(cfg, sft_data(shared_data, 4), None, tmp_path)
+    trainer, counts = build_sft_trainer(cfg, sft_data(public_data, 4), None, tmp_path)
     linear4 = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(linear4) == 14  # 7 projections x 2 layers, all NF4 with double quantisation
     assert linear4[0].weight.quant_state.quant_type == "nf4" and linear4[0].weight.quant_state.nested
@@ -281,10 +281,10 @@ def test_qlora_4bit_trains_on_cpu(base: Path, shared_data: Path, tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def resumed(base: Path, sft_run: TrainOutcome, shared_data: Path) -> TrainOutcome:
+def resumed(base: Path, sft_run: TrainOutcome, public_data: Path) -> TrainOutcome:
     """The SFT run continued to step 3 from its checkpoint, saving a merged model at the end."""
     cfg = config(base, save_merged=True, sft={**FAST, "max_steps": 3})
-    return train_sft(cfg, sft_data(shared_data, 4), None, sft_run.adapter_dir.parent)
+    return train_sft(cfg, sft_data(public_data, 4), None, sft_run.adapter_dir.parent)
 
 
 def test_resume_continues_from_the_last_checkpoint(resumed: TrainOutcome) -> None:
@@ -311,10 +311,10 @@ def test_merged_model_loads_without_peft_and_matches_the_adapter(base: Path, res
 
 
 def test_dpo_continues_the_sft_adapter_against_itself(
-    base: Path, sft_run: TrainOutcome, shared_data: Path, tmp_path: Path
+    base: Path, sft_run: TrainOutcome, public_data: Path, tmp_path: Path
 ) -> None:
     cfg = config(base, method="sft_dpo", dpo={**PAIRS, "learning_rate": 1e-3})
-    trainer, counts = build_dpo_trainer(cfg, pref_data(shared_data, 2), None, sft_run.adapter_dir, tmp_path)
+    trainer, counts = build_dpo_trainer(cfg, pref_data(public_data, 2), None, sft_run.adapter_dir, tmp_path)
     # No second model: the reference is a frozen copy of the SFT adapter inside the same model.
     assert trainer.ref_model is None
     assert set(trainer.model.peft_config) == {"default", "ref"}
@@ -333,20 +333,20 @@ def test_dpo_continues_the_sft_adapter_against_itself(
 
 
 def test_dpo_without_sft_adapter_trains_a_fresh_adapter(
-    base: Path, shared_data: Path, tmp_path: Path
+    base: Path, public_data: Path, tmp_path: Path
 ) -> None:
     stale = tmp_path / "checkpoint-9"  # from an earlier run; resume=False must start over
     stale.mkdir()
     outcome = train_dpo(
-        config(base, method="dpo"), pref_data(shared_data, 2), None, None, tmp_path, resume=False
+        config(base, method="dpo"), pref_data(public_data, 2), None, None, tmp_path, resume=False
     )
     assert_trained(outcome, "dpo", steps=2)
     assert outcome.resumed_from is None and not stale.exists()
 
 
-def test_orpo_trains_from_the_base_model(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_orpo_trains_from_the_base_model(base: Path, public_data: Path, tmp_path: Path) -> None:
     outcome = train_orpo(
-        config(base, method="orpo"), pref_data(shared_data, 2), pref_data(shared_data, 1), tmp_path
+        config(base, method="orpo"), pref_data(public_data, 2), pref_data(public_data, 1), tmp_path
     )
     assert_trained(outcome, "orpo", steps=2)
     assert outcome.eval_loss is not None and math.isfinite(outcome.eval_loss)
@@ -386,24 +386,24 @@ def test_bad_sft_data(base: Path, tmp_path: Path, rows: list[dict], message: str
 
 
 @pytest.mark.usefixtures("no_training")
-def test_rows_that_do_not_fit_are_dropped_or_refused(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_rows_that_do_not_fit_are_dropped_or_refused(base: Path, public_data: Path, tmp_path: Path) -> None:
     cfg = config(base, truncation="drop", max_seq_length=64)  # every GSM8K row is longer
     with pytest.raises(
         TrainingInputError,
         match="sft: train dataset: 0 rows after leaving out 4 that do not fit max_seq_length 64: fewer than one",
     ):
-        train_sft(cfg, sft_data(shared_data, 4), None, tmp_path)
+        train_sft(cfg, sft_data(public_data, 4), None, tmp_path)
     cfg = config(base, method="dpo", max_seq_length=40)  # Orca prompts alone fill 40 tokens
     with pytest.raises(TrainingInputError, match="0 rows after leaving out 4"):
-        train_dpo(cfg, pref_data(shared_data, 4), None, None, tmp_path)
+        train_dpo(cfg, pref_data(public_data, 4), None, None, tmp_path)
 
 
 @pytest.mark.usefixtures("no_training")
-def test_a_stage_that_would_lose_more_than_max_dropped_is_refused(shared_data: Path, tmp_path: Path) -> None:
+def test_a_stage_that_would_lose_more_than_max_dropped_is_refused(public_data: Path, tmp_path: Path) -> None:
     """Counted with the bundled model's tokenizer before any weights load (fast, no `base`)."""
     bundled = smollm2_dir()
     tokenizer = AutoTokenizer.from_pretrained(bundled)
-    data = sft_data(shared_data, 10)
+    data = sft_data(public_data, 10)
     lengths = sorted(len(tokenizer.apply_chat_template(m, return_dict=False)) for m in data["messages"])
     limit = lengths[-3]
     assert limit < lengths[-2]  # exactly the two longest conversations are over it
@@ -417,7 +417,7 @@ def test_a_stage_that_would_lose_more_than_max_dropped_is_refused(shared_data: P
     allowed = sft_inputs(config(bundled, truncation="drop", max_seq_length=limit, max_dropped=0.2), data, None)
     assert allowed.counts == RowCounts(offered=10, dropped=2) and allowed.train.num_rows == 8
     # DPO (truncation: truncate): a pair goes only when its prompt alone fills the window.
-    pairs, limit = pref_data(shared_data, 4), 200
+    pairs, limit = pref_data(public_data, 4), 200
     prompts = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=False)) for p in pairs["prompt"]]
     assert sum(n >= limit for n in prompts) == 1
     with pytest.raises(TrainingInputError, match=re.escape(
@@ -429,8 +429,8 @@ def test_a_stage_that_would_lose_more_than_max_dropped_is_refused(shared_data: P
 
 
 @pytest.mark.usefixtures("no_training")
-def test_bad_base_models(tokenizer_dir: Path, shared_data: Path, tmp_path: Path) -> None:
-    data = sft_data(shared_data, 4)
+def test_bad_base_models(tokenizer_dir: Path, public_data: Path, tmp_path: Path) -> None:
+    data = sft_data(public_data, 4)
     with pytest.raises(TrainingInputError, match=r"base_model: .*/nowhere does not exist"):
         train_sft(config(tmp_path / "nowhere"), data, None, tmp_path / "out")
     with pytest.raises(TrainingInputError, match="is not a model directory"):
@@ -443,9 +443,9 @@ def test_bad_base_models(tokenizer_dir: Path, shared_data: Path, tmp_path: Path)
 
 @pytest.mark.usefixtures("no_training")
 def test_adapter_base_mismatch(
-    base: Path, sft_run: TrainOutcome, tokenizer_dir: Path, shared_data: Path, tmp_path: Path
+    base: Path, sft_run: TrainOutcome, tokenizer_dir: Path, public_data: Path, tmp_path: Path
 ) -> None:
-    data, cfg = pref_data(shared_data, 2), config(base, method="sft_dpo")  # pairs that fit max_seq_length
+    data, cfg = pref_data(public_data, 2), config(base, method="sft_dpo")  # pairs that fit max_seq_length
     with pytest.raises(TrainingInputError, match="holds no adapter"):
         train_dpo(cfg, data, None, tmp_path, tmp_path / "out")
     wider = tiny_model(tmp_path / "wider", tokenizer_dir, hidden=128)
@@ -466,11 +466,11 @@ def test_adapter_base_mismatch(
 
 @pytest.mark.usefixtures("no_training")
 def test_run_that_cannot_fit_the_gpu_is_refused(
-    base: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: Path, public_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sft, "detect_device", lambda: Device("cuda", "Tiny GPU", 0.5, bf16=True))
     with pytest.raises(TrainingInputError, match=r"exceeds the 0.5 GB of Tiny GPU: lower batch_size"):
-        train_sft(config(base), sft_data(shared_data, 4), None, tmp_path)
+        train_sft(config(base), sft_data(public_data, 4), None, tmp_path)
 
 
 # ---- config ------------------------------------------------------------------------------------
@@ -625,14 +625,14 @@ def test_bundled_model_converts_once_into_the_cache() -> None:
 # ---- prompt tuning -----------------------------------------------------------------------------
 
 
-def test_prompt_tuning_trains_the_virtual_tokens(base: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_prompt_tuning_trains_the_virtual_tokens(base: Path, public_data: Path, tmp_path: Path) -> None:
     cfg = config(
         base,
         method="prompt_tuning",
         prompt_tuning={"num_virtual_tokens": 4, "init_text": "Solve the problem"},
         sft={**FAST, "learning_rate": 1e-1},
     )
-    trainer, counts = build_sft_trainer(cfg, sft_data(shared_data, 4), sft_data(shared_data, 2), tmp_path)
+    trainer, counts = build_sft_trainer(cfg, sft_data(public_data, 4), sft_data(public_data, 2), tmp_path)
     model = trainer.model
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt_encoder.default.embedding.weight"]
     start = model.prompt_encoder["default"].embedding.weight.detach().clone()
@@ -739,21 +739,21 @@ def test_gpu_check_builds_the_three_sizes_and_estimates_them() -> None:
 # ---- training without Prefect: the entries and the candidate orchestration ------------------------
 
 
-def exported_sft(run: Path, shared_data: Path) -> Path:
+def exported_sft(run: Path, public_data: Path) -> Path:
     """A curated run's exported SFT set as `curate run` writes it: 4 GSM8K conversations, 2 held out."""
-    DatasetDict({"train": sft_data(shared_data, 4), "test": sft_data(shared_data, 2)}).save_to_disk(
+    DatasetDict({"train": sft_data(public_data, 4), "test": sft_data(public_data, 2)}).save_to_disk(
         str(run / "export" / "hf" / "sft")
     )
     return run
 
 
 def test_python_m_training_sft_trains_evaluates_and_writes_its_result(
-    base: Path, shared_data: Path, tmp_path: Path
+    base: Path, public_data: Path, tmp_path: Path
 ) -> None:
     """`python -m training.sft CONFIG --data RUN_DIR` trains where the train flow would, without
     Prefect; train_candidate then reuses that stage (resumed at its last step) and its evaluation,
     and a second call finds the candidate finished."""
-    run = exported_sft(tmp_path / "run", shared_data)
+    run = exported_sft(tmp_path / "run", public_data)
     (tmp_path / "in.jsonl").write_text('{"text": "unused"}\n')
     train = {**config(base).model_dump(exclude_unset=True), "eval": {"rouge_sample": 1, "max_new_tokens": 4}}
     path = tmp_path / "config.yaml"
