@@ -46,6 +46,7 @@ from curation.select import build_select_stage
 from curation.synthesis import synthesize
 from schemas.base import StageFailed
 from schemas.config import CurateConfig
+from schemas.figures import Figures
 from schemas.jury import Local, ModelSpec
 
 VECTORS_DIR = f"{CHECKPOINTS}/dedup_semantic.vectors"  # under RUN_DIR: semantic dedup's vectors for select
@@ -56,9 +57,9 @@ class Expansion:
     """A step that adds records (and rejects none): returns the new records and its figures."""
 
     name: str
-    run: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]
+    run: Callable[[pl.DataFrame], tuple[pl.DataFrame, Figures]]
 
-    def __call__(self, records: Source) -> tuple[pl.DataFrame, dict]:
+    def __call__(self, records: Source) -> tuple[pl.DataFrame, Figures]:
         return self.run(collect(records))
 
 
@@ -160,7 +161,7 @@ def _synthesis(
     cfg = config.synthesis
     assert cfg is not None
 
-    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, Figures]:
         generator = open_model(cfg.generator, cache, budget)
         local = cfg.generator.local
         tokenizer = load_tokenizer(local.path if local else None)  # endpoints: chunk with SmolLM2's
@@ -175,7 +176,7 @@ def _preference(
     cfg = config.preference
     assert cfg is not None
 
-    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, Figures]:
         prompts = group_prompts(records, cfg.candidates.existing, cfg.source_order)
         if cfg.max_prompts is not None:
             prompts = prompts[: cfg.max_prompts]
@@ -195,7 +196,7 @@ def _preference(
                 cfg.candidates.max_failed, "preference.candidates.max_failed", {model.identity: failed[model.identity]},
             )
         pairs, stats = build_pairs(prompts, cfg, jury, progress)
-        stats["failed_generations"] = sum(c.total() for c in failed.values())
+        stats.failed_generations = sum(c.total() for c in failed.values())
         return pairs, stats
 
     return Expansion("preference", run)
