@@ -185,7 +185,7 @@ def test_the_lazy_mmr_picks_what_the_textbook_mmr_picks(mmr_lambda: float, n: in
 
 
 def test_scores_are_percentiles_combined_by_weight() -> None:
-    metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": {"score": None}}), None]
+    metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": {"score": None, "method": "unscored"}}), None]
     assert np.array_equal(jury_scores(pl.DataFrame({"meta": metas})), [4.5, np.nan, np.nan], equal_nan=True)
     assert percentiles(np.array([3.0, 1.0, np.nan, 3.0])).tolist() == pytest.approx([5 / 6, 1 / 3, 0, 5 / 6])
     signals = {"jury": np.array([1.0, 2.0, 3.0]), "length": np.array([30.0, 20.0, 10.0])}
@@ -312,7 +312,7 @@ def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path
     assert not store.lookup(encoder_settings(d), ids[:1], [texts[0] + " changed"])[0].any()
     kept = pl.read_parquet(out / "kept.parquet")["id"].sort()
     rejected = pl.read_parquet(out / "rejected.parquet").filter(pl.col("stage") == "select")
-    for where, reused in ((None, 0), (tmp_path / "absent", 0), (out / VECTORS_DIR, figures["embeddings_reused"])):
+    for where, reused in ((None, 0), (tmp_path / "absent", 0), (out / VECTORS_DIR, figures.embeddings_reused)):
         stage = build_select_stage(config.select, None, None, None, False, VectorStore(where) if where else None)
         result = stage(candidates)
         assert result.figures.embeddings_reused == reused
