@@ -134,7 +134,7 @@ def _pair(item: object) -> tuple[str, str] | None:
 
 def synthesize(
     raw: pl.DataFrame, cfg: SynthesisConfig, generator: ChatModel, tokenizer, out_dir: Path, progress: bool = True
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, SynthesisFigures]:
     """New sft records from the raw documents in `raw`, and the figures for stats.json."""
     template = SandboxedEnvironment(undefined=StrictUndefined).from_string(load_prompt(cfg.template))
     template_hash = hashlib.sha256(load_prompt(cfg.template).encode()).hexdigest()[:16]

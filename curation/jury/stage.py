@@ -161,7 +161,7 @@ def _check_unscored(cfg: JuryConfig, jury: Jury, rated: _Rated, eligible: int, f
     causes: dict[str, Counter[str]] = {label: Counter() for label in who.values()}
     for failures in rated.failed.values():
         for name, failure in failures.items():
-            causes[who[name]][failure.error] += 1
+            causes[who[name]][str(failure.error)] += 1
     if failed_distill is not None:  # nothing scores the records outside the sample
         unscored += eligible - len(rated.rows)
         causes["distillation"] = Counter({failed_distill.get("error", "no scorer"): 1})
