@@ -185,7 +185,8 @@ def test_the_lazy_mmr_picks_what_the_textbook_mmr_picks(mmr_lambda: float, n: in
 
 
 def test_scores_are_percentiles_combined_by_weight() -> None:
-    metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": {"score": None, "method": "unscored"}}), None]
+    unscored = {"score": None, "method": "unscored"}
+    metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": unscored}), None]
     assert np.array_equal(jury_scores(pl.DataFrame({"meta": metas})), [4.5, np.nan, np.nan], equal_nan=True)
     assert percentiles(np.array([3.0, 1.0, np.nan, 3.0])).tolist() == pytest.approx([5 / 6, 1 / 3, 0, 5 / 6])
     signals = {"jury": np.array([1.0, 2.0, 3.0]), "length": np.array([30.0, 20.0, 10.0])}
