@@ -89,15 +89,15 @@ def _decontamination(n: int) -> dict:
         _, warm, _, _ = measured(lambda: build_index(cfg))
         stage = build_decontamination_stage(cfg, None)
         result, seconds, cpu, rss = measured(lambda: stage(records))
-    figures = result.extra["benchmarks"]
+    figures = result.figures.benchmarks
     removed = result.rejected["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
     extra = result.rejected.filter(~pl.Series(np.isin(removed, planted)))
     return {"docs": n, "planted": len(planted), "planted_found": int(np.isin(planted, removed).sum()),
             "removed": result.rejected.height, "not_planted": extra["detail"].head(12).to_list(), "seconds": round(seconds, 2),
             "cpu": round(cpu, 2), "rss_mb": round(rss), "docs_per_s": round(n / seconds),
             "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 2),
-            "benchmark_texts": sum(f["texts"] for f in figures.values()), "benchmarks": len(figures),
-            "by_benchmark": {k: v["benchmark_overlap"] for k, v in figures.items()}}
+            "benchmark_texts": sum(f.texts for f in figures.values()), "benchmarks": len(figures),
+            "by_benchmark": {k: v.benchmark_overlap for k, v in figures.items()}}
 
 
 def _pii(n: int) -> dict:
@@ -112,8 +112,8 @@ def _pii(n: int) -> dict:
     texts = kept["text"].gather(planted.tolist())
     left = int(sum(texts.str.contains(v, literal=True).sum() for v in PII_VALUES.values()))
     return {"docs": n, "planted": len(planted), "planted_found": int(np.isin(planted, marked).sum()),
-            "planted_values_left": left, "found": result.extra["found"],
-            "records_with_pii": result.extra["records_with_pii"], "seconds": round(seconds, 2), "cpu": round(cpu, 2),
+            "planted_values_left": left, "found": result.figures.found,
+            "records_with_pii": result.figures.records_with_pii, "seconds": round(seconds, 2), "cpu": round(cpu, 2),
             "rss_mb": round(rss), "docs_per_s": round(n / seconds)}
 
 

@@ -141,7 +141,7 @@ def _run_stage(texts: list[str], which: str, cfg: dict, repeats: int) -> dict:
         "runs_s": [round(run[1], 3) for run in runs],
         "peak_rss_mb": memory,
         "removed": rejected.height,
-        "stage_extra": result.extra,
+        "stage_extra": result.figures.model_dump(),
         "edges": [(index[removed], index[kept]) for removed, kept in pairs],
     }
 

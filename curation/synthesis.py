@@ -28,6 +28,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from curation.llm.failures import check_failures
 from curation.llm.types import ChatModel, ChatRequest, Completion
 from schemas.base import ConfigError, StageFailed
+from schemas.figures import ModelUsage, SynthesisFigures
 from schemas.jury import SynthesisConfig
 from schemas.record import Record, records_frame
 
@@ -133,7 +134,7 @@ def _pair(item: object) -> tuple[str, str] | None:
 
 def synthesize(
     raw: pl.DataFrame, cfg: SynthesisConfig, generator: ChatModel, tokenizer, out_dir: Path, progress: bool = True
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, SynthesisFigures]:
     """New sft records from the raw documents in `raw`, and the figures for stats.json."""
     template = SandboxedEnvironment(undefined=StrictUndefined).from_string(load_prompt(cfg.template))
     template_hash = hashlib.sha256(load_prompt(cfg.template).encode()).hexdigest()[:16]
@@ -164,18 +165,11 @@ def synthesize(
         for n, (instruction, reply) in enumerate(pairs[: cfg.pairs_per_chunk]):
             rows.append(_record(chunk, n, instruction, reply, generator.identity, template_hash))
     _write_failures(out_dir / STAGE, failures)
-    stats = {
-        "stage": STAGE,
-        "documents": raw.height,
-        "chunks": len(chunks),
-        "generated": len(rows),
-        "failed_chunks": len(failures),
-        "generator": generator.identity,
-        "usage": vars(generator.usage).copy(),
-    }
+    figures = SynthesisFigures(documents=raw.height, chunks=len(chunks), generated=len(rows), failed_chunks=len(failures),
+                               generator=generator.identity, usage=ModelUsage.model_validate(vars(generator.usage)))
     if failures:
         log.warning("synthesis: %d of %d chunks gave no usable pairs (see %s)", len(failures), len(chunks), out_dir / STAGE)
-    return records_frame(rows) if rows else records_frame([]), stats
+    return records_frame(rows) if rows else records_frame([]), figures
 
 
 def _record(chunk: Chunk, n: int, instruction: str, answer: str, generator: str, template_hash: str) -> dict:

@@ -24,6 +24,7 @@ from prefect.artifacts import (
 
 from curation.core.stats import RunStats
 from flows import lifecycle
+from schemas.figures import DecontaminationFigures, FiltersFigures, JuryFigures, PiiFigures
 
 log = logging.getLogger(__name__)
 TOP_CLUSTERS = 10
@@ -69,9 +70,9 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     for name, (rows, description) in hygiene_tables(stats).items():
         create_table_artifact(rows, key=k[name], description=description)
         published.append(k[name])
-    jury = stats.stage("jury")
-    if jury and jury.figures.get("histogram"):
-        rows = [{"score": score, "records": n} for score, n in jury.figures["histogram"].items()]
+    jury = stats.figures(JuryFigures)
+    if jury and jury.histogram:
+        rows = [{"score": score, "records": n} for score, n in jury.histogram.items()]
         create_table_artifact(rows, key=k["jury_scores"], description="aggregated jury scores (rounded)")
         published.append(k["jury_scores"])
     if report.is_file():
@@ -83,16 +84,17 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
 def hygiene_tables(stats: RunStats) -> dict[str, tuple[list[dict], str]]:
     """The data hygiene figures of the run as tables (only those of stages that ran)."""
     tables = {}
-    decontamination, filters, pii = stats.stage("decontamination"), stats.stage("filters"), stats.stage("pii")
+    decontamination, filters = stats.figures(DecontaminationFigures), stats.figures(FiltersFigures)
+    pii = stats.figures(PiiFigures)
     if decontamination:
-        rows = [{"benchmark": name, **figures} for name, figures in decontamination.figures.get("benchmarks", {}).items()]
+        rows = [{"benchmark": name, **figures.model_dump()} for name, figures in decontamination.benchmarks.items()]
         tables["contamination"] = (rows, "records that contain a benchmark text, per benchmark")
-    if filters and filters.figures.get("languages"):
-        rows = [{"language": lang, "records": n} for lang, n in filters.figures["languages"].items()]
+    if filters and filters.languages:
+        rows = [{"language": lang, "records": n} for lang, n in filters.languages.items()]
         tables["languages"] = (rows, "the filter stage's input by detected language")
     if pii:
-        rows = [{"kind": kind, "found": n} for kind, n in pii.figures.get("found", {}).items()]
-        tables["pii"] = (rows, f"PII found ({pii.figures.get('action')}), per kind; never the values")
+        rows = [{"kind": kind, "found": n} for kind, n in pii.found.items()]
+        tables["pii"] = (rows, f"PII found ({pii.action}), per kind; never the values")
     return tables
 
 

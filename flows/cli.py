@@ -98,7 +98,7 @@ def validate(config_path: Path) -> int:
     config = load_config(config_path)
     preflight(config)
     files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
-    check_ingest_files([f.to_dict() for f in files], config.execution)  # the run's exit 4, found on the sample
+    check_ingest_files([f.entry() for f in files], config.execution)  # the run's exit 4, found on the sample
     sections = configured(config)
     print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
     print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")

@@ -85,8 +85,3 @@ class ExportedSet(BaseModel):
 
 # Why a set training needs is missing when the run's export gave no reason of its own.
 NOT_EXPORTED = "not written: curate with an `export:` section first"
-
-
-def exported_sets(figures: dict[str, Any]) -> dict[str, ExportedSet]:
-    """The export stage's per-kind sets from its stats.json figures (empty without any)."""
-    return {kind: ExportedSet.model_validate(entry) for kind, entry in (figures.get("splits") or {}).items()}

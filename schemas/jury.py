@@ -8,13 +8,16 @@ key is never in the config: `api_key_env` names the environment variable that ho
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 from pydantic import Field, field_validator, model_validator
 
 from schemas.base import Strict, TextView
+from schemas.record import meta_json
 
 Aggregate = Literal["mean", "median", "majority", "min"]
+Method = Literal["jury", "distilled", "unscored"]  # how a record's jury score came about
 
 
 class Price(Strict):
@@ -196,3 +199,36 @@ class PreferenceConfig(Strict):
             raise ValueError(f"source_order is only read by ranking: source (ranking is {self.ranking!r})")
         return self
 
+
+
+class JudgeFailure(Strict):
+    """A judge that gave no score for a record: why, and its raw answer."""
+
+    error: str | None
+    raw: str | None
+
+
+class JuryVerdict(Strict):
+    """A record's `meta.jury`: the hand-off from the jury stage to preference pairs, select and
+    the reject details. The jury stage is its only writer (`into`); readers use `read`.
+    Fields left unset (`judges`, `spread`, `failed`) are not written: a distilled or unscored
+    record has no per-judge scores, a record every judge scored has no failures."""
+
+    score: float | None  # the aggregate (or distilled) score; None: unscored
+    method: Method
+    judges: dict[str, float | None] | None = None  # per judge, None where the judge failed
+    spread: float | None = None  # max - min of the judges' scores; None when none scored
+    failed: dict[str, JudgeFailure] | None = None
+
+    def into(self, meta: str | None) -> str:
+        """`meta` (a record's JSON extras) with this verdict as its `jury`."""
+        data = orjson.loads(meta) if meta else {}
+        data["jury"] = self.model_dump(exclude_unset=True)
+        return meta_json(data)
+
+    @classmethod
+    def read(cls, meta: str | dict[str, Any] | None) -> JuryVerdict | None:
+        """The verdict in a record's meta (JSON text or parsed); None when the jury did not rate it."""
+        data = orjson.loads(meta) if isinstance(meta, str) else meta or {}
+        verdict = data.get("jury")
+        return cls.model_validate(verdict) if verdict is not None else None

@@ -98,7 +98,10 @@ def test_candidates_are_ranked_and_a_rerun_resumes_per_candidate(
 def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_path: Path) -> None:
     """A candidate's dpo needs hf/preference; export wrote none (a small run without pairs):
     the check before training says so, with export's reason, before any candidate trains."""
-    from curation.core.stats import RunStats, StageStats, Totals, unwritten_sets
+    from stats_entries import export_entry
+
+    from curation.core.stats import RunStats, Totals, unwritten_sets
+    from schemas.export import ExportedSet
     from training.stages import check_stages
 
     train = {"method": "sft", "candidates": [{"name": "plain"}, {"name": "paired", "method": "sft_dpo"}]}
@@ -106,8 +109,8 @@ def test_training_stops_before_any_step_when_a_set_it_needs_was_not_written(tmp_
     run = tmp_path / "run"
     (run / "export" / "hf" / "sft").mkdir(parents=True)
     reason = "no rows: all 1 preference records rejected at export (same_chosen_rejected 1)"
-    splits = {"sft": {"train": 4, "test": 1}, "preference": {"not_written": reason}}
-    export = StageStats.model_validate({"stage": "export", "in": 6, "out": 5, "removed": 1, "splits": splits})
+    splits = {"sft": ExportedSet(train=4, test=1), "preference": ExportedSet(not_written=reason)}
+    export = export_entry(6, 5, splits)
     RunStats(stages=[export], totals=Totals(ingested=6, kept=5, rejected=1)).write(run)
     config = TrainConfig.model_validate(train)
     with pytest.raises(TrainingInputError, match=re.escape(f"(export/hf/preference: {reason})")):

@@ -341,9 +341,12 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
 def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """By the config's path and hash in stats.json, never by name: sft_pref.yaml must not take
     runs/sft_pref_v2-... (newer, and a prefix match)."""
-    from curation.core.stats import RunStats, StageStats, Totals, config_sha256
+    from stats_entries import export_entry
+
+    from curation.core.stats import RunStats, Totals, config_sha256
     from flows.cli import _latest_run_dir, _new_run_dir
     from schemas.config import ConfigError
+    from schemas.export import ExportedSet
 
     configs = {name: tmp_path / f"{name}.yaml" for name in ("sft_pref", "sft_pref_v2")}
     for name, path in configs.items():
@@ -354,9 +357,9 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
         for kind in sets:
             (run_dir / "export" / "hf" / kind).mkdir(parents=True)
         totals = Totals(ingested=1, kept=1, rejected=0)
-        splits = {kind: {"train": 1} if kind in sets else {"not_written": "no rows: no preference records reached export"}
-                  for kind in ("sft", "preference")}
-        export = StageStats.model_validate({"stage": "export", "in": 1, "out": 1, "removed": 0, "splits": splits})
+        none = ExportedSet(not_written="no rows: no preference records reached export")
+        splits = {kind: ExportedSet(train=1) if kind in sets else none for kind in ("sft", "preference")}
+        export = export_entry(1, 1, splits)
         stats = RunStats(config=str(config), config_sha256=config_sha256(config), stages=[export], totals=totals)
         stats.write(run_dir)
         os.utime(run_dir / "stats.json", (mtime, mtime))
@@ -422,7 +425,7 @@ def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatc
         monkeypatch.chdir(cwd)
         stats = run_pipeline(load_config(config_path), tmp_path / f"run{len(sources)}", config_path, in_memory=True)
         sources.append(pl.read_parquet(tmp_path / f"run{len(sources)}" / "kept.parquet")["source"].to_list())
-        assert stats.stage("ingest").figures["files"][0]["path"] == "data/docs.jsonl"
+        assert stats.stage("ingest").figures.files[0].path == "data/docs.jsonl"
     assert sources == [["data/docs.jsonl:1"], ["data/docs.jsonl:1"]]
 
 

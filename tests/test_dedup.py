@@ -150,8 +150,8 @@ def test_minhash_pairs_grow_linearly_with_one_big_cluster(paragraphs: list[str])
     records = frame(texts)
     result = build_minhash_stage(MinHashDedup(), progress=False)(records)
     assert check(records, result) == {f"r{i}": "r0" for i in range(1, 3000)}
-    assert result.extra["candidate_pairs"] < 2 * len(texts)
-    assert result.extra["confirmed_pairs"] == len(texts) - 1
+    assert result.figures.candidate_pairs < 2 * len(texts)
+    assert result.figures.confirmed_pairs == len(texts) - 1
 
 
 def test_clusters_keep_their_earliest_row() -> None:
@@ -256,7 +256,7 @@ def test_semantic_verify_still_removes_paraphrases() -> None:
     records = frame(list(SAME_TASK))
     result = build_semantic_stage(SemanticDedup(), progress=False)(records)
     assert check(records, result) == {"r1": "r0"}
-    assert result.extra["kept_as_different_task"] == {}
+    assert result.figures.kept_as_different_task == {}
 
 
 def test_semantic_verify_removes_a_paraphrase_of_a_record_it_kept() -> None:
@@ -266,7 +266,7 @@ def test_semantic_verify_removes_a_paraphrase_of_a_record_it_kept() -> None:
     records = frame([celsius, fahrenheit, SAME_TASK[1]])
     result = build_semantic_stage(SemanticDedup(), progress=False)(records)
     assert check(records, result) == {"r2": "r1"}
-    assert result.extra["kept_as_different_task"] == {"direction": 1}
+    assert result.figures.kept_as_different_task == {"direction": 1}
     assert float(result.rejected["detail"][0].removeprefix("cosine ")) >= 0.9
 
 
@@ -278,7 +278,7 @@ def test_semantic_keeps_the_same_task_in_two_programming_languages(shared_data: 
     records = records_frame([conversation(i, r["instruction"], r["output"]) for i, r in enumerate((python, javascript))])
     result = build_semantic_stage(SemanticDedup(), progress=False)(records)
     assert check(records, result) == {}
-    assert result.extra["kept_as_different_task"] == {"language": 1}
+    assert result.figures.kept_as_different_task == {"language": 1}
     assert check(records, build_semantic_stage(SemanticDedup(verify=False), progress=False)(records)) == {"c1": "c0"}
 
 
@@ -300,8 +300,8 @@ def test_semantic_decisions_do_not_depend_on_how_many_pairs_are_verified_at_once
     monkeypatch.setattr(semantic, "VERIFY_PAIRS", records.height)
     whole = stage(records)
     assert chunked.kept.equals(whole.kept) and chunked.rejected.equals(whole.rejected)
-    assert chunked.extra == whole.extra and whole.extra["search"].startswith("exact, then ivf from ")
-    assert whole.extra["kept_as_different_task"]["direction"] >= 1 and len(check(records, whole)) > 10
+    assert chunked.figures == whole.figures and whole.figures.search.startswith("exact, then ivf from ")
+    assert whole.figures.kept_as_different_task["direction"] >= 1 and len(check(records, whole)) > 10
 
 
 @pytest.mark.parametrize(
@@ -413,10 +413,10 @@ def test_sibling_answers_are_kept_when_preference_is_configured(
 ) -> None:
     records = sibling_records(paragraphs)
     plain = build(False)(records)
-    assert check(records, plain) == before and "siblings_protected" not in plain.extra
+    assert check(records, plain) == before and plain.figures.siblings_protected is None
     kept = build(True)(records)
     assert check(records, kept) == after
-    assert kept.extra["siblings_protected"] == len(before) - len(after)
+    assert kept.figures.siblings_protected == len(before) - len(after)
     # In shards of 4 records (rows found by their shard's offset) the stage decides the same.
     writer = CorpusWriter(tmp_path / "corpus", 4, tmp_path / "scratch", RECORD_SCHEMA)
     writer.write(records)
@@ -444,7 +444,7 @@ def test_siblings_need_two_distinct_answers_to_a_prompt_ending_with_a_user_turn(
     # Without siblings a stage that protects them decides as one that does not.
     raw = frame(["a text", "A text.", "another"])
     result = build_exact_stage(ExactDedup(), keep_siblings=True)(raw)
-    assert check(raw, result) == {"r1": "r0"} and result.extra == {"siblings_protected": 0}
+    assert check(raw, result) == {"r1": "r0"} and result.figures.model_dump() == {"siblings_protected": 0}
 
 
 def test_oasst_pairs_survive_dedup(public_data: Path, tmp_path: Path) -> None:
@@ -455,10 +455,10 @@ def test_oasst_pairs_survive_dedup(public_data: Path, tmp_path: Path) -> None:
     dedup = {"exact": {}, "minhash": {}, "semantic": {"threshold": 0.9, "view": "assistant"}}
     plain = run_pipeline(CurateConfig(inputs=inputs, preference=preference), tmp_path / "plain", in_memory=True)
     deduped = run_pipeline(CurateConfig(inputs=inputs, preference=preference, dedup=dedup), tmp_path / "dedup", in_memory=True)
-    pairs = plain.stage("preference").figures["generated"]
+    pairs = plain.stage("preference").figures.generated
     assert pairs > 100
-    assert deduped.stage("preference").figures["generated"] >= 0.95 * pairs
-    assert all(deduped.stage(s).figures["siblings_protected"] > 0 for s in ("dedup_minhash", "dedup_semantic"))
+    assert deduped.stage("preference").figures.generated >= 0.95 * pairs
+    assert all(deduped.stage(s).figures.siblings_protected > 0 for s in ("dedup_minhash", "dedup_semantic"))
     # Without a preference section the same dedup removes many of them.
     alone = run_pipeline(CurateConfig(inputs=inputs, dedup=dedup), tmp_path / "alone", in_memory=True)
     assert alone.stage("dedup_semantic").removed > 50

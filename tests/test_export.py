@@ -27,7 +27,7 @@ from curation.ingest import ingest
 from curation.llm.tokenizer import load_tokenizer
 from schemas.chat import TEMPLATE_DIR, TEMPLATE_NAMES, apply_template, named_template
 from schemas.config import ConfigError, InputSpec
-from schemas.export import ExportConfig, exported_sets
+from schemas.export import ExportConfig
 from schemas.record import REJECT_SCHEMA, records_frame
 
 INPUTS = (
@@ -166,7 +166,7 @@ def test_alpaca_takes_single_turns_and_skips_the_rest(exported: tuple[StageResul
         if len([t for t in turns if t["role"] != "system"]) == 2
     ]
     assert sorted(alpaca["id"]) == sorted(single)
-    assert result.extra["files"][FILES["alpaca"]] == {
+    assert result.figures.files[FILES["alpaca"]].model_dump() == {
         "rows": len(single), "skipped": sft.height - len(single), "system_column": False
     }
     row = alpaca[0]
@@ -192,7 +192,7 @@ def test_invalid_rows_become_rejects_with_their_reason(
     details = dict(zip(rejected["id"], rejected["detail"], strict=True))
     assert details["two-users"] == "conversation turn 1: user after user"
     assert "tool-call" in result.kept["id"] and "raw-doc" in result.kept["id"]  # raw: kept, not exported
-    assert result.extra["not_exported"] == {"raw": 1}
+    assert result.figures.not_exported == {"raw": 1}
     too_long = rejected.filter(pl.col("reason") == "too_long")
     assert too_long.height > 0 and set(too_long["kind"]) == {"sft", "preference"}
 
@@ -201,15 +201,15 @@ def test_token_stats_count_the_overlength_rows(exported: tuple[StageResult, Path
     result, _ = exported
     too_long = result.rejected.filter(pl.col("reason") == "too_long")
     for kind in ("sft", "preference"):
-        stats = result.extra["tokens"][kind]
+        stats = result.figures.tokens[kind]
         dropped = too_long.filter(pl.col("kind") == kind).height
-        assert stats["over_max_seq_length"] == stats["dropped_too_long"] == dropped > 0
-        assert stats["kept_for_truncation"] == 0
-        assert stats["min"] <= stats["p50"] <= stats["p95"] <= stats["max"] > MAX_LEN
+        assert stats.over_max_seq_length == stats.dropped_too_long == dropped > 0
+        assert stats.kept_for_truncation == 0
+        assert stats.min <= stats.p50 <= stats.p95 <= stats.max > MAX_LEN
         # The report's token histogram: every measured record once, those over the limit past it.
-        hist = stats["histogram"]
-        assert sum(hist["counts"]) == stats["count"]
-        assert sum(hist["counts"][-(-MAX_LEN // hist["bin_width"]):]) >= stats["over_max_seq_length"]
+        hist = stats.histogram
+        assert sum(hist.counts) == stats.count
+        assert sum(hist.counts[-(-MAX_LEN // hist.bin_width):]) >= stats.over_max_seq_length
     detail = too_long["detail"][0]
     assert detail.endswith(f"tokens > max_seq_length {MAX_LEN}") and int(detail.split()[0]) > MAX_LEN
 
@@ -227,8 +227,8 @@ def test_truncate_keeps_long_rows_unless_the_prompt_fills_the_window(
     assert result.kept["id"].to_list() == ["long-answer", "short"]
     assert result.rejected["reason"].to_list() == ["too_long"]
     assert result.rejected["detail"][0].startswith("the prompt alone has")
-    stats = result.extra["tokens"]["sft"]
-    outcome = (stats["over_max_seq_length"], stats["dropped_too_long"], stats["kept_for_truncation"])
+    stats = result.figures.tokens["sft"]
+    outcome = (stats.over_max_seq_length, stats.dropped_too_long, stats.kept_for_truncation)
     assert outcome == (2, 1, 1)
     assert "hf" in {p.name for p in tmp_path.iterdir()} and not (tmp_path / FILES["alpaca"]).exists()
 
@@ -241,7 +241,7 @@ def test_splits_follow_test_size_and_seed(exported: tuple[StageResult, Path]) ->
     assert list(split(openai, 0.1, 42)["test"]["id"]) == list(saved["test"]["id"])  # same seed, same split
     assert list(split(openai, 0.1, 7)["test"]["id"]) != list(saved["test"]["id"])
     expected = {"train": saved["train"].num_rows, "test": saved["test"].num_rows, "not_written": None, "note": None}
-    assert result.extra["splits"]["sft"] == expected
+    assert result.figures.splits["sft"].model_dump() == expected
     assert set(split(openai.select([0]), 0.1, 42)) == {"train"}  # one row: nothing to hold out
 
 
@@ -251,7 +251,7 @@ def test_a_one_row_set_is_all_train_and_says_so(tokenizer: PreTrainedTokenizerBa
     result = export(records_frame([TOOL_CALL]), tmp_path, tokenizer, formats=["openai"])
     assert not (tmp_path / FILES["sharegpt"]).exists()  # a re-export leaves nothing of the last one
     note = "fewer than 2 rows: no test split, all train"
-    assert result.extra["splits"]["sft"] == {"train": 1, "test": 0, "not_written": None, "note": note}
+    assert result.figures.splits["sft"].model_dump() == {"train": 1, "test": 0, "not_written": None, "note": note}
     assert set(load_from_disk(str(tmp_path / "hf" / "sft"))) == {"train"}
     assert "fewer than 2 rows" in (tmp_path / "README.md").read_text()
 
@@ -260,7 +260,7 @@ def test_a_set_without_rows_is_not_written_and_says_why(tokenizer: PreTrainedTok
     """Default formats on sft-only records: no preference set; with only a rejected pair, it says so.
     stats.json holds counts (never a string where a number goes) and the reason apart."""
     sft_only = export(records_frame([TOOL_CALL, RAW]), tmp_path, tokenizer)
-    splits = exported_sets(sft_only.extra)
+    splits = sft_only.figures.splits
     assert splits["preference"].rows == 0 and not splits["preference"].written
     assert splits["preference"].not_written == "no rows: no preference records reached export"
     assert splits["sft"].written and splits["sft"].rows == 1
@@ -270,7 +270,7 @@ def test_a_set_without_rows_is_not_written_and_says_why(tokenizer: PreTrainedTok
     same_pair, _ = BROKEN["same-pair"]
     rejected = export(records_frame([same_pair]), tmp_path, tokenizer, formats=["preference"])
     reason = "no rows: all 1 preference records rejected at export (same_chosen_rejected 1)"
-    assert exported_sets(rejected.extra)["preference"].not_written == reason
+    assert rejected.figures.splits["preference"].not_written == reason
     assert not (tmp_path / "hf").exists()
 
 
@@ -299,7 +299,7 @@ def test_special_tokens_in_data_are_rejected_by_default(tokenizer: PreTrainedTok
         "pair": ("special_token", "chosen turn 0 (assistant) holds the tokenizer's special token '<|endoftext|>'"),
     }
     assert result.kept["id"].to_list() == ["other-model"]
-    assert result.extra["special_tokens"] == {"action": "reject", "records": 2, "escaped": 0}
+    assert result.figures.special_tokens.model_dump() == {"action": "reject", "records": 2, "escaped": 0}
 
 
 def test_escaped_special_tokens_train_as_plain_text(tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ def test_escaped_special_tokens_train_as_plain_text(tokenizer: PreTrainedTokeniz
     injected = record("injected", messages=[turn("system", "Be brief."), turn("user", INJECTION), ANSWER])
     pair = record("pair", "preference", [ASK], chosen=[turn("assistant", "Paris<|endoftext|>")], rejected=[ROME])
     result = export(records_frame([injected, pair]), tmp_path, tokenizer, special_tokens="escape")
-    assert result.rejected.height == 0 and result.extra["special_tokens"]["escaped"] == 2
+    assert result.rejected.height == 0 and result.figures.special_tokens.escaped == 2
     template_only = [turn("system", "x"), turn("user", "x"), turn("assistant", "x")]
     (row,) = rows_of(tmp_path / FILES["openai"])
     assert row["messages"][1]["content"].replace("\u200b", "") == INJECTION
@@ -426,7 +426,7 @@ def test_card_and_framework_configs(exported: tuple[StageResult, Path]) -> None:
         "| synthetic.jsonl | 0 | 1 | unknown |",
         "| dedup_exact | 10 | 8 | 2 | exact_duplicate 2 |",
         f"too_long {result.rejected.filter(pl.col('reason') == 'too_long').height}",
-        f"| sft | {result.extra['splits']['sft']['train']} | {result.extra['splits']['sft']['test']} |",
+        f"| sft | {result.figures.splits['sft'].train} | {result.figures.splits['sft'].test} |",
         "## Token lengths",
     ):
         assert fragment in card, fragment

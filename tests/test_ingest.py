@@ -161,7 +161,7 @@ def test_hostile_rows_are_rejected_one_by_one(tmp_path: Path, monkeypatch: pytes
     first = result.records.row(0, named=True)
     assert first["messages"][1]["content"] == "Hi there!\tok"  # NUL and BEL removed, the tab kept
     assert json.loads(first["meta"])["control_chars_removed"] == 2
-    assert result.stats().figures["control_chars_removed"] == 1
+    assert result.stats().figures.control_chars_removed == 1
 
 
 # --- real data ----------------------------------------------------------------------------
@@ -478,7 +478,7 @@ def test_per_file_ingest_gives_the_ids_of_the_whole_run(tmp_path: Path, monkeypa
     assert ids == ["a", "a~2", "b", "a~3", "a~2~2", ids[5], f"{ids[5]}~2", "b~2", "a~4"]
     assert [json.loads(m).get("input_id") for m in records["meta"]] == [None, "a", None, "a", "a~2", None, ids[5], "b", "a"]
     assert per_file.rejected.height == 2 and per_file.rows_read == whole.rows_read == 11
-    assert [f.to_dict() for f in per_file.files] == [f.to_dict() for f in whole.files]
+    assert [f.entry() for f in per_file.files] == [f.entry() for f in whole.files]
     assert not (tmp_path / "per-file" / "files").exists()  # the per-file shards moved into one corpus
     # Tasks that do not see the run's folder (another machine) send their shards back instead.
     monkeypatch.setattr(parallel, "_sees", lambda mark: False)
@@ -725,7 +725,7 @@ def test_every_kind_of_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     files = {f.path: f for f in result.files}
     assert files["chat.jsonl"].shape == "mixed: messages 3, sharegpt 1"
     assert (files["rows.jsonl"].rows_read, files["rows.jsonl"].records, files["rows.jsonl"].rejected) == (8, 2, 6)
-    assert files["odd.jsonl"].to_dict()["removed_by_reason"] == {"unknown_shape": 2}
+    assert files["odd.jsonl"].entry().removed_by_reason == {"unknown_shape": 2}
     assert sum(f.rows_read for f in result.files) == result.rows_read
 
 
@@ -843,7 +843,7 @@ def test_a_directory_reads_only_its_data_files(tmp_path: Path) -> None:
     assert skipped == [".gitattributes", "LICENSE", "LICENSE.txt", "README.md", "convert.py", "part-9.jsonl"]
     empty = next(f for f in result.files if f.path.endswith("empty.jsonl"))
     assert empty.line().endswith("0 rows read, 0 records, 0 rejected - an empty file")
-    assert result.stats().figures["skipped_files"] == result.skipped
+    assert result.stats().figures.skipped_files == result.skipped
 
 
 # --- encodings and what may be opened ----------------------------------------------------------
@@ -884,7 +884,7 @@ def test_text_encodings(public_data: Path, tmp_path: Path) -> None:
         "win.jsonl": ("utf-16", 3, 1),
     }
     assert files["win.jsonl"].line().startswith(f"{tmp_path}/win.jsonl (jsonl, utf-16): alpaca, 4 rows read")
-    assert files["bom.jsonl.gz"].to_dict()["encoding"] == "utf-8-sig"
+    assert files["bom.jsonl.gz"].entry().encoding == "utf-8-sig"
     texts = [m[0]["content"] for m in result.records["messages"].to_list() if m]
     assert texts.count("Übersetze Nummer 2") == 3 and texts.count("Say café") == 2
     assert "café crème" in result.records["text"].to_list()
@@ -968,7 +968,9 @@ def test_inputs_on_s3_read_as_the_same_local_files(public_data: Path, tmp_path: 
     assert there.records["source"][0] == f"{remote}/gsm8k.jsonl.gz:1"
     assert [(f.path, f.compression, f.encoding) for f in there.files] == [
         (f"{remote}/gsm8k.jsonl.gz", "gzip", "ascii"), (f"{remote}/sub/latin.jsonl", None, "cp1252")]
-    assert [f.to_dict() | {"path": ""} for f in there.files] == [f.to_dict() | {"path": ""} for f in here.files]
+    assert [f.entry().model_copy(update={"path": ""}) for f in there.files] == [
+        f.entry().model_copy(update={"path": ""}) for f in here.files
+    ]
     assert there.skipped == [f"{remote}/README.md"]
     assert expand_input(f"{remote}/**/*.jsonl*") == [remote / "gsm8k.jsonl.gz", remote / "sub/latin.jsonl"]
     with pytest.raises(ConfigError, match=r"the bucket no-such-bucket-x does not exist"):

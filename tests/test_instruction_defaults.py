@@ -45,13 +45,13 @@ def test_a_shared_preamble_and_system_prompt_do_not_make_duplicates(tmp_path: Pa
     records = ingest([InputSpec(path=str(path))], progress=False).records
     default = build_semantic_stage(SemanticDedup(), progress=False)(records)
     assert default.rejected["duplicate_of"].to_list() == [records["id"][0]]
-    assert default.extra["shared_lines_left_out"] == len(PREAMBLE)
+    assert default.figures.shared_lines_left_out == len(PREAMBLE)
     # In shards of 8 records the shared lines, and so the decisions, are the same.
     writer = CorpusWriter(tmp_path / "corpus", 8, tmp_path / "scratch", RECORD_SCHEMA)
     writer.write(records)
     sharded = build_semantic_stage(SemanticDedup(), progress=False)(writer.close())
     assert sharded.rejected.collect()["id"].to_list() == default.rejected["id"].to_list()
-    assert sharded.extra["shared_lines_left_out"] == len(PREAMBLE)
+    assert sharded.figures.shared_lines_left_out == len(PREAMBLE)
     # As before: the system prompt, the preamble and a 128-token prefix dominate every embedding.
     old = build_semantic_stage(SemanticDedup(view="all", shared_lines=None, max_seq_length=128), progress=False)(records)
     assert old.rejected.height > 20
@@ -73,9 +73,9 @@ def test_sibling_answers_from_two_files_become_source_ranked_pairs(tmp_path: Pat
     preference = {"ranking": "source", "source_order": ["outputs_gpt4.json", "outputs_alpaca7b.json"]}
     stats = run_pipeline(CurateConfig(inputs=inputs, dedup=dedup, preference=preference), tmp_path / "run", in_memory=True)
     semantic = stats.stage("dedup_semantic")
-    assert semantic.removed == 0 and semantic.figures["siblings_protected"] == removed
+    assert semantic.removed == 0 and semantic.figures.siblings_protected == removed
     pref = stats.stage("preference")
-    assert pref.figures["generated"] == len(alpaca) and pref.figures["no_pair_by_reason"] == {}
+    assert pref.figures.generated == len(alpaca) and pref.figures.no_pair_by_reason == {}
     # Streamed in shards of 16 records, the run decides the same (shared lines, siblings, pairs).
     execution = {"batch_size": 16}
     config = CurateConfig(inputs=inputs, dedup=dedup, preference=preference, execution=execution)

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 import yaml
 from openai_server import FakeOpenAI, Reply, echo, prompt_of, rating_reply
+from pydantic import ValidationError
 
 from curation.core.inputs import load_config
 from curation.core.plan import build_plan
@@ -21,7 +22,7 @@ from curation.llm.endpoint import EndpointModel
 from curation.preference.pairwise import PairwiseJudge
 from schemas.base import StageFailed
 from schemas.config import ConfigError
-from schemas.jury import Endpoint
+from schemas.jury import Endpoint, JudgeFailure, JuryVerdict
 
 REPO = Path(__file__).resolve().parents[1]
 QUALITY = re.compile(r"quality=(\d)")
@@ -463,3 +464,23 @@ def test_llm_config_errors_name_the_field(tmp_path: Path, section: dict, expecte
         load_config(path)
     assert expected in str(error.value)
     assert "sk-abc123secret" not in str(error.value)
+
+
+def test_the_jury_verdict_is_the_one_spelling_of_meta_jury() -> None:
+    """The jury stage writes meta.jury through JuryVerdict and preference/select read it back
+    through it: the stored JSON stays as it was, a field it did not set is not written, and a
+    verdict with an unknown or mistyped field does not read."""
+    verdict = JuryVerdict(score=3.5, method="jury")
+    verdict.judges, verdict.spread = {"a": 4.0, "b": None}, 0.0
+    verdict.failed = {"b": JudgeFailure(error="unparsable", raw="hard to say")}
+    meta = verdict.into('{"source_id":"x1"}')
+    assert meta == ('{"jury":{"failed":{"b":{"error":"unparsable","raw":"hard to say"}},"judges":{"a":4.0,"b":null},'
+                    '"method":"jury","score":3.5,"spread":0.0},"source_id":"x1"}')
+    assert JuryVerdict.read(meta) == verdict
+    distilled = JuryVerdict(score=None, method="distilled").into(None)
+    assert distilled == '{"jury":{"method":"distilled","score":null}}'
+    assert JuryVerdict.read('{"source_id":"x1"}') is None and JuryVerdict.read(None) is None
+    for drifted in ('{"jury":{"method":"jury","score":3,"judge":{}}}', '{"jury":{"method":"vote","score":3}}',
+                    '{"jury":{"method":"jury","score":"high"}}'):
+        with pytest.raises(ValidationError):
+            JuryVerdict.read(drifted)

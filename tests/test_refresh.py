@@ -184,8 +184,8 @@ def test_duplicates_of_published_records_are_rejected(published: dict) -> None:
         assert r["detail"].startswith(f"{kind}:") and r["detail"].endswith("in v0001")
     assert (by_id["b05"]["reason"], by_id["b05"]["duplicate_of"]) == ("published_id", "b05")
     figures = published["stage2"].figures
-    assert figures["matched"] == {"exact": 1, "minhash": 1, "semantic": 1} and figures["id_conflicts"] == 1
-    assert figures["rebuilt_indexes"] == []
+    assert figures.matched == {"exact": 1, "minhash": 1, "semantic": 1} and figures.id_conflicts == 1
+    assert figures.rebuilt_indexes == []
 
 
 def test_new_version_is_old_plus_new(published: dict) -> None:
@@ -227,7 +227,7 @@ def test_settings_change_rebuilds_that_index(published: dict, alpaca: list[dict]
     embeds = Embeds(monkeypatch)
     specs, _, stage, v3 = run_refresh(root, "r3", embeds)
     assert [Path(s.path).name for s in specs] == ["d.jsonl"]
-    assert stage.figures["rebuilt_indexes"] == ["minhash"]
+    assert stage.figures.rebuilt_indexes == ["minhash"]
     rejected = pl.read_parquet(root / "runs" / "r3" / "rejected.parquet").filter(pl.col("stage") == "dedup_published").to_dicts()
     assert [(r["id"], r["duplicate_of"], r["detail"][:8]) for r in rejected] == [("d_near", "c01", "minhash:")]
     meta = json.loads((v3 / "index" / "index.json").read_text())
@@ -245,7 +245,7 @@ def test_another_encoder_re_embeds_the_published_version(published: dict, alpaca
     write(root / "data" / "e.jsonl", [row("e00", alpaca[47]), row("e01", alpaca[48])])
     embeds = Embeds(monkeypatch)
     _, _, stage, v4 = run_refresh(root, "r4", embeds)
-    assert stage.figures["rebuilt_indexes"] == ["semantic"]  # stored by the static model: not comparable
+    assert stage.figures.rebuilt_indexes == ["semantic"]  # stored by the static model: not comparable
     n3 = pl.read_parquet(root / "published" / "v0003" / "kept.parquet").height
     assert len(embeds.texts) == n3 + 2  # every published record again, then the two new ones
     meta = json.loads((v4 / "index" / "index.json").read_text())
@@ -390,9 +390,9 @@ def test_sibling_answers_are_not_rejected_as_published_duplicates(tmp_path: Path
         write(root / "data" / "c.jsonl", [again, other])
         _, _, stage, _ = run_refresh(root, "r2")
         if preference:
-            assert stage.removed == 0 and stage.figures["siblings_protected"] == 1
+            assert stage.removed == 0 and stage.figures.siblings_protected == 1
         else:
-            assert stage.removed_by_reason == {"duplicate_of_published": 1} and "siblings_protected" not in stage.figures
+            assert stage.removed_by_reason == {"duplicate_of_published": 1} and stage.figures.siblings_protected is None
 
 
 @pytest.mark.parametrize("verify", [True, False])

@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from curation.core.run import run_pipeline
-from curation.core.stats import RunFailed, RunStats
+from curation.core.stats import RunFailed, RunStats, StageStats, stage_stats
 from schemas.config import CurateConfig
+from schemas.figures import IngestFigures, JuryFigures, MinhashFigures
 from tests.test_ingest import HH_CHOSEN, HH_REJECTED
 
 
@@ -61,3 +63,57 @@ def test_a_rerun_without_a_section_removes_its_stale_output(tmp_path: Path) -> N
     assert not (out / "export").exists()  # `curate train --data` cannot pick up the old sets
     assert not (out / "jury").exists() and not (out / "decontamination").exists()
     assert (out / "kept.parquet").is_file()
+
+
+MINHASH_ENTRY = {"stage": "dedup_minhash", "in": 3, "out": 3, "removed": 0, "removed_by_reason": {}, "seconds": 0.1,
+                 "bands": 2, "rows": 3, "candidate_pairs": 0}
+
+
+def test_a_stage_entry_reads_its_figures_as_its_stage_model_and_writes_them_back_flat() -> None:
+    entry = StageStats.model_validate(MINHASH_ENTRY)
+    figures = entry.figures_as(MinhashFigures)
+    assert (figures.bands, figures.rows, figures.candidate_pairs, figures.confirmed_pairs) == (2, 3, 0, None)
+    # Figures the stage did not set stay out of the file: the layout is exactly what was read.
+    assert list(entry.model_dump(by_alias=True)) == list(MINHASH_ENTRY)
+    assert entry.model_dump(by_alias=True) == MINHASH_ENTRY
+    with pytest.raises(TypeError, match="MinhashFigures, not JuryFigures"):
+        entry.figures_as(JuryFigures)
+
+
+@pytest.mark.parametrize("change", [
+    {"band": 2},  # a renamed (unknown) figure
+    {"bands": "two"},  # a wrong type
+    {"bands": None},
+    {"stage": "dedup_exact"},  # another stage's figures
+    {"stage": "a_stage_without_figures"},
+])
+def test_a_figure_that_drifted_from_its_model_fails_validation(change: dict) -> None:
+    with pytest.raises(ValidationError):
+        StageStats.model_validate({**MINHASH_ENTRY, **change})
+    missing = {k: v for k, v in MINHASH_ENTRY.items() if k != "candidate_pairs"}
+    with pytest.raises(ValidationError, match="candidate_pairs"):
+        StageStats.model_validate(missing)
+
+
+def test_stage_stats_takes_only_the_figures_model_of_its_stage() -> None:
+    figures = MinhashFigures(bands=2, rows=3, candidate_pairs=0)
+    assert stage_stats("dedup_minhash", 3, 3, {}, 0.1, figures).figures == figures
+    with pytest.raises(ValidationError):
+        stage_stats("dedup_exact", 3, 3, {}, 0.1, figures)
+    with pytest.raises(ValidationError):
+        StageStats(stage="dedup_exact", rows_in=3, out=3, removed=0, figures=figures)
+
+
+def test_stats_json_reads_back_to_the_same_file_with_typed_figures(tmp_path: Path) -> None:
+    rows = [{"text": f"document number {i} has enough words to pass the default filters here"} for i in range(6)]
+    data = write_jsonl(tmp_path / "docs.jsonl", rows + rows[:2])
+    config = CurateConfig(inputs=[{"path": str(data)}], filters={}, dedup={"exact": {}, "minhash": {}})
+    run_pipeline(config, tmp_path / "run")
+    text = (tmp_path / "run" / "stats.json").read_text()
+    stats = RunStats.read(tmp_path / "run")
+    assert stats.to_json() == text
+    ingest = stats.figures(IngestFigures)
+    assert ingest is not None and ingest.rows_read == 8 and ingest.files[0].records == 8
+    minhash = stats.figures(MinhashFigures)
+    assert minhash is not None and minhash.bands > 0
+    assert stats.stage("dedup_exact").removed == 2 and stats.figures(JuryFigures) is None

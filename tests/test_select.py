@@ -186,7 +186,8 @@ def test_the_lazy_mmr_picks_what_the_textbook_mmr_picks(mmr_lambda: float, n: in
 
 
 def test_scores_are_percentiles_combined_by_weight() -> None:
-    metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": {"score": None}}), None]
+    unscored = {"score": None, "method": "unscored"}
+    metas = [meta_json({"jury": {"score": 4.5, "method": "distilled"}}), meta_json({"jury": unscored}), None]
     assert np.array_equal(jury_scores(pl.DataFrame({"meta": metas})), [4.5, np.nan, np.nan], equal_nan=True)
     assert percentiles(np.array([3.0, 1.0, np.nan, 3.0])).tolist() == pytest.approx([5 / 6, 1 / 3, 0, 5 / 6])
     signals = {"jury": np.array([1.0, 2.0, 3.0]), "length": np.array([30.0, 20.0, 10.0])}
@@ -298,8 +299,8 @@ def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path
     stats = run_pipeline(config, out, progress=False)  # on disk: the store is part of dedup's checkpoint
     figures = next(s.figures for s in stats.stages if s.stage == "select")
     # Records whose dedup text lost a shared line (code fences) are encoded again, the rest reused.
-    assert 0 < figures["embeddings_reused"] < figures["candidates"]
-    assert figures["not_selected_by"]["radius"] > 0  # the vectors decide
+    assert 0 < figures.embeddings_reused < figures.candidates
+    assert figures.not_selected_by["radius"] > 0  # the vectors decide
     manifest = json.loads((out / ".checkpoints" / "01-dedup_semantic" / "manifest.json").read_text())
     assert f"{VECTORS_DIR}/vectors.f32" in manifest["outputs"]
     candidates = Corpus.open(out / ".checkpoints" / "01-dedup_semantic" / "records", 10_000, tmp_path).collect()
@@ -308,16 +309,16 @@ def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path
     ids, texts = candidates["id"].to_list(), candidates.select(text_view(d.view)).to_series().to_list()
     store = VectorStore(out / VECTORS_DIR)
     found, stored = store.lookup(encoder_settings(d), ids, texts)
-    assert found.sum() == figures["embeddings_reused"]
+    assert found.sum() == figures.embeddings_reused
     assert np.array_equal(stored, load_encoder(d.model, d.max_seq_length).encode([texts[i] for i in np.flatnonzero(found)]))
     # Another text for the same id is never given the stored vector.
     assert not store.lookup(encoder_settings(d), ids[:1], [texts[0] + " changed"])[0].any()
     kept = pl.read_parquet(out / "kept.parquet")["id"].sort()
     rejected = pl.read_parquet(out / "rejected.parquet").filter(pl.col("stage") == "select")
-    for where, reused in ((None, 0), (tmp_path / "absent", 0), (out / VECTORS_DIR, figures["embeddings_reused"])):
+    for where, reused in ((None, 0), (tmp_path / "absent", 0), (out / VECTORS_DIR, figures.embeddings_reused)):
         stage = build_select_stage(config.select, None, None, None, False, VectorStore(where) if where else None)
         result = stage(candidates)
-        assert result.extra["embeddings_reused"] == reused
+        assert result.figures.embeddings_reused == reused
         assert result.kept["id"].sort().equals(kept)
         columns = ["id", "detail", "duplicate_of"]
         assert result.rejected.select(columns).sort("id").equals(rejected.select(columns).sort("id"))

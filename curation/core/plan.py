@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
+from schemas.figures import Figures
 
 if TYPE_CHECKING:
     import polars as pl
@@ -52,10 +53,10 @@ class Expansion:
     `reads`: the columns it needs in the records it gets (checked when it runs)."""
 
     name: str
-    run: Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]
+    run: Callable[[pl.DataFrame], tuple[pl.DataFrame, Figures]]
     reads: tuple[str, ...] = ()
 
-    def __call__(self, records: Source) -> tuple[pl.DataFrame, dict]:
+    def __call__(self, records: Source) -> tuple[pl.DataFrame, Figures]:
         from curation.core.corpus import collect
         from curation.core.stage import StageError
 
@@ -190,7 +191,7 @@ def _synthesis(ctx: PlanContext) -> Step:
     cfg, cache, budget = ctx.config.synthesis, ctx.cache, ctx.budget
     assert cfg is not None
 
-    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, Figures]:
         generator = open_model(cfg.generator, cache, budget)
         local = cfg.generator.local
         tokenizer = load_tokenizer(local.path if local else None)  # endpoints: chunk with SmolLM2's

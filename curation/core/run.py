@@ -35,6 +35,7 @@ from curation.core.plan import Expansion, PlanContext, Step, build_plan, planned
 from curation.core.sections import sections
 from curation.core.stage import Stage
 from curation.core.stats import (
+    STANDARD,
     Invariant,
     RunStats,
     StageStats,
@@ -76,10 +77,12 @@ class RunLedger:
             self.rejects.append(rejected)
         self.stages.append(stats)
 
-    def extend(self, name: str, rows_in: int, added: pl.DataFrame, figures: dict) -> None:
+    def extend(self, name: str, rows_in: int, added: pl.DataFrame, manifest: dict) -> None:
+        """`manifest`: the expansion's figures as its checkpoint keeps them, with its seconds."""
         self.records = append(self.records, added)
         self.generated += added.height
-        self.stages.append(stage_stats(name, rows_in, self.records.height, {}, figures.get("seconds"), figures))
+        figures = {k: v for k, v in manifest.items() if k not in STANDARD}
+        self.stages.append(stage_stats(name, rows_in, self.records.height, {}, manifest.get("seconds"), figures))
 
 
 def scrubbed(rejects: Source, scrub: Callable[[pl.DataFrame], pl.DataFrame]) -> Source:
@@ -165,8 +168,7 @@ def run_expansion(step: Expansion, records: Source, checkpoint: Held, fresh: boo
         return manifest
     start = time.perf_counter()
     added, figures = step(records)
-    figures["seconds"] = round(time.perf_counter() - start, 3)
-    return checkpoint.save(added, None, figures)
+    return checkpoint.save(added, None, {**figures.model_dump(mode="json"), "seconds": round(time.perf_counter() - start, 3)})
 
 
 def restored(checkpoint: Held, fresh: bool) -> dict | None:

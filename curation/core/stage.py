@@ -16,6 +16,7 @@ import polars as pl
 
 from curation.core.corpus import Corpus, Source, shards
 from curation.core.stats import StageStats, stage_stats
+from schemas.figures import Figures, NoFigures
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
 
 
@@ -24,14 +25,14 @@ class StageResult:
     kept: Source  # a Corpus when the stage read a Corpus
     rejected: Source  # REJECT_SCHEMA
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)  # stage-specific figures for stats.json
+    figures: Figures = field(default_factory=NoFigures)  # the stage's own, for stats.json (schemas.figures)
 
     def stats(self, name: str, rows_in: int) -> StageStats:
         reason = self.rejected.column("reason") if isinstance(self.rejected, Corpus) else self.rejected["reason"]
         # Most frequent first; equal counts by name, so the same run writes the same stats.
         reasons = reason.to_frame().group_by("reason").len().sort(["len", "reason"], descending=[True, False])
         by_reason = dict(zip(reasons["reason"].to_list(), reasons["len"].to_list(), strict=True))
-        return stage_stats(name, rows_in, self.kept.height, by_reason, round(self.seconds, 3), self.extra)
+        return stage_stats(name, rows_in, self.kept.height, by_reason, round(self.seconds, 3), self.figures)
 
 
 class StageError(RuntimeError):

@@ -1,8 +1,9 @@
 """The run's stats (RUN_DIR/stats.json) as typed models: written by the core, read by the report,
 the dataset card, the Prefect artifacts and the CLI.
 
-Every stage entry has the same standard fields; a stage's own figures (the jury's histogram,
-semantic dedup's search, ...) ride along as extra fields, in the order the stage gave them.
+Every stage entry has the same standard fields, then the stage's own figures (the jury's
+histogram, semantic dedup's search, ...) flat beside them in the file: in the model they are
+`figures`, the typed model schemas.figures registers for the stage's name.
 """
 
 from __future__ import annotations
@@ -12,19 +13,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from curation.core.corpus import atomic_path
 from schemas.base import StageFailed
 from schemas.execution import ExecutionConfig
-from schemas.export import NOT_EXPORTED, ExportedSet, exported_sets
+from schemas.export import NOT_EXPORTED, ExportedSet
+from schemas.figures import ExportFigures, F, Figures, IngestFigures, InputFile, NoFigures, figures_model
 
 STATS_FILE = "stats.json"
 INVARIANT = "ingested + generated == kept + rejected"
 
 
+STANDARD = ("stage", "in", "out", "removed", "removed_by_reason", "seconds")  # a stage entry's fields, in order
+
+
 class StageStats(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     stage: str
     rows_in: int = Field(alias="in")
@@ -32,11 +45,36 @@ class StageStats(BaseModel):
     removed: int
     removed_by_reason: dict[str, int] = {}
     seconds: float | None = None
+    figures: SerializeAsAny[Figures] = Field(default_factory=NoFigures)  # its stage's model (schemas.figures)
 
-    @property
-    def figures(self) -> dict[str, Any]:
-        """The stage's own figures: everything but the standard fields."""
-        return dict(self.model_extra or {})
+    @model_validator(mode="before")
+    @classmethod
+    def _figures_beside(cls, data: Any) -> Any:
+        """stats.json's flat entry: every key past the standard fields is a figure of the stage."""
+        if not isinstance(data, dict) or "figures" in data:
+            return data
+        figures = {k: v for k, v in data.items() if k not in STANDARD and k != "rows_in"}
+        standard = {k: v for k, v in data.items() if k not in figures}
+        return {**standard, "figures": figures_model(str(data.get("stage"))).model_validate(figures)}
+
+    @model_validator(mode="after")
+    def _figures_of_the_stage(self) -> StageStats:
+        expected = figures_model(self.stage)
+        if type(self.figures) is not expected:
+            raise ValueError(f"stage {self.stage}: figures are {type(self.figures).__name__}, not {expected.__name__}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        figures = data.pop("figures")
+        return {**data, **figures}
+
+    def figures_as(self, kind: type[F]) -> F:
+        """The figures as the model of this stage (TypeError for another stage's model)."""
+        if not isinstance(self.figures, kind):
+            raise TypeError(f"stage {self.stage} has {type(self.figures).__name__}, not {kind.__name__}")
+        return self.figures
 
     def reasons_text(self, limit: int | None = None) -> str:
         """`reason count, ...`, most frequent first."""
@@ -44,7 +82,7 @@ class StageStats(BaseModel):
 
     def summary(self) -> str:
         """One log line: `filters: 120 in, 100 out (removed: too_short 20)`."""
-        added = f", {self.figures['generated']} generated" if self.figures.get("generated") else ""
+        added = f", {self.out - self.rows_in} generated" if self.out > self.rows_in else ""
         reasons = self.reasons_text()
         return f"{self.stage}: {self.rows_in} in, {self.out} out{added}" + (f" (removed: {reasons})" if reasons else "")
 
@@ -73,10 +111,15 @@ class RunStats(BaseModel):
     def stage(self, name: str) -> StageStats | None:
         return next((s for s in self.stages if s.stage == name), None)
 
+    def figures(self, kind: type[F]) -> F | None:
+        """The figures of the stage `kind` belongs to; None when the run had no such stage."""
+        entry = self.stage(kind.STAGE)
+        return entry.figures_as(kind) if entry else None
+
     def exported_sets(self) -> dict[str, ExportedSet]:
         """The export stage's sets (hf/<kind>): rows per split, or why one was not written."""
-        export = self.stage("export")
-        return exported_sets(export.figures) if export else {}
+        export = self.figures(ExportFigures)
+        return export.splits if export else {}
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=False), indent=2) + "\n"
@@ -115,12 +158,15 @@ def config_sha256(path: Path | str) -> str | None:
 
 
 def stage_stats(
-    name: str, rows_in: int, rows_out: int, removed_by_reason: dict[str, int], seconds: float | None, figures: dict[str, Any]
+    name: str, rows_in: int, rows_out: int, removed_by_reason: dict[str, int], seconds: float | None,
+    figures: Figures | dict[str, Any],
 ) -> StageStats:
-    """A stage entry with the standard fields first, then the stage's own figures."""
-    entry = {"stage": name, "in": rows_in, "out": rows_out, "removed": sum(removed_by_reason.values()),
-             "removed_by_reason": removed_by_reason, "seconds": seconds}
-    return StageStats.model_validate({**entry, **{k: v for k, v in figures.items() if k not in entry}})
+    """A stage entry: the standard fields, and the stage's own figures (its model, or their JSON
+    as a checkpoint manifest keeps them), validated as the model registered for `name`."""
+    given = figures.model_dump() if isinstance(figures, Figures) else figures
+    return StageStats(stage=name, rows_in=rows_in, out=rows_out, removed=sum(removed_by_reason.values()),
+                      removed_by_reason=removed_by_reason, seconds=seconds,
+                      figures=figures_model(name).model_validate(given))
 
 
 class RunFailed(StageFailed):
@@ -132,19 +178,19 @@ class RunFailed(StageFailed):
 def check_ingest(stats: StageStats, execution: ExecutionConfig) -> None:
     """RunFailed naming every input file that lost more than its allowed share at ingest, with
     its top reasons: a wrong format, shape or mapping must not curate a sliver of the file."""
-    check_ingest_files(stats.figures.get("files", []), execution)
+    check_ingest_files(stats.figures_as(IngestFigures).files, execution)
 
 
-def check_ingest_files(files: list[dict], execution: ExecutionConfig) -> None:
+def check_ingest_files(files: list[InputFile], execution: ExecutionConfig) -> None:
     """check_ingest on ingest's per-file reports (stats.json's `ingest.files`; `curate validate`'s sample)."""
     limit = execution.max_ingest_rejected
     lost = []
     for f in files:
-        outcomes = f["records"] + f["rejected"]
-        if outcomes and f["rejected"] / outcomes > limit:
-            reasons = ", ".join(f"{r} {n}" for r, n in list(f["removed_by_reason"].items())[:3])
-            detected = ", ".join(str(x) for x in (f["format"], f.get("encoding"), f["shape"]) if x)
-            lost.append(f"  {f['path']} ({detected}): {f['rejected']} of {outcomes} rejected ({reasons})")
+        outcomes = f.records + f.rejected
+        if outcomes and f.rejected / outcomes > limit:
+            reasons = ", ".join(f"{r} {n}" for r, n in list(f.removed_by_reason.items())[:3])
+            detected = ", ".join(str(x) for x in (f.format, f.encoding, f.shape) if x)
+            lost.append(f"  {f.path} ({detected}): {f.rejected} of {outcomes} rejected ({reasons})")
     if lost:
         raise RunFailed(
             f"ingest rejected more than {limit:.0%} of an input file (execution.max_ingest_rejected);"

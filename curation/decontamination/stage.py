@@ -36,6 +36,7 @@ from curation.decontamination.ngrams import gram_hashes, normalised_words, word_
 from curation.dedup.encoders import load_encoder
 from curation.dedup.search import KeptIndex
 from schemas.config import Decontamination
+from schemas.figures import BenchmarkFigures, DecontaminationFigures
 
 STAGE = "decontamination"
 MATCHES = "matches.parquet"
@@ -75,18 +76,19 @@ def build_decontamination_stage(cfg: Decontamination, out_dir: Path | None, engi
             out_dir.mkdir(parents=True, exist_ok=True)
             matches.write_parquet(out_dir / MATCHES)
         result = split_rejects(records, STAGE, reason, detail)
-        result.extra = {"benchmarks": _figures(index, matches), "ngram": cfg.ngram, "min_coverage": cfg.min_coverage}
+        result.figures = DecontaminationFigures(benchmarks=_figures(index, matches), ngram=cfg.ngram,
+                                                min_coverage=cfg.min_coverage)
         return result
 
     return Stage(STAGE, run, streams=True)
 
 
-def _figures(index: BenchmarkIndex, matches: pl.DataFrame) -> dict:
+def _figures(index: BenchmarkIndex, matches: pl.DataFrame) -> dict[str, BenchmarkFigures]:
     counts = matches.group_by("benchmark", "reason").len()
     by = {(b, r): n for b, r, n in counts.iter_rows()}
     return {
-        name: {**figures, "benchmark_overlap": by.get((name, "benchmark_overlap"), 0),
-               "benchmark_paraphrase": by.get((name, "benchmark_paraphrase"), 0)}
+        name: BenchmarkFigures(**figures, benchmark_overlap=by.get((name, "benchmark_overlap"), 0),
+                               benchmark_paraphrase=by.get((name, "benchmark_paraphrase"), 0))
         for name, figures in index.figures.items()
     }
 

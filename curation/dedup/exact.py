@@ -22,8 +22,9 @@ from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
 from curation.dedup.common import split_duplicates
-from curation.dedup.siblings import STAT, spare_siblings
+from curation.dedup.siblings import spare_siblings
 from schemas.config import ExactDedup
+from schemas.figures import ExactFigures
 
 STAGE = "dedup_exact"
 HASH_SEED = 0x5EED
@@ -68,11 +69,11 @@ def build_exact_stage(cfg: ExactDedup, engine: Engine | None = None, keep_siblin
             .to_series()
             .to_numpy()
         )
-        extra = {}
+        figures = ExactFigures()
         if keep_siblings:
-            roots, extra[STAT] = spare_siblings(records, roots, engine)
+            roots, figures.siblings_protected = spare_siblings(records, roots, engine)
         result = split_duplicates(records, STAGE, "exact_duplicate", roots, detail)
-        result.extra = extra
+        result.figures = figures
         return result
 
     return Stage(STAGE, run, streams=True)

@@ -42,8 +42,9 @@ from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Stage, StageResult
 from curation.core.text import text_view
 from curation.dedup.common import earliest_roots, split_duplicates
-from curation.dedup.siblings import STAT, spare_siblings
+from curation.dedup.siblings import spare_siblings
 from schemas.config import MinHashDedup
+from schemas.figures import MinhashFigures
 
 STAGE = "dedup_minhash"
 BATCH_BYTES = 8 << 20
@@ -105,11 +106,11 @@ def build_minhash_stage(
                 if len(left):  # clusters merge through their earliest rows (each one's root)
                     root = earliest_roots(records.height, root[left], root[right])[root]
         del keys
-        extra = {"bands": bands, "rows": rows, "candidate_pairs": compared}
+        figures = MinhashFigures(bands=bands, rows=rows, candidate_pairs=compared)
         if cfg.verify:
-            extra["confirmed_pairs"] = confirmed
+            figures.confirmed_pairs = confirmed
         if keep_siblings:
-            root, extra[STAT] = spare_siblings(records, root, engine)
+            root, figures.siblings_protected = spare_siblings(records, root, engine)
         dup = np.flatnonzero(root != np.arange(records.height))
         if sets is not None:
             label, score = "jaccard {:.2f}", sets.jaccard(dup, root[dup])
@@ -119,7 +120,7 @@ def build_minhash_stage(
             label, score = "minhash estimate of jaccard {:.2f}", (sigs[:, at_dup] == sigs[:, at_root]).mean(0)
         detail = pl.Series([label.format(s) for s in score], dtype=pl.String)
         result = split_duplicates(records, STAGE, "near_duplicate", root, detail)
-        result.extra = extra
+        result.figures = figures
         return result
 
     return Stage(STAGE, run, streams=True)

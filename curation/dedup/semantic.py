@@ -44,10 +44,11 @@ from curation.core.text import text_view
 from curation.dedup.common import split_duplicates
 from curation.dedup.encoders import encoder_identity, load_encoder
 from curation.dedup.search import BLOCK_SIMILARITIES, EXACT_ROWS, KeptIndex, release_freed_heap
-from curation.dedup.siblings import STAT, spare_siblings
+from curation.dedup.siblings import spare_siblings
 from curation.dedup.vectors import VectorStore, encoder_settings
 from curation.dedup.verify import different_task
 from schemas.config import SemanticDedup
+from schemas.figures import SemanticFigures
 
 STAGE = "dedup_semantic"
 BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
@@ -107,12 +108,13 @@ def build_semantic_stage(
         dup = root != np.arange(records.height)
         detail = pl.Series([f"cosine {s:.3f}" for s in cosine[dup]], dtype=pl.String)
         result = split_duplicates(records, STAGE, "semantic_duplicate", root, detail)
-        result.extra = {"encoder": encoder_identity(cfg.model), "search": search, "embedded": len(rows),
-                        "shared_lines_left_out": len(shared)}
+        figures = SemanticFigures(encoder=encoder_identity(cfg.model), search=search, embedded=len(rows),
+                                  shared_lines_left_out=len(shared))
         if cfg.verify:
-            result.extra["kept_as_different_task"] = vetoed
+            figures.kept_as_different_task = vetoed
         if keep_siblings:
-            result.extra[STAT] = spared
+            figures.siblings_protected = spared
+        result.figures = figures
         return result
 
     return Stage(STAGE, run, streams=True)

@@ -23,7 +23,6 @@ import polars as pl
 from curation.core.corpus import Source
 from curation.core.engine import Engine, LocalEngine
 
-STAT = "siblings_protected"  # per dedup stage in stats.json: records that stage would have removed
 HASH_SEED = 0x51B
 _ROLE, _TURN = "\x1f", "\x1e"  # separators inside a hashed prompt (control characters: not in text)
 

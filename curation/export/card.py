@@ -14,7 +14,7 @@ from typing import Any
 from curation.core.stage import StageResult
 from curation.core.stats import StageStats
 from curation.export.checks import STAGE, Row
-from schemas.export import exported_sets
+from schemas.figures import ExportFigures
 
 # "path:line", "path#row", "path[split]#row"; synthesis adds "@start-end"; a preference pair is
 # "preference:" + the source of its prompt's first record.
@@ -99,32 +99,32 @@ def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
 
 def dataset_card(
     name: str,
-    stats: dict[str, Any],
+    stats: ExportFigures,
     result: StageResult,
     sets: dict[str, list[Row]],
     scores: dict[str, dict[str, float]],
     run_stats: list[StageStats],
 ) -> str:
     """README.md of the export: sets and splits, token lengths, sources, curation, scores."""
-    template = stats["chat_template"]
+    template = stats.chat_template
     rendering = "the tokenizer's own" if template == "tokenizer" else f"the `{template}`"
     parts = [
         f"# {name}: curated fine-tuning data",
-        f"Rendered with {rendering} chat template and measured with the tokenizer `{stats['tokenizer']}`;"
-        f" max_seq_length {stats['max_seq_length']}, overlength rows: {stats['overlength']}."
+        f"Rendered with {rendering} chat template and measured with the tokenizer `{stats.tokenizer}`;"
+        f" max_seq_length {stats.max_seq_length}, overlength rows: {stats.overlength}."
         " Train with the same template.",
         "## Sets",
         _table(
             ["file", "rows", "skipped (does not fit the format)"],
-            ([file, e["rows"], e["skipped"]] for file, e in stats["files"].items()),
+            ([file, e.rows, e.skipped] for file, e in stats.files.items()),
         ),
         _table(
             ["hf/ set", "train", "test", "note"],
-            ([k, s.train, s.test, s.not_written or s.note or ""] for k, s in exported_sets(stats).items()),
+            ([k, s.train, s.test, s.not_written or s.note or ""] for k, s in stats.splits.items()),
         ),
     ]
-    if stats["not_exported"]:
-        kept = ", ".join(f"{n} {kind}" for kind, n in stats["not_exported"].items())
+    if stats.not_exported:
+        kept = ", ".join(f"{n} {kind}" for kind, n in stats.not_exported.items())
         parts.append(f"Kept but in no selected format: {kept}.")
     parts += [
         "## Token lengths",
@@ -132,9 +132,9 @@ def dataset_card(
         _table(
             ["set", *_SUMMARY, "over max", "dropped (too_long)", "kept for truncation"],
             (
-                [kind, *(t.get(k, "") for k in _SUMMARY)]
-                + [t["over_max_seq_length"], t["dropped_too_long"], t["kept_for_truncation"]]
-                for kind, t in stats["tokens"].items()
+                [kind, *("" if v is None else v for v in (t.count, t.min, t.mean, t.p50, t.p95, t.max))]
+                + [t.over_max_seq_length, t.dropped_too_long, t.kept_for_truncation]
+                for kind, t in stats.tokens.items()
             ),
         ),
         "## Sources",

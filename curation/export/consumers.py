@@ -10,6 +10,7 @@ import yaml
 from curation.export.formats import FILES, LLAMAFACTORY_PREFERENCE
 from schemas.chat import named_template
 from schemas.export import ExportConfig
+from schemas.figures import ExportFile
 
 _ROLE_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}
 # LLaMA-Factory dataset_info.json entry name -> (file, entry); the entry names are ours.
@@ -45,15 +46,15 @@ _LLAMAFACTORY: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def llamafactory_info(files: dict[str, dict]) -> dict[str, Any]:
+def llamafactory_info(files: dict[str, ExportFile]) -> dict[str, Any]:
     """dataset_info.json: one entry per written file LLaMA-Factory reads."""
     info = {}
     for name, (file, spec) in _LLAMAFACTORY.items():
-        written = files.get(file, {})
-        if not written.get("rows"):
+        written = files.get(file)
+        if written is None or not written.rows:
             continue
         entry = {"file_name": file, **spec}
-        if written["system_column"]:  # mapped only when present: LLaMA-Factory needs the column
+        if written.system_column:  # mapped only when present: LLaMA-Factory needs the column
             entry["columns"] = {**spec["columns"], "system": "system"}
         info[name] = entry
     return info
@@ -98,7 +99,7 @@ _AXOLOTL: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def axolotl_yaml(out_dir: Path, files: dict[str, dict], cfg: ExportConfig) -> str:
+def axolotl_yaml(out_dir: Path, files: dict[str, ExportFile], cfg: ExportConfig) -> str:
     """One Axolotl config fragment per written set; paste the one you train on."""
     if cfg.chat_template is None:
         template: dict[str, Any] = {"chat_template": "tokenizer_default"}
@@ -106,7 +107,7 @@ def axolotl_yaml(out_dir: Path, files: dict[str, dict], cfg: ExportConfig) -> st
         template = {"chat_template": "jinja", "chat_template_jinja": named_template(cfg.chat_template)}
     fragments = {}
     for name, (file, spec) in _AXOLOTL.items():
-        if not files.get(file, {}).get("rows"):
+        if file not in files or not files[file].rows:
             continue
         fragment: dict[str, Any] = {"rl": "dpo"} if name == "preference" else {}
         if spec["type"] != "alpaca":  # Alpaca renders with Axolotl's own prompt, not a template

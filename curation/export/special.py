@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from curation.export.checks import Messages
 from curation.export.render import Checked
 from schemas.export import SpecialTokenAction
+from schemas.figures import SpecialTokenFigures
 
 REASON = "special_token"
 ESCAPE = "\u200b"  # zero-width space
@@ -78,8 +79,8 @@ class SpecialTokens:
     def _has_special_id(self, text: str) -> bool:
         return not self.ids.isdisjoint(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def figures(self) -> dict[str, object]:
-        return {"action": self.action, "records": self.records, "escaped": self.escaped}
+    def figures(self) -> SpecialTokenFigures:
+        return SpecialTokenFigures(action=self.action, records=self.records, escaped=self.escaped)
 
 
 def _side_name(kind: str, side: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 from transformers import PreTrainedTokenizerBase
@@ -21,6 +20,7 @@ from curation.export.render import Checked, measure
 from curation.export.special import SIDES, SpecialTokens
 from schemas.chat import apply_template
 from schemas.export import ExportConfig, ExportedSet, ExportFormat
+from schemas.figures import ExportFigures, ExportFile, TokenFigures, TokenHistogram
 from schemas.record import RECORD_SCHEMA
 
 
@@ -58,23 +58,22 @@ def export_run(
 
     _clear(out_dir)
     files = _write_files(out_dir, cfg.formats, sets)
-    stats = {
-        "chat_template": cfg.chat_template or "tokenizer",
-        "tokenizer": tokenizer.name_or_path,
-        "max_seq_length": cfg.max_seq_length,
-        "overlength": cfg.overlength,
-        "special_tokens": special.figures(),
-        "files": files,
-        "splits": {kind: _hf_set(out_dir, kind, sets[kind], exported, cfg).model_dump() for kind in kinds},
-        "tokens": {kind: _token_stats(exported, kind, cfg) for kind in kinds},
-        "not_exported": dict(Counter(r["kind"] for r, c in zip(rows, checked, strict=True) if c is None)),
-    }
+    result.figures = figures = ExportFigures(
+        chat_template=cfg.chat_template or "tokenizer",
+        tokenizer=tokenizer.name_or_path,
+        max_seq_length=cfg.max_seq_length,
+        overlength=cfg.overlength,
+        special_tokens=special.figures(),
+        files=files,
+        splits={kind: _hf_set(out_dir, kind, sets[kind], exported, cfg) for kind in kinds},
+        tokens={kind: _token_stats(exported, kind, cfg) for kind in kinds},
+        not_exported=dict(Counter(r["kind"] for r, c in zip(rows, checked, strict=True) if c is None)),
+    )
     write_json(out_dir / "dataset_info.json", llamafactory_info(files))
     (out_dir / "axolotl.yaml").write_text(axolotl_yaml(out_dir, files, cfg), encoding="utf-8")
     scores = _score_stats(records, [r["id"] for set_rows in sets.values() for r in set_rows])
-    card = dataset_card(out_dir.parent.name, stats, result, sets, scores, run_stats)
+    card = dataset_card(out_dir.parent.name, figures, result, sets, scores, run_stats)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
-    result.extra = stats
     return result
 
 
@@ -111,33 +110,33 @@ def _hf_set(out_dir: Path, kind: str, rows: list[Row], exported: list[Checked], 
     return ExportedSet(not_written=f"no rows: all {reasons.total()} {kind} records rejected at export ({found})")
 
 
-def _write_files(out_dir: Path, formats: list[ExportFormat], sets: dict[str, list[Row]]) -> dict[str, dict]:
+def _write_files(out_dir: Path, formats: list[ExportFormat], sets: dict[str, list[Row]]) -> dict[str, ExportFile]:
     """Each selected format's file; rows that do not fit a format are counted, empty files skipped."""
     written = {}
     for name, kind, formatter in outputs_of(formats):
         rows = [out for row in sets[kind] if (out := formatter(row)) is not None]
-        entry: dict[str, Any] = {"rows": len(rows), "skipped": len(sets[kind]) - len(rows)}
+        entry = ExportFile(rows=len(rows), skipped=len(sets[kind]) - len(rows))
         if rows:
             write_rows(out_dir / name, rows)
-            entry["system_column"] = any("system" in r for r in rows)
+            entry.system_column = any("system" in r for r in rows)
         written[name] = entry
     return written
 
 
-def _token_stats(checked: list[Checked], kind: str, cfg: ExportConfig) -> dict[str, Any]:
+def _token_stats(checked: list[Checked], kind: str, cfg: ExportConfig) -> TokenFigures:
     """Lengths of every rendered record of a kind, and what became of those over the limit."""
     measured = [c for c in checked if c.row["kind"] == kind and c.tokens is not None]
     over = [c for c in measured if c.tokens > cfg.max_seq_length]
-    return {
-        **summary(c.tokens for c in measured),
+    return TokenFigures.model_validate({
+        **summary(c.tokens for c in measured),  # count, then min .. max when there are any
         "over_max_seq_length": len(over),
         "dropped_too_long": sum(c.reason == "too_long" for c in over),
         "kept_for_truncation": sum(c.truncated for c in over),
         "histogram": token_histogram([c.tokens for c in measured], cfg.max_seq_length),
-    }
+    })
 
 
-def token_histogram(tokens: list[int], limit: int, bins_to_limit: int = 8) -> dict[str, Any]:
+def token_histogram(tokens: list[int], limit: int, bins_to_limit: int = 8) -> TokenHistogram:
     """Counts in bins of limit / bins_to_limit tokens up to twice the limit, then one tail bin:
     the report draws it with the limit marked."""
     width = max(1, -(-limit // bins_to_limit))
@@ -145,7 +144,7 @@ def token_histogram(tokens: list[int], limit: int, bins_to_limit: int = 8) -> di
     counts = [0] * (last + 1)
     for n in tokens:
         counts[min(n // width, last)] += 1
-    return {"bin_width": width, "counts": counts}
+    return TokenHistogram(bin_width=width, counts=counts)
 
 
 def _score_stats(records: pl.DataFrame, ids: list[str]) -> dict[str, dict[str, float]]:

@@ -85,7 +85,7 @@ def language_section(cfg: LanguageFilter) -> Section:
         language, sure = pl.col("_language"), pl.col("_language_decided")
         no_language = language.is_null() | (language == NO_LANGUAGE)
         mix = pl.when(no_language).then(pl.lit(EMPTY)).when(sure).then(language).otherwise(pl.lit(UNCERTAIN))
-        work.count("languages", work.frame.select(mix).to_series())
+        work.count_languages(work.frame.select(mix).to_series())
         drop = sure & ~language.is_in(keep)
         detail = pl.format(
             f"{{}} (confidence {{}}, {{}}x {'/'.join(keep)}; keep {','.join(keep)}, view {cfg.view}: {{}})",

@@ -21,6 +21,7 @@ from curation.filters.length import length_section
 from curation.filters.placeholders import placeholder_section
 from curation.filters.repetition import repetition_section
 from schemas.config import Filters, TextView
+from schemas.figures import FiltersFigures
 
 STAGE = "filters"
 PARALLEL_MIN_ROWS = 2_000  # below this, one slice (a 10k-row shard on 2 threads: 0.40 -> 0.24 s)
@@ -38,11 +39,11 @@ class Work:
         self.frame = self.records.select(ROW)
         self._turns: pl.DataFrame | None = None
         self._texts: dict[str, pl.DataFrame] = {}
-        self.counts: dict[str, Counter[str]] = {}  # figures over every record, for stats.json
+        self.languages: Counter[str] | None = None  # the input's language mix, for stats.json
 
-    def count(self, figure: str, values: pl.Series) -> None:
-        """Count the values of a per-record figure (the input's language mix)."""
-        self.counts.setdefault(figure, Counter()).update(values.to_list())
+    def count_languages(self, values: pl.Series) -> None:
+        """Count each record's language (the language filter's mix)."""
+        self.languages = (self.languages or Counter()) + Counter(values.to_list())
 
     def view(self, view: TextView) -> str:
         """Add the text view column once; return its name."""
@@ -118,12 +119,12 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
     if cfg.language:
         sections.append(language_section(cfg.language))
 
-    def label(records: pl.DataFrame) -> tuple[pl.Series, pl.Series, dict[str, Counter[str]]]:
+    def label(records: pl.DataFrame) -> tuple[pl.Series, pl.Series, Counter[str] | None]:
         work = Work(records)
         checks = [check for section in sections for check in section(work)]  # extends work.frame
-        return *_label(work.frame, checks), work.counts
+        return *_label(work.frame, checks), work.languages
 
-    def label_on_threads(records: pl.DataFrame) -> list[tuple[pl.Series, pl.Series, dict[str, Counter[str]]]]:
+    def label_on_threads(records: pl.DataFrame) -> list[tuple[pl.Series, pl.Series, Counter[str] | None]]:
         # Most list expressions run on one core, so slices labelled on parallel threads (polars
         # releases the GIL) use every core.
         slices = records.iter_slices(max(PARALLEL_MIN_ROWS, -(-records.height // _threads())))
@@ -134,12 +135,10 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
         labels = [lab for part in (engine or LocalEngine()).map(label_on_threads, records, STAGE) for lab in part]
         reason = pl.concat([r for r, _, _ in labels]) if labels else pl.Series([], dtype=pl.String)
         detail = pl.concat([d for _, d, _ in labels]) if labels else pl.Series([], dtype=pl.String)
-        counts: dict[str, Counter[str]] = {}
-        for _, _, part in labels:
-            for figure, values in part.items():
-                counts.setdefault(figure, Counter()).update(values)
+        languages = [part for _, _, part in labels if part is not None]
         result = split_rejects(records, STAGE, reason, detail)
-        result.extra = {figure: dict(values.most_common()) for figure, values in counts.items()}
+        if languages:
+            result.figures = FiltersFigures(languages=dict(sum(languages, Counter()).most_common()))
         return result
 
     return Stage(name=STAGE, run=run, streams=True)

@@ -23,11 +23,13 @@ from tqdm import tqdm
 from curation.core.corpus import CorpusWriter, Source
 from curation.core.inputs import expand_input, output_overlap, skipped_in_dir
 from curation.core.stage import StageResult
+from curation.core.stats import StageStats
 from curation.core.storage import RemotePath
 from curation.ingest.compressed import compression
 from curation.ingest.readers import READERS, Row, TextDecoding, detect_format
 from curation.ingest.shapes import SHAPES, Bad, Draft, detect_shape, input_id, map_columns
 from schemas.config import ConfigError, InputFormat, InputSpec
+from schemas.figures import IngestFigures, InputFile
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA, Record, meta_json, records_frame, rejects_frame
 
 STAGE = "ingest"
@@ -63,11 +65,11 @@ class FileReport:
             return next(iter(self.shapes), "-")
         return "mixed: " + ", ".join(f"{s} {n}" for s, n in self.shapes.most_common())
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "format": self.format, "compression": self.compression,
-                "encoding": self.encoding, "shape": self.shape,
-                "rows_read": self.rows_read, "records": self.records, "rejected": self.rejected,
-                "removed_by_reason": dict(self.reasons.most_common()), "missing_columns": self.missing_columns}
+    def entry(self) -> InputFile:
+        return InputFile(path=self.path, format=self.format, compression=self.compression,
+                         encoding=self.encoding, shape=self.shape,
+                         rows_read=self.rows_read, records=self.records, rejected=self.rejected,
+                         removed_by_reason=dict(self.reasons.most_common()), missing_columns=self.missing_columns)
 
     def line(self) -> str:
         """One log line: `data.jsonl.gz (jsonl, gzip, utf-8): hh_rlhf, 120 rows read, 118 records, 2 rejected (...)`."""
@@ -94,11 +96,11 @@ class IngestResult:
     files: list[FileReport] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # files of directory inputs that are not data
 
-    def stats(self) -> dict:
+    def stats(self) -> StageStats:
         """The "ingest" entry of stats.json."""
-        extra = {"rows_read": self.rows_read, "control_chars_removed": self.control_chars_removed,
-                 "files": [f.to_dict() for f in self.files], "skipped_files": self.skipped}
-        result = StageResult(self.records, self.rejected, self.seconds, extra)
+        figures = IngestFigures(rows_read=self.rows_read, control_chars_removed=self.control_chars_removed,
+                                files=[f.entry() for f in self.files], skipped_files=self.skipped)
+        result = StageResult(self.records, self.rejected, self.seconds, figures)
         return result.stats(STAGE, self.records.height + self.rejected.height)
 
 

@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import orjson
 import polars as pl
 
 from curation.core.corpus import (
@@ -48,8 +47,8 @@ from curation.llm.cache import default_cache
 from curation.llm.failures import check_failures
 from curation.llm.types import Usage
 from schemas.bundled import MINILM_NAME
-from schemas.jury import JuryConfig
-from schemas.record import meta_json
+from schemas.figures import DistillFigures, JudgeUsage, JuryFigures
+from schemas.jury import JudgeFailure, JuryConfig, JuryVerdict, Method
 
 STAGE = "jury"
 RAY_BATCH = 64  # items a Ray task rates with local judges (~1 s an item on a CPU core)
@@ -75,7 +74,7 @@ class _Rated:
     rows: np.ndarray  # sorted rows of the rated records
     scores: np.ndarray  # aggregated, NaN = unscored
     by_judge: np.ndarray  # [rated, judges]
-    failed: dict[int, dict]  # row -> {judge: {error, raw}} for the judges that failed on it
+    failed: dict[int, dict[str, JudgeFailure]]  # row -> judge -> why, for the judges that failed on it
     embeddings: np.ndarray | None  # of the rated items, when distilling
 
 
@@ -102,7 +101,7 @@ def build_jury_stage(
         elif d:
             distill = {"sample": len(rated_rows)}
         _check_unscored(cfg, jury, rated, len(eligible), distill if d and distilled and scorer is None else None)
-        method = "distilled" if scorer is not None else "unscored"  # of the records not rated
+        method: Method = "distilled" if scorer is not None else "unscored"  # of the records not rated
         seen: list[np.ndarray] = []  # every eligible record's score, for the histogram
 
         def decide(shard: pl.DataFrame, lo: int) -> Decision:
@@ -139,17 +138,17 @@ def build_jury_stage(
 
         result = split_each(records, STAGE, decide)
         scores = np.concatenate(seen) if seen else np.zeros(0)
-        result.extra = {
-            "judges": jury.names,
-            "rated": len(eligible),
-            "unscored": int(np.isnan(scores).sum()),
-            "agreement_alpha": krippendorff_alpha_ordinal(rated.by_judge, cfg.scale_max),
-            "mean_spread": _nanmean(spread(rated.by_judge)),
-            "histogram": score_histogram(scores, cfg.scale_max),
-            "usage": jury.usage(),
-            "estimated_cost_usd": cost,
-            "distill": distill,
-        }
+        result.figures = JuryFigures(
+            judges=jury.names,
+            rated=len(eligible),
+            unscored=int(np.isnan(scores).sum()),
+            agreement_alpha=krippendorff_alpha_ordinal(rated.by_judge, cfg.scale_max),
+            mean_spread=_nanmean(spread(rated.by_judge)),
+            histogram=score_histogram(scores, cfg.scale_max),
+            usage={name: JudgeUsage.model_validate(u) for name, u in jury.usage().items()},
+            estimated_cost_usd=cost,
+            distill=None if distill is None else DistillFigures.model_validate(distill),
+        )
         return result
 
     return Stage(STAGE, run, streams=True)
@@ -162,7 +161,7 @@ def _check_unscored(cfg: JuryConfig, jury: Jury, rated: _Rated, eligible: int, f
     causes: dict[str, Counter[str]] = {label: Counter() for label in who.values()}
     for failures in rated.failed.values():
         for name, failure in failures.items():
-            causes[who[name]][failure["error"]] += 1
+            causes[who[name]][str(failure.error)] += 1
     if failed_distill is not None:  # nothing scores the records outside the sample
         unscored += eligible - len(rated.rows)
         causes["distillation"] = Counter({failed_distill.get("error", "no scorer"): 1})
@@ -253,7 +252,7 @@ def _rate(
         ratings.write(_ratings_frame(shard_rows, records, jury.names, verdicts))
         for k, row in enumerate(shard_rows.tolist()):
             failures = {
-                name: {"error": r[k].error, "raw": r[k].raw}
+                name: JudgeFailure(error=r[k].error, raw=r[k].raw)
                 for name, r in zip(jury.names, verdicts.ratings, strict=True)
                 if r[k].score is None
             }
@@ -302,26 +301,31 @@ def _embed(items: list[JudgeItem], model: str | None, progress: bool) -> np.ndar
 
 
 def _with_jury(
-    meta: str | None, score: float, method: str, by_judge: np.ndarray | None, failed: dict | None, names: list[str]
+    meta: str | None, score: float, method: Method, by_judge: np.ndarray | None,
+    failed: dict[str, JudgeFailure] | None, names: list[str]
 ) -> str:
-    data = orjson.loads(meta) if meta else {}
-    jury: dict = {"score": None if np.isnan(score) else round(float(score), 4), "method": method}
+    verdict = JuryVerdict(score=None if np.isnan(score) else round(float(score), 4), method=method)
     if by_judge is not None:
-        jury["judges"] = {n: None if np.isnan(s) else round(float(s), 4) for n, s in zip(names, by_judge, strict=True)}
-        jury["spread"] = None if np.isnan(by_judge).all() else round(float(np.nanmax(by_judge) - np.nanmin(by_judge)), 4)
+        verdict.judges = {n: None if np.isnan(s) else round(float(s), 4) for n, s in zip(names, by_judge, strict=True)}
+        verdict.spread = None if np.isnan(by_judge).all() else round(float(np.nanmax(by_judge) - np.nanmin(by_judge)), 4)
         if failed:
-            jury["failed"] = failed
-    data["jury"] = jury
-    return meta_json(data)
+            verdict.failed = failed
+    return verdict.into(meta)
+
+
+def _verdict(meta: str) -> JuryVerdict:
+    verdict = JuryVerdict.read(meta)
+    assert verdict is not None, "a record this stage rated carries its verdict"
+    return verdict
 
 
 def _unscored_detail(meta: str) -> str:
-    failed = orjson.loads(meta)["jury"].get("failed") or {}
-    return "no score" + (": " + ", ".join(f"{n} {f['error']}" for n, f in failed.items()) if failed else "")
+    failed = _verdict(meta).failed or {}
+    return "no score" + (": " + ", ".join(f"{n} {f.error}" for n, f in failed.items()) if failed else "")
 
 
 def _detail(score: float, min_score: float | None, meta: str) -> str:
-    judges = orjson.loads(meta)["jury"].get("judges", {})
+    judges = _verdict(meta).judges or {}
     shown = ", ".join(f"{n} {s:.2f}" if s is not None else f"{n} failed" for n, s in judges.items())
     return f"score {score:.2f} < {min_score}" + (f" ({shown})" if shown else "")
 

@@ -25,6 +25,7 @@ from curation.core.engine import Engine, LocalEngine
 from curation.core.stage import Decision, Stage, StageResult, split_each
 from curation.pii.detect import PREFILTER, redact
 from schemas.config import PiiConfig
+from schemas.figures import PiiFigures
 from schemas.record import meta_json
 
 STAGE = "pii"
@@ -54,8 +55,7 @@ def build_pii_stage(cfg: PiiConfig, engine: Engine | None = None) -> Stage:
             return scanned, pl.Series(reason, dtype=pl.String), pl.Series(detail, dtype=pl.String), None
 
         result = split_each(records, STAGE, decide)
-        result.extra = {"action": cfg.action, "records_with_pii": records_with_pii,
-                        "found": dict(sorted(counts.items()))}
+        result.figures = PiiFigures(action=cfg.action, records_with_pii=records_with_pii, found=dict(sorted(counts.items())))
         return result
 
     return Stage(STAGE, run, streams=True)

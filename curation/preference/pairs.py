@@ -39,7 +39,8 @@ from curation.llm.types import ChatModel, ChatRequest
 from curation.preference.pairwise import Comparison, PairwiseJudge, position_stats
 from curation.preference.rules import Candidate, PairDecision, choose_pair, shuffled_order
 from schemas.base import StageFailed
-from schemas.jury import Local, ModelSpec, PairwiseCheck, PreferenceConfig
+from schemas.figures import PairwiseFigures, PreferenceFigures
+from schemas.jury import JuryVerdict, Local, ModelSpec, PairwiseCheck, PreferenceConfig
 from schemas.record import Record, records_frame
 
 STAGE = "preference"
@@ -67,15 +68,16 @@ def group_prompts(records: pl.DataFrame, existing: bool, source_order: Sequence[
         prompt = prompts.setdefault(orjson.dumps(turns), Prompt(turns, row["id"], row["source"]))
         if existing:
             meta = orjson.loads(row["meta"]) if row["meta"] else {}
-            jury = meta.get("jury") or {}
+            verdict = JuryVerdict.read(meta)
             origin = f"data:{row['id']}"
             file = _input_file(row["source"])
             if file not in source_ranks:
                 source_ranks[file] = _source_rank(file, source_order)
-            candidate = Candidate(messages[last]["content"], origin, jury.get("score"), _rank(meta), source_ranks[file])
+            score = verdict.score if verdict else None
+            candidate = Candidate(messages[last]["content"], origin, score, _rank(meta), source_ranks[file])
             prompt.candidates.append(candidate)
-            if jury.get("judges"):
-                prompt.judges[origin] = jury["judges"]
+            if verdict and verdict.judges:
+                prompt.judges[origin] = verdict.judges
     return list(prompts.values())
 
 
@@ -123,7 +125,7 @@ def add_generated(
 
 def build_pairs(
     prompts: list[Prompt], cfg: PreferenceConfig, jury: Jury | None, progress: bool
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, PreferenceFigures]:
     """Rate the candidates that need it, choose a pair per prompt; new preference records and stats."""
     if jury is not None:
         _rate(prompts, cfg, jury, progress)
@@ -135,7 +137,7 @@ def build_pairs(
         for p in prompts
     ]
     checks: dict[int, dict] = {}
-    pairwise_stats = None
+    pairwise_stats: PairwiseFigures | None = None
     if cfg.pairwise is not None and jury is not None:
         checks, pairwise_stats = _confirm_pairwise(prompts, decisions, cfg.pairwise, jury, progress)
     rows, reasons = [], Counter()
@@ -144,24 +146,24 @@ def build_pairs(
             reasons[decision.reason] += 1
             continue
         rows.append(_pair_record(prompt, decision, checks.get(p)))
-    stats = {
-        "prompts": len(prompts),
-        "candidates": sum(len(p.candidates) for p in prompts),
-        "generated": len(rows),
-        "no_pair_by_reason": dict(reasons.most_common()),
+    figures = PreferenceFigures(
+        prompts=len(prompts),
+        candidates=sum(len(p.candidates) for p in prompts),
+        generated=len(rows),
+        no_pair_by_reason=dict(reasons.most_common()),
         # Judges favour longer answers; how often the chosen one is the longer shows that bias.
-        "chosen_is_longer": length_preference_rate(
+        chosen_is_longer=length_preference_rate(
             [len(r["chosen"][0]["content"]) for r in rows], [len(r["rejected"][0]["content"]) for r in rows]
         ),
-    }
+    )
     if pairwise_stats is not None:
-        stats["pairwise"] = pairwise_stats
-    return records_frame(rows), stats
+        figures.pairwise = pairwise_stats
+    return records_frame(rows), figures
 
 
 def _confirm_pairwise(
     prompts: list[Prompt], decisions: list[PairDecision], check: PairwiseCheck, jury: Jury, progress: bool
-) -> tuple[dict[int, dict], dict]:
+) -> tuple[dict[int, dict], PairwiseFigures]:
     """Compare chosen and rejected of every jury-ranked pair in both orders, once per distinct
     jury model; drop (in `decisions`) the pairs most models do not confirm. Returns each compared
     pair's verdicts by model, and the stats."""
@@ -187,7 +189,7 @@ def _confirm_pairwise(
         outcome[reason] += 1
         decisions[i] = replace(decisions[i], chosen=None, rejected=None, reason=reason)
     stats = {"compared": len(todo), **{k: outcome[k] for k in ("confirmed", "pairwise_tie", "pairwise_disagrees")}}
-    return checks, {**stats, **position_stats(comparisons)}
+    return checks, PairwiseFigures.model_validate({**stats, **position_stats(comparisons)})
 
 
 def _shuffled(prompt: Prompt, seed: int) -> list[Candidate]:
@@ -255,11 +257,11 @@ def _pair_record(prompt: Prompt, decision: PairDecision, pairwise: dict | None) 
 
 def generate_pairs(
     cfg: PreferenceConfig, jury: Jury | None, cache: AnswerCache | None, budget: Budget | None, progress: bool
-) -> Callable[[pl.DataFrame], tuple[pl.DataFrame, dict]]:
+) -> Callable[[pl.DataFrame], tuple[pl.DataFrame, PreferenceFigures]]:
     """The preference step's work (curation/core/plan.py): records -> the pairs and their figures.
     Each candidate generator answers every prompt; too many failed answers stop the run."""
 
-    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    def run(records: pl.DataFrame) -> tuple[pl.DataFrame, PreferenceFigures]:
         prompts = group_prompts(records, cfg.candidates.existing, cfg.source_order)
         if cfg.max_prompts is not None:
             prompts = prompts[: cfg.max_prompts]
@@ -279,7 +281,7 @@ def generate_pairs(
                 cfg.candidates.max_failed, "preference.candidates.max_failed", {model.identity: failed[model.identity]},
             )
         pairs, stats = build_pairs(prompts, cfg, jury, progress)
-        stats["failed_generations"] = sum(c.total() for c in failed.values())
+        stats.failed_generations = sum(c.total() for c in failed.values())
         return pairs, stats
 
     return run

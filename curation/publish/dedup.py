@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import polars as pl
 
 from curation.core.stage import Stage, StageResult, split_rejects
 from curation.core.text import text_view
 from curation.dedup import exact, minhash, semantic
-from curation.dedup.siblings import STAT, protected_rows
+from curation.dedup.siblings import protected_rows
 from curation.dedup.verify import different_task
 from curation.publish.indexes import DedupCfg, Index, compute_index, enabled_indexes
 from curation.publish.versions import Version, version_name
 from schemas.config import Dedup
+from schemas.figures import PublishedFigures
 
 STAGE = "dedup_published"
 REASON = "duplicate_of_published"
@@ -40,7 +39,7 @@ def build_published_stage(
     def run(records: pl.DataFrame) -> StageResult:
         n = records.height
         reason, detail, dup = [None] * n, [None] * n, [None] * n
-        extra: dict[str, Any] = {"published_version": previous.number if previous else None}
+        figures = PublishedFigures(published_version=previous.number if previous else None)
         spared = np.zeros(n, bool)  # siblings a match would have rejected
         if previous is not None:
             name = version_name(previous.number)
@@ -77,9 +76,10 @@ def build_published_stage(
                 rid = records["id"][int(i)]
                 if rid in old_row:
                     reason[i], dup[i], detail[i] = ID_REASON, rid, f"id already published in {name}"
-            extra.update(matched=matched, id_conflicts=sum(r == ID_REASON for r in reason), rebuilt_indexes=rebuilt)
+            figures.matched, figures.rebuilt_indexes = matched, rebuilt
+            figures.id_conflicts = sum(r == ID_REASON for r in reason)
         if keep_siblings:
-            extra[STAT] = int(spared.sum())
+            figures.siblings_protected = int(spared.sum())
         result = split_rejects(
             records,
             STAGE,
@@ -87,7 +87,7 @@ def build_published_stage(
             pl.Series(detail, dtype=pl.String),
             pl.Series(dup, dtype=pl.String),
         )
-        result.extra = extra
+        result.figures = figures
         return result
 
     return Stage(STAGE, run)

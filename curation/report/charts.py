@@ -8,6 +8,7 @@ import numpy as np
 from markupsafe import Markup, escape
 
 from curation.report.records import num
+from schemas.figures import TokenHistogram
 
 LENGTH_BINS = 24
 
@@ -110,9 +111,9 @@ def _round_width(raw: float) -> int:
     return next(int(m * magnitude) for m in (1, 2, 5, 10) if m * magnitude >= raw)
 
 
-def token_chart(hist: dict, limit: int) -> Markup:
+def token_chart(hist: TokenHistogram, limit: int) -> Markup:
     """The export's token histogram; bins past max_seq_length are drawn in the removed colour."""
-    width, counts = int(hist["bin_width"]), hist["counts"]
+    width, counts = hist.bin_width, hist.counts
     bars = []
     for i, count in enumerate(counts):
         lo, hi = i * width, (i + 1) * width - 1

@@ -27,11 +27,10 @@ import orjson
 import polars as pl
 
 from curation.core.stats import RunStats, StageStats
-from curation.dedup.siblings import STAT
 from curation.report.charts import bar_chart, cluster_size_chart, histogram, stacked_bars, token_chart
-from curation.report.jury import JURY_KEYS, jury_section
+from curation.report.jury import jury_section
 from curation.report.records import CLUSTER_EXCERPT, example, num, pct, records_by_id, rows_at, scan
-from schemas.export import exported_sets
+from schemas.figures import DEDUP_FIGURES, ExportFigures, Figures, IngestFigures, JuryFigures
 from schemas.train_result import TrainSummary
 
 REPORT = "report.html"
@@ -57,7 +56,7 @@ def write_report(run_dir: Path) -> Path:
     kept = scan(run_dir / "kept.parquet")
     rejected = scan(run_dir / "rejected.parquet")
     stages = stats.stages
-    jury_stage = stats.stage("jury")
+    jury_figures = stats.figures(JuryFigures)
     from curation.report import hygiene  # it uses this module's helpers
     from curation.report.ablation import ablation
 
@@ -69,15 +68,15 @@ def write_report(run_dir: Path) -> Path:
         "funnel": _funnel(stages),
         "reasons": _reasons(stages, rejected),
         "lengths": _lengths(kept) if kept is not None else None,
-        "tokens": _tokens(stats.stage("export")),
+        "tokens": _tokens(stats.figures(ExportFigures)),
         "duplicates": _duplicates(kept, rejected) if rejected is not None else None,
         "siblings": _siblings(stages),
         "contamination": hygiene.contamination(stats, run_dir, rejected),
         "languages": hygiene.languages(stats),
         "pii": hygiene.pii(stats, kept),
-        "jury": jury_section(jury_stage, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_stage else None,
+        "jury": jury_section(jury_figures, run_dir / "jury" / "ratings.parquet", kept, rejected) if jury_figures else None,
         "sources": _sources(kept, rejected) if kept is not None or rejected is not None else None,
-        "inputs": _inputs(stats.stage("ingest")),
+        "inputs": _inputs(stats.figures(IngestFigures)),
         "validation": _validation(run_dir / "validation" / "summary.json"),
         "version": _version(run_dir / "publish.json"),
         "training": _training(run_dir / "train" / "summary.json"),
@@ -138,7 +137,7 @@ def _summary(stats: RunStats, kept: pl.LazyFrame | None) -> dict:
         counts = kept.group_by("kind").len().sort("len", descending=True).collect()
         by_kind = dict(zip(counts["kind"].to_list(), counts["len"].to_list(), strict=True))
     return {
-        "exported": _exported(stats.stage("export")),
+        "exported": _exported(stats.figures(ExportFigures)),
         "ingested": ingested,
         "generated": generated,
         "kept": totals.kept,
@@ -152,21 +151,23 @@ def _summary(stats: RunStats, kept: pl.LazyFrame | None) -> dict:
     }
 
 
-def _exported(export: StageStats | None) -> dict | None:
+def _exported(export: ExportFigures | None) -> dict | None:
     """Of the kept records: how many are in an exported set (per kind) and how many are in none
     (raw text, kinds no format takes); None without an export stage."""
     if export is None:
         return None
-    sets = exported_sets(export.figures)
+    sets = export.splits
     in_sets = {kind: s.rows for kind, s in sets.items()}
     not_written = {kind: s.not_written for kind, s in sets.items() if not s.written}
-    outside = {kind: int(n) for kind, n in (export.figures.get("not_exported") or {}).items()}
+    outside = export.not_exported
     return {"in_sets": in_sets, "total": sum(in_sets.values()), "not_written": not_written,
             "outside": outside, "outside_total": sum(outside.values())}
 
 
-# Figures shown in their own section rather than the funnel's details.
-OWN_SECTION = {"ingest": {"files", "skipped_files"}, "jury": JURY_KEYS, "export": {"tokens"}}
+# Figures shown in their own section rather than the funnel's details (fields of the model).
+OWN_SECTION: dict[type[Figures], set[str]] = {
+    IngestFigures: {"files", "skipped_files"}, JuryFigures: set(JuryFigures.model_fields), ExportFigures: {"tokens"},
+}
 
 
 def _funnel(stages: list[StageStats]) -> dict:
@@ -174,8 +175,7 @@ def _funnel(stages: list[StageStats]) -> dict:
     rows = []
     for s in stages:
         counts = {"in": s.rows_in, "out": s.out, "removed": s.removed}
-        own = OWN_SECTION.get(s.stage, set())
-        extras = details({k: v for k, v in s.figures.items() if k not in own})
+        extras = details(s.figures.model_dump(mode="json", exclude=OWN_SECTION.get(type(s.figures), set())))
         added = max(s.out - s.rows_in, 0)
         rows.append({"stage": s.stage, **counts, "seconds": s.seconds, "added": added, "extras": extras})
     chart_rows = [
@@ -258,26 +258,25 @@ def _length_panel(name: str, frame: pl.DataFrame) -> dict:
     }
 
 
-def _tokens(export: StageStats | None) -> list[dict] | None:
+def _tokens(export: ExportFigures | None) -> list[dict] | None:
     """Token lengths of the exported sets as the training tokenizer and chat template count
     them (export measures every record), with the share over max_seq_length and what happens
     to those records."""
     if export is None:
         return None
-    limit = export.figures.get("max_seq_length")
-    overlength = export.figures.get("overlength")
+    limit = export.max_seq_length
     panels = []
-    for kind, t in (export.figures.get("tokens") or {}).items():
-        if not t.get("count"):
+    for kind, t in export.tokens.items():
+        if not t.count:
             continue
-        panel = {"kind": kind, **{k: t.get(k) for k in ("count", "p50", "p95", "max", "over_max_seq_length",
-                                                         "dropped_too_long", "kept_for_truncation")}}
-        panel["over_share"] = pct(t.get("over_max_seq_length") or 0, t["count"])
-        hist = t.get("histogram")
-        panel["chart"] = token_chart(hist, limit) if hist and limit else None
+        panel = {"kind": kind, "count": t.count, "p50": t.p50, "p95": t.p95, "max": t.max,
+                 "over_max_seq_length": t.over_max_seq_length, "dropped_too_long": t.dropped_too_long,
+                 "kept_for_truncation": t.kept_for_truncation}
+        panel["over_share"] = pct(t.over_max_seq_length, t.count)
+        panel["chart"] = token_chart(t.histogram, limit) if limit else None
         panels.append(panel)
-    return [{**p, "limit": limit, "overlength": overlength, "tokenizer": export.figures.get("tokenizer"),
-             "template": export.figures.get("chat_template")} for p in panels]
+    return [{**p, "limit": limit, "overlength": export.overlength, "tokenizer": export.tokenizer,
+             "template": export.chat_template} for p in panels]
 
 
 def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
@@ -318,7 +317,8 @@ def _duplicates(kept: pl.LazyFrame | None, rejected: pl.LazyFrame) -> dict:
 def _siblings(stages: list[StageStats]) -> list[dict]:
     """Per dedup stage that protected preference siblings (curation.dedup.siblings): how many
     records it kept that it would otherwise have removed."""
-    return [{"stage": s.stage, "protected": s.figures[STAT]} for s in stages if STAT in s.figures]
+    return [{"stage": s.stage, "protected": s.figures.siblings_protected} for s in stages
+            if isinstance(s.figures, DEDUP_FIGURES) and s.figures.siblings_protected is not None]
 
 
 def _sources(kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
@@ -368,17 +368,16 @@ def _sources(kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
     }
 
 
-def _inputs(ingest: StageStats | None) -> dict | None:
+def _inputs(ingest: IngestFigures | None) -> dict | None:
     """What ingest detected per input file (format, compression, shape) and made of it, and
     the files of directory inputs it left out."""
-    if ingest is None or "files" not in ingest.figures:
+    if ingest is None:
         return None
     files = []
-    for f in ingest.figures["files"]:
-        reasons = list((f.get("removed_by_reason") or {}).items())[:3]
-        outcomes = (f.get("records") or 0) + (f.get("rejected") or 0)
-        files.append({**f, "reasons": reasons, "rejected_share": pct(f.get("rejected") or 0, outcomes)})
-    return {"files": files, "skipped": ingest.figures.get("skipped_files") or []}
+    for f in ingest.files:
+        reasons = list(f.removed_by_reason.items())[:3]
+        files.append({**f.model_dump(), "reasons": reasons, "rejected_share": pct(f.rejected, f.records + f.rejected)})
+    return {"files": files, "skipped": ingest.skipped_files}
 
 
 def _source_path() -> pl.Expr:

@@ -14,17 +14,17 @@ from curation.pii.detect import PLACEHOLDER
 from curation.report.charts import bar_chart
 from curation.report.html import MAX_EXAMPLES, SAMPLE_SEED
 from curation.report.records import CLUSTER_EXCERPT, EXCERPT, example, excerpt, record_text, rows_at
+from schemas.figures import DecontaminationFigures, FiltersFigures, PiiFigures
 
 MATCHES = Path("decontamination") / "matches.parquet"
 MAX_LANGUAGES = 20  # bars in the language chart; the rest are summed
 
 
 def contamination(stats: RunStats, run_dir: Path, rejected: pl.LazyFrame | None) -> dict | None:
-    entry = stats.stage("decontamination")
+    entry = stats.figures(DecontaminationFigures)
     if entry is None:
         return None
-    benchmarks = entry.figures.get("benchmarks", {})
-    rows = [{"name": name, **figures} for name, figures in benchmarks.items()]
+    rows = [{"name": name, **figures.model_dump()} for name, figures in entry.benchmarks.items()]
     path = run_dir / MATCHES
     examples: dict[str, list[dict]] = {}
     if path.is_file():
@@ -38,12 +38,12 @@ def contamination(stats: RunStats, run_dir: Path, rejected: pl.LazyFrame | None)
                 **match, "record": records.get(match["id"]), "benchmark_text": excerpt(match["benchmark_text"], CLUSTER_EXCERPT),
             })
     return {"rows": rows, "examples": examples, "has_matches": path.is_file(),
-            "ngram": entry.figures.get("ngram"), "min_coverage": entry.figures.get("min_coverage")}
+            "ngram": entry.ngram, "min_coverage": entry.min_coverage}
 
 
 def languages(stats: RunStats) -> dict | None:
-    entry = stats.stage("filters")
-    mix = entry.figures.get("languages") if entry else None
+    entry = stats.stage(FiltersFigures.STAGE)
+    mix = entry.figures_as(FiltersFigures).languages if entry else None
     if not mix:
         return None
     ordered = sorted(mix.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -65,13 +65,13 @@ def pii(stats: RunStats, kept: pl.LazyFrame | None) -> dict | None:
     each shown around its first placeholder: a data engineer judges the detector from these
     (a placeholder inside code or a decimal is a false positive to see). Dropped records are
     among the removal reasons' examples."""
-    entry = stats.stage("pii")
+    entry = stats.stage(PiiFigures.STAGE)
     if entry is None:
         return None
-    action = entry.figures.get("action")
-    changed = _redacted_examples(kept) if kept is not None and action == "redact" else []
-    return {"action": action, "records": entry.figures.get("records_with_pii", 0), "changed": changed,
-            "found": entry.figures.get("found", {}), "removed": entry.removed, "rows_in": entry.rows_in}
+    figures = entry.figures_as(PiiFigures)
+    changed = _redacted_examples(kept) if kept is not None and figures.action == "redact" else []
+    return {"action": figures.action, "records": figures.records_with_pii, "changed": changed,
+            "found": figures.found, "removed": entry.removed, "rows_in": entry.rows_in}
 
 
 def _redacted_examples(kept: pl.LazyFrame) -> list[dict]:

@@ -6,34 +6,31 @@ from pathlib import Path
 
 import polars as pl
 
-from curation.core.stats import StageStats
 from curation.report.charts import bar_chart
 from curation.report.records import excerpt, records_by_id, scan
-
-JURY_KEYS = {"judges", "rated", "unscored", "agreement_alpha", "mean_spread", "histogram", "usage",
-             "estimated_cost_usd", "distill"}
-
+from schemas.figures import JuryFigures
 
 MAX_JURY_EXAMPLES = 5  # failed ratings and largest disagreements
 
 
-def jury_section(entry: StageStats, ratings_path: Path, kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None) -> dict:
+def jury_section(
+    stage: JuryFigures, ratings_path: Path, kept: pl.LazyFrame | None, rejected: pl.LazyFrame | None
+) -> dict:
     """The jury stage's figures from stats.json, per-judge scores and examples from ratings.parquet."""
-    stage = entry.figures
-    bars = [(label, f"score {label}", float(count)) for label, count in (stage.get("histogram") or {}).items()]
+    bars = [(label, f"score {label}", float(count)) for label, count in stage.histogram.items()]
     ratings = scan(ratings_path)
-    usage = stage.get("usage") or {}
+    usage = stage.usage
     by_judge = _judge_ratings(ratings) if ratings is not None else {}
     return {
         "stage": stage,
         "chart": bar_chart(bars, "c-jury", "aggregated score") if bars else None,
         "judges": [
-            {"name": name, **(usage.get(name) or {}), **by_judge.get(name, {})}
-            for name in stage.get("judges") or list(usage) or list(by_judge)
+            {"name": name, **(usage[name].model_dump() if name in usage else {}), **by_judge.get(name, {})}
+            for name in stage.judges or list(usage) or list(by_judge)
         ],
         "has_ratings": ratings is not None,
-        "cost": sum((u.get("cost_usd") or 0.0) for u in usage.values()) if usage else None,
-        "distill": stage.get("distill"),
+        "cost": sum(u.cost_usd for u in usage.values()) if usage else None,
+        "distill": stage.distill.model_dump() if stage.distill else None,
         "failed": _failed_ratings(ratings) if ratings is not None else [],
         "disagreements": _disagreements(ratings, kept, rejected) if ratings is not None else [],
     }

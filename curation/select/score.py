@@ -10,21 +10,21 @@ without a value for a signal (unscored by the jury) takes that signal's lowest p
 from __future__ import annotations
 
 import numpy as np
-import orjson
 import polars as pl
 from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from curation.export.render import render, token_counts
+from schemas.jury import JuryVerdict
 
 
 def jury_scores(records: pl.DataFrame) -> np.ndarray:
     """meta.jury.score per record (aggregate or distilled), NaN where it has none."""
     out = np.full(records.height, np.nan)
     for i, meta in enumerate(records["meta"].to_list()):
-        score = (orjson.loads(meta).get("jury") or {}).get("score") if meta else None
-        if score is not None:
-            out[i] = float(score)
+        verdict = JuryVerdict.read(meta)
+        if verdict is not None and verdict.score is not None:
+            out[i] = verdict.score
     return out
 
 

@@ -36,6 +36,7 @@ from curation.select.ifd import ifd_scores
 from curation.select.score import combined, jury_scores, record_tokens
 from schemas.bundled import smollm2_dir
 from schemas.chat import TemplateName, apply_template
+from schemas.figures import SelectFigures
 from schemas.record import meta_json
 from schemas.select import SelectConfig, SelectDiversity
 
@@ -123,8 +124,7 @@ def build_select_stage(
             pl.Series(duplicate_of.tolist(), dtype=pl.String),
         )
         lap("reject")
-        result.extra = _figures(cfg, records, chosen, left, signals, score, tokens, seconds)
-        result.extra["embeddings_reused"] = reused
+        result.figures = _figures(cfg, records, chosen, left, signals, score, tokens, seconds, reused)
         return result
 
     return Stage(STAGE, run)
@@ -173,29 +173,37 @@ def _figures(
     score: np.ndarray,
     tokens: np.ndarray | None,
     seconds: dict[str, float],
-) -> dict:
+    reused: int,
+) -> SelectFigures:
     d, selected = cfg.diversity, chosen.selected
     causes = dict(zip(*np.unique(chosen.cause[left].astype(str), return_counts=True), strict=True)) if len(left) else {}
-    figures: dict = {
-        "budget": cfg.budget.model_dump(exclude_none=True),
-        "weights": cfg.score.weights(),
-        "method": d.method,
-        **({"radius": d.radius} if d.method == "radius" else {}),
-        **({"mmr_lambda": d.mmr_lambda} if d.method == "mmr" else {}),
-        "encoder": encoder_identity(d.model),
-        "candidates": len(score),
-        "selected": len(selected),
-        "not_selected": len(left),
-        "not_selected_by": {str(k): int(v) for k, v in sorted(causes.items())},
-        "passed_through": records.height - len(score),
-        "mean_score_selected": round(float(score[selected].mean()), 4) if len(selected) else None,
-    }
+    figures = SelectFigures(
+        budget=cfg.budget.model_dump(exclude_none=True), weights=cfg.score.weights(), method=d.method,
+        encoder=encoder_identity(d.model), candidates=len(score), selected=len(selected), not_selected=len(left),
+        not_selected_by={str(k): int(v) for k, v in sorted(causes.items())},
+        passed_through=records.height - len(score),
+        mean_score_selected=round(float(score[selected].mean()), 4) if len(selected) else None,
+        timings=seconds,  # the stage's own "seconds" is its total
+        embeddings_reused=reused,
+    )
+    if d.method == "radius":
+        figures.radius = d.radius
+    if d.method == "mmr":
+        figures.mmr_lambda = d.mmr_lambda
     if cfg.budget.records is not None:
-        figures["short_of_budget"] = max(0, min(cfg.budget.records, len(score)) - len(selected))
+        figures.short_of_budget = max(0, min(cfg.budget.records, len(score)) - len(selected))
     if tokens is not None:
-        figures["tokens_used"] = int(tokens[selected].sum())
-    for name, values in signals.items():
-        finite = values[selected][np.isfinite(values[selected])]
-        figures[f"mean_{name}_selected"] = round(float(finite.mean()), 4) if len(finite) else None
-    figures["timings"] = seconds  # the stage's own "seconds" is its total
+        figures.tokens_used = int(tokens[selected].sum())
+
+    def mean_selected(signal: str) -> float | None:
+        values = signals[signal][selected]
+        finite = values[np.isfinite(values)]
+        return round(float(finite.mean()), 4) if len(finite) else None
+
+    if "jury" in signals:
+        figures.mean_jury_selected = mean_selected("jury")
+    if "length" in signals:
+        figures.mean_length_selected = mean_selected("length")
+    if "ifd" in signals:
+        figures.mean_ifd_selected = mean_selected("ifd")
     return figures
