@@ -48,12 +48,20 @@ ATTRIBUTION = r"[\"”]\s*[-–—―~]\s*(?:[^\s\"”]+\s*){1,6}$|^[–—―~]
 # A line of code (an assignment, a call, a comment after code): "return a" and "# Output : English" end on words.
 CODE_LINE = r"[={};<>]|\w\(|//|\s#\s"
 LIST_ITEM = r"^(?:[-*+•]|\d{1,3}[.)]|[A-Za-z][.)])\s"
-# English words that cannot end a sentence: articles, possessives, coordinating conjunctions and
-# prepositions that never stand at the end ("what is it made of" can, so "of" is left out).
+# Words that cannot end a sentence: articles, possessives, conjunctions, prepositions that never
+# stand last. Words that can, in any of these languages, are left out: English "to", "in", "no",
+# "do"; German separable prefixes ("zu", "auf", "mit", "an"), pronouns and adverbs ("das", "du", "da", "ein(e)"),
+# "die" (English); Spanish/Portuguese numerals ("una", "um", "dos"); Dutch "het", "voor"; one-letter
+# conjunctions ("y", "e", "o": variable names too).
 FUNCTION_WORDS = (
-    "the", "a", "an", "and", "or", "nor", "but", "with", "from", "into", "than", "their", "your", "my",
-    "our", "its", "whose", "because", "although", "such", "these", "those", "very", "is", "are", "was",
-    "were",
+    # English
+    "the", "a", "an", "and", "or", "nor", "but", "of", "with", "from", "into", "than", "their", "your", "my",
+    "our", "its", "whose", "because", "although", "such", "these", "those", "very", "is", "are", "was", "were",
+    # Spanish, Portuguese, French, Italian, German, Dutch
+    "de", "del", "al", "la", "el", "los", "las", "un", "en", "con", "por", "para", "que", "su",
+    "sus", "os", "as", "na", "em", "com", "et", "le", "les", "des", "au", "aux", "pour",
+    "dans", "sur", "ou", "mais", "di", "il", "lo", "gli", "della", "che", "per", "und", "oder", "aber", "der",
+    "dem", "den", "des", "von", "für", "im", "van", "een",
 )
 # A sentence end followed by another sentence on the same line: "... fast. Then the".
 INNER_SENTENCE = r"\p{Ll}{2}[.!?][\"'”’)]?\s+[\p{Lu}\d]|[。！？][^\s。！？」』”’）]"
@@ -82,9 +90,10 @@ def truncation_section(cfg: TruncationFilter) -> Section:
         on_letter = last.str.contains(ENDS_ON_LETTER)
         token = last.str.extract(r"(\S+)$")
         word = on_letter & ~token.str.contains(TOKEN_NOT_WORD)
-        code = last.str.contains(CODE_LINE) | pl.col(_INDENTED)
-        function_word = token.str.to_lowercase().is_in(FUNCTION_WORDS) & (answer.str.count_matches(r"\S+") >= 3) & ~code
         words = last.str.count_matches(r"\S+")
+        code = last.str.contains(CODE_LINE) | pl.col(_INDENTED)
+        # On a line of 3+ words: "5. A" is an answer key's option.
+        function_word = token.str.to_lowercase().is_in(FUNCTION_WORDS) & (words >= 3) & ~code
         # Not prose: a heading, a table row, an inline list ("Lucifer, NCIS", short items between
         # separators), a title or list of names (most words capitalised), a quotation's attribution.
         listing = last.str.count_matches(LIST_SEPARATOR) >= 2
