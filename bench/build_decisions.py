@@ -821,7 +821,7 @@ def truncated_set(rng: random.Random) -> list[dict]:
         for o, p, a in pools[pool]:
             group = _complete_group(p, a) or f"complete_{pool}"
             by_group.setdefault(group, []).append(item("truncated", "truncated_answer", "keep", o, group, prompt=p, answer=a))
-    for group, items in sorted(by_group.items()):
+    for _group, items in sorted(by_group.items()):
         keeps += _sample(items, 40, rng, per_prompt=2)
     return removes + keeps
 

@@ -108,7 +108,8 @@ def truncation_section(cfg: TruncationFilter) -> Section:
         detail = (
             pl.when(pl.any_horizontal(n % 2 == 1 for n in fences)).then(pl.lit("an unclosed code block at the end"))
             .when(multiline & last.str.contains(LIST_MARKER)).then(pl.format("a list cut after its marker '{}'", last))
-            .when(last.str.contains(OPENING) & ~(multiline & last.str.contains(VALEDICTION))).then(pl.format("ends on '{}': {}", last.str.slice(-1), tail))
+            .when(last.str.contains(OPENING) & ~(multiline & last.str.contains(VALEDICTION)))
+            .then(pl.format("ends on '{}': {}", last.str.slice(-1), tail))
             .when(brackets & ~last.str.contains(r"[.!?。！？]$")).then(pl.format("a bracket left open: {}", tail))
             .when(quotes & last.str.contains(r"[\p{L}\p{N},]$")).then(pl.format("a quote left open: {}", tail))
             .when(word & function_word).then(pl.format("ends on '{}': {}", token, tail))
@@ -131,7 +132,8 @@ def _final_answers(work: Work) -> pl.DataFrame:
     line = pl.col(CONTENT).str.strip_chars_end().str.extract(r"([^\n]*)$")
     last = line.str.strip_chars()
     lines = with_words(final.select(ROW, last.alias(CONTENT))).select(ROW, word_count().alias(_WORDS))
-    final = final.with_columns(last.alias(_LAST), (line.str.contains(r"^(?:  |\t)") & pl.col(CONTENT).str.contains("\n")).alias(_INDENTED))
+    indented = line.str.contains(r"^(?:  |\t)") & pl.col(CONTENT).str.contains("\n")
+    final = final.with_columns(last.alias(_LAST), indented.alias(_INDENTED))
     return final.join(lines, on=ROW, how="left", maintain_order="left")
 
 
