@@ -99,6 +99,7 @@ def config(data: Path, args: argparse.Namespace) -> dict:
             "keywords": {"refusals": True},
             "repetition": {"max_dup_line_frac": 0.3, "max_top_ngram_frac": 0.2},
             "language": {"keep": ["en"]},
+            "truncated": {},  # off by default; the mix's cut answers are junk the curation must remove
         },
         "dedup": {"exact": {}, "minhash": {"threshold": 0.8, "num_perm": 128, "ngram": 5}},
         "decontamination": {"benchmarks": [{"path": str(SHARED / "sft" / "gsm8k_test.jsonl"), "name": "gsm8k"}]},

@@ -45,6 +45,7 @@ SETS: dict[str, dict] = {
     # On by default in every filters section: named here so it is measured (see judge).
     "placeholders": {"filters": {"placeholders": {}}, "reason": "placeholders",
                      "reasons": ["placeholder_answer", "leaked_template"]},
+    "truncated": {"filters": {"truncated": {}}, "reason": "truncated_answer", "reasons": ["truncated_answer"]},
 }
 LABELS = ("remove", "keep")
 FIELDS = {"id", "rule", "reason", "label", "group", "origin"}

@@ -732,6 +732,100 @@ def placeholder_set(rng: random.Random) -> list[dict]:
     return removes + _sample(keeps, 400, rng, per_prompt=6)
 
 
+# ---------------------------------------------------------------- truncated: cut answers vs answers ending open
+
+# Answers known complete: alpaca_eval's strongest models (no max-token cuts in their outputs), oasst2
+# human replies in every language (Open-Paws; not the shared English trees, which the rule was
+# checked on), Alpaca-GPT4-zh and GPTeacher. The rule was written against ../shared/data's
+# alpaca_en_demo, code_alpaca, oasst_en_100_tree, glaive and self-instruct: none of them is used here.
+STRONG_MODELS = ("gpt4_0314", "claude-2", "gpt-3.5-turbo-0301")
+ENDS_CLOSED = re.compile(r"(?:[.!?。！？…]|```|~~~)[\"'”’)\]*_]*\s*$")
+LAST_LINE = re.compile(r"([^\n]*)\s*$")
+EMOJI_OR_URL = re.compile(r"(?:[\U0001F300-\U0001FAFF\u2600-\u27BF]\ufe0f?|https?://\S+|www\.\S+)\s*$")
+ANSWER_LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s")
+
+
+def _cut(answer: str, rng: random.Random, by: str) -> str | None:
+    """The answer cut at a random word boundary or character, past its first 5 words and before
+    its end; None when the cut lands after closing punctuation or a closing fence (a shorter
+    complete-looking answer, which no rule reading the text alone can tell from a whole one)."""
+    if by == "word":
+        spans = [m.end() for m in re.finditer(r"\S+", answer)]
+        if len(spans) < 8:
+            return None
+        end = rng.choice(spans[5:-1])
+    else:
+        first = min(len(answer) - 2, max(10, len(" ".join(answer.split()[:5]))))
+        if first >= len(answer) - 2:
+            return None
+        end = rng.randrange(first, len(answer) - 1)
+    cut = answer[:end].rstrip()
+    return None if ENDS_CLOSED.search(cut) or len(cut) < 10 else cut
+
+
+def _complete_group(prompt: str, answer: str) -> str | None:
+    """What kind of near miss a complete answer is, by how it ends (None: an ordinary one)."""
+    last = LAST_LINE.search(answer.rstrip()).group(1).strip()
+    if answer.rstrip().endswith(("```", "~~~")):
+        return "closed_code_block"
+    if len(answer.split()) <= 3:
+        return "short_answer"
+    if last.startswith("|"):
+        return "table"
+    if EMOJI_OR_URL.search(answer):
+        return "emoji_or_url"
+    if SONG.search(prompt):
+        return "poem_or_song"
+    if answer.rstrip().endswith("$$") or "$" in last or re.search(r"[\d=]\s*$", last):
+        return "math_or_number"
+    if answer.rstrip().endswith(("}", "]")):
+        return "json_or_bracket"
+    if ANSWER_LIST_ITEM.match(last):
+        return "list_item_last"
+    if last.startswith("#") or re.search(r"\w$", last):
+        return "ends_without_punctuation"
+    return None
+
+
+def truncated_set(rng: random.Random) -> list[dict]:
+    strong = [(o, p, a) for o, p, a in alpaca_eval() if any(f"results/{m}/" in o for m in STRONG_MODELS)]
+    oasst = [(o, p, a, la.split("-")[0]) for o, p, a, lp, la in oasst_pairs() if o.startswith("Open-Paws")]
+    zh = list(llama_factory_alpaca("alpaca_zh_demo.json"))
+    teacher = list(gpteacher("Toolformer", "toolformer-dedupe-only-dataset.json"))
+    pools = {
+        "en": [(o, p, a) for o, p, a in strong if len(a) <= MAX_CHARS] + [(o, p, a) for o, p, a, lang in oasst if lang == "en"],
+        "other_lang": [(o, p, a) for o, p, a, lang in oasst if lang not in ("en", "zh")],
+        "zh": zh + [(o, p, a) for o, p, a, lang in oasst if lang == "zh"],
+        "code": [(o, p, a) for o, p, a in strong if a.count("```") >= 2 and len(a) <= MAX_CHARS],
+        "toolformer": teacher,
+    }
+    removes = []
+    for pool, n in (("en", 90), ("other_lang", 60), ("zh", 40), ("toolformer", 20)):
+        for by in ("word", "char"):
+            for o, p, a in rng.sample(pools[pool], min(len(pools[pool]), 3 * n)):
+                cut = _cut(a, rng, by)
+                if cut and sum(it["group"] == f"cut_{by}_{pool}" for it in removes) < n // 2 + n % 2 * (by == "word"):
+                    removes.append(item("truncated", "truncated_answer", "remove", o + f" (cut at a {by})",
+                                        f"cut_{by}_{pool}", prompt=p, answer=cut))
+    # Code answers cut inside a fenced block (a generation that ran out while writing code).
+    for o, p, a in rng.sample(pools["code"], min(len(pools["code"]), 40)):
+        blocks = [m.span() for m in re.finditer(r"(?ms)^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", a)]
+        start, end = blocks[0]
+        inner = [m.end() for m in re.finditer(r"\S+", a[start:end])][2:-2]
+        if inner:
+            removes.append(item("truncated", "truncated_answer", "remove", o + " (cut inside a code block)",
+                                "cut_in_code_block", prompt=p, answer=a[: start + rng.choice(inner)]))
+    keeps = []
+    by_group: dict[str, list[dict]] = {}
+    for pool in ("en", "other_lang", "zh", "code", "toolformer"):
+        for o, p, a in pools[pool]:
+            group = _complete_group(p, a) or f"complete_{pool}"
+            by_group.setdefault(group, []).append(item("truncated", "truncated_answer", "keep", o, group, prompt=p, answer=a))
+    for _group, items in sorted(by_group.items()):
+        keeps += _sample(items, 40, rng, per_prompt=2)
+    return removes + keeps
+
+
 SETS = {
     "keywords_refusals": refusal_set,
     "format_json": json_set,
@@ -741,6 +835,7 @@ SETS = {
     "markdown_fences": fence_set,
     "pii": pii_set,
     "placeholders": placeholder_set,
+    "truncated": truncated_set,
 }
 
 

@@ -218,12 +218,20 @@ class PlaceholderFilter(Strict):
     template: bool = Field(True, description="Answers holding a leaked Instruction:/Input:/Output: generation template.")
 
 
+class TruncationFilter(Strict):
+    min_words: int = Field(
+        8, ge=1, description="A last line ending on a letter is judged only from this many words (CJK: 1.5 characters"
+        " a word): shorter ones are names, titles, list items and lines of verse.",
+    )
+
+
 class Filters(Strict):
     # On in every filters section: such answers are junk in any data set (null = off).
     placeholders: PlaceholderFilter | None = PlaceholderFilter()
     length: LengthFilter | None = None
     keywords: KeywordFilter | None = None
     format: FormatFilter | None = None
+    truncated: TruncationFilter | None = None
     repetition: RepetitionFilter | None = None
     language: LanguageFilter | None = None
 

@@ -235,6 +235,67 @@ def test_placeholder_answers_and_leaked_templates_are_removed_by_default(shared_
     assert {k for k, v in only_templates.items() if v} == {"leaked", "leaked_chosen"}
 
 
+# --- truncated ------------------------------------------------------------------------------
+
+CUT = {  # answers cut off, each by one of the structures the check reads
+    "open_fence": "Here is the code:\n\n```python\ndef add(a, b):\n    return a",
+    "list_marker": "Three fruits:\n1. Apple\n2. Banana\n3.",
+    "colon": "Sure. The steps are as follows:",
+    "comma": "The causes of the war were economic rivalry, nationalism,",
+    "bracket": "Use the mean (the sum of the values divided by",
+    "quote": 'He looked at me and said "we will never',
+    "function_word": "The capital of France is Paris, which lies on the",
+    "mid_sentence": "Water boils at sea level. At higher altitudes the air pressure is lower so water boils at a lower temperat",
+    "second_turn": "unused",
+}
+NEAR_MISSES = {  # complete answers that end without a period
+    "closed_code": "Here:\n\n```python\nprint('hi')\n```",
+    "list_items": "Fruits that are rich in vitamin C:\n- Oranges and lemons from Spain\n- Kiwis grown in New Zealand"
+                  "\n- Strawberries picked in early summer",
+    "number": "42",
+    "word": "Paris",
+    "table": "| planet | moons |\n|---|---|\n| Mars | 2 |",
+    "title": "The Old Man and the Sea",
+    "emoji": "Have a wonderful day, and enjoy every minute of the sunshine out there 🌞",
+    "url": "The documentation lives on the project's site at https://docs.python.org/3/",
+    "cjk": "北京是中国的首都。",
+    "cjk_short": "长城",
+    "poem": "The river bends beneath the hill\nAnd all the morning air is still\nThe swallows turn above the mill",
+    "math": "The solution of the equation is\n\n$$x = \\frac{-b}{2a}$$",
+    "formula": "Subtracting 3 from both sides and dividing by 2 gives the final answer x = 7",
+    "json": '{"name": "Ada", "languages": ["en", "fr"]}',
+    "letter": "Dear Sam,\n\nThank you for the lovely flowers.\n\nBest regards,",
+    "casual": "i think it depends on what you want to do with it honestly",
+    "attribution": '"Be yourself; everyone else is already taken." - Oscar Wilde',
+}
+
+
+def test_truncated_answers_are_removed_and_near_misses_kept(shared_data: Path) -> None:
+    rows = [sft(f"cut-{k}", "Answer this.", v) for k, v in CUT.items() if k != "second_turn"]
+    # Only the final answer counts: a cut earlier turn was answered after.
+    rows.append(sft("cut-second_turn", "Hi", "Hello, I was saying that the", "Go on.", "Sorry, it was cut off"))
+    rows += [sft(f"keep-{k}", "Answer this.", v) for k, v in NEAR_MISSES.items()]
+    rows += [pref("pref", "Q?", CUT["comma"], "No."), raw("doc", CUT["comma"])]  # sft answers only
+    got = outcome({"truncated": {}}, rows)
+    assert {k for k, v in got.items() if v} == {f"cut-{k}" for k in CUT if k != "second_turn"}
+    assert {v[0] for v in got.values() if v} == {"truncated_answer"}
+    assert got["cut-open_fence"][1] == "an unclosed code block at the end"
+    assert got["cut-list_marker"][1] == "a list cut after its marker '3.'"
+    assert got["cut-function_word"][1].startswith("ends on 'the': ")
+    assert outcome({}, rows) == dict.fromkeys(got)  # off by default
+    # Real answers: whole Alpaca-GPT4 answers that end a sentence are kept; the same cut after
+    # two thirds of their words (not at a sentence end) are removed in most cases. (Cut inside the
+    # first sentence, an answer cannot be told from a writer who ends sentences without a period.)
+    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
+    whole = [r for r in alpaca[:120] if len(r["output"].split()) > 40 and r["output"].rstrip().endswith(".")]
+    cut = [" ".join(r["output"].split()[: len(r["output"].split()) * 2 // 3]) for r in whole]
+    cut = [c for c in cut if not c.endswith((".", "!", "?"))]
+    real = outcome({"truncated": {}}, [sft(f"whole-{i}", r["instruction"], r["output"]) for i, r in enumerate(whole)]
+                   + [sft(f"real-cut-{i}", "Answer this.", c) for i, c in enumerate(cut)])
+    assert len(whole) > 40 and not any(v for k, v in real.items() if k.startswith("whole"))
+    assert sum(v is not None for k, v in real.items() if k.startswith("real-cut")) > 0.5 * len(cut)
+
+
 # --- keywords -------------------------------------------------------------------------------
 
 

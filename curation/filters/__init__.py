@@ -2,14 +2,14 @@
 
 A check is a reason, a boolean "drop" expression and a detail expression. The stage adds the
 helper columns the configured sections need (text views, counts, per-turn figures), then labels
-each record with the first failing check, in config order: placeholders, length, keywords, format, repetition,
-language.
+each record with the first failing check, in config order: placeholders, length, keywords, format, truncated,
+repetition, language.
 Details are computed only for the removed records. Python runs per text only where polars
 cannot: the tokenizer (one batch call) and json.loads / ast.parse on the few answers that hold
 JSON or fenced python code.
 
 `stage` builds the stage from the sections in `placeholders`, `length`, `keywords`, `format`,
-`repetition` and `language`;
+`truncated`, `repetition` and `language`;
 `checks` holds what they share.
 """
 

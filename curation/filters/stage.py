@@ -20,6 +20,7 @@ from curation.filters.language import language_section
 from curation.filters.length import length_section
 from curation.filters.placeholders import placeholder_section
 from curation.filters.repetition import repetition_section
+from curation.filters.truncated import truncation_section
 from schemas.config import Filters, TextView
 from schemas.figures import FiltersFigures
 
@@ -114,6 +115,8 @@ def build_filter_stage(cfg: Filters, engine: Engine | None = None) -> Stage:
         sections.append(keyword_section(cfg.keywords))
     if cfg.format:
         sections.append(format_section(cfg.format))
+    if cfg.truncated:
+        sections.append(truncation_section(cfg.truncated))
     if cfg.repetition:
         sections.append(repetition_section(cfg.repetition))
     if cfg.language:
