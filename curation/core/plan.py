@@ -1,4 +1,4 @@
-"""The pipeline plan: every step after ingest, in order, from one config. The stage order lives here
+"""The pipeline plan: ingest, then every step in order, from one config. The stage order lives here
 and nowhere else; the flow (flows/curate.py) and `run_pipeline` (curation/core/run.py) both run it.
 
 STEPS is the one list of steps. Each line (a StepSpec) says which config section the step belongs
@@ -10,12 +10,9 @@ package plus one line here (ARCHITECTURE.md, "Adding a stage").
 
 A builder is a function of the PlanContext (the config, RUN_DIR and what steps share: the engine,
 the LLM answer cache, budget and jury, the semantic dedup's vectors) that returns the built Step:
-the Stage or Expansion with the config sections its checkpoint depends on. The builders import
-their stage package when called, so importing this module (and the CLI's help) stays fast.
-
-Most steps split records into kept and rejected (a Stage). Two add records instead (an
-Expansion): synthesis (new sft pairs from raw text, before the filters so they get the same
-checks) and preference (pairs built after the jury).
+the Stage or Expansion with the config sections its checkpoint depends on. The builders (and
+ingest_inputs) import their stage package when called: importing this module stays fast. Most steps
+split records into kept and rejected (a Stage); synthesis and preference add records (an Expansion).
 """
 
 from __future__ import annotations
@@ -37,7 +34,9 @@ if TYPE_CHECKING:
     from curation.core.engine import Engine
     from curation.core.stage import Stage, StageResult
     from curation.core.stats import StageStats
+    from curation.core.storage import RemotePath
     from curation.dedup.vectors import VectorStore
+    from curation.ingest.collect import IngestResult
     from curation.jury.panel import Jury
     from curation.llm.cache import AnswerCache
     from curation.llm.endpoint import Budget
@@ -300,6 +299,28 @@ def _export(ctx: PlanContext) -> Step:
         return export_run(records, cfg, out_dir, load_tokenizer(cfg.tokenizer), run_stats=run_stats)
 
     return Step(Stage("export", run), ("export",), "export")
+
+
+# --- ingest: before every line of STEPS (its records are what the first line reads) -------------
+
+
+def ingest_inputs(config: CurateConfig, progress: bool, work: Path | None) -> IngestResult:
+    """The inputs as records, streamed into `work`; on Ray (with `work`) each file read where it lies."""
+    from curation.core.engine import open_engine
+    from curation.ingest import ingest
+    from curation.ingest.parallel import ingest_on_ray
+
+    batch_size = config.execution.batch_size
+    if work is not None and config.execution.engine == "ray":
+        return ingest_on_ray(config.inputs, open_engine(config.execution, progress), work, batch_size, config.base_dir)
+    return ingest(config.inputs, progress=progress, out=work, batch_size=batch_size, base=config.base_dir)
+
+
+def check_inputs(config: CurateConfig, outputs: tuple[Path | RemotePath, ...]) -> None:
+    """Ingest's preflight: every input expands and has a known format; none lies in `outputs`."""
+    from curation.ingest import check_inputs
+
+    check_inputs(config.inputs, outputs=outputs)
 
 
 # --- the steps' preflight checks (curation/core/preflight.py runs those of the planned steps) ---

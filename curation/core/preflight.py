@@ -12,9 +12,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from curation.core.plan import PlanContext, planned
+from curation.core.plan import PlanContext, check_inputs, planned
 from curation.core.storage import RemotePath, as_path, check_reachable
-from curation.ingest import check_inputs
 from schemas.base import ConfigError
 from schemas.config import CurateConfig
 
@@ -23,7 +22,7 @@ def preflight(config: CurateConfig, out: Path | None = None) -> None:
     """Raise ConfigError for the first fatal problem of `config` run into `out`: the inputs, the
     folders it writes, then each planned step's own check (curation/core/plan.py STEPS), in order."""
     outputs = tuple(as_path(p) for p in (out, config.publish and config.publish.dir) if p)
-    check_inputs(config.inputs, outputs=outputs)  # an input inside them would read the run's own outputs
+    check_inputs(config, outputs)  # an input inside them would read the run's own outputs
     if out is not None:
         writable_dir(as_path(out), "--out")
     if config.publish:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -29,9 +29,8 @@ from curation.core.checkpoint import (
     stage_fingerprint,
 )
 from curation.core.corpus import Source, append, collect, write_parquet
-from curation.core.engine import open_engine
 from curation.core.mirror import RunMirror
-from curation.core.plan import Expansion, PlanContext, Step, build_plan, planned
+from curation.core.plan import Expansion, PlanContext, Step, build_plan, ingest_inputs, planned
 from curation.core.sections import sections
 from curation.core.stage import Stage
 from curation.core.stats import (
@@ -46,11 +45,11 @@ from curation.core.stats import (
     stage_stats,
 )
 from curation.core.storage import RemotePath
-from curation.ingest import ingest
-from curation.ingest.parallel import ingest_on_ray
-from curation.publish.versions import Version
 from schemas.config import CurateConfig
 from schemas.record import RECORD_SCHEMA, REJECT_SCHEMA
+
+if TYPE_CHECKING:
+    from curation.publish.versions import Version
 
 log = logging.getLogger(__name__)
 Held = Checkpoint | HeldCheckpoint  # where a step's output is kept: on disk (resumable) or in memory
@@ -145,11 +144,7 @@ def run_ingest(config: CurateConfig, progress: bool, checkpoint: Held, fresh: bo
     if (manifest := restored(checkpoint, fresh)) is not None:
         return manifest
     work = checkpoint.scratch / "ingest" if checkpoint.on_disk else None
-    batch_size = config.execution.batch_size
-    if work is not None and config.execution.engine == "ray":  # each file read by a task, where it lies
-        result = ingest_on_ray(config.inputs, open_engine(config.execution, progress), work, batch_size, config.base_dir)
-    else:
-        result = ingest(config.inputs, progress=progress, out=work, batch_size=batch_size, base=config.base_dir)
+    result = ingest_inputs(config, progress, work)
     manifest = checkpoint.save(result.records, result.rejected, result.stats())
     if work is not None:
         shutil.rmtree(work, ignore_errors=True)
