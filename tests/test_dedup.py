@@ -270,12 +270,12 @@ def test_semantic_verify_removes_a_paraphrase_of_a_record_it_kept() -> None:
     assert float(result.rejected["detail"][0].removeprefix("cosine ")) >= 0.9
 
 
-def test_semantic_keeps_the_same_task_in_two_programming_languages(shared_data: Path) -> None:
-    # Two bubble sorts of code_alpaca_2k, one answered in Python, one in JavaScript.
-    data = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())
-    python, javascript = data[582], data[631]
-    assert "def bubble_sort" in python["output"] and "function bubbleSort" in javascript["output"]
-    records = records_frame([conversation(i, r["instruction"], r["output"]) for i, r in enumerate((python, javascript))])
+def test_semantic_keeps_the_same_task_in_two_programming_languages(public_data: Path) -> None:
+    # Two recursive factorials of GPTeacher's Codegen set, one asked and answered in Python, one in JavaScript.
+    data = json.loads((public_data / "sft" / "gpteacher_codegen_instruct.json").read_text())
+    python, javascript = data[380], data[210]
+    assert "def factorial" in python["response"] and "function factorial" in javascript["response"]
+    records = records_frame([conversation(i, r["instruction"], r["response"]) for i, r in enumerate((python, javascript))])
     result = build_semantic_stage(SemanticDedup(), progress=False)(records)
     assert check(records, result) == {}
     assert result.figures.kept_as_different_task == {"language": 1}
@@ -283,16 +283,20 @@ def test_semantic_keeps_the_same_task_in_two_programming_languages(shared_data: 
 
 
 def test_semantic_decisions_do_not_depend_on_how_many_pairs_are_verified_at_once(
-    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    public_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 1,000 real instructions with the planted task changes after them, searched by the IVF index
-    # (small blocks, so it takes over early); verify reads its pairs a few at a time or all at once.
+    # 952 real instructions (GPTeacher Codegen, Self-Instruct, GSM8K) with the planted task changes
+    # after them, searched by the IVF index (small blocks, so it takes over early); verify reads
+    # its pairs a few at a time or all at once.
     from curation.dedup import semantic
 
-    data = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())
+    sft = public_data / "sft"
+    code = [r["instruction"] for r in json.loads((sft / "gpteacher_codegen_instruct.json").read_text())]
+    lines = [json.loads(line) for name in ("selfinstruct_user_oriented_252.jsonl", "gsm8k_test.jsonl")
+             for line in (sft / name).read_text().splitlines()]
     celsius, fahrenheit = DIFFERENT_TASKS["direction"]
     planted = [*DIFFERENT_TASKS["antonym"], celsius, fahrenheit, SAME_TASK[1]]
-    records = frame([r["instruction"] for r in data[:1000]] + planted)
+    records = frame(code + [r.get("instruction") or r["question"] for r in lines] + planted)
     monkeypatch.setattr(semantic, "BLOCK_ROWS", 128)
     stage = build_semantic_stage(SemanticDedup(search="ivf"), progress=False)
     monkeypatch.setattr(semantic, "VERIFY_PAIRS", 3)

@@ -198,22 +198,25 @@ LEAKED = (
 )
 
 
-def test_placeholder_answers_and_leaked_templates_are_removed_by_default(shared_data: Path) -> None:
-    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
-    code = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text(encoding="utf-8"))
-    selfinstruct = [json.loads(line) for line in (shared_data / "sft" / "selfinstruct_user_oriented_252.jsonl")
+def test_placeholder_answers_and_leaked_templates_are_removed_by_default(public_data: Path) -> None:
+    sft_dir = public_data / "sft"
+    code = json.loads((sft_dir / "gpteacher_codegen_instruct.json").read_text(encoding="utf-8"))
+    picked = json.loads((sft_dir / "alpaca_eval_outputs_picked.json").read_text(encoding="utf-8"))
+    selfinstruct = [json.loads(line) for line in (sft_dir / "selfinstruct_user_oriented_252.jsonl")
                     .read_text(encoding="utf-8").splitlines()]
-    # Placeholder tokens as Alpaca data spells them (its `input` fields: rows 184, 514) used as answers.
-    tokens = [alpaca[184]["input"], alpaca[514]["input"], "<nooutput>", "N/A", "\u200b", ",_"]
-    rows = [sft(f"token-{i}", alpaca[i]["instruction"], t) for i, t in enumerate(tokens)]
+    # Placeholder tokens as Alpaca data spells them in its `input` fields (alpaca_en_demo rows 184,
+    # 514), used as answers to real Self-Instruct prompts.
+    tokens = ["noinput", "No input", "<nooutput>", "N/A", "\u200b", ",_"]
+    rows = [sft(f"token-{i}", selfinstruct[i]["instruction"], t) for i, t in enumerate(tokens)]
     rows.append(sft("leaked", "Describe Barcelona.", LEAKED))
     rows.append(pref("leaked_chosen", "Describe Barcelona.", LEAKED, "Nice city."))
     # Near misses: short real answers, worked examples with Input:/Output:, a recipe's "Instructions:".
     short = [(r["instruction"], r["instances"][0]["output"]) for r in selfinstruct
              if len(r["instances"][0]["output"]) < 12]
     rows += [sft(f"short-{i}", q, a) for i, (q, a) in enumerate(short)]
-    rows += [sft("io_alpaca", alpaca[534]["instruction"], alpaca[534]["output"]),
-             sft("io_code", code[1499]["instruction"], code[1499]["output"]),
+    # A programming problem with an `Input:`/`Output:` example (alpaca_eval); `# Output:` after code.
+    rows += [sft("io_example", picked[3]["instruction"], picked[3]["output"]),
+             sft("io_code", code[166]["instruction"], code[166]["response"]),
              sft("examples", "Explain two_sum.", "Example 1:\nInput: nums = [2,7], target = 9\nOutput: [0,1]\n"
                  "Example 2:\nInput: nums = [3,3], target = 6\nOutput: [0,1]"),
              sft("recipe", "Pancakes?", "Ingredients:\n- 2 eggs\n- flour\nInstructions:\n1. Mix.\nOutput: 8 pancakes"),
@@ -378,16 +381,17 @@ def test_refusals_are_opt_in() -> None:
     assert got == {"refusal": ("excluded_keyword", "as an ai language model"), "clean": None}
 
 
-def test_refusals_are_what_answers_say_not_brand_names(shared_data: Path) -> None:
-    alpaca = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8"))
-    real = {i: sft(f"alpaca-{i}", alpaca[i]["instruction"], alpaca[i]["output"]) for i in (223, 665, 780)}
+def test_refusals_are_what_answers_say_not_brand_names(public_data: Path) -> None:
+    # Real model answers to alpaca_eval prompts (tests/fixtures/README.md).
+    picked = json.loads((public_data / "sft" / "alpaca_eval_outputs_picked.json").read_text(encoding="utf-8"))
+    real = {i: sft(f"real-{i}", picked[i]["instruction"], picked[i]["output"]) for i in (0, 1, 2)}
     rows = [
-        real[223],  # "I'm sorry, I cannot retrieve that information ..."
-        real[665],  # "As an AI, I don't have a physical house ..."
+        real[0],  # "I'm sorry, I cannot write a detailed patent for you ..."
+        real[1],  # "As an AI, I don't necessarily experience inspiration ..."
         sft("opinion", "Is pirating games wrong?", "As an AI, I can't have personal opinions, but piracy is illegal."),
         sft("declines", "Write malware.", "I'm sorry, but I can't help with that request."),
         # Near misses: answers naming AI products, a prompt about ChatGPT, a story, a letter.
-        real[780],  # "I'm sorry, but I'm unable to come into work today ..." (an excuse the user asked for)
+        real[2],  # "I'm sorry for the delay in processing your order ..." (an apology the user asked for)
         sft("product", "How can I draft emails faster?", "Try ChatGPT or OpenAI's GPT-4 API to draft them."),
         sft("prompt", "As an AI language model, what would ChatGPT say about tea?", CLEAN),
         sft("story", "Write a story.", "I cannot help but feel that the river knows my name, she said."),
@@ -395,11 +399,11 @@ def test_refusals_are_what_answers_say_not_brand_names(shared_data: Path) -> Non
     ]
     got = outcome({"keywords": {"refusals": True}}, rows)
     assert got == {
-        "alpaca-223": ("excluded_keyword", "i'm sorry, i cannot"),
-        "alpaca-665": ("excluded_keyword", "as an ai,"),
+        "real-0": ("excluded_keyword", "i'm sorry, i cannot"),
+        "real-1": ("excluded_keyword", "as an ai,"),
         "opinion": ("excluded_keyword", "as an ai,"),
         "declines": ("excluded_keyword", "i'm sorry, but i can't"),
-        "alpaca-780": None, "product": None, "prompt": None, "story": None, "researcher": None,
+        "real-2": None, "product": None, "prompt": None, "story": None, "researcher": None,
     }
     # refusals_view: all also reads the prompts (the old behaviour); `view` stays for `exclude`.
     everywhere = outcome({"keywords": {"refusals": True, "refusals_view": "all"}}, rows)
@@ -499,17 +503,19 @@ def test_json_is_checked_where_asked_for_or_claimed() -> None:
     )
 
 
-def test_json_check_on_real_answers(shared_data: Path) -> None:
-    """Code Alpaca's Python lists, dicts and regexes are not JSON; a glaive answer to "Convert the
-    given XML code to JSON" that misses its closing brace is."""
+def test_json_check_on_real_answers(public_data: Path) -> None:
+    """Letter templates (`[Your name]`), a script opening with `[Intro Music]`, valid tool calls and
+    code answers to prompts that name JSON are not invalid JSON; glaive's answer to "Convert the
+    given XML code to JSON" that misses its closing brace (its record 78, shipped alone) is."""
     from curation.ingest import ingest
     from schemas.config import InputSpec
 
-    names = ("code_alpaca_2k.json", "llamafactory_glaive_toolcall_en_demo.json")
-    records = ingest([InputSpec(path=str(shared_data / "sft" / name)) for name in names], progress=False).records
+    names = ("selfinstruct_user_oriented_252.jsonl", "oasst_en_100_tree.jsonl", "gpteacher_codegen_instruct.json",
+             "llamafactory_glaive_toolcall_en_demo.json", "llamafactory_glaive_toolcall_en_demo_78.json")
+    records = ingest([InputSpec(path=str(public_data / "sft" / name)) for name in names], progress=False).records
     rejected = build_filter_stage(Filters.model_validate({"format": {"json": True}}))(records).rejected
     assert rejected["reason"].to_list() == ["invalid_json"]
-    assert rejected["source"][0].endswith("llamafactory_glaive_toolcall_en_demo.json#78")
+    assert rejected["source"][0].endswith("llamafactory_glaive_toolcall_en_demo_78.json#0")
 
 
 def test_json_check_off_by_default() -> None:
@@ -761,17 +767,17 @@ def test_empty_input() -> None:
     assert result.kept.height == 0 and result.rejected.height == 0
 
 
-def test_real_data_keeps_most_records(shared_data: Path) -> None:
-    c4 = (shared_data / "raw" / "c4_demo.jsonl").read_text(encoding="utf-8").splitlines()
-    alpaca = json.loads(
-        (shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text(encoding="utf-8")
-    )
+def test_real_data_keeps_most_records(public_data: Path) -> None:
+    c4 = (public_data / "raw" / "c4_demo.jsonl").read_text(encoding="utf-8").splitlines()
+    code = json.loads((public_data / "sft" / "gpteacher_codegen_instruct.json").read_text(encoding="utf-8"))
+    selfinstruct = [json.loads(line) for line in (public_data / "sft" / "selfinstruct_user_oriented_252.jsonl")
+                    .read_text(encoding="utf-8").splitlines()]
+    gsm8k = [json.loads(line) for line in (public_data / "sft" / "gsm8k_test.jsonl").read_text().splitlines()]
     rows = [raw(f"c4-{i}", json.loads(line)["text"]) for i, line in enumerate(c4)]
-    rows += [
-        sft(f"alpaca-{i}", (r["instruction"] + "\n" + r["input"]).strip(), r["output"])
-        for i, r in enumerate(alpaca)
-        if r["output"].strip()
-    ]
+    pairs = [(r["instruction"], r["input"], r["response"]) for r in code]
+    pairs += [(r["instruction"], r["instances"][0]["input"], r["instances"][0]["output"]) for r in selfinstruct]
+    pairs += [(r["question"], "", r["answer"]) for r in gsm8k]
+    rows += [sft(f"sft-{i}", (q + "\n" + context).strip(), a) for i, (q, context, a) in enumerate(pairs) if a.strip()]
     config = {
         "length": {"min_words": 3, "max_words": 4000, "roles": {"assistant": {"min_words": 1}}},
         "keywords": {"refusals": True},

@@ -189,6 +189,9 @@ def check_real_file(root: Path, name: str, shape: str, kind: str, kept: int, rej
     [  # tests/fixtures: whole files or their first records (tests/fixtures/README.md)
         ("sft/gsm8k_test.jsonl", "prompt_response", "sft", 200, {}),
         ("sft/llamafactory_glaive_toolcall_en_demo.json", "sharegpt", "sft", 20, {}),
+        ("sft/llamafactory_identity.json", "alpaca", "sft", 91, {}),
+        # GPTeacher's instruction/input/response: the dolly shape, `input` as its context.
+        ("sft/gpteacher_codegen_instruct.json", "dolly", "sft", 500, {}),
         ("sft/fastchat_dummy_conversation_sharegpt.json", "sharegpt", "sft", 500, {}),
         ("pref/orca_dpo_pairs_validation_283.jsonl", "openai_dpo", "preference", 284, {}),
         ("raw/c4_demo.jsonl", "text", "raw", 300, {}),
@@ -206,7 +209,10 @@ def test_real_file(public_data: Path, name: str, shape: str, kind: str, kept: in
 
 @pytest.mark.parametrize(
     REAL_FILE_FIELDS,
-    [  # ../shared/data: files the repository may not ship
+    # ../shared/data: files the repository may not ship. Their shapes are read from shipped files
+    # above (Alpaca: identity; ShareGPT preference: test_shape); these check the
+    # third-party files themselves, e.g. Code Alpaca's two rows with an empty output.
+    [
         ("sft/llamafactory_alpaca_en_demo.json", "alpaca", "sft", 999, {}),
         # Two code_alpaca rows really have an empty output.
         ("sft/code_alpaca_2k.json", "alpaca", "sft", 2015, {"empty_content": 2}),
@@ -344,6 +350,13 @@ def test_real_oasst_paths(public_data: Path) -> None:
             {"id": 7, "system": "Sys", "conversations": [turn("human", "q"), turn("chatgpt", "a")]},
             "sharegpt",
             {"id": "7", "messages": [system("Sys"), user("q"), bot("a")]},
+        ),
+        (  # ShareGPT preference, as LLaMA-Factory's dpo_en_demo.json writes it
+            {"conversations": [turn("human", "q"), turn("gpt", "a"), turn("human", "q2")],
+             "chosen": turn("gpt", "good"), "rejected": turn("gpt", "bad")},
+            "sharegpt",
+            {"kind": "preference", "messages": [user("q"), bot("a"), user("q2")], "chosen": [bot("good")],
+             "rejected": [bot("bad")]},
         ),
         (
             {"prompt": "Q", "chosen": "good", "rejected": "bad"},

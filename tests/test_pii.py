@@ -100,19 +100,31 @@ def test_code_keeps_its_numbers_but_not_its_secrets() -> None:
     assert find("```\nx = 151.101.1.69\n", KINDS) == []
 
 
-def test_real_technical_text_holds_almost_no_numbers_to_redact(shared_data: Path) -> None:
-    """Every PEP body (headers hold authors' addresses) and Code Alpaca task: of phones, IPs and
-    cards, only the address of a PEP's example DNS answer and a phone-extraction task's input."""
-    texts = [p.read_text().split("\n\n", 1)[-1] for p in sorted((shared_data / "raw" / "peps").glob("pep-*.rst"))]
-    rows = json.loads((shared_data / "sft" / "code_alpaca_2k.json").read_text())
-    texts += ["\n\n".join(r[k] for k in ("instruction", "input", "output")) for r in rows]
+def test_real_technical_text_holds_almost_no_numbers_to_redact(public_data: Path) -> None:
+    """The shipped PEP bodies (headers hold authors' addresses), GPTeacher's code tasks, GSM8K's
+    worked answers and Self-Instruct's tasks: of phones, IPs and cards, only the business phone
+    number in a Self-Instruct task's input (a Yelp listing)."""
+    texts = [p.read_text().split("\n\n", 1)[-1] for p in sorted((public_data / "raw" / "peps").glob("pep-*.rst"))]
+    sft = public_data / "sft"
+    code = json.loads((sft / "gpteacher_codegen_instruct.json").read_text())
+    texts += ["\n\n".join(r[k] for k in ("instruction", "input", "response")) for r in code]
+    texts += [f"{r['question']}\n\n{r['answer']}" for r in _jsonl(sft / "gsm8k_test.jsonl")]
+    texts += ["\n\n".join([r["instruction"], *(f"{i['input']}\n{i['output']}" for i in r["instances"])])
+              for r in _jsonl(sft / "selfinstruct_user_oriented_252.jsonl")]
+    assert len(texts) == 6 + 500 + 200 + 252
     found = {(k, t[s:e]) for t in texts for s, e, k in find(t, ["phone", "ip", "credit_card"])}
-    assert found == {("ip", "2001:4860:4001:801::1011"), ("ip", "74.125.224.84"), ("phone", "604-457-4895")}
+    assert found == {("phone", "650-636-4884")}
 
 
-def _planted_rows(shared_data: Path) -> list[dict]:
-    """Real Alpaca records, one planted value per record in its answer (one in an extra key: meta)."""
-    rows = json.loads((shared_data / "sft" / "llamafactory_alpaca_en_demo.json").read_text())[:40]
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _planted_rows(public_data: Path) -> list[dict]:
+    """Real GSM8K problems as Alpaca records, one planted value per record in its answer (one in
+    an extra key: meta)."""
+    gsm8k = _jsonl(public_data / "sft" / "gsm8k_test.jsonl")[:40]
+    rows = [{"instruction": r["question"], "input": "", "output": r["answer"]} for r in gsm8k]
     values = [v for vs in PLANTED.values() for v in vs]
     for row, value in zip(rows, values, strict=False):
         row["output"] += f"\n\nIf anything is unclear, use {value} to get in touch."
@@ -149,8 +161,8 @@ def _leaks(run_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("action", ["redact", "drop"])
-def test_no_pii_left_in_the_run_directory(tmp_path: Path, shared_data: Path, action: str) -> None:
-    rows = _planted_rows(shared_data)
+def test_no_pii_left_in_the_run_directory(tmp_path: Path, public_data: Path, action: str) -> None:
+    rows = _planted_rows(public_data)
     out = tmp_path / "run"
     stats = run_pipeline(_config(tmp_path, rows, action), out)
     html = write_report(out).read_text()

@@ -2,8 +2,9 @@
 radius kept, every other sft record rejected as not_selected with its closest selected record;
 IFD on a tiny Llama against a hand computation; config errors before any work.
 
-Data: real Alpaca rows (../shared/data/sft/llamafactory_alpaca_en_demo.json) with planted
-rewordings, and Orca DPO preference pairs that must pass through untouched.
+Data: real instructions with their answers as Alpaca rows (Self-Instruct's user-oriented tasks,
+then GSM8K problems: tests/fixtures) with planted rewordings, and Orca DPO preference pairs that
+must pass through untouched.
 """
 
 from __future__ import annotations
@@ -38,23 +39,31 @@ from schemas.bundled import smollm2_tokenizer_dir
 from schemas.config import ConfigError, CurateConfig
 from schemas.record import meta_json
 
-ALPACA = "sft/llamafactory_alpaca_en_demo.json"
 PREFERENCE = "pref/orca_dpo_pairs_validation_283.jsonl"
 
 
-def alpaca_rows(shared: Path, n: int, twins: int = 0, seed: int = 0) -> list[dict]:
-    """The first n Alpaca rows, then `twins` near-copies of some of them (a word changed at the end)."""
-    rows = json.loads((shared / ALPACA).read_text())[:n]
+def instruction_rows(data: Path) -> list[dict]:
+    """452 Alpaca rows: each Self-Instruct task with its first instance, then 200 GSM8K problems."""
+    lines = [json.loads(line) for line in (data / "sft" / "selfinstruct_user_oriented_252.jsonl").open()]
+    rows = [{"instruction": r["instruction"], "input": r["instances"][0]["input"], "output": r["instances"][0]["output"]}
+            for r in lines]
+    gsm8k = [json.loads(line) for line in (data / "sft" / "gsm8k_test.jsonl").open()]
+    return rows + [{"instruction": r["question"], "input": "", "output": r["answer"]} for r in gsm8k]
+
+
+def alpaca_rows(data: Path, n: int, twins: int = 0, seed: int = 0) -> list[dict]:
+    """The first n instruction rows, then `twins` near-copies of some of them (a word changed at the end)."""
+    rows = instruction_rows(data)[:n]
     rng = random.Random(seed)
     copies = [dict(r, output=r["output"] + " Indeed.") for r in rng.sample(rows, twins)]
     return rows + copies
 
 
-def curate(tmp_path: Path, shared: Path, rows: list[dict], select: dict, name: str = "run") -> tuple[dict, Path]:
+def curate(tmp_path: Path, data_dir: Path, rows: list[dict], select: dict, name: str = "run") -> tuple[dict, Path]:
     """The plan in this process on `rows` (+ the Orca preference pairs); (select's stats, run dir)."""
     data = tmp_path / f"{name}.json"
     data.write_text(json.dumps(rows))
-    config = {"inputs": [{"path": str(data)}, {"path": str(shared / PREFERENCE)}], "select": select}
+    config = {"inputs": [{"path": str(data)}, {"path": str(data_dir / PREFERENCE)}], "select": select}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     out = tmp_path / name
@@ -70,17 +79,17 @@ def outputs(out: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def test_a_record_budget_selects_exactly_n_and_rejects_the_rest_with_their_neighbour(
-    tmp_path: Path, shared_data: Path
+    tmp_path: Path, public_data: Path
 ) -> None:
-    rows = alpaca_rows(shared_data, 300)
-    stats, out = curate(tmp_path, shared_data, rows, {"budget": {"records": 120}, "diversity": {"radius": 0.95}})
+    rows = alpaca_rows(public_data, 300)
+    stats, out = curate(tmp_path, public_data, rows, {"budget": {"records": 120}, "diversity": {"radius": 0.95}})
     kept, rejected = outputs(out)
     sft = kept.filter(pl.col("kind") == "sft")
     assert sft.height == stats["selected"] == 120
     assert rejected.height == stats["not_selected"] == 180
     assert set(rejected["reason"]) == {"not_selected"}
     # Preference pairs pass through untouched.
-    pairs = sum(1 for line in (shared_data / PREFERENCE).read_text().splitlines() if line.strip())
+    pairs = sum(1 for line in (public_data / PREFERENCE).read_text().splitlines() if line.strip())
     assert kept.filter(pl.col("kind") == "preference").height == stats["passed_through"] == pairs
     assert set(rejected["kind"]) == {"sft"}
     # Every rejected record names a selected one, with its rank, score and cosine.
@@ -92,13 +101,13 @@ def test_a_record_budget_selects_exactly_n_and_rejects_the_rest_with_their_neigh
     assert sorted(ranks + [orjson.loads(m)["select"]["rank"] for m in sft["meta"]]) == list(range(1, 301))
 
 
-def test_selection_is_deterministic_whatever_the_input_order(tmp_path: Path, shared_data: Path) -> None:
-    rows = alpaca_rows(shared_data, 200, twins=20)
+def test_selection_is_deterministic_whatever_the_input_order(tmp_path: Path, public_data: Path) -> None:
+    rows = alpaca_rows(public_data, 200, twins=20)
     select = {"budget": {"records": 80}, "diversity": {"radius": 0.9}}
-    _, first = curate(tmp_path, shared_data, rows, select, "first")
+    _, first = curate(tmp_path, public_data, rows, select, "first")
     shuffled = rows[:]
     random.Random(1).shuffle(shuffled)
-    _, second = curate(tmp_path, shared_data, shuffled, select, "second")
+    _, second = curate(tmp_path, public_data, shuffled, select, "second")
     a, b = outputs(first)[0], outputs(second)[0]
     # Ids are content hashes: the same records whichever order they came in.
     assert sorted(a.filter(pl.col("kind") == "sft")["id"]) == sorted(b.filter(pl.col("kind") == "sft")["id"])
@@ -107,12 +116,12 @@ def test_selection_is_deterministic_whatever_the_input_order(tmp_path: Path, sha
 
 
 def test_the_radius_holds_between_selected_records_and_twins_name_their_original(
-    tmp_path: Path, shared_data: Path
+    tmp_path: Path, public_data: Path
 ) -> None:
     radius = 0.9
-    rows = alpaca_rows(shared_data, 200, twins=30)
+    rows = alpaca_rows(public_data, 200, twins=30)
     # A budget of every record: only the radius leaves some out.
-    stats, out = curate(tmp_path, shared_data, rows, {"budget": {"records": 230}, "diversity": {"radius": radius}})
+    stats, out = curate(tmp_path, public_data, rows, {"budget": {"records": 230}, "diversity": {"radius": radius}})
     kept, rejected = outputs(out)
     sft = kept.filter(pl.col("kind") == "sft")
     vectors = load_encoder().encode(sft.select(text_view("no_system")).to_series().to_list())
@@ -129,11 +138,11 @@ def test_the_radius_holds_between_selected_records_and_twins_name_their_original
         assert "within the radius" in detail and float(detail.rsplit(" ", 1)[1]) >= radius
 
 
-def test_a_token_budget_is_never_exceeded_and_counts_as_export_does(tmp_path: Path, shared_data: Path) -> None:
-    rows = alpaca_rows(shared_data, 200)
+def test_a_token_budget_is_never_exceeded_and_counts_as_export_does(tmp_path: Path, public_data: Path) -> None:
+    rows = alpaca_rows(public_data, 200)
     for method in ("radius", "mmr"):
         select = {"budget": {"tokens": 9000}, "diversity": {"method": method}, "score": {"length": -1}}
-        stats, out = curate(tmp_path, shared_data, rows, select, method)
+        stats, out = curate(tmp_path, public_data, rows, select, method)
         sft = outputs(out)[0].filter(pl.col("kind") == "sft")
         tokenizer = load_tokenizer()
         counted = sum(token_counts(tokenizer, [render(tokenizer, m) for m in sft["messages"].to_list()]))
@@ -284,21 +293,22 @@ def test_the_plan_selects_after_preference_and_before_export_and_only_when_confi
     assert steps[0].sections == ("select", "export.tokenizer", "export.chat_template")
 
 
-CODE_ALPACA = "sft/code_alpaca_2k.json"
+CODE = "sft/gpteacher_codegen_instruct.json"
 
 
-def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path, shared_data: Path) -> None:
+def test_vectors_semantic_dedup_kept_select_what_encoding_selects(tmp_path: Path, public_data: Path) -> None:
     """Semantic dedup hands its vectors on (same encoder and view): select reuses them, the
     vectors are exactly what encoding gives, and the selection equals re-encoding's, or a
     missing store's (which encodes every record)."""
     data = tmp_path / "code.json"
-    data.write_text(json.dumps(json.loads((shared_data / CODE_ALPACA).read_text())[:600]))
+    data.write_text((public_data / CODE).read_text())  # 500 code tasks, many near-duplicates
     select = {"budget": {"records": 150}, "score": {"length": 1}, "diversity": {"radius": 0.8}}
     config = CurateConfig.model_validate({"inputs": [{"path": str(data)}], "dedup": {"semantic": {}}, "select": select})
     out = tmp_path / "run"
     stats = run_pipeline(config, out, progress=False)  # on disk: the store is part of dedup's checkpoint
     figures = next(s.figures for s in stats.stages if s.stage == "select")
-    # Records whose dedup text lost a shared line (code fences) are encoded again, the rest reused.
+    # Records whose dedup text lost a line many records share (`#include <iostream>`, a lone `}`) are
+    # encoded again, the rest reused.
     assert 0 < figures.embeddings_reused < figures.candidates
     assert figures.not_selected_by["radius"] > 0  # the vectors decide
     manifest = json.loads((out / ".checkpoints" / "01-dedup_semantic" / "manifest.json").read_text())
