@@ -4,7 +4,7 @@ Fatal problems (missing file, invalid config) print one message naming the field
 exit with code 2, without a traceback; a failed `fail`-severity validation suite exits 3, a
 stage that could not do its job (judges unreachable, too many records unscored, a disk that
 refuses a write) exits 4, a Prefect API that stops answering 5, SIGINT 130 and SIGTERM 143
-(flows/lifecycle.py). Prefect is imported only by commands that run a flow.
+(curation/core/ending.py, flows/lifecycle.py). Prefect is imported only by commands that run a flow.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from curation.core import ending
 from curation.core.sections import STEPS_LINE, configured
 from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.validate import ValidationFailed
@@ -149,7 +150,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     lifecycle.prepare_prefect()
     from flows.train import train_flow
 
-    with lifecycle.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
+    with ending.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
         summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
     assert isinstance(summary, TrainSummary)  # a flow that ends Failed raises where it is called
     print(_training(summary, data))
@@ -167,7 +168,7 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     lifecycle.prepare_prefect()
     from flows.train import curate_then_train
 
-    with lifecycle.interruptible():  # as in `train`; the curate half checks between its steps too
+    with ending.interruptible():  # as in `train`; the curate half checks between its steps too
         done = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     assert isinstance(done, tuple)  # as in `train`: a failed half raises here
     stats, summary = done
@@ -185,7 +186,7 @@ def serve(config_path: Path, cron: str | None, interval: float | None, runs: Pat
     lifecycle.prepare_prefect()
     from flows.serve import serve_curate
 
-    with lifecycle.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
+    with ending.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
         serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
     return 0
 
@@ -217,7 +218,7 @@ def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
             stats = RunStats.read(run_dir)
         except ValueError:  # a half-written or foreign stats.json
             continue
-        if stats.config is None or Path(stats.config).resolve() != path or (run_dir / lifecycle.INTERRUPTED).exists():
+        if stats.config is None or Path(stats.config).resolve() != path or (run_dir / ending.INTERRUPTED).exists():
             continue
         if unwritten_sets(run_dir, sets):
             lacking.append(run_dir)
@@ -291,11 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(name):
             register_secret(os.environ[name])
     try:
-        with lifecycle.signals():
+        with ending.signals():
             if args.command in FLOW_COMMANDS:
                 lifecycle.api_defaults()  # before Prefect reads its settings
             code = _command(args)
-            lifecycle.check()  # a signal swallowed where it landed still ends the command as interrupted
+            ending.check()  # a signal swallowed where it landed still ends the command as interrupted
             return code
     except ConfigError as exc:
         print(f"curate: error: {mask_secrets(str(exc))}", file=sys.stderr)
@@ -327,16 +328,16 @@ def _command(args: argparse.Namespace) -> int:
 def _ending(exc: BaseException, command: str) -> int:
     """The one message and exit code of a signal, a refused write or a Prefect API gone (anything
     else is a bug: its traceback is shown)."""
-    if (signum := lifecycle.received()) is not None:  # whatever the signal became on its way up
-        what = ": stopped serving" if command == "serve" else lifecycle.published_note()  # served runs say their own
+    if (signum := ending.received()) is not None:  # whatever the signal became on its way up
+        what = ": stopped serving" if command == "serve" else ending.published_note()  # served runs say their own
         print(f"curate: interrupted by {signal.Signals(signum).name}{what}", file=sys.stderr)
         return 128 + signum
-    if (refusal := lifecycle.disk_refusal(exc)) is not None:
+    if (refusal := ending.disk_refusal(exc)) is not None:
         print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
         return EXIT_STAGE
     if (problem := lifecycle.api_unreachable(exc)) is not None:
         print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
-              f"{lifecycle.published_note()}", file=sys.stderr)
+              f"{ending.published_note()}", file=sys.stderr)
         lifecycle.exit_now(lifecycle.EXIT_API)
     raise exc
 
