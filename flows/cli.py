@@ -13,10 +13,10 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from curation.core import ending
+from curation.core.rundirs import latest_run_dir, new_run_dir, runs_dir
 from curation.core.sections import STEPS_LINE, configured
 from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.validate import ValidationFailed
@@ -122,7 +122,7 @@ def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False
     from curation.core.preflight import preflight
 
     config = load_config(config_path)
-    out = out or _new_run_dir(config_path)
+    out = out or new_run_dir(config_path)
     preflight(config, out)  # every fatal problem surfaces before any work
     lifecycle.prepare_prefect()
     from flows.curate import curate_flow
@@ -142,7 +142,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     config = load_config(config_path)
     if config.train is None:
         raise ConfigError(f"{config_path}: no `train:` section to train with")
-    data = data or _latest_run_dir(config_path, config.train.sets_needed())
+    data = data or latest_run_dir(config_path, config.train.sets_needed())
     if isinstance(data, RemotePath):  # pulled into a staging folder by the flow: checked before that
         check_reachable(data, "--data", must_exist=True)
         if not (data / "stats.json").is_file():
@@ -163,7 +163,7 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     config = load_config(config_path)
     if config.train is None:
         raise ConfigError(f"{config_path}: `curate all` needs a `train:` section (or use `curate run`)")
-    out = out or _new_run_dir(config_path)
+    out = out or new_run_dir(config_path)
     preflight(config, out)
     lifecycle.prepare_prefect()
     from flows.train import curate_then_train
@@ -181,7 +181,7 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
 def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path | None, name: str | None) -> int:
     from curation.core.preflight import preflight
 
-    runs = runs or _runs_dir(config_path)
+    runs = runs or runs_dir(config_path)
     preflight(load_config(config_path), runs)
     lifecycle.prepare_prefect()
     from flows.serve import serve_curate
@@ -189,55 +189,6 @@ def serve(config_path: Path, cron: str | None, interval: float | None, runs: Pat
     with ending.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
         serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
     return 0
-
-
-def _runs_dir(config_path: Path) -> Path:
-    """runs/ beside the config: where its runs go, wherever the command starts."""
-    return config_path.resolve().parent / "runs"
-
-
-def _new_run_dir(config_path: Path) -> Path:
-    return _runs_dir(config_path) / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
-    """The newest run that this config file made and that has the exported `sets` training
-    needs: stats.json records the config's path and content hash (never a match by name:
-    `sft.yaml` must not take a run of `sft_v2.yaml`). A run of the file as it is now wins; else
-    the newest run of an earlier version of it (the train section was edited, say), with a
-    warning. Without one, the error names what the newest run of the config lacks."""
-    from curation.core.stats import RunStats, config_sha256, unwritten_sets
-
-    path, digest = config_path.resolve(), config_sha256(config_path)
-    runs: list[Path] = []
-    older: list[Path] = []
-    lacking: list[Path] = []
-    for stats_file in _runs_dir(config_path).glob("*/stats.json"):
-        run_dir = stats_file.parent
-        try:
-            stats = RunStats.read(run_dir)
-        except ValueError:  # a half-written or foreign stats.json
-            continue
-        if stats.config is None or Path(stats.config).resolve() != path or (run_dir / ending.INTERRUPTED).exists():
-            continue
-        if unwritten_sets(run_dir, sets):
-            lacking.append(run_dir)
-            continue
-        (runs if stats.config_sha256 == digest else older).append(run_dir)
-    def newest(dirs: list[Path]) -> Path:
-        return max(dirs, key=lambda p: (p / "stats.json").stat().st_mtime)
-
-    if runs:
-        return newest(runs)
-    if older:
-        chosen = newest(older)
-        print(f"curate: warning: {config_path} changed since it curated {chosen}; training on that run", file=sys.stderr)
-        return chosen
-    if lacking:
-        last = newest(lacking)
-        why = "; ".join(f"export/hf/{kind}: {reason}" for kind, reason in unwritten_sets(last, sets).items())
-        raise ConfigError(f"no run of {config_path} has the sets train.method needs; the newest, {last}, lacks ({why})")
-    raise ConfigError(f"no curated run of {config_path} under {_runs_dir(config_path)}: pass --data RUN_DIR")
 
 
 def _training(summary: TrainSummary, run_dir: Path) -> str:

@@ -26,6 +26,7 @@ from curation.core.checkpoint import CHECKPOINTS, Checkpoint
 from curation.core.mirror import RunMirror
 from curation.core.preflight import preflight
 from curation.core.run import Call, CurationRun
+from curation.core.rundirs import expand_out_dir
 from curation.core.stats import RunFailed, RunStats, check_kept
 from curation.publish.inputs import refresh_inputs
 from curation.publish.lock import publish_lock
@@ -121,24 +122,6 @@ def artifacts_task(out_dir: Path, config_stem: str) -> list[str]:
     return publish_run(out_dir, config_stem)
 
 
-def expand_out_dir(pattern: str) -> Path:
-    """`{time}` in an output directory becomes the run's scheduled start time (local time), and
-    the folder is claimed there and then: runs of a schedule that start in the same second (late
-    runs caught up together) each get their own, the later ones as `<name>-2`, `<name>-3`, ..."""
-    if "{time}" not in pattern:
-        return Path(pattern)
-    stamp = _stamp()
-    first = claimed = Path(pattern.replace("{time}", stamp))
-    taken = 1
-    while True:
-        try:
-            claimed.mkdir(parents=True)
-            return claimed
-        except FileExistsError:
-            taken += 1
-            claimed = first.with_name(f"{first.name}-{taken}")
-
-
 def _stamp() -> str:
     return flow_run_info.scheduled_start_time.astimezone().strftime("%Y%m%d-%H%M%S")
 
@@ -165,7 +148,7 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     config = load_config(config_path)
     # A URL: the run works in a local staging folder that the mirror keeps the URL up to date with.
     mirror = RunMirror.of(out_dir.replace("{time}", _stamp()) if "{time}" in out_dir else out_dir) if is_remote(out_dir) else None
-    out = mirror.local if mirror else expand_out_dir(out_dir)
+    out = mirror.local if mirror else expand_out_dir(out_dir, _stamp)
     claimed = out if "{time}" in out_dir and not mirror else None  # this run's own new folder
     steps: list[str] = []
     try:

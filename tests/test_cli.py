@@ -341,8 +341,8 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
 def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """By the config's path and hash in stats.json, never by name: sft_pref.yaml must not take
     runs/sft_pref_v2-... (newer, and a prefix match)."""
+    from curation.core.rundirs import latest_run_dir, new_run_dir
     from curation.core.stats import RunStats, StageStats, Totals, config_sha256
-    from flows.cli import _latest_run_dir, _new_run_dir
     from schemas.config import ConfigError
 
     configs = {name: tmp_path / f"{name}.yaml" for name in ("sft_pref", "sft_pref_v2")}
@@ -370,21 +370,21 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
     sft_only = curated(configs["sft_pref"], "sft_pref-20261201-110000", 2_000, sets=("sft",))
     stopped = curated(configs["sft_pref"], "sft_pref-20261201-130000", 4_000)
     (stopped / "INTERRUPTED").write_text("stopped by SIGINT\n")  # stopped before it could publish: not trained on
-    assert _new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
-    assert _latest_run_dir(configs["sft_pref"], both) == mine
-    assert _latest_run_dir(configs["sft_pref"], ["sft"]) == sft_only
+    assert new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
+    assert latest_run_dir(configs["sft_pref"], both) == mine
+    assert latest_run_dir(configs["sft_pref"], ["sft"]) == sft_only
     # Edited since (say its train section): the run of the earlier version, with a warning.
     configs["sft_pref"].write_text("inputs: [{path: sft_pref.jsonl}]\ntrain: {}\n")
-    assert _latest_run_dir(configs["sft_pref"], both) == mine
+    assert latest_run_dir(configs["sft_pref"], both) == mine
     assert "changed since it curated" in capsys.readouterr().err
     shutil.rmtree(mine)
     with pytest.raises(ConfigError, match=r"lacks \(export/hf/preference: no rows: no preference records reached export\)"):
-        _latest_run_dir(configs["sft_pref"], both)
+        latest_run_dir(configs["sft_pref"], both)
     other = tmp_path / "elsewhere" / "sft_pref.yaml"
     other.parent.mkdir()
     other.write_text(configs["sft_pref"].read_text())
     with pytest.raises(ConfigError, match="no curated run of"):
-        _latest_run_dir(other, both)  # same name and content, another file
+        latest_run_dir(other, both)  # same name and content, another file
 
 
 def test_the_training_printout_counts_each_stage_s_rows() -> None:

@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -249,13 +248,12 @@ def test_a_served_schedule_runs_the_flow_and_shows_its_stages_and_artifacts(
 
 
 def test_runs_that_start_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
-    from flows.curate import expand_out_dir
+    from curation.core.rundirs import expand_out_dir
 
     pattern = str(tmp_path / "runs" / "demo-{time}")
-    first, second = expand_out_dir(pattern), expand_out_dir(pattern)
-    assert first.is_dir() and second.is_dir() and first != second
-    assert re.fullmatch(r"demo-\d{8}-\d{6}", first.name) and second.name.startswith(first.name[:13])
-    assert expand_out_dir(str(tmp_path / "fixed")) == tmp_path / "fixed"
+    first, second = (expand_out_dir(pattern, lambda: "20260101-030000") for _ in range(2))
+    assert first.is_dir() and second.is_dir() and first.name == "demo-20260101-030000" and second.name == f"{first.name}-2"
+    assert expand_out_dir(str(tmp_path / "fixed"), lambda: "unused") == tmp_path / "fixed"
 
 
 def wait_for(probe, seconds: float, process: subprocess.Popen):
