@@ -17,14 +17,16 @@ from pathlib import Path
 
 from curation.core import ending
 from curation.core.rundirs import latest_run_dir, new_run_dir, runs_dir
-from curation.core.sections import STEPS_LINE, configured
+from curation.core.sections import STEPS_LINE
 from curation.llm.secrets import mask_secrets, register_secret
+from curation.report.console import funnel, print_report, report, validate
 from curation.report.validate import ValidationFailed
 from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError, load_config
 from schemas.storage import SECRET_ENV, RemotePath, as_path, check_reachable
 from schemas.train_result import TrainSummary
+from training.console import summary_text
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
@@ -90,34 +92,6 @@ def _offline_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "curation")
 
 
-def validate(config_path: Path) -> int:
-    from curation.core.preflight import preflight
-    from curation.core.stats import check_ingest_files
-    from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
-
-    config = load_config(config_path)
-    preflight(config)
-    files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
-    check_ingest_files([f.to_dict() for f in files], config.execution)  # the run's exit 4, found on the sample
-    sections = configured(config)
-    print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
-    print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")
-    for report in files:
-        print(f"  {report.line()}")
-    for path in skipped_files(config.inputs, config.base_dir):
-        print(f"  skipped (not a data file): {path}")
-    return 0
-
-
-def report(run_dir: Path) -> int:
-    from curation.report.html import write_report
-
-    if not (run_dir / "stats.json").is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no stats.json)")
-    print(write_report(run_dir))
-    return 0
-
-
 def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False) -> int:
     from curation.core.preflight import preflight
 
@@ -128,14 +102,9 @@ def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False
     from flows.curate import curate_flow
 
     stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress, fresh=fresh)
-    print(_funnel(stats, out))
-    _print_report(out)
+    print(funnel(stats, out))
+    print_report(out)
     return 0
-
-
-def _print_report(run_dir: Path) -> None:
-    if (run_dir / "report.html").is_file():  # a refresh with nothing new writes none
-        print(f"report: {run_dir / 'report.html'}")
 
 
 def train(config_path: Path, data: Path | None, resume: bool) -> int:
@@ -153,7 +122,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     with ending.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
         summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
     assert isinstance(summary, TrainSummary)  # a flow that ends Failed raises where it is called
-    print(_training(summary, data))
+    print(summary_text(summary, data))
     return 0
 
 
@@ -172,9 +141,9 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
         done = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     assert isinstance(done, tuple)  # as in `train`: a failed half raises here
     stats, summary = done
-    print(_funnel(stats, out))
-    print(_training(summary, out))
-    _print_report(out)
+    print(funnel(stats, out))
+    print(summary_text(summary, out))
+    print_report(out)
     return 0
 
 
@@ -189,51 +158,6 @@ def serve(config_path: Path, cron: str | None, interval: float | None, runs: Pat
     with ending.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
         serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
     return 0
-
-
-def _training(summary: TrainSummary, run_dir: Path) -> str:
-    lines = []
-    for name, candidate in summary.candidates.items():
-        prefix = "" if name == "main" else f"{name} "
-        for stage, r in candidate.stages.items():
-            loss = f"{r.train_loss:.4f}" if r.train_loss is not None else "-"
-            rows = f"{r.train_rows} train rows"
-            if r.dropped_rows:
-                rows = f"{r.train_rows - r.dropped_rows} of {rows} ({r.dropped_rows} left out: too long for train.max_seq_length)"
-            lines.append(f"{prefix}{stage}: {r.steps} steps on {rows}, train loss {loss}, adapter {r.adapter_dir}")
-            for key, value in (r.eval or {}).items():
-                lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
-        if (win := candidate.win_rate) is not None and win["win_rate"] is not None:
-            low, high = win["ci95"]
-            lines.append(
-                f"{prefix}win-rate vs base: {win['win_rate']:.3f} (95% CI {low:.3f}-{high:.3f};"
-                f" win {win['win']} / tie {win['tie']} / loss {win['loss']})"
-            )
-    if len(summary.leaderboard) > 1:
-        lines.append(f"leaderboard by {', then '.join(summary.select_by)}:")
-        for row in summary.leaderboard:
-            figures = ", ".join(f"{k} {v:.4f}" for k, v in row.model_dump().items() if isinstance(v, float))
-            lines.append(f"  {row.rank}. {row.name}: {figures or 'no metrics'}")
-    lines.append(f"best: {summary.best} -> {run_dir}/train/best")
-    lines.append(f"summary: {run_dir}/train/summary.json")
-    return "\n".join(lines)
-
-
-def _funnel(result: dict, out: Path) -> str:
-    from curation.core.stats import RunStats
-
-    stats = RunStats.model_validate(result)
-    if not stats.stages:
-        return "no new inputs since the latest published version: nothing to curate or publish"
-    lines = [f"{'stage':<16}{'in':>9}{'out':>9}{'removed':>9}  top reasons"]
-    for s in stats.stages:
-        lines.append(f"{s.stage:<16}{s.rows_in:>9}{s.out:>9}{s.removed:>9}  {s.reasons_text(3)}")
-    for kind, exported in stats.exported_sets().items():
-        counts = f"{exported.train} train, {exported.test} test"
-        lines.append(f"export/hf/{kind}: {counts if exported.written else f'not written ({exported.not_written})'}")
-    t = stats.totals
-    lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -451,7 +451,8 @@ def test_a_run_whose_exported_sets_are_empty_reports(
     """A set export did not write is a count of 0 with its reason, for the report, `curate report`
     and the CLI's summary, never a string where a number goes."""
     from curation.core.run import run_pipeline
-    from flows.cli import _funnel, main
+    from curation.report.console import funnel
+    from flows.cli import main
     from schemas.config import load_config
 
     (tmp_path / "raw.jsonl").write_text('{"text": "A plain document that no export format takes."}\n')
@@ -468,7 +469,7 @@ def test_a_run_whose_exported_sets_are_empty_reports(
     for kind in unwritten:
         assert f"hf/{kind} not written: no rows: no {kind} records reached export" in text
         assert not (run / "export" / "hf" / kind).exists()
-    printed = _funnel(stats.model_dump(by_alias=True), run)
+    printed = funnel(stats.model_dump(by_alias=True), run)
     assert "export/hf/preference: not written (no rows: no preference records reached export)" in printed
     if "sft" not in unwritten:
         assert "export/hf/sft: 2 train, 1 test" in printed and "(preference: 0 · sft: 3)" in text
