@@ -4,7 +4,7 @@ Fatal problems (missing file, invalid config) print one message naming the field
 exit with code 2, without a traceback; a failed `fail`-severity validation suite exits 3, a
 stage that could not do its job (judges unreachable, too many records unscored, a disk that
 refuses a write) exits 4, a Prefect API that stops answering 5, SIGINT 130 and SIGTERM 143
-(flows/lifecycle.py). Prefect is imported only by commands that run a flow.
+(curation/core/ending.py, flows/lifecycle.py). Prefect is imported only by commands that run a flow.
 """
 
 from __future__ import annotations
@@ -13,18 +13,21 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
+from curation.core import ending
 from curation.core.inputs import load_config
-from curation.core.sections import configured, steps_line
+from curation.core.rundirs import latest_run_dir, new_run_dir, runs_dir
+from curation.core.sections import steps_line
 from curation.core.storage import SECRET_ENV, RemotePath, as_path, check_reachable
 from curation.llm.secrets import mask_secrets, register_secret
+from curation.report.console import funnel, print_report, report, validate
 from curation.report.validate import ValidationFailed
 from flows import lifecycle
 from schemas.base import StageFailed
 from schemas.config import ConfigError
 from schemas.train_result import TrainSummary
+from training.console import summary_text
 
 EXIT_CONFIG = 2
 EXIT_VALIDATION = 3
@@ -90,59 +93,26 @@ def _offline_defaults() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "curation")
 
 
-def validate(config_path: Path) -> int:
-    from curation.core.preflight import preflight
-    from curation.core.stats import check_ingest_files
-    from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
-
-    config = load_config(config_path)
-    preflight(config)
-    files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
-    check_ingest_files([f.entry() for f in files], config.execution)  # the run's exit 4, found on the sample
-    sections = configured(config)
-    print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
-    print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")
-    for report in files:
-        print(f"  {report.line()}")
-    for path in skipped_files(config.inputs, config.base_dir):
-        print(f"  skipped (not a data file): {path}")
-    return 0
-
-
-def report(run_dir: Path) -> int:
-    from curation.report.html import write_report
-
-    if not (run_dir / "stats.json").is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no stats.json)")
-    print(write_report(run_dir))
-    return 0
-
-
 def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False) -> int:
     from curation.core.preflight import preflight
 
     config = load_config(config_path)
-    out = out or _new_run_dir(config_path)
+    out = out or new_run_dir(config_path)
     preflight(config, out)  # every fatal problem surfaces before any work
     lifecycle.prepare_prefect()
     from flows.curate import curate_flow
 
     stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress, fresh=fresh)
-    print(_funnel(stats, out))
-    _print_report(out)
+    print(funnel(stats, out))
+    print_report(out)
     return 0
-
-
-def _print_report(run_dir: Path) -> None:
-    if (run_dir / "report.html").is_file():  # a refresh with nothing new writes none
-        print(f"report: {run_dir / 'report.html'}")
 
 
 def train(config_path: Path, data: Path | None, resume: bool) -> int:
     config = load_config(config_path)
     if config.train is None:
         raise ConfigError(f"{config_path}: no `train:` section to train with")
-    data = data or _latest_run_dir(config_path, config.train.sets_needed())
+    data = data or latest_run_dir(config_path, config.train.sets_needed())
     if isinstance(data, RemotePath):  # pulled into a staging folder by the flow: checked before that
         check_reachable(data, "--data", must_exist=True)
         if not (data / "stats.json").is_file():
@@ -150,10 +120,10 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
     lifecycle.prepare_prefect()
     from flows.train import train_flow
 
-    with lifecycle.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
+    with ending.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
         summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
     assert isinstance(summary, TrainSummary)  # a flow that ends Failed raises where it is called
-    print(_training(summary, data))
+    print(summary_text(summary, data))
     return 0
 
 
@@ -163,126 +133,32 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     config = load_config(config_path)
     if config.train is None:
         raise ConfigError(f"{config_path}: `curate all` needs a `train:` section (or use `curate run`)")
-    out = out or _new_run_dir(config_path)
+    out = out or new_run_dir(config_path)
     preflight(config, out)
     lifecycle.prepare_prefect()
     from flows.train import curate_then_train
 
-    with lifecycle.interruptible():  # as in `train`; the curate half checks between its steps too
+    with ending.interruptible():  # as in `train`; the curate half checks between its steps too
         done = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
     assert isinstance(done, tuple)  # as in `train`: a failed half raises here
     stats, summary = done
-    print(_funnel(stats, out))
-    print(_training(summary, out))
-    _print_report(out)
+    print(funnel(stats, out))
+    print(summary_text(summary, out))
+    print_report(out)
     return 0
 
 
 def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path | None, name: str | None) -> int:
     from curation.core.preflight import preflight
 
-    runs = runs or _runs_dir(config_path)
+    runs = runs or runs_dir(config_path)
     preflight(load_config(config_path), runs)
     lifecycle.prepare_prefect()
     from flows.serve import serve_curate
 
-    with lifecycle.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
+    with ending.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
         serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
     return 0
-
-
-def _runs_dir(config_path: Path) -> Path:
-    """runs/ beside the config: where its runs go, wherever the command starts."""
-    return config_path.resolve().parent / "runs"
-
-
-def _new_run_dir(config_path: Path) -> Path:
-    return _runs_dir(config_path) / f"{config_path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _latest_run_dir(config_path: Path, sets: list[str]) -> Path:
-    """The newest run that this config file made and that has the exported `sets` training
-    needs: stats.json records the config's path and content hash (never a match by name:
-    `sft.yaml` must not take a run of `sft_v2.yaml`). A run of the file as it is now wins; else
-    the newest run of an earlier version of it (the train section was edited, say), with a
-    warning. Without one, the error names what the newest run of the config lacks."""
-    from curation.core.stats import RunStats, config_sha256, unwritten_sets
-
-    path, digest = config_path.resolve(), config_sha256(config_path)
-    runs: list[Path] = []
-    older: list[Path] = []
-    lacking: list[Path] = []
-    for stats_file in _runs_dir(config_path).glob("*/stats.json"):
-        run_dir = stats_file.parent
-        try:
-            stats = RunStats.read(run_dir)
-        except ValueError:  # a half-written or foreign stats.json
-            continue
-        if stats.config is None or Path(stats.config).resolve() != path or (run_dir / lifecycle.INTERRUPTED).exists():
-            continue
-        if unwritten_sets(run_dir, sets):
-            lacking.append(run_dir)
-            continue
-        (runs if stats.config_sha256 == digest else older).append(run_dir)
-    def newest(dirs: list[Path]) -> Path:
-        return max(dirs, key=lambda p: (p / "stats.json").stat().st_mtime)
-
-    if runs:
-        return newest(runs)
-    if older:
-        chosen = newest(older)
-        print(f"curate: warning: {config_path} changed since it curated {chosen}; training on that run", file=sys.stderr)
-        return chosen
-    if lacking:
-        last = newest(lacking)
-        why = "; ".join(f"export/hf/{kind}: {reason}" for kind, reason in unwritten_sets(last, sets).items())
-        raise ConfigError(f"no run of {config_path} has the sets train.method needs; the newest, {last}, lacks ({why})")
-    raise ConfigError(f"no curated run of {config_path} under {_runs_dir(config_path)}: pass --data RUN_DIR")
-
-
-def _training(summary: TrainSummary, run_dir: Path) -> str:
-    lines = []
-    for name, candidate in summary.candidates.items():
-        prefix = "" if name == "main" else f"{name} "
-        for stage, r in candidate.stages.items():
-            loss = f"{r.train_loss:.4f}" if r.train_loss is not None else "-"
-            rows = f"{r.train_rows} train rows"
-            if r.dropped_rows:
-                rows = f"{r.train_rows - r.dropped_rows} of {rows} ({r.dropped_rows} left out: too long for train.max_seq_length)"
-            lines.append(f"{prefix}{stage}: {r.steps} steps on {rows}, train loss {loss}, adapter {r.adapter_dir}")
-            for key, value in (r.eval or {}).items():
-                lines.append(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
-        if (win := candidate.win_rate) is not None and win["win_rate"] is not None:
-            low, high = win["ci95"]
-            lines.append(
-                f"{prefix}win-rate vs base: {win['win_rate']:.3f} (95% CI {low:.3f}-{high:.3f};"
-                f" win {win['win']} / tie {win['tie']} / loss {win['loss']})"
-            )
-    if len(summary.leaderboard) > 1:
-        lines.append(f"leaderboard by {', then '.join(summary.select_by)}:")
-        for row in summary.leaderboard:
-            figures = ", ".join(f"{k} {v:.4f}" for k, v in row.model_dump().items() if isinstance(v, float))
-            lines.append(f"  {row.rank}. {row.name}: {figures or 'no metrics'}")
-    lines.append(f"best: {summary.best} -> {run_dir}/train/best")
-    lines.append(f"summary: {run_dir}/train/summary.json")
-    return "\n".join(lines)
-
-
-def _funnel(result: dict, out: Path) -> str:
-    from curation.core.stats import RunStats
-
-    stats = RunStats.model_validate(result)
-    if not stats.stages:
-        return "no new inputs since the latest published version: nothing to curate or publish"
-    lines = [f"{'stage':<16}{'in':>9}{'out':>9}{'removed':>9}  top reasons"]
-    for s in stats.stages:
-        lines.append(f"{s.stage:<16}{s.rows_in:>9}{s.out:>9}{s.removed:>9}  {s.reasons_text(3)}")
-    for kind, exported in stats.exported_sets().items():
-        counts = f"{exported.train} train, {exported.test} test"
-        lines.append(f"export/hf/{kind}: {counts if exported.written else f'not written ({exported.not_written})'}")
-    t = stats.totals
-    lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(name):
             register_secret(os.environ[name])
     try:
-        with lifecycle.signals():
+        with ending.signals():
             if args.command in FLOW_COMMANDS:
                 lifecycle.api_defaults()  # before Prefect reads its settings
             code = _command(args)
-            lifecycle.check()  # a signal swallowed where it landed still ends the command as interrupted
+            ending.check()  # a signal swallowed where it landed still ends the command as interrupted
             return code
     except ConfigError as exc:
         print(f"curate: error: {mask_secrets(str(exc))}", file=sys.stderr)
@@ -328,16 +204,16 @@ def _command(args: argparse.Namespace) -> int:
 def _ending(exc: BaseException, command: str) -> int:
     """The one message and exit code of a signal, a refused write or a Prefect API gone (anything
     else is a bug: its traceback is shown)."""
-    if (signum := lifecycle.received()) is not None:  # whatever the signal became on its way up
-        what = ": stopped serving" if command == "serve" else lifecycle.published_note()  # served runs say their own
+    if (signum := ending.received()) is not None:  # whatever the signal became on its way up
+        what = ": stopped serving" if command == "serve" else ending.published_note()  # served runs say their own
         print(f"curate: interrupted by {signal.Signals(signum).name}{what}", file=sys.stderr)
         return 128 + signum
-    if (refusal := lifecycle.disk_refusal(exc)) is not None:
+    if (refusal := ending.disk_refusal(exc)) is not None:
         print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
         return EXIT_STAGE
     if (problem := lifecycle.api_unreachable(exc)) is not None:
         print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
-              f"{lifecycle.published_note()}", file=sys.stderr)
+              f"{ending.published_note()}", file=sys.stderr)
         lifecycle.exit_now(lifecycle.EXIT_API)
     raise exc
 

@@ -21,11 +21,13 @@ from prefect.runtime import flow_run as flow_run_info
 from prefect.states import Cancelled, Failed, State
 
 import curation.jury.panel as jury_panel  # the module, not its ContextVar: `serve` pickles these tasks
+from curation.core import ending
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
 from curation.core.inputs import load_config
 from curation.core.mirror import RunMirror
 from curation.core.preflight import preflight
 from curation.core.run import Call, CurationRun
+from curation.core.rundirs import expand_out_dir
 from curation.core.stats import RunFailed, RunStats, check_kept
 from curation.core.storage import as_path, is_remote
 from curation.publish.inputs import refresh_inputs
@@ -66,7 +68,7 @@ def _options(checkpoint: Checkpoint, fresh: bool) -> dict:
 def step_task(call: Call, checkpoint: Checkpoint, progress_key: str | None = None) -> dict | Failed:
     token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
     try:
-        with lifecycle.writing(checkpoint.run_dir):
+        with ending.writing(checkpoint.run_dir):
             return call.run()
     except StageFailed as exc:
         return _stopped(exc)
@@ -85,7 +87,7 @@ def _stopped(exc: StageFailed) -> Failed:
 @task(name="write-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def write_task(call: Call, out_dir: Path) -> RunStats | Failed:
     try:
-        with lifecycle.writing(out_dir):
+        with ending.writing(out_dir):
             return call.run()
     except StageFailed as exc:
         return _stopped(exc)
@@ -94,12 +96,12 @@ def write_task(call: Call, out_dir: Path) -> RunStats | Failed:
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_task(config: CurateConfig, out_dir: Path, previous: Version | None) -> Path | Failed:
     try:
-        with lifecycle.writing(config.publish.dir):  # the version being assembled is removed; LATEST stays
+        with ending.writing(config.publish.dir):  # the version being assembled is removed; LATEST stays
             version = publish(config.publish.dir, out_dir, config, previous, inputs=[as_path(s.path) for s in config.inputs])
-        lifecycle.note_published(version)
+        ending.note_published(version)
         # The run directory says which version it became and what changed (the report shows it).
         diff = json.loads((version / "diff.json").read_text())
-        with lifecycle.writing(out_dir):
+        with ending.writing(out_dir):
             (out_dir / "publish.json").write_text(json.dumps({"version_dir": str(version), **diff}, indent=2) + "\n")
     except StageFailed as exc:
         return _stopped(exc)
@@ -121,24 +123,6 @@ def artifacts_task(out_dir: Path, config_stem: str) -> list[str]:
     return publish_run(out_dir, config_stem)
 
 
-def expand_out_dir(pattern: str) -> Path:
-    """`{time}` in an output directory becomes the run's scheduled start time (local time), and
-    the folder is claimed there and then: runs of a schedule that start in the same second (late
-    runs caught up together) each get their own, the later ones as `<name>-2`, `<name>-3`, ..."""
-    if "{time}" not in pattern:
-        return Path(pattern)
-    stamp = _stamp()
-    first = claimed = Path(pattern.replace("{time}", stamp))
-    taken = 1
-    while True:
-        try:
-            claimed.mkdir(parents=True)
-            return claimed
-        except FileExistsError:
-            taken += 1
-            claimed = first.with_name(f"{first.name}-{taken}")
-
-
 def _stamp() -> str:
     return flow_run_info.scheduled_start_time.astimezone().strftime("%Y%m%d-%H%M%S")
 
@@ -158,33 +142,33 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     Each stage's output is checkpointed under OUT_DIR/.checkpoints/ with a fingerprint of its
     inputs and config section: re-running into the same OUT_DIR skips finished stages (their
     tasks show as Cached) unless `fresh`. SIGINT / SIGTERM stop it before the next step and
-    before publishing (flows/lifecycle.py); the run directory is left marked INTERRUPTED.
+    before publishing (curation/core/ending.py); the run directory is left marked INTERRUPTED.
     """
     logger = get_run_logger()
     lifecycle.quiet_expected_tracebacks()  # also in a served run's own process
     config = load_config(config_path)
     # A URL: the run works in a local staging folder that the mirror keeps the URL up to date with.
     mirror = RunMirror.of(out_dir.replace("{time}", _stamp()) if "{time}" in out_dir else out_dir) if is_remote(out_dir) else None
-    out = mirror.local if mirror else expand_out_dir(out_dir)
+    out = mirror.local if mirror else expand_out_dir(out_dir, _stamp)
     claimed = out if "{time}" in out_dir and not mirror else None  # this run's own new folder
     steps: list[str] = []
     try:
-        with lifecycle.interruptible(), lifecycle.writing(out):
+        with ending.interruptible(), ending.writing(out):
             return _curate(config, config_path, out, progress, fresh, steps, logger, mirror)
     except StageFailed as exc:  # logged where it was raised
         return Failed(message=str(exc), data=exc)
     except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
-        signum = lifecycle.interrupted_by(exc)
-        marked = lifecycle.mark_interrupted(out, signum, steps[-1] if steps else None)
-        message = f"interrupted by {signal.Signals(signum).name}{lifecycle.published_note()}"
-        message += f"; {out} is marked {lifecycle.INTERRUPTED}" if marked else ""
+        signum = ending.interrupted_by(exc)
+        marked = ending.mark_interrupted(out, signum, steps[-1] if steps else None)
+        message = f"interrupted by {signal.Signals(signum).name}{ending.published_note()}"
+        message += f"; {out} is marked {ending.INTERRUPTED}" if marked else ""
         logger.warning(message)
         return Cancelled(message=message)
     finally:
         if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
             claimed.rmdir()  # a served tick that found nothing to do leaves no empty folder
         if mirror is not None and mirror.started:  # the run files, also of a failed or interrupted run
-            with lifecycle.writing(mirror.url):
+            with ending.writing(mirror.url):
                 mirror.push_run()
 
 
@@ -209,15 +193,15 @@ def _curate(
             if not config.inputs:
                 logger.info(f"no new inputs since version {previous.number if previous else '-'}: nothing to publish")
                 return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
-        (out / lifecycle.INTERRUPTED).unlink(missing_ok=True)  # a rerun into an interrupted run resumes it
+        (out / ending.INTERRUPTED).unlink(missing_ok=True)  # a rerun into an interrupted run resumes it
         if mirror is not None:
-            (mirror.url / lifecycle.INTERRUPTED).unlink(missing_ok=True)
+            (mirror.url / ending.INTERRUPTED).unlink(missing_ok=True)
         run = CurationRun(config, out, progress, previous, mirror=mirror)
 
         def around(call: Call) -> Any:
             """Each step of the run as a Prefect task; a stage that stopped ends the run here (nothing
             after it runs, no run directory, no publishing)."""
-            lifecycle.check()
+            ending.check()
             if call.checkpoint is None:
                 state = write_task(call, out, return_state=True)
             else:
@@ -247,7 +231,7 @@ def _curate(
             except ValidationFailed as exc:
                 failure = exc
         if config.publish and failure is None:
-            lifecycle.check()  # never publish after a signal
+            ending.check()  # never publish after a signal
             version = _done(publish_task(config, out, previous, return_state=True))
             logger.info(f"published {version}")
         report = report_task(out)  # also after a failed validation: it shows what failed

@@ -23,13 +23,8 @@ import training.common  # the module, not its ContextVar: flows may be pickled b
 from curation.core.inputs import load_config
 from curation.core.mirror import RunMirror
 from curation.core.stats import unwritten_sets
-from curation.evaluation.errors import error_analysis
-from curation.evaluation.winrate import win_rate
+from curation.evaluation.judging import judge
 from curation.export.ablation import exported_digest, held_out_ids, variant_dir, write_variants
-from curation.jury.panel import Jury
-from curation.llm.cache import default_cache
-from curation.llm.endpoint import Budget
-from curation.llm.tokenizer import load_tokenizer
 from curation.report.html import write_report
 from flows.artifacts import ProgressArtifact, slug
 from flows.curate import curate_flow
@@ -83,15 +78,8 @@ def evaluate_task(cfg: TrainConfig, run_dir: Path, out: Path, stages: Mapping[st
 
 @task(name="judge", cache_policy=NO_CACHE)
 def judge_task(config: CurateConfig, progress: bool, cfg: TrainConfig, generations: list[dict]) -> Judgement:
-    """Jury win-rate (with a `jury:` section) and error analysis of the base and tuned answers."""
-    win = None
-    if config.jury is not None:
-        jury = Jury(config.jury, default_cache(config.jury.cache_dir), Budget(config.jury.budget_usd))
-        win = win_rate(generations, jury, progress)
-        win["usage"] = jury.usage()
-    tokenizer = load_tokenizer(str(resolve_base_model(cfg.base_model)))
-    repetition = config.filters.repetition if config.filters else None
-    return Judgement(win_rate=win, errors=error_analysis(generations, tokenizer, repetition))
+    """curation/evaluation/judging.py, with the base model the candidate was trained from."""
+    return judge(config, progress, str(resolve_base_model(cfg.base_model)), generations)
 
 
 @flow(name="train-candidate", flow_run_name="candidate-{name}")

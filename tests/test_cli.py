@@ -343,8 +343,8 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
     runs/sft_pref_v2-... (newer, and a prefix match)."""
     from stats_entries import export_entry
 
+    from curation.core.rundirs import latest_run_dir, new_run_dir
     from curation.core.stats import RunStats, Totals, config_sha256
-    from flows.cli import _latest_run_dir, _new_run_dir
     from schemas.config import ConfigError
     from schemas.export import ExportedSet
 
@@ -373,43 +373,21 @@ def test_train_finds_the_run_its_own_config_made(tmp_path: Path, capsys: pytest.
     sft_only = curated(configs["sft_pref"], "sft_pref-20261201-110000", 2_000, sets=("sft",))
     stopped = curated(configs["sft_pref"], "sft_pref-20261201-130000", 4_000)
     (stopped / "INTERRUPTED").write_text("stopped by SIGINT\n")  # stopped before it could publish: not trained on
-    assert _new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
-    assert _latest_run_dir(configs["sft_pref"], both) == mine
-    assert _latest_run_dir(configs["sft_pref"], ["sft"]) == sft_only
+    assert new_run_dir(configs["sft_pref"]).parent == tmp_path / "runs"  # beside the config, not the cwd
+    assert latest_run_dir(configs["sft_pref"], both) == mine
+    assert latest_run_dir(configs["sft_pref"], ["sft"]) == sft_only
     # Edited since (say its train section): the run of the earlier version, with a warning.
     configs["sft_pref"].write_text("inputs: [{path: sft_pref.jsonl}]\ntrain: {}\n")
-    assert _latest_run_dir(configs["sft_pref"], both) == mine
+    assert latest_run_dir(configs["sft_pref"], both) == mine
     assert "changed since it curated" in capsys.readouterr().err
     shutil.rmtree(mine)
     with pytest.raises(ConfigError, match=r"lacks \(export/hf/preference: no rows: no preference records reached export\)"):
-        _latest_run_dir(configs["sft_pref"], both)
+        latest_run_dir(configs["sft_pref"], both)
     other = tmp_path / "elsewhere" / "sft_pref.yaml"
     other.parent.mkdir()
     other.write_text(configs["sft_pref"].read_text())
     with pytest.raises(ConfigError, match="no curated run of"):
-        _latest_run_dir(other, both)  # same name and content, another file
-
-
-def test_the_training_printout_counts_each_stage_s_rows() -> None:
-    from flows.cli import _training
-    from schemas.train_result import TrainSummary
-
-    def stage(name: str, dropped: int) -> dict:
-        return {"stage": name, "steps": 3, "train_loss": 1.25, "eval_loss": None, "tokens_per_second": None,
-                "train_rows": 168, "dropped_rows": dropped, "resumed_from": None, "adapter_dir": "/r/a", "merged_dir": None}
-
-    metrics = {"eval_loss": None, "rouge_l": None, "bertscore": None}
-    main = {"name": "main", "fingerprint": "f", "method": "sft_dpo", "adapter_dir": "/r/a",
-            "stages": {"sft": stage("sft", 85), "dpo": stage("dpo", 0)}, "metrics": {**metrics, "win_rate": None},
-            "base_metrics": metrics, "win_rate": None, "errors": None, "gguf": None,
-            "seconds": {"stages": 1.0, "evaluate": 0.0, "judge": 0.0}}
-    summary = TrainSummary.model_validate({"select_by": ["eval_loss"], "best": "main", "candidates": {"main": main},
-                                           "leaderboard": [{"rank": 1, "name": "main", **metrics, "win_rate": None}]})
-    lines = _training(summary, Path("/r")).splitlines()
-    assert lines[:2] == [
-        "sft: 3 steps on 83 of 168 train rows (85 left out: too long for train.max_seq_length), train loss 1.2500, adapter /r/a",
-        "dpo: 3 steps on 168 train rows, train loss 1.2500, adapter /r/a",
-    ]
+        latest_run_dir(other, both)  # same name and content, another file
 
 
 def test_sources_are_relative_to_the_config_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -94,7 +94,7 @@ def test_planted_benchmark_items_are_removed_and_named(tmp_path: Path, benchmark
     section = html[html.index('id="contamination"') : html.index('id="languages"')]
     assert "gsm8k_test" in section and "mt_bench_question" in section and "benchmark item" in section
     assert str(benchmarks["gsm8k"]) + ":6" in section  # the benchmark item beside the record that holds it
-    from flows.artifacts import hygiene_tables
+    from curation.report.summary import hygiene_tables
 
     rows, _ = hygiene_tables(stats)["contamination"]
     assert {r["benchmark"]: r["benchmark_overlap"] for r in rows} == {"gsm8k_test": 5, "mt_bench_question": 2}

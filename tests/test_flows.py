@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -249,13 +248,12 @@ def test_a_served_schedule_runs_the_flow_and_shows_its_stages_and_artifacts(
 
 
 def test_runs_that_start_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
-    from flows.curate import expand_out_dir
+    from curation.core.rundirs import expand_out_dir
 
     pattern = str(tmp_path / "runs" / "demo-{time}")
-    first, second = expand_out_dir(pattern), expand_out_dir(pattern)
-    assert first.is_dir() and second.is_dir() and first != second
-    assert re.fullmatch(r"demo-\d{8}-\d{6}", first.name) and second.name.startswith(first.name[:13])
-    assert expand_out_dir(str(tmp_path / "fixed")) == tmp_path / "fixed"
+    first, second = (expand_out_dir(pattern, lambda: "20260101-030000") for _ in range(2))
+    assert first.is_dir() and second.is_dir() and first.name == "demo-20260101-030000" and second.name == f"{first.name}-2"
+    assert expand_out_dir(str(tmp_path / "fixed"), lambda: "unused") == tmp_path / "fixed"
 
 
 def wait_for(probe, seconds: float, process: subprocess.Popen):
@@ -587,18 +585,18 @@ def test_the_embedded_server_ends_with_the_command_and_a_lost_one_ends_the_run(t
 
 
 def test_a_signal_outside_the_work_is_kept_for_the_next_check_and_one_inside_raises_at_once() -> None:
-    from flows import lifecycle
+    from curation.core import ending
 
     before = signal.getsignal(signal.SIGINT)
-    with lifecycle.signals():
+    with ending.signals():
         os.kill(os.getpid(), signal.SIGINT)  # not in the flow's work: noted, nothing raised here
-        assert lifecycle.received() == signal.SIGINT
-        with pytest.raises(lifecycle.Interrupted) as stopped:
-            lifecycle.check()  # where a swallowed interrupt is found again: before a step, before publishing
+        assert ending.received() == signal.SIGINT
+        with pytest.raises(ending.Interrupted) as stopped:
+            ending.check()  # where a swallowed interrupt is found again: before a step, before publishing
         assert stopped.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGINT) is before  # put back: tests call the CLI's main in this process
-    with lifecycle.signals(), pytest.raises(lifecycle.Interrupted):
-        with lifecycle.interruptible():
+    with ending.signals(), pytest.raises(ending.Interrupted):
+        with ending.interruptible():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # interrupted long before
 
@@ -606,7 +604,7 @@ def test_a_signal_outside_the_work_is_kept_for_the_next_check_and_one_inside_rai
 def test_the_writes_a_full_disk_refuses_are_recognised_whatever_library_wrote(small_disk: Path) -> None:
     import numpy as np
 
-    from flows import lifecycle
+    from curation.core import ending
     from schemas.base import StageFailed
 
     fill(small_disk)
@@ -618,8 +616,8 @@ def test_the_writes_a_full_disk_refuses_are_recognised_whatever_library_wrote(sm
     ]
     for write in writes:
         with pytest.raises(StageFailed, match=f"cannot write in {small_disk}: .*No space left on device"):
-            with lifecycle.writing(small_disk):
+            with ending.writing(small_disk):
                 write()
     with pytest.raises(ValueError):  # anything else passes through untouched
-        with lifecycle.writing(small_disk):
+        with ending.writing(small_disk):
             raise ValueError("not a disk problem")

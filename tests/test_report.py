@@ -457,7 +457,8 @@ def test_a_run_whose_exported_sets_are_empty_reports(
     and the CLI's summary, never a string where a number goes."""
     from curation.core.inputs import load_config
     from curation.core.run import run_pipeline
-    from flows.cli import _funnel, main
+    from curation.report.console import funnel
+    from flows.cli import main
 
     (tmp_path / "raw.jsonl").write_text('{"text": "A plain document that no export format takes."}\n')
     lines = (public_data / "sft" / "gsm8k_test.jsonl").read_text().splitlines()[:3]
@@ -473,7 +474,7 @@ def test_a_run_whose_exported_sets_are_empty_reports(
     for kind in unwritten:
         assert f"hf/{kind} not written: no rows: no {kind} records reached export" in text
         assert not (run / "export" / "hf" / kind).exists()
-    printed = _funnel(stats.model_dump(by_alias=True), run)
+    printed = funnel(stats.model_dump(by_alias=True), run)
     assert "export/hf/preference: not written (no rows: no preference records reached export)" in printed
     if "sft" not in unwritten:
         assert "export/hf/sft: 2 train, 1 test" in printed and "(preference: 0 · sft: 3)" in text

@@ -789,3 +789,25 @@ def test_python_m_training_sft_trains_evaluates_and_writes_its_result(
     summary = summarize(section, run, {"main": first})
     assert TrainSummary.read(run / "train" / "summary.json") == summary and summary.best == "main"
     assert (run / "train" / "best").resolve() == result.adapter_dir.resolve()
+
+
+def test_the_training_printout_counts_each_stage_s_rows() -> None:
+    from schemas.train_result import TrainSummary
+    from training.console import summary_text
+
+    def stage(name: str, dropped: int) -> dict:
+        return {"stage": name, "steps": 3, "train_loss": 1.25, "eval_loss": None, "tokens_per_second": None,
+                "train_rows": 168, "dropped_rows": dropped, "resumed_from": None, "adapter_dir": "/r/a", "merged_dir": None}
+
+    metrics = {"eval_loss": None, "rouge_l": None, "bertscore": None}
+    main = {"name": "main", "fingerprint": "f", "method": "sft_dpo", "adapter_dir": "/r/a",
+            "stages": {"sft": stage("sft", 85), "dpo": stage("dpo", 0)}, "metrics": {**metrics, "win_rate": None},
+            "base_metrics": metrics, "win_rate": None, "errors": None, "gguf": None,
+            "seconds": {"stages": 1.0, "evaluate": 0.0, "judge": 0.0}}
+    summary = TrainSummary.model_validate({"select_by": ["eval_loss"], "best": "main", "candidates": {"main": main},
+                                           "leaderboard": [{"rank": 1, "name": "main", **metrics, "win_rate": None}]})
+    lines = summary_text(summary, Path("/r")).splitlines()
+    assert lines[:2] == [
+        "sft: 3 steps on 83 of 168 train rows (85 left out: too long for train.max_seq_length), train loss 1.2500, adapter /r/a",
+        "dpo: 3 steps on 168 train rows, train loss 1.2500, adapter /r/a",
+    ]

@@ -1,0 +1,61 @@
+"""What the `curate` CLI says without Prefect: `curate validate` (the checks, and what each input
+holds), `curate report` (the report rewritten), and after a run its funnel and where the report is.
+The imports stay inside the commands: `curate --help` does not load the stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from curation.core.inputs import load_config
+from curation.core.sections import configured
+from schemas.config import ConfigError
+
+
+def validate(config_path: Path) -> int:
+    from curation.core.preflight import preflight
+    from curation.core.stats import check_ingest_files
+    from curation.ingest import SAMPLE_ROWS, check_inputs, skipped_files
+
+    config = load_config(config_path)
+    preflight(config)
+    files = check_inputs(config.inputs, sample=True, base=config.base_dir)  # what each file holds, from a sample
+    check_ingest_files([f.entry() for f in files], config.execution)  # the run's exit 4, found on the sample
+    sections = configured(config)
+    print(f"{config_path}: valid ({len(config.inputs)} inputs; sections: {', '.join(sections) or 'none'})")
+    print(f"inputs (the first {SAMPLE_ROWS} rows of each file):")
+    for report in files:
+        print(f"  {report.line()}")
+    for path in skipped_files(config.inputs, config.base_dir):
+        print(f"  skipped (not a data file): {path}")
+    return 0
+
+
+def report(run_dir: Path) -> int:
+    from curation.report.html import write_report
+
+    if not (run_dir / "stats.json").is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no stats.json)")
+    print(write_report(run_dir))
+    return 0
+
+
+def print_report(run_dir: Path) -> None:
+    if (run_dir / "report.html").is_file():  # a refresh with nothing new writes none
+        print(f"report: {run_dir / 'report.html'}")
+
+
+def funnel(result: dict, out: Path) -> str:
+    from curation.core.stats import RunStats
+
+    stats = RunStats.model_validate(result)
+    if not stats.stages:
+        return "no new inputs since the latest published version: nothing to curate or publish"
+    lines = [f"{'stage':<16}{'in':>9}{'out':>9}{'removed':>9}  top reasons"]
+    for s in stats.stages:
+        lines.append(f"{s.stage:<16}{s.rows_in:>9}{s.out:>9}{s.removed:>9}  {s.reasons_text(3)}")
+    for kind, exported in stats.exported_sets().items():
+        counts = f"{exported.train} train, {exported.test} test"
+        lines.append(f"export/hf/{kind}: {counts if exported.written else f'not written ({exported.not_written})'}")
+    t = stats.totals
+    lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
+    return "\n".join(lines)
