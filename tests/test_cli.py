@@ -306,8 +306,11 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
 
     async def runs() -> tuple:
         async with get_client() as client:
-            # Explicit sort and limit: this server version rejects the client's null defaults.
-            flow_runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=10)
+            # Explicit sort and limit: this server version rejects the client's null defaults. This
+            # run's flows only (other tests share the server, a served schedule books future runs):
+            # curate-then-train and its subflows (curate, train, and one train-candidate).
+            every = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=200)
+            flow_runs = [r for r in every if str(out.resolve()) in (r.parameters.get("run_dir"), r.parameters.get("out_dir"))]
             tasks = await client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in flow_runs])),
                 sort=TaskRunSort.EXPECTED_START_TIME_ASC,
@@ -329,9 +332,6 @@ def test_curate_all_on_the_demo_corpus(tmp_path: Path, prefect_server: dict[str,
         if expected <= names:
             break
         time.sleep(1)
-    # This run's flows only (other tests share the server): curate-then-train and its subflows
-    # (curate, train, and one train-candidate: the demo trains the train section alone).
-    flow_runs = [r for r in flow_runs if str(out.resolve()) in (r.parameters.get("run_dir"), r.parameters.get("out_dir"))]
     assert all(r.state.is_completed() for r in flow_runs)
     assert sorted(r.name for r in flow_runs if r.name.startswith("candidate-")) == ["candidate-main"]
     assert len(flow_runs) == 4
