@@ -104,7 +104,7 @@ def test_stage_stats_takes_only_the_figures_model_of_its_stage() -> None:
         StageStats(stage="dedup_exact", rows_in=3, out=3, removed=0, figures=figures)
 
 
-def test_stats_json_reads_back_to_the_same_file_with_typed_figures(tmp_path: Path) -> None:
+def test_stats_json_reads_back_to_the_same_file_with_typed_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rows = [{"text": f"document number {i} has enough words to pass the default filters here"} for i in range(6)]
     data = write_jsonl(tmp_path / "docs.jsonl", rows + rows[:2])
     config = CurateConfig(inputs=[{"path": str(data)}], filters={}, dedup={"exact": {}, "minhash": {}})
@@ -117,3 +117,15 @@ def test_stats_json_reads_back_to_the_same_file_with_typed_figures(tmp_path: Pat
     minhash = stats.figures(MinhashFigures)
     assert minhash is not None and minhash.bands > 0
     assert stats.stage("dedup_exact").removed == 2 and stats.figures(JuryFigures) is None
+
+    # A stats.json of an older version (a figure it did not write yet): one line naming the file and
+    # the field, exit 2 from `curate report`, never a traceback; `curate train` skips such a run.
+    from flows.cli import main
+
+    older = json.loads(text)
+    del older["stages"][0]["control_chars_removed"]
+    (tmp_path / "run" / "stats.json").write_text(json.dumps(older))
+    assert main(["report", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"{tmp_path / 'run' / 'stats.json'}: not a stats.json this version reads (stages.0.control_chars_removed" in err

@@ -19,12 +19,13 @@ from pydantic import (
     Field,
     SerializeAsAny,
     SerializerFunctionWrapHandler,
+    ValidationError,
     model_serializer,
     model_validator,
 )
 
 from curation.core.corpus import atomic_path
-from schemas.base import StageFailed
+from schemas.base import ConfigError, StageFailed
 from schemas.execution import ExecutionConfig
 from schemas.export import NOT_EXPORTED, ExportedSet
 from schemas.figures import ExportFigures, F, Figures, IngestFigures, InputFile, NoFigures, figures_model
@@ -130,8 +131,22 @@ class RunStats(BaseModel):
 
     @classmethod
     def read(cls, run_dir: Path) -> RunStats:
-        """RUN_DIR/stats.json; FileNotFoundError when the directory has none."""
-        return cls.model_validate_json((run_dir / STATS_FILE).read_text(encoding="utf-8"))
+        """RUN_DIR/stats.json; FileNotFoundError when the directory has none, StatsUnreadable
+        (one line, exit 2) when it is not this version's (half-written, foreign, or older)."""
+        path = run_dir / STATS_FILE
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the file"
+            raise StatsUnreadable(
+                f"{path}: not a stats.json this version reads ({where}: {first['msg']}); curate the run again"
+            ) from None
+
+
+class StatsUnreadable(ConfigError, ValueError):
+    """A stats.json this version cannot read: a ConfigError for the CLI (one line, exit 2), a
+    ValueError for the readers that skip foreign run directories."""
 
 
 def unwritten_sets(run_dir: Path, kinds: list[str]) -> dict[str, str]:
