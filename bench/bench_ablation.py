@@ -81,10 +81,17 @@ def chinese() -> list[dict]:
     return json.loads(done.stdout) if done.returncode == 0 else []
 
 
+def trained_in(run: Path, name: str, variant: dict) -> Path:
+    """The folder of the training a variant's result comes from: its own, or the one it reused
+    ("candidate main": RUN_DIR/train, the bench trains one candidate; "variant raw")."""
+    kind, _, other = (variant.get("reused") or f"variant {name}").partition(" ")
+    return run / "train" if kind == "candidate" else run / "train" / "ablation" / other
+
+
 def placeholders(variant: Path) -> tuple[int, int]:
     """Tuned answers that are a placeholder of the mix (N/A, <nooutput>, ...) or nothing but
     punctuation: the error analysis has no category for them."""
-    rows = json.loads(min(variant.rglob("generations.json"), key=lambda p: len(p.parts)).read_text())
+    rows = json.loads((variant / "generations.json").read_text())
     return sum(r["tuned"].strip() in PLACEHOLDERS or not any(c.isalnum() for c in r["tuned"]) for r in rows), len(rows)
 
 
@@ -145,7 +152,7 @@ def main() -> None:
     table = {}
     for name, v in summary["variants"].items():
         tuned = v["result"]["errors"]["tuned"]
-        counts = {**tuned["counts"], "placeholder": placeholders(run / "train" / "ablation" / name)[0]}
+        counts = {**tuned["counts"], "placeholder": placeholders(trained_in(run, name, v))[0]}
         rates = {c: (k, [round(x, 3) for x in wilson_interval(k, tuned["answers"])]) for c, k in counts.items()}
         table[name] = {"train_rows": v["data"]["train_rows"], "eval_loss": v["result"]["metrics"]["eval_loss"],
                        "answers": tuned["answers"], "errors": rates, "seconds": v["result"]["seconds"]}
