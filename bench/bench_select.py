@@ -32,19 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_pipeline import CONFIG
 from bench.measure import in_fresh_process
 
 REPO = Path("/work/.mirror/tatsu-lab+alpaca_eval/repo")
 LEADERBOARD = "src/alpaca_eval/leaderboards/data_AlpacaEval_2/weighted_alpaca_eval_gpt4_turbo_leaderboard.csv"
 RESULTS = Path(__file__).resolve().parent / "results"
+# bench_pipeline's demo filters and dedup, with the semantic stage (select reuses its vectors) and export.
 PIPELINE = {
-    "filters": {
-        "length": {"min_words": 3, "max_words": 4000},
-        "keywords": {"exclude": ["as an ai language model"], "refusals": True},
-        "format": {"json": True, "code": True},
-        "repetition": {"max_dup_line_frac": 0.3, "max_top_ngram_frac": 0.2},
-    },
-    "dedup": {"exact": {}, "minhash": {"threshold": 0.8, "num_perm": 128, "ngram": 5}, "semantic": {"threshold": 0.9}},
+    **CONFIG,
+    "dedup": {**CONFIG["dedup"], "semantic": {"threshold": 0.9}},
     "export": {},
 }
 METHODS = [("none", {}), ("radius", {"radius": 0.9}), ("radius", {"radius": 0.8}), ("radius", {"radius": 0.7}),
