@@ -64,7 +64,7 @@ def _ours(encoder: str, texts: list[str], thresholds: list[float], search: str =
         rejected = result.rejected  # type: ignore[attr-defined]
         index = {f"doc-{i}": i for i in range(len(texts))}
         pairs = [[index[a], index[b]] for a, b in zip(rejected["id"], rejected["duplicate_of"], strict=True)]
-        out[str(t)] = {"seconds": seconds, "cpu": cpu, "rss_mb": rss, "pairs": pairs, "how": result.extra["search"]}  # type: ignore[attr-defined]
+        out[str(t)] = {"seconds": seconds, "cpu": cpu, "rss_mb": rss, "pairs": pairs, "how": result.figures.search}  # type: ignore[attr-defined]
     return out
 
 
