@@ -21,8 +21,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.base import StageFailed
+
+if TYPE_CHECKING:
+    from curation.core.storage import RemotePath
 
 INTERRUPTED = "INTERRUPTED"  # the marker an interrupted run leaves in its run directory
 # Errors of a disk that refuses a write. Libraries that do not raise OSError with an errno (polars,
@@ -44,7 +48,7 @@ class _State:
     received: int | None = None  # the first signal
     installed = False
     armed = 0  # > 0: inside the flow's work, where the handler may raise at once
-    published: Path | None = None  # the version this process published, for the closing message
+    published: Path | RemotePath | None = None  # the version this process published, for the closing message
 
 
 _state = _State()
@@ -110,8 +114,8 @@ def received() -> int | None:
     return _state.received
 
 
-def note_published(version: Path) -> None:
-    _state.published = Path(version)
+def note_published(version: Path | RemotePath) -> None:
+    _state.published = version  # (a URL too: its text is what the message needs)
 
 
 def published_note() -> str:
