@@ -43,7 +43,7 @@ from schemas.train_result import (
 from training.ablation import summarize_ablation, train_variants
 from training.base_model import resolve_base_model
 from training.candidates import summarize, train_candidate
-from training.stages import check_stages, evaluate_candidate, run_stage
+from training.stages import check_stages, check_variants, evaluate_candidate, run_stage
 
 
 @contextmanager
@@ -82,44 +82,34 @@ def judge_task(config: CurateConfig, progress: bool, cfg: TrainConfig, generatio
     return judge(config, progress, str(resolve_base_model(cfg.base_model)), generations)
 
 
-@flow(name="train-candidate", flow_run_name="candidate-{name}")
-def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = True, progress: bool = False) -> CandidateResult:
-    """One candidate (training.candidates.train_candidate), its steps as tasks."""
+def train_one(
+    config_path: str, run_dir: str, name: str, data: VariantData | None = None, resume: bool = True, progress: bool = False
+) -> CandidateResult:
+    """One candidate (training.candidates.train_candidate), its steps as tasks. With `data`, an
+    ablation variant: the ablation's training on the variant's data (written by write_variants),
+    resumed while its data is the same."""
     config: CurateConfig = load_config(config_path)
     assert config.train is not None
-    key_prefix = f"train-{slug(Path(config_path).stem)}-{'' if name == 'main' else f'{name}-'}"
+    stem = slug(Path(config_path).stem)
+    cfg, work, variant, key_prefix = config.train, Path(run_dir), None, f"train-{stem}-{'' if name == 'main' else f'{name}-'}"
+    if data is not None:
+        out = variant_dir(Path(run_dir), name)
+        cfg, work, variant, key_prefix = cfg.ablation_config(), out / "data", (out, data.digest), f"train-{stem}-ablation-{name}-"
     return train_candidate(
-        config.train,
+        cfg,
         name,
-        Path(run_dir),
+        work,
         resume,
         stage_step=functools.partial(stage_task, key_prefix=key_prefix),
         evaluate_step=evaluate_task,
         judge_step=functools.partial(judge_task, config, progress),
         info=get_run_logger().info,
+        variant=variant,
     )
 
 
-@flow(name="train-variant", flow_run_name="variant-{name}")
-def variant_flow(
-    config_path: str, run_dir: str, name: str, data: VariantData, resume: bool = True, progress: bool = False
-) -> CandidateResult:
-    """One ablation variant: the ablation's training on the variant's data (written by
-    write_variants), its steps as tasks like a candidate's, resumed while its data is the same."""
-    config: CurateConfig = load_config(config_path)
-    assert config.train is not None
-    out = variant_dir(Path(run_dir), name)
-    return train_candidate(
-        config.train.ablation_config(),
-        name,
-        out / "data",
-        resume,
-        stage_step=functools.partial(stage_task, key_prefix=f"train-{slug(Path(config_path).stem)}-ablation-{name}-"),
-        evaluate_step=evaluate_task,
-        judge_step=functools.partial(judge_task, config, progress),
-        info=get_run_logger().info,
-        variant=(out, data.digest),
-    )
+candidate_flow = flow(name="train-candidate", flow_run_name="candidate-{name}")(train_one)
+variant_flow = flow(name="train-variant", flow_run_name="variant-{name}")(train_one)
 
 
 def ablation(
@@ -167,17 +157,13 @@ def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> Trai
     cfg, out = config.train, Path(run_dir)
     try:
         check_stages(cfg, out, unwritten_sets(out, cfg.sets_needed()))  # with the export's reasons
-        if cfg.ablation is not None:  # every variant's rows checked before anything trains
-            for name in write_variants(out, cfg.ablation):
-                try:
-                    check_stages(cfg.ablation_config(), variant_dir(out, name) / "data")
-                except TrainingInputError as exc:
-                    raise TrainingInputError(f"train.ablation variant {name}: {exc}") from None
+        if cfg.ablation is not None:
+            check_variants(cfg, {name: variant_dir(out, name) / "data" for name in write_variants(out, cfg.ablation)})
     except TrainingInputError as exc:  # a failed state, not a raise: the run stops, named, without a traceback
         get_run_logger().error(str(exc))
         return Failed(message=str(exc), data=exc)
     results = {
-        name: candidate_flow(config_path, run_dir, name, resume, progress) for name in cfg.candidate_configs()
+        name: candidate_flow(config_path, run_dir, name, None, resume, progress) for name in cfg.candidate_configs()
     }
     summary = summarize(cfg, out, results)
     publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
