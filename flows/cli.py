@@ -17,8 +17,6 @@ import sys
 from pathlib import Path
 
 from curation.core import arguments, ending
-from curation.core.inputs import load_config
-from curation.core.rundirs import runs_dir
 from curation.core.storage import SECRET_ENV
 from curation.llm.secrets import mask_secrets, register_secret
 from curation.report.console import funnel, print_report, report, validate
@@ -86,10 +84,7 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
 
 
 def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path | None, name: str | None) -> int:
-    from curation.core.preflight import preflight
-
-    runs = runs or runs_dir(config_path)
-    preflight(load_config(config_path), runs)
+    runs = arguments.runs_folder(config_path, runs)
     lifecycle.prepare_prefect()
     from flows.serve import serve_curate
 
@@ -148,10 +143,10 @@ def _ending(exc: BaseException, command: str) -> int:
     if (refusal := ending.disk_refusal(exc)) is not None:
         print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
         return EXIT_STAGE
-    if (problem := lifecycle.api_unreachable(exc)) is not None:
+    if (problem := ending.api_unreachable(exc)) is not None:
         print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
               f"{ending.published_note()}", file=sys.stderr)
-        lifecycle.exit_now(lifecycle.EXIT_API)
+        ending.exit_now(lifecycle.EXIT_API)
     raise exc
 
 
