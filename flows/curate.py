@@ -8,7 +8,6 @@ plain function `run_pipeline` calls, so a re-run into the same RUN_DIR skips fin
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,8 @@ from curation.core.checkpoint import CHECKPOINTS, Checkpoint
 from curation.core.inputs import load_config
 from curation.core.mirror import RunMirror
 from curation.core.run import Call
-from curation.core.rundirs import expand_out_dir
+from curation.core.rundirs import run_folder
 from curation.core.stats import RunFailed
-from curation.core.storage import is_remote
 from curation.curate import curate
 from flows import lifecycle
 from flows.artifacts import ProgressArtifact, keys, publish_run
@@ -116,29 +114,17 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
     logger = get_run_logger()
     lifecycle.quiet_expected_tracebacks()  # also in a served run's own process
     config = load_config(config_path)
-    # A URL: the run works in a local staging folder that the mirror keeps the URL up to date with.
-    mirror = RunMirror.of(out_dir.replace("{time}", _stamp()) if "{time}" in out_dir else out_dir) if is_remote(out_dir) else None
-    out = mirror.local if mirror else expand_out_dir(out_dir, _stamp)
-    claimed = out if "{time}" in out_dir and not mirror else None  # this run's own new folder
     steps: list[str] = []
-    try:
-        with ending.interruptible(), ending.writing(out):
-            return _curate(config, config_path, out, progress, fresh, steps, logger, mirror)
-    except StageFailed as exc:  # logged where it was raised
-        return Failed(message=str(exc), data=exc)
-    except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
-        signum = ending.interrupted_by(exc)
-        marked = ending.mark_interrupted(out, signum, steps[-1] if steps else None)
-        message = f"interrupted by {signal.Signals(signum).name}{ending.published_note()}"
-        message += f"; {out} is marked {ending.INTERRUPTED}" if marked else ""
-        logger.warning(message)
-        return Cancelled(message=message)
-    finally:
-        if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
-            claimed.rmdir()  # a served tick that found nothing to do leaves no empty folder
-        if mirror is not None and mirror.started:  # the run files, also of a failed or interrupted run
-            with ending.writing(mirror.url):
-                mirror.push_run()
+    with run_folder(out_dir, _stamp) as (out, mirror):
+        try:
+            with ending.interruptible(), ending.writing(out):
+                return _curate(config, config_path, out, progress, fresh, steps, logger, mirror)
+        except StageFailed as exc:  # logged where it was raised
+            return Failed(message=str(exc), data=exc)
+        except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
+            message = ending.mark_interrupted(out, ending.interrupted_by(exc), steps[-1] if steps else None)
+            logger.warning(message)
+            return Cancelled(message=message)
 
 
 def _curate(

@@ -21,7 +21,7 @@ from prefect.states import Failed
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
 from curation.core.inputs import load_config
-from curation.core.mirror import RunMirror
+from curation.core.mirror import pulled_run
 from curation.core.stats import unwritten_sets
 from curation.evaluation.judging import judge
 from curation.export.ablation import exported_digest, held_out_ids, variant_dir, write_variants
@@ -140,14 +140,8 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bo
     RUN_DIR may be a URL: its run files (train/ included: a resumed sweep continues from the
     checkpoints another machine uploaded) are pulled into a local staging folder, and train/
     and the report pushed back (train/best, a link, stays local: summary.json names the winner)."""
-    mirror = RunMirror.of(run_dir)
-    if mirror is None:
-        return _train(config_path, run_dir, resume, progress)
-    local = str(mirror.pull_run())
-    try:
+    with pulled_run(run_dir, push=("train", "report.html")) as local:
         return _train(config_path, local, resume, progress)
-    finally:
-        mirror.push_run(only=("train", "report.html"))
 
 
 def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> TrainSummary | State:

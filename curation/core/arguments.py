@@ -12,7 +12,7 @@ from pathlib import Path
 
 from curation.core.inputs import load_config
 from curation.core.preflight import preflight
-from curation.core.rundirs import latest_run_dir, new_run_dir
+from curation.core.rundirs import latest_run_dir, new_run_dir, runs_dir
 from curation.core.sections import steps_line
 from curation.core.storage import RemotePath, as_path, check_reachable
 from schemas.config import ConfigError
@@ -74,6 +74,13 @@ def run_dir(config_path: Path, out: Path | None, train: bool = False) -> Path:
     out = out or new_run_dir(config_path)
     preflight(config, out)  # every fatal problem surfaces before any work
     return out
+
+
+def runs_folder(config_path: Path, runs: Path | None) -> Path:
+    """The folder `curate serve`'s runs go in: --runs or runs/ beside the config, checked with the config."""
+    runs = runs or runs_dir(config_path)
+    preflight(load_config(config_path), runs)
+    return runs
 
 
 def training_data(config_path: Path, data: Path | None) -> Path:
