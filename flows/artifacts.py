@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from uuid import UUID
 
@@ -95,3 +98,14 @@ class ProgressArtifact:
             log.debug("progress artifact %s: %s", self.key, exc)
             self._off = api_unreachable(exc) is not None
 
+
+@contextmanager
+def progress_shown(hook: ContextVar[Callable[[int, int], None] | None], key: str | None, description: str) -> Iterator[None]:
+    """While the block runs, the progress a stage reports through `hook` (its ContextVar: the jury's,
+    training's) kept in a ProgressArtifact under `key`; without a key, nothing is shown."""
+    token = hook.set(ProgressArtifact(key, description)) if key else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            hook.reset(token)

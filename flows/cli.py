@@ -1,5 +1,5 @@
-"""`curate` command line: the commands that run a flow, and the exit code each ending gets. The
-arguments and the checks before any work: curation/core/arguments.py.
+"""`curate` command line: the commands that run a flow. The arguments and the checks before any
+work: curation/core/arguments.py; the line and exit code of each ending: curation/report/console.py.
 
 Fatal problems (missing file, invalid config) print one message naming the field or path and
 exit with code 2, without a traceback; a failed `fail`-severity validation suite exits 3, a
@@ -12,24 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 from curation.core import arguments, ending
 from curation.core.storage import SECRET_ENV
-from curation.llm.secrets import mask_secrets, register_secret
-from curation.report.console import funnel, print_report, report, validate
-from curation.report.validate import ValidationFailed
+from curation.llm.secrets import register_secret
+from curation.report.console import closing, funnel, print_report, report, validate
 from flows import lifecycle
-from schemas.base import StageFailed
-from schemas.config import ConfigError
 from schemas.train_result import TrainSummary
 from training.console import summary_text
 
-EXIT_CONFIG = 2
-EXIT_VALIDATION = 3
-EXIT_STAGE = 4  # a stage could not do its job, an input mostly rejected, or fewer than execution.min_kept kept
 FLOW_COMMANDS = {"run", "train", "all", "serve"}  # commands that talk to a Prefect API
 
 
@@ -106,17 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             code = _command(args)
             ending.check()  # a signal swallowed where it landed still ends the command as interrupted
             return code
-    except ConfigError as exc:
-        print(f"curate: error: {mask_secrets(str(exc))}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ValidationFailed as exc:
-        print(f"curate: {exc}", file=sys.stderr)
-        return EXIT_VALIDATION
-    except StageFailed as exc:
-        print(f"curate: stopped: {mask_secrets(str(exc))}", file=sys.stderr)
-        return EXIT_STAGE
     except BaseException as exc:
-        return _ending(exc, args.command)
+        if (closed := closing(exc, args.command)) is not None:
+            line, code = closed
+            print(line, file=sys.stderr)
+            return code
+        if (problem := ending.api_unreachable(exc)) is not None:
+            print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
+                  f"{ending.published_note()}", file=sys.stderr)
+            ending.exit_now(lifecycle.EXIT_API)
+        raise
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -131,23 +123,6 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(args.config, args.cron, args.interval, args.runs, args.name)
     return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
-
-
-def _ending(exc: BaseException, command: str) -> int:
-    """The one message and exit code of a signal, a refused write or a Prefect API gone (anything
-    else is a bug: its traceback is shown)."""
-    if (signum := ending.received()) is not None:  # whatever the signal became on its way up
-        what = ": stopped serving" if command == "serve" else ending.published_note()  # served runs say their own
-        print(f"curate: interrupted by {signal.Signals(signum).name}{what}", file=sys.stderr)
-        return 128 + signum
-    if (refusal := ending.disk_refusal(exc)) is not None:
-        print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
-        return EXIT_STAGE
-    if (problem := ending.api_unreachable(exc)) is not None:
-        print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
-              f"{ending.published_note()}", file=sys.stderr)
-        ending.exit_now(lifecycle.EXIT_API)
-    raise exc
 
 
 if __name__ == "__main__":

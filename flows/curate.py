@@ -21,15 +21,13 @@ import curation.jury.panel as jury_panel  # the module, not its ContextVar: `ser
 from curation.core import ending
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
 from curation.core.inputs import load_config
-from curation.core.mirror import RunMirror
-from curation.core.run import Call
+from curation.core.run import Around, Call
 from curation.core.rundirs import run_folder
 from curation.core.stats import RunFailed
 from curation.curate import curate
 from flows import lifecycle
-from flows.artifacts import ProgressArtifact, keys, publish_run
+from flows.artifacts import keys, progress_shown, publish_run
 from schemas.base import ConfigError, StageFailed
-from schemas.config import CurateConfig
 
 
 def _cache_key(context: object, parameters: dict) -> str:
@@ -56,15 +54,12 @@ def _options(checkpoint: Checkpoint, fresh: bool) -> dict:
 # the step function itself. Reads and LLM steps retry once (answers come back from the cache).
 @task(**CACHED)
 def step_task(call: Call, checkpoint: Checkpoint, progress_key: str | None = None) -> dict | Failed:
-    token = jury_panel.JURY_PROGRESS.set(ProgressArtifact(progress_key, "jury ratings")) if progress_key else None
-    try:
-        with ending.writing(checkpoint.run_dir):
-            return call.run()
-    except StageFailed as exc:
-        return _stopped(exc)
-    finally:
-        if token is not None:
-            jury_panel.JURY_PROGRESS.reset(token)
+    with progress_shown(jury_panel.JURY_PROGRESS, progress_key, "jury ratings"):
+        try:
+            with ending.writing(checkpoint.run_dir):
+                return call.run()
+        except StageFailed as exc:
+            return _stopped(exc)
 
 
 def _stopped(exc: StageFailed) -> Failed:
@@ -102,42 +97,12 @@ def _done(state: State):
     return state.result()  # any other failure raises here, as it would from the task call
 
 
-@flow(name="curate", log_prints=False)
-def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bool = False) -> dict | Failed:
-    """Ingest, the planned steps (curation/core/sections.py: pii -> ... -> export), the run directory.
-
-    Each stage's output is checkpointed under OUT_DIR/.checkpoints/ with a fingerprint of its
-    inputs and config section: re-running into the same OUT_DIR skips finished stages (their
-    tasks show as Cached) unless `fresh`. SIGINT / SIGTERM stop it before the next step and
-    before publishing (curation/core/ending.py); the run directory is left marked INTERRUPTED.
-    """
-    logger = get_run_logger()
-    lifecycle.quiet_expected_tracebacks()  # also in a served run's own process
-    config = load_config(config_path)
-    steps: list[str] = []
-    with run_folder(out_dir, _stamp) as (out, mirror):
-        try:
-            with ending.interruptible(), ending.writing(out):
-                return _curate(config, config_path, out, progress, fresh, steps, logger, mirror)
-        except StageFailed as exc:  # logged where it was raised
-            return Failed(message=str(exc), data=exc)
-        except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
-            message = ending.mark_interrupted(out, ending.interrupted_by(exc), steps[-1] if steps else None)
-            logger.warning(message)
-            return Cancelled(message=message)
-
-
-def _curate(
-    config: CurateConfig, config_path: str, out: Path, progress: bool, fresh: bool, steps: list[str], logger: Any,
-    mirror: RunMirror | None = None,
-) -> dict | Failed:
-    """The flow's work (curation/curate.py, each call a task); `steps` collects the names of the
-    finished steps (for INTERRUPTED)."""
-    stem = Path(config_path).stem
+def _around(out: Path, fresh: bool, stem: str, steps: list[str]) -> Around:
+    """Each call of the run as a Prefect task (`steps` collects the names of the finished ones, for
+    INTERRUPTED); a stage that stopped ends the run here (nothing after it runs, no run
+    directory, no publishing)."""
 
     def around(call: Call) -> Any:
-        """Each call of the run as a Prefect task; a stage that stopped ends the run here (nothing
-        after it runs, no run directory, no publishing)."""
         ending.check()
         if call.checkpoint is None:
             options = {"name": call.name.replace("_", "-"), "retries": int(call.retry), "retry_delay_seconds": 2}
@@ -150,16 +115,41 @@ def _curate(
         steps.append(call.name)
         return result
 
-    try:
-        outcome = curate(config, config_path, out, around, logger.info, progress, fresh, mirror)
-    except ConfigError as exc:  # found before any work
-        logger.error(str(exc))
-        return Failed(message=str(exc), data=exc)
-    except RunFailed as exc:  # an input mostly rejected: stop before any stage works on the rest
-        return _stopped(exc)
-    if outcome.stats is None:  # a refresh with no new inputs
-        return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
-    artifacts_task(out, stem)
+    return around
+
+
+@flow(name="curate", log_prints=False)
+def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bool = False) -> dict | Failed:
+    """A curate run (curation/curate.py: ingest, the planned steps: curation/core/sections.py,
+    pii -> ... -> export, the run directory, validation, publishing, the report), then its artifacts.
+
+    Each stage's output is checkpointed under OUT_DIR/.checkpoints/ with a fingerprint of its
+    inputs and config section: re-running into the same OUT_DIR skips finished stages (their
+    tasks show as Cached) unless `fresh`. SIGINT / SIGTERM stop it before the next step and
+    before publishing (curation/core/ending.py); the run directory is left marked INTERRUPTED.
+    """
+    logger = get_run_logger()
+    lifecycle.quiet_expected_tracebacks()  # also in a served run's own process
+    config, stem = load_config(config_path), Path(config_path).stem
+    steps: list[str] = []
+    with run_folder(out_dir, _stamp) as (out, mirror):
+        try:
+            with ending.interruptible(), ending.writing(out):
+                outcome = curate(config, config_path, out, _around(out, fresh, stem, steps), logger.info, progress, fresh, mirror)
+                if outcome.stats is None:  # a refresh with no new inputs
+                    return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
+                artifacts_task(out, stem)
+        except ConfigError as exc:  # found before any work
+            logger.error(str(exc))
+            return Failed(message=str(exc), data=exc)
+        except RunFailed as exc:  # an input mostly rejected: stop before any stage works on the rest
+            return _stopped(exc)
+        except StageFailed as exc:  # logged where it was raised
+            return Failed(message=str(exc), data=exc)
+        except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal: ours, or Prefect's for SIGTERM
+            message = ending.mark_interrupted(out, ending.interrupted_by(exc), steps[-1] if steps else None)
+            logger.warning(message)
+            return Cancelled(message=message)
     if outcome.failure is not None:
         # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
         logger.error(str(outcome.failure))

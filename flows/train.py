@@ -10,8 +10,7 @@ resume, results and the ranking are training's.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from prefect import State, flow, get_run_logger, task
@@ -26,7 +25,7 @@ from curation.core.stats import unwritten_sets
 from curation.evaluation.judging import judge
 from curation.export.ablation import exported_digest, held_out_ids, variant_dir, write_variants
 from curation.report.html import write_report
-from flows.artifacts import ProgressArtifact, slug
+from flows.artifacts import progress_shown, slug
 from flows.curate import curate_flow
 from schemas.config import CurateConfig
 from schemas.train import TrainConfig, TrainingInputError
@@ -46,17 +45,6 @@ from training.candidates import summarize, train_candidate
 from training.stages import check_stages, check_variants, evaluate_candidate, run_stage
 
 
-@contextmanager
-def progress_artifact(key: str | None, stage: str) -> Iterator[None]:
-    """Training steps as a Prefect progress artifact (a TrainerCallback in training/common.py)."""
-    token = training.common.TRAIN_PROGRESS.set(ProgressArtifact(key, f"{stage} optimizer steps")) if key else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            training.common.TRAIN_PROGRESS.reset(token)
-
-
 @task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE)
 def stage_task(
     cfg: TrainConfig,
@@ -67,7 +55,8 @@ def stage_task(
     resume: bool,
     key_prefix: str | None = None,
 ) -> StageResult:
-    with progress_artifact(f"{key_prefix}{stage}-progress" if key_prefix else None, stage):
+    key = f"{key_prefix}{stage}-progress" if key_prefix else None
+    with progress_shown(training.common.TRAIN_PROGRESS, key, f"{stage} optimizer steps"):
         return run_stage(cfg, stage, run_dir, out, stages, resume)
 
 
@@ -113,22 +102,21 @@ variant_flow = flow(name="train-variant", flow_run_name="variant-{name}")(train_
 
 
 def ablation(
-    config_path: str, run_dir: str, resume: bool, progress: bool, candidates: Mapping[str, CandidateResult]
+    config_path: str, cfg: TrainConfig, run_dir: str, resume: bool, progress: bool, candidates: Mapping[str, CandidateResult]
 ) -> AblationSummary:
     """Every variant of train.ablation trained (or a training of the same data reused) and
     evaluated on the same held-out rows."""
-    config: CurateConfig = load_config(config_path)
-    assert config.train is not None and config.train.ablation is not None
+    assert cfg.ablation is not None
     out = Path(run_dir)
-    data = write_variants(out, config.train.ablation)
+    data = write_variants(out, cfg.ablation)
     first = next(iter(candidates))
     results, reused = train_variants(
-        config.train,
+        cfg,
         data,
         (first, candidates[first], exported_digest(out)),
         lambda name, d: variant_flow(config_path, run_dir, name, d, resume, progress),
     )
-    return summarize_ablation(config.train, out, data, results, held_out_ids(out), reused)
+    return summarize_ablation(cfg, out, data, results, held_out_ids(out), reused)
 
 
 @flow(name="train")
@@ -162,7 +150,7 @@ def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> Trai
     summary = summarize(cfg, out, results)
     publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
     if cfg.ablation is not None:
-        ablation(config_path, run_dir, resume, progress, results)
+        ablation(config_path, cfg, run_dir, resume, progress, results)
     if (out / "stats.json").is_file():
         write_report(out)
     return summary
