@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from uuid import UUID
 
@@ -21,10 +23,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from curation.core.ending import api_unreachable
 from curation.core.stats import RunStats
-from curation.report.summary import TOP_CLUSTERS, duplicate_clusters, hygiene_tables, removal_rows, summary_markdown
-from flows import lifecycle
-from schemas.figures import JuryFigures
+from curation.report.summary import summary_markdown, tables
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,16 @@ def keys(config_stem: str) -> dict[str, str]:
 
 
 def publish_run(run_dir: Path, config_stem: str) -> list[str]:
-    """Summary, removal reasons, duplicate clusters, data hygiene, jury scores and the report link;
-    returns the keys."""
+    """Summary, the summary's tables (removal reasons, duplicate clusters, data hygiene, jury
+    scores) and the report link; returns the keys."""
     k = keys(config_stem)
     stats = RunStats.read(run_dir)
     report = run_dir / "report.html"
-    published = []
     create_markdown_artifact(summary_markdown(stats, run_dir), key=k["summary"], description=f"curate funnel: {run_dir}")
-    published.append(k["summary"])
-    create_table_artifact(removal_rows(stats), key=k["removals"], description="records removed, per stage and reason")
-    published.append(k["removals"])
-    clusters = duplicate_clusters(run_dir)
-    if clusters:
-        create_table_artifact(clusters, key=k["duplicates"], description=f"largest {TOP_CLUSTERS} duplicate clusters")
-        published.append(k["duplicates"])
-    for name, (rows, description) in hygiene_tables(stats).items():
+    published = [k["summary"]]
+    for name, (rows, description) in tables(stats, run_dir).items():
         create_table_artifact(rows, key=k[name], description=description)
         published.append(k[name])
-    jury = stats.figures(JuryFigures)
-    if jury and jury.histogram:
-        rows = [{"score": score, "records": n} for score, n in jury.histogram.items()]
-        create_table_artifact(rows, key=k["jury_scores"], description="aggregated jury scores (rounded)")
-        published.append(k["jury_scores"])
     if report.is_file():
         create_link_artifact(report.resolve().as_uri(), link_text=str(report), key=k["report"], description="HTML quality report")
         published.append(k["report"])
@@ -107,8 +96,16 @@ class ProgressArtifact:
                 update_progress_artifact(self.id, percent, description=text)
         except Exception as exc:  # noqa: BLE001 - a display problem must not fail a stage
             log.debug("progress artifact %s: %s", self.key, exc)
-            self._off = lifecycle.api_unreachable(exc) is not None
+            self._off = api_unreachable(exc) is not None
 
 
-def progress_hook(key: str, description: str) -> Callable[[int, int], None]:
-    return ProgressArtifact(key, description)
+@contextmanager
+def progress_shown(hook: ContextVar[Callable[[int, int], None] | None], key: str | None, description: str) -> Iterator[None]:
+    """While the block runs, the progress a stage reports through `hook` (its ContextVar: the jury's,
+    training's) kept in a ProgressArtifact under `key`; without a key, nothing is shown."""
+    token = hook.set(ProgressArtifact(key, description)) if key else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            hook.reset(token)

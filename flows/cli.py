@@ -1,4 +1,5 @@
-"""`curate` command line: run, train, serve or validate a config.
+"""`curate` command line: the commands that run a flow. The arguments and the checks before any
+work: curation/core/arguments.py; the line and exit code of each ending: curation/report/console.py.
 
 Fatal problems (missing file, invalid config) print one message naming the field or path and
 exit with code 2, without a traceback; a failed `fail`-severity validation suite exits 3, a
@@ -11,74 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
-from curation.core import ending
-from curation.core.inputs import load_config
-from curation.core.rundirs import latest_run_dir, new_run_dir, runs_dir
-from curation.core.sections import steps_line
-from curation.core.storage import SECRET_ENV, RemotePath, as_path, check_reachable
-from curation.llm.secrets import mask_secrets, register_secret
-from curation.report.console import funnel, print_report, report, validate
-from curation.report.validate import ValidationFailed
+from curation.core import arguments, ending
+from curation.core.storage import SECRET_ENV
+from curation.llm.secrets import register_secret
+from curation.report.console import closing, funnel, print_report, report, validate
 from flows import lifecycle
-from schemas.base import StageFailed
-from schemas.config import ConfigError
 from schemas.train_result import TrainSummary
 from training.console import summary_text
 
-EXIT_CONFIG = 2
-EXIT_VALIDATION = 3
-EXIT_STAGE = 4  # a stage could not do its job, an input mostly rejected, or fewer than execution.min_kept kept
 FLOW_COMMANDS = {"run", "train", "all", "serve"}  # commands that talk to a Prefect API
-OUT_HELP = (
-    "run directory (default: a new runs/<config>-<time> beside the config, per invocation). Re-running an"
-    " unchanged config with the same --out resumes: finished stages are restored from OUT/.checkpoints/"
-    " (an s3:// URL too, from another machine)"
-)
-FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curate", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help=f"curate: {steps_line()}")
-    run.add_argument("config", type=Path)
-    run.add_argument("--out", type=as_path, help=OUT_HELP)
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    run.add_argument("--fresh", action="store_true", help=FRESH_HELP)
-    train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
-    train.add_argument("config", type=Path)
-    train.add_argument(
-        "--data", type=as_path,
-        help="curated run directory or its URL"
-        " (default: the latest run under runs/ beside CONFIG made from this very config file)",
-    )
-    train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
-    everything = commands.add_parser("all", help="curate, then train: one command")
-    everything.add_argument("config", type=Path)
-    everything.add_argument("--out", type=as_path, help=OUT_HELP)
-    everything.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    everything.add_argument("--fresh", action="store_true", help=FRESH_HELP)
-    everything.add_argument("--no-resume", action="store_true", help="start training over")
-    validate = commands.add_parser("validate", help="check a config and its inputs, run nothing")
-    validate.add_argument("config", type=Path)
-    serve = commands.add_parser(
-        "serve", help="serve a scheduled deployment of the curate flow (needs a Prefect server; Ctrl-C stops it)"
-    )
-    serve.add_argument("config", type=Path)
-    when = serve.add_mutually_exclusive_group(required=True)
-    when.add_argument("--cron", help='cron schedule, e.g. "0 3 * * *" (03:00 daily)')
-    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
-    serve.add_argument(
-        "--runs", type=Path, help="each run writes RUNS/<config>-<time>/ (default: runs/ beside the config)"
-    )
-    serve.add_argument("--name", help="deployment name (default: the config file's stem)")
-    report = commands.add_parser("report", help="(re)write RUN_DIR/report.html, the quality report")
-    report.add_argument("run_dir", type=Path)
-    return parser
 
 
 def _offline_defaults() -> None:
@@ -94,11 +39,7 @@ def _offline_defaults() -> None:
 
 
 def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False) -> int:
-    from curation.core.preflight import preflight
-
-    config = load_config(config_path)
-    out = out or new_run_dir(config_path)
-    preflight(config, out)  # every fatal problem surfaces before any work
+    out = arguments.run_dir(config_path, out)
     lifecycle.prepare_prefect()
     from flows.curate import curate_flow
 
@@ -109,14 +50,7 @@ def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False
 
 
 def train(config_path: Path, data: Path | None, resume: bool) -> int:
-    config = load_config(config_path)
-    if config.train is None:
-        raise ConfigError(f"{config_path}: no `train:` section to train with")
-    data = data or latest_run_dir(config_path, config.train.sets_needed())
-    if isinstance(data, RemotePath):  # pulled into a staging folder by the flow: checked before that
-        check_reachable(data, "--data", must_exist=True)
-        if not (data / "stats.json").is_file():
-            raise ConfigError(f"--data {data}: not a run directory (no stats.json)")
+    data = arguments.training_data(config_path, data)
     lifecycle.prepare_prefect()
     from flows.train import train_flow
 
@@ -128,13 +62,7 @@ def train(config_path: Path, data: Path | None, resume: bool) -> int:
 
 
 def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, fresh: bool = False) -> int:
-    from curation.core.preflight import preflight
-
-    config = load_config(config_path)
-    if config.train is None:
-        raise ConfigError(f"{config_path}: `curate all` needs a `train:` section (or use `curate run`)")
-    out = out or new_run_dir(config_path)
-    preflight(config, out)
+    out = arguments.run_dir(config_path, out, train=True)
     lifecycle.prepare_prefect()
     from flows.train import curate_then_train
 
@@ -149,10 +77,7 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
 
 
 def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path | None, name: str | None) -> int:
-    from curation.core.preflight import preflight
-
-    runs = runs or runs_dir(config_path)
-    preflight(load_config(config_path), runs)
+    runs = arguments.runs_folder(config_path, runs)
     lifecycle.prepare_prefect()
     from flows.serve import serve_curate
 
@@ -162,7 +87,7 @@ def serve(config_path: Path, cron: str | None, interval: float | None, runs: Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = arguments.parser().parse_args(argv)
     _offline_defaults()
     for name in SECRET_ENV:  # storage credentials: masked in every message and log line
         if os.environ.get(name):
@@ -174,17 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             code = _command(args)
             ending.check()  # a signal swallowed where it landed still ends the command as interrupted
             return code
-    except ConfigError as exc:
-        print(f"curate: error: {mask_secrets(str(exc))}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ValidationFailed as exc:
-        print(f"curate: {exc}", file=sys.stderr)
-        return EXIT_VALIDATION
-    except StageFailed as exc:
-        print(f"curate: stopped: {mask_secrets(str(exc))}", file=sys.stderr)
-        return EXIT_STAGE
     except BaseException as exc:
-        return _ending(exc, args.command)
+        if (closed := closing(exc, args.command)) is not None:
+            line, code = closed
+            print(line, file=sys.stderr)
+            return code
+        if (problem := ending.api_unreachable(exc)) is not None:
+            print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
+                  f"{ending.published_note()}", file=sys.stderr)
+            ending.exit_now(lifecycle.EXIT_API)
+        raise
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -199,23 +123,6 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(args.config, args.cron, args.interval, args.runs, args.name)
     return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
-
-
-def _ending(exc: BaseException, command: str) -> int:
-    """The one message and exit code of a signal, a refused write or a Prefect API gone (anything
-    else is a bug: its traceback is shown)."""
-    if (signum := ending.received()) is not None:  # whatever the signal became on its way up
-        what = ": stopped serving" if command == "serve" else ending.published_note()  # served runs say their own
-        print(f"curate: interrupted by {signal.Signals(signum).name}{what}", file=sys.stderr)
-        return 128 + signum
-    if (refusal := ending.disk_refusal(exc)) is not None:
-        print(f"curate: stopped: cannot write: {refusal}", file=sys.stderr)
-        return EXIT_STAGE
-    if (problem := lifecycle.api_unreachable(exc)) is not None:
-        print(f"curate: error: the Prefect API ({lifecycle.api_url()}) stopped answering ({problem})"
-              f"{ending.published_note()}", file=sys.stderr)
-        lifecycle.exit_now(lifecycle.EXIT_API)
-    raise exc
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How a `curate` process ends, the Prefect side: a Prefect API that stops answering, the embedded
 Prefect server, and Prefect's tracebacks of the endings curation/core/ending.py turns into one
-message (a signal, a disk that refuses a write).
+message (a signal, a disk that refuses a write, the API gone: recognised there).
 
 - The Prefect API stops answering: the client retries briefly (PREFECT_CLIENT_MAX_RETRIES 2,
   PREFECT_API_REQUEST_TIMEOUT 20 s unless set), then one line, exit 5, saying whether a version
@@ -19,7 +19,7 @@ import sys
 from functools import partial
 from types import SimpleNamespace
 
-from curation.core.ending import disk_refusal
+from curation.core.ending import api_unreachable, disk_refusal
 
 EXIT_API = 5  # the Prefect API stopped answering
 API_DEFAULTS = {"PREFECT_CLIENT_MAX_RETRIES": "2", "PREFECT_API_REQUEST_TIMEOUT": "20"}
@@ -65,19 +65,6 @@ def api_defaults() -> None:
     (Prefect's defaults: 5 retries with 2-32 s back-off, 60 s per request)."""
     for name, value in API_DEFAULTS.items():
         os.environ.setdefault(name, value)
-
-
-def api_unreachable(exc: BaseException) -> str | None:
-    """What went wrong if `exc` (or its cause) is the Prefect API not answering (refused, timed
-    out, cut off), else None."""
-    import httpx
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (httpx.TransportError, ConnectionError)):
-            return str(seen) or type(seen).__name__
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    return None
 
 
 def api_url() -> str:
@@ -133,11 +120,3 @@ def prepare_prefect() -> None:
 
     watch_embedded_server()
     quiet_expected_tracebacks()
-
-
-def exit_now(code: int) -> None:
-    """Exit without the at-exit work: Prefect's workers would retry every queued log line and
-    event against an API that is gone, for minutes. An embedded server stops with us (above)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

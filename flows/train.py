@@ -10,8 +10,7 @@ resume, results and the ranking are training's.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from prefect import State, flow, get_run_logger, task
@@ -21,12 +20,12 @@ from prefect.states import Failed
 
 import training.common  # the module, not its ContextVar: flows may be pickled by value
 from curation.core.inputs import load_config
-from curation.core.mirror import RunMirror
+from curation.core.mirror import pulled_run
 from curation.core.stats import unwritten_sets
 from curation.evaluation.judging import judge
 from curation.export.ablation import exported_digest, held_out_ids, variant_dir, write_variants
 from curation.report.html import write_report
-from flows.artifacts import ProgressArtifact, slug
+from flows.artifacts import progress_shown, slug
 from flows.curate import curate_flow
 from schemas.config import CurateConfig
 from schemas.train import TrainConfig, TrainingInputError
@@ -43,18 +42,7 @@ from schemas.train_result import (
 from training.ablation import summarize_ablation, train_variants
 from training.base_model import resolve_base_model
 from training.candidates import summarize, train_candidate
-from training.stages import check_stages, evaluate_candidate, run_stage
-
-
-@contextmanager
-def progress_artifact(key: str | None, stage: str) -> Iterator[None]:
-    """Training steps as a Prefect progress artifact (a TrainerCallback in training/common.py)."""
-    token = training.common.TRAIN_PROGRESS.set(ProgressArtifact(key, f"{stage} optimizer steps")) if key else None
-    try:
-        yield
-    finally:
-        if token is not None:
-            training.common.TRAIN_PROGRESS.reset(token)
+from training.stages import check_stages, check_variants, evaluate_candidate, run_stage
 
 
 @task(name="stage", task_run_name="{stage}", cache_policy=NO_CACHE)
@@ -67,7 +55,8 @@ def stage_task(
     resume: bool,
     key_prefix: str | None = None,
 ) -> StageResult:
-    with progress_artifact(f"{key_prefix}{stage}-progress" if key_prefix else None, stage):
+    key = f"{key_prefix}{stage}-progress" if key_prefix else None
+    with progress_shown(training.common.TRAIN_PROGRESS, key, f"{stage} optimizer steps"):
         return run_stage(cfg, stage, run_dir, out, stages, resume)
 
 
@@ -82,63 +71,52 @@ def judge_task(config: CurateConfig, progress: bool, cfg: TrainConfig, generatio
     return judge(config, progress, str(resolve_base_model(cfg.base_model)), generations)
 
 
-@flow(name="train-candidate", flow_run_name="candidate-{name}")
-def candidate_flow(config_path: str, run_dir: str, name: str, resume: bool = True, progress: bool = False) -> CandidateResult:
-    """One candidate (training.candidates.train_candidate), its steps as tasks."""
+def train_one(
+    config_path: str, run_dir: str, name: str, data: VariantData | None = None, resume: bool = True, progress: bool = False
+) -> CandidateResult:
+    """One candidate (training.candidates.train_candidate), its steps as tasks. With `data`, an
+    ablation variant: the ablation's training on the variant's data (written by write_variants),
+    resumed while its data is the same."""
     config: CurateConfig = load_config(config_path)
     assert config.train is not None
-    key_prefix = f"train-{slug(Path(config_path).stem)}-{'' if name == 'main' else f'{name}-'}"
+    stem = slug(Path(config_path).stem)
+    cfg, work, variant, key_prefix = config.train, Path(run_dir), None, f"train-{stem}-{'' if name == 'main' else f'{name}-'}"
+    if data is not None:
+        out = variant_dir(Path(run_dir), name)
+        cfg, work, variant, key_prefix = cfg.ablation_config(), out / "data", (out, data.digest), f"train-{stem}-ablation-{name}-"
     return train_candidate(
-        config.train,
+        cfg,
         name,
-        Path(run_dir),
+        work,
         resume,
         stage_step=functools.partial(stage_task, key_prefix=key_prefix),
         evaluate_step=evaluate_task,
         judge_step=functools.partial(judge_task, config, progress),
         info=get_run_logger().info,
+        variant=variant,
     )
 
 
-@flow(name="train-variant", flow_run_name="variant-{name}")
-def variant_flow(
-    config_path: str, run_dir: str, name: str, data: VariantData, resume: bool = True, progress: bool = False
-) -> CandidateResult:
-    """One ablation variant: the ablation's training on the variant's data (written by
-    write_variants), its steps as tasks like a candidate's, resumed while its data is the same."""
-    config: CurateConfig = load_config(config_path)
-    assert config.train is not None
-    out = variant_dir(Path(run_dir), name)
-    return train_candidate(
-        config.train.ablation_config(),
-        name,
-        out / "data",
-        resume,
-        stage_step=functools.partial(stage_task, key_prefix=f"train-{slug(Path(config_path).stem)}-ablation-{name}-"),
-        evaluate_step=evaluate_task,
-        judge_step=functools.partial(judge_task, config, progress),
-        info=get_run_logger().info,
-        variant=(out, data.digest),
-    )
+candidate_flow = flow(name="train-candidate", flow_run_name="candidate-{name}")(train_one)
+variant_flow = flow(name="train-variant", flow_run_name="variant-{name}")(train_one)
 
 
 def ablation(
-    config_path: str, run_dir: str, resume: bool, progress: bool, candidates: Mapping[str, CandidateResult]
+    config_path: str, cfg: TrainConfig, run_dir: str, resume: bool, progress: bool, candidates: Mapping[str, CandidateResult]
 ) -> AblationSummary:
     """Every variant of train.ablation trained (or a training of the same data reused) and
     evaluated on the same held-out rows."""
-    config: CurateConfig = load_config(config_path)
-    assert config.train is not None and config.train.ablation is not None
+    assert cfg.ablation is not None
     out = Path(run_dir)
-    data = write_variants(out, config.train.ablation)
+    data = write_variants(out, cfg.ablation)
     first = next(iter(candidates))
     results, reused = train_variants(
-        config.train,
+        cfg,
         data,
         (first, candidates[first], exported_digest(out)),
         lambda name, d: variant_flow(config_path, run_dir, name, d, resume, progress),
     )
-    return summarize_ablation(config.train, out, data, results, held_out_ids(out), reused)
+    return summarize_ablation(cfg, out, data, results, held_out_ids(out), reused)
 
 
 @flow(name="train")
@@ -150,14 +128,8 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bo
     RUN_DIR may be a URL: its run files (train/ included: a resumed sweep continues from the
     checkpoints another machine uploaded) are pulled into a local staging folder, and train/
     and the report pushed back (train/best, a link, stays local: summary.json names the winner)."""
-    mirror = RunMirror.of(run_dir)
-    if mirror is None:
-        return _train(config_path, run_dir, resume, progress)
-    local = str(mirror.pull_run())
-    try:
+    with pulled_run(run_dir, push=("train", "report.html")) as local:
         return _train(config_path, local, resume, progress)
-    finally:
-        mirror.push_run(only=("train", "report.html"))
 
 
 def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> TrainSummary | State:
@@ -167,22 +139,18 @@ def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> Trai
     cfg, out = config.train, Path(run_dir)
     try:
         check_stages(cfg, out, unwritten_sets(out, cfg.sets_needed()))  # with the export's reasons
-        if cfg.ablation is not None:  # every variant's rows checked before anything trains
-            for name in write_variants(out, cfg.ablation):
-                try:
-                    check_stages(cfg.ablation_config(), variant_dir(out, name) / "data")
-                except TrainingInputError as exc:
-                    raise TrainingInputError(f"train.ablation variant {name}: {exc}") from None
+        if cfg.ablation is not None:
+            check_variants(cfg, {name: variant_dir(out, name) / "data" for name in write_variants(out, cfg.ablation)})
     except TrainingInputError as exc:  # a failed state, not a raise: the run stops, named, without a traceback
         get_run_logger().error(str(exc))
         return Failed(message=str(exc), data=exc)
     results = {
-        name: candidate_flow(config_path, run_dir, name, resume, progress) for name in cfg.candidate_configs()
+        name: candidate_flow(config_path, run_dir, name, None, resume, progress) for name in cfg.candidate_configs()
     }
     summary = summarize(cfg, out, results)
     publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
     if cfg.ablation is not None:
-        ablation(config_path, run_dir, resume, progress, results)
+        ablation(config_path, cfg, run_dir, resume, progress, results)
     if (out / "stats.json").is_file():
         write_report(out)
     return summary

@@ -129,3 +129,33 @@ def test_stats_json_reads_back_to_the_same_file_with_typed_figures(tmp_path: Pat
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
     assert f"{tmp_path / 'run' / 'stats.json'}: not a stats.json this version reads (stages.0.control_chars_removed" in err
+
+
+def test_a_run_without_prefect_publishes_and_reports_like_the_flow_each_call_through_around(tmp_path: Path) -> None:
+    from curation.curate import curate
+
+    data = write_jsonl(tmp_path / "docs.jsonl", [{"text": f"document number {i} says something"} for i in range(3)])
+    config = CurateConfig(inputs=[{"path": str(data)}], publish={"dir": str(tmp_path / "published")})
+    names: list[str] = []
+
+    def around(call):
+        names.append(call.name)
+        return call.run()
+
+    outcome = curate(config, tmp_path / "config.yaml", tmp_path / "run", around)
+    assert outcome.failure is None and outcome.stats is not None and outcome.stats.totals.kept == 3
+    assert names == ["ingest", "write_run", "publish", "report"]
+    published = json.loads((tmp_path / "run" / "publish.json").read_text())
+    assert Path(published["version_dir"]) == tmp_path / "published" / "v0001"
+    assert (tmp_path / "run" / "report.html").is_file()
+    again = CurateConfig(inputs=[{"path": str(data)}], publish={"dir": str(tmp_path / "published")})
+    assert curate(again, tmp_path / "config.yaml", tmp_path / "run2").stats is None  # no new inputs: nothing runs
+
+    # Too few kept: the report is written, nothing is published, the failure is the caller's to raise.
+    write_jsonl(tmp_path / "more.jsonl", [{"text": "short"}])
+    few = CurateConfig(inputs=[{"path": str(tmp_path / "more.jsonl")}], filters={"length": {"min_words": 5}},
+                       publish={"dir": str(tmp_path / "published")})
+    outcome = curate(few, tmp_path / "config.yaml", tmp_path / "run3")
+    assert isinstance(outcome.failure, RunFailed)
+    assert (tmp_path / "run3" / "report.html").is_file() and not (tmp_path / "run3" / "publish.json").exists()
+    assert (tmp_path / "published" / "LATEST").read_text().strip() == "v0001"

@@ -68,6 +68,16 @@ def check_stages(train: TrainConfig, run_dir: Path, missing: Mapping[str, str] |
                 raise
 
 
+def check_variants(train: TrainConfig, data_dirs: Mapping[str, Path]) -> None:
+    """check_stages for train.ablation's training on each variant's rows (`data_dirs`: variant ->
+    its data folder), every variant before anything trains; the error names the variant."""
+    for name, folder in data_dirs.items():
+        try:
+            check_stages(train.ablation_config(), folder)
+        except TrainingInputError as exc:
+            raise TrainingInputError(f"train.ablation variant {name}: {exc}") from None
+
+
 def sft_stage(cfg: TrainConfig, run_dir: Path, out: Path, resume: bool = True) -> StageResult:
     """SFT into OUT/sft/; with a test split, the adapter evaluated against the base (eval loss,
     ROUGE-L) and the answers behind it in OUT/sft/generations.json."""

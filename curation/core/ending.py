@@ -1,4 +1,4 @@
-"""How a curate run ends, apart from Prefect: a signal, or a disk that refuses a write.
+"""How a curate run ends, apart from Prefect: a signal, a disk that refuses a write, an API gone.
 
 - SIGINT / SIGTERM: inside the curate flow's work the handler raises `Interrupted` at once; where
   something swallows it (an `__del__`, a library's `except BaseException`) the flag it set stops
@@ -8,7 +8,10 @@
   stops with one line naming the folder and the error (StageFailed, exit 4); nothing is
   published and the previous version stays as it was.
 
-What Prefect adds (an API that stops answering, the embedded server): flows/lifecycle.py.
+- An API that stops answering (the Prefect API): recognised here (`api_unreachable`), then one
+  line and `exit_now`, skipping the at-exit work.
+
+What Prefect adds (its client's retries, the embedded server, its logging): flows/lifecycle.py.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.base import StageFailed
+
+if TYPE_CHECKING:
+    from curation.core.storage import RemotePath
 
 INTERRUPTED = "INTERRUPTED"  # the marker an interrupted run leaves in its run directory
 # Errors of a disk that refuses a write. Libraries that do not raise OSError with an errno (polars,
@@ -44,7 +51,7 @@ class _State:
     received: int | None = None  # the first signal
     installed = False
     armed = 0  # > 0: inside the flow's work, where the handler may raise at once
-    published: Path | None = None  # the version this process published, for the closing message
+    published: Path | RemotePath | None = None  # the version this process published, for the closing message
 
 
 _state = _State()
@@ -110,22 +117,24 @@ def received() -> int | None:
     return _state.received
 
 
-def note_published(version: Path) -> None:
-    _state.published = Path(version)
+def note_published(version: Path | RemotePath) -> None:
+    _state.published = version  # (a URL too: its text is what the message needs)
 
 
 def published_note() -> str:
     return f"; version {_state.published} was published before" if _state.published else "; nothing was published"
 
 
-def mark_interrupted(run_dir: Path, signum: int, last_step: str | None) -> bool:
+def mark_interrupted(run_dir: Path, signum: int, last_step: str | None) -> str:
     """Leave INTERRUPTED in a run directory a signal stopped, unless it is empty (nothing to keep
-    then: a served run that was waiting for its turn). A rerun into it resumes and removes it."""
+    then: a served run that was waiting for its turn). A rerun into it resumes and removes it.
+    Returns the run's closing line."""
+    message = f"interrupted by {signal.Signals(signum).name}{published_note()}"
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
-        return False
+        return message
     done = f"the last finished step: {last_step}" if last_step else "no step finished"
     (run_dir / INTERRUPTED).write_text(f"stopped by {signal.Signals(signum).name}; {done}{published_note()}\n")
-    return True
+    return f"{message}; {run_dir} is marked {INTERRUPTED}"
 
 
 # --- a disk that refuses a write ------------------------------------------------------------------
@@ -148,7 +157,7 @@ def disk_refusal(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def writing(folder: str | Path) -> Iterator[None]:
+def writing(folder: str | Path | RemotePath) -> Iterator[None]:
     """A write the disk refuses becomes StageFailed naming `folder`: one message, exit 4."""
     try:
         yield
@@ -159,3 +168,27 @@ def writing(folder: str | Path) -> Iterator[None]:
         if refusal is None:
             raise
         raise StageFailed(f"cannot write in {folder}: {refusal}") from None
+
+
+# --- an API that stops answering (the Prefect API: flows/lifecycle.py) -------------------------------
+
+
+def api_unreachable(exc: BaseException) -> str | None:
+    """What went wrong if `exc` (or its cause) is an API (Prefect's) not answering (refused, timed
+    out, cut off), else None."""
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (httpx.TransportError, ConnectionError)):
+            return str(seen) or type(seen).__name__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return None
+
+
+def exit_now(code: int) -> None:
+    """Exit without the at-exit work: Prefect's workers would retry every queued log line and
+    event against an API that is gone, for minutes. An embedded server stops with us (flows/lifecycle.py)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

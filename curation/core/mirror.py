@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from curation.core.checkpoint import CHECKPOINTS, Checkpoint
@@ -40,6 +41,21 @@ def staging_dir(url: RemotePath) -> Path:
     name (the dataset card names the run by its folder)."""
     root = Path(os.environ[STAGING_ENV]) if os.environ.get(STAGING_ENV) else cache_dir() / "runs"
     return root / hashlib.sha256(str(url).encode()).hexdigest()[:16] / url.name
+
+
+@contextmanager
+def pulled_run(run_dir: str, push: tuple[str, ...]) -> Iterator[str]:
+    """The run directory to work on: RUN_DIR itself, or a URL's run files (not its checkpoints)
+    pulled into the local staging folder, and its `push` entries pushed back however the work ended."""
+    mirror = RunMirror.of(run_dir)
+    if mirror is None:
+        yield run_dir
+        return
+    local = str(mirror.pull_run())
+    try:
+        yield local
+    finally:
+        mirror.push_run(only=push)
 
 
 class RunMirror:

@@ -2,8 +2,8 @@
 
 One loop runs a plan, `CurationRun.execute`: it walks the plan, chains the checkpoint
 fingerprints and keeps the ledger. `run_pipeline(config, out)` calls it in this process (tests,
-benchmarks, scripts); the curate flow (flows/curate.py) calls it with an `around` that runs each
-step as a Prefect task. Whether outputs are checkpoints on disk or held in memory is a storage
+benchmarks, scripts); a curate run (curation/curate.py) calls it with the flow's `around`
+(flows/curate.py), which runs each step as a Prefect task. Whether outputs are checkpoints on disk or held in memory is a storage
 choice of the run, not another loop.
 """
 
@@ -261,7 +261,7 @@ class CurationRun:
         """THE loop that runs a plan: ingest, every planned step, the run files, each as a `Call`
         through `around` (the flow: a Prefect task each; benchmarks: a measurement). `say` gets
         each step's one-line summary. Raises RunFailed after ingest when an input file is mostly
-        rejected; the kept-count check is the caller's (the flow still writes its report)."""
+        rejected; the kept-count check is the caller's (curation/curate.py still writes its report)."""
         around = around or (lambda call: call.run())
         config, progress = self.config, self.progress
         ingest_body = self.pushing(lambda: run_ingest(config, progress, self.ingest_checkpoint, fresh), self.ingest_checkpoint)
@@ -320,8 +320,8 @@ def run_pipeline(
     around: Around | None = None,
 ) -> RunStats:
     """Curate into `out` in this process: ingest, every planned step, kept/rejected/stats.json.
-    Validation, publishing and the report are the flow's. RunFailed after ingest when an input
-    file is mostly rejected, and after writing the run files when too few records are kept.
+    Validation, publishing and the report: curation/curate.py. RunFailed after ingest when an
+    input file is mostly rejected, and after writing the run files when too few records are kept.
 
     Streamed by default, as `curate run` does: parquet shards of `execution.batch_size` records,
     each step checkpointed (a re-run resumes). `in_memory`: the same steps with their outputs held

@@ -1,14 +1,19 @@
 """Where a run directory goes: runs/ beside the config, a new `<config>-<time>` per invocation,
-the latest run a config made (what `curate train` trains on), and a `{time}` pattern claimed."""
+the latest run a config made (what `curate train` trains on), a `{time}` pattern claimed, and the
+folder a run works in (`run_folder`: a URL's local staging folder)."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from curation.core import ending
 from curation.core.ending import INTERRUPTED
+from curation.core.mirror import RunMirror
+from curation.core.storage import is_remote
 from schemas.config import ConfigError
 
 
@@ -76,3 +81,22 @@ def expand_out_dir(pattern: str, stamp: Callable[[], str]) -> Path:
         except FileExistsError:
             taken += 1
             claimed = first.with_name(f"{first.name}-{taken}")
+
+
+@contextmanager
+def run_folder(out_dir: str, stamp: Callable[[], str]) -> Iterator[tuple[Path, RunMirror | None]]:
+    """The folder a run works in, and the mirror of a URL: OUT_DIR (its `{time}` claimed), or a
+    URL's local staging folder that the mirror keeps the URL up to date with. Afterwards, however
+    the run ended: the run's own new folder removed if it stayed empty (a served tick that found
+    nothing to do), the run files pushed to the URL (also of a failed or interrupted run)."""
+    mirror = RunMirror.of(out_dir.replace("{time}", stamp()) if "{time}" in out_dir else out_dir) if is_remote(out_dir) else None
+    out = mirror.local if mirror else expand_out_dir(out_dir, stamp)
+    claimed = out if "{time}" in out_dir and not mirror else None  # this run's own new folder
+    try:
+        yield out, mirror
+    finally:
+        if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
+            claimed.rmdir()
+        if mirror is not None and mirror.started:
+            with ending.writing(mirror.url):
+                mirror.push_run()

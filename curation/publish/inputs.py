@@ -6,11 +6,11 @@ import hashlib
 from pathlib import Path
 
 from curation.core.inputs import expand_input
-from curation.core.storage import as_path, files_under, size_of
+from curation.core.storage import RemotePath, as_path, files_under, size_of
 from schemas.config import InputSpec
 
 
-def file_digest(path: Path) -> dict:
+def file_digest(path: Path | RemotePath) -> dict:
     """path, size and sha256 of an input file; a directory input (hf_disk) hashes its files."""
     path = as_path(path)
     digest = hashlib.sha256()

@@ -131,7 +131,7 @@ def publish(
     run_dir: str | Path,
     config: CurateConfig,
     previous: Version | None,
-    inputs: list[Path] | None = None,
+    inputs: list[Path | RemotePath] | None = None,
     progress: bool = False,
 ) -> Path | RemotePath:
     """Publish version n+1 from the run's kept.parquet on top of `previous` (version n, the

@@ -1,14 +1,23 @@
 """What the `curate` CLI says without Prefect: `curate validate` (the checks, and what each input
-holds), `curate report` (the report rewritten), and after a run its funnel and where the report is.
+holds), `curate report` (the report rewritten), after a run its funnel and where the report is,
+and the one line and exit code of each way a command ends that is no bug (`closing`).
 The imports stay inside the commands: `curate --help` does not load the stages."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+from curation.core import ending
 from curation.core.inputs import load_config
 from curation.core.sections import configured
+from curation.llm.secrets import mask_secrets
+from schemas.base import StageFailed
 from schemas.config import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_VALIDATION = 3
+EXIT_STAGE = 4  # a stage could not do its job, an input mostly rejected, or fewer than execution.min_kept kept
 
 
 def validate(config_path: Path) -> int:
@@ -59,3 +68,23 @@ def funnel(result: dict, out: Path) -> str:
     t = stats.totals
     lines.append(f"kept {t.kept} of {t.ingested} records in {stats.seconds:.1f} s -> {out}/")
     return "\n".join(lines)
+
+
+def closing(exc: BaseException, command: str) -> tuple[str, int] | None:
+    """The one line and exit code of a config error, a failed `fail` suite, a stage that stopped,
+    a signal or a refused write (a Prefect API gone: flows/cli.py); None for anything else (a bug:
+    its traceback is shown)."""
+    from curation.report.validate import ValidationFailed
+
+    if isinstance(exc, ConfigError):
+        return f"curate: error: {mask_secrets(str(exc))}", EXIT_CONFIG
+    if isinstance(exc, ValidationFailed):
+        return f"curate: {exc}", EXIT_VALIDATION
+    if isinstance(exc, StageFailed):
+        return f"curate: stopped: {mask_secrets(str(exc))}", EXIT_STAGE
+    if (signum := ending.received()) is not None:  # whatever the signal became on its way up
+        what = ": stopped serving" if command == "serve" else ending.published_note()  # served runs say their own
+        return f"curate: interrupted by {signal.Signals(signum).name}{what}", 128 + signum
+    if (refusal := ending.disk_refusal(exc)) is not None:
+        return f"curate: stopped: cannot write: {refusal}", EXIT_STAGE
+    return None

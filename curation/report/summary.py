@@ -1,6 +1,6 @@
 """The run summary read from a run directory (never from live DataFrames): the funnel as markdown,
-removals per stage and reason, the largest duplicate clusters and the data hygiene figures as
-table rows. The curate flow publishes them as Prefect artifacts (flows/artifacts.py)."""
+removals per stage and reason, the largest duplicate clusters, the data hygiene figures and the
+jury's scores as table rows. The curate flow publishes them as Prefect artifacts (flows/artifacts.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ from pathlib import Path
 import polars as pl
 
 from curation.core.stats import RunStats
-from schemas.figures import DecontaminationFigures, FiltersFigures, PiiFigures
+from schemas.figures import DecontaminationFigures, FiltersFigures, JuryFigures, PiiFigures
 
 TOP_CLUSTERS = 10
 EXCERPT_CHARS = 120
+
+
+def tables(stats: RunStats, run_dir: Path) -> dict[str, tuple[list[dict], str]]:
+    """Every table of the summary by name (an artifact key's, flows/artifacts.py): its rows and
+    description, in the order they are shown; one with nothing to show is left out."""
+    found = {"removals": (removal_rows(stats), "records removed, per stage and reason")}
+    if clusters := duplicate_clusters(run_dir):
+        found["duplicates"] = (clusters, f"largest {TOP_CLUSTERS} duplicate clusters")
+    found.update(hygiene_tables(stats))
+    jury = stats.figures(JuryFigures)
+    if jury and jury.histogram:
+        rows = [{"score": score, "records": n} for score, n in jury.histogram.items()]
+        found["jury_scores"] = (rows, "aggregated jury scores (rounded)")
+    return found
 
 
 def hygiene_tables(stats: RunStats) -> dict[str, tuple[list[dict], str]]:
