@@ -35,36 +35,26 @@ def slug(name: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", name.lower())).strip("-") or "run"
 
 
-def keys(config_stem: str) -> dict[str, str]:
-    """Every artifact key a curate run of this config publishes."""
-    base = f"curate-{slug(config_stem)}"
-    return {
-        "summary": f"{base}-summary",
-        "removals": f"{base}-removals",
-        "duplicates": f"{base}-duplicates",
-        "jury_scores": f"{base}-jury-scores",
-        "contamination": f"{base}-contamination",
-        "languages": f"{base}-languages",
-        "pii": f"{base}-pii",
-        "report": f"{base}-report",
-        "jury_progress": f"{base}-jury-progress",
-    }
+def key(config_stem: str, name: str) -> str:
+    """The artifact key of one of a curate run's artifacts (a summary table's name, `summary`,
+    `report`, `jury_progress`): stable per config, so the UI keeps one history per key."""
+    return f"curate-{slug(config_stem)}-{name.replace('_', '-')}"
 
 
 def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     """Summary, the summary's tables (removal reasons, duplicate clusters, data hygiene, jury
     scores) and the report link; returns the keys."""
-    k = keys(config_stem)
     stats = RunStats.read(run_dir)
     report = run_dir / "report.html"
-    create_markdown_artifact(summary_markdown(stats, run_dir), key=k["summary"], description=f"curate funnel: {run_dir}")
-    published = [k["summary"]]
+    published = [key(config_stem, "summary")]
+    create_markdown_artifact(summary_markdown(stats, run_dir), key=published[0], description=f"curate funnel: {run_dir}")
     for name, (rows, description) in tables(stats, run_dir).items():
-        create_table_artifact(rows, key=k[name], description=description)
-        published.append(k[name])
+        create_table_artifact(rows, key=key(config_stem, name), description=description)
+        published.append(key(config_stem, name))
     if report.is_file():
-        create_link_artifact(report.resolve().as_uri(), link_text=str(report), key=k["report"], description="HTML quality report")
-        published.append(k["report"])
+        link = key(config_stem, "report")
+        create_link_artifact(report.resolve().as_uri(), link_text=str(report), key=link, description="HTML quality report")
+        published.append(link)
     return published
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from curation.core import arguments, ending
 from curation.core.storage import SECRET_ENV
@@ -26,48 +25,38 @@ from training.console import summary_text
 FLOW_COMMANDS = {"run", "train", "all", "serve"}  # commands that talk to a Prefect API
 
 
-def _offline_defaults() -> None:
-    # Models come from installed packages or local paths only; never reach for a hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # Prefect's embedded server needs 15-25 s to start on a small machine.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    # Offline by design; its start-up write also races the embedded server's SQLite database.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The stages log through the standard library (`curation.*`); show those lines in Prefect.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "curation")
-
-
-def run(config_path: Path, out: Path | None, progress: bool, fresh: bool = False) -> int:
-    out = arguments.run_dir(config_path, out)
+def run(args: argparse.Namespace) -> int:
+    out = arguments.run_dir(args.config, args.out)
     lifecycle.prepare_prefect()
     from flows.curate import curate_flow
 
-    stats = curate_flow(str(config_path.resolve()), str(out.resolve()), progress=progress, fresh=fresh)
+    stats = curate_flow(str(args.config.resolve()), str(out.resolve()), progress=not args.no_progress, fresh=args.fresh)
     print(funnel(stats, out))
     print_report(out)
     return 0
 
 
-def train(config_path: Path, data: Path | None, resume: bool) -> int:
-    data = arguments.training_data(config_path, data)
+def train(args: argparse.Namespace) -> int:
+    data = arguments.training_data(args.config, args.data)
     lifecycle.prepare_prefect()
     from flows.train import train_flow
 
     with ending.interruptible():  # training has no step boundaries of ours: a signal stops it where it is
-        summary = train_flow(str(config_path.resolve()), str(data.resolve()), resume=resume)
+        summary = train_flow(str(args.config.resolve()), str(data.resolve()), resume=not args.no_resume)
     assert isinstance(summary, TrainSummary)  # a flow that ends Failed raises where it is called
     print(summary_text(summary, data))
     return 0
 
 
-def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, fresh: bool = False) -> int:
-    out = arguments.run_dir(config_path, out, train=True)
+def run_all(args: argparse.Namespace) -> int:
+    out = arguments.run_dir(args.config, args.out, train=True)
     lifecycle.prepare_prefect()
     from flows.train import curate_then_train
 
     with ending.interruptible():  # as in `train`; the curate half checks between its steps too
-        done = curate_then_train(str(config_path.resolve()), str(out.resolve()), progress, resume, fresh)
+        done = curate_then_train(
+            str(args.config.resolve()), str(out.resolve()), not args.no_progress, not args.no_resume, args.fresh
+        )
     assert isinstance(done, tuple)  # as in `train`: a failed half raises here
     stats, summary = done
     print(funnel(stats, out))
@@ -76,27 +65,29 @@ def run_all(config_path: Path, out: Path | None, progress: bool, resume: bool, f
     return 0
 
 
-def serve(config_path: Path, cron: str | None, interval: float | None, runs: Path | None, name: str | None) -> int:
-    runs = arguments.runs_folder(config_path, runs)
+def serve(args: argparse.Namespace) -> int:
+    runs = arguments.runs_folder(args.config, args.runs)
     lifecycle.prepare_prefect()
     from flows.serve import serve_curate
 
     with ending.interruptible():  # Ctrl-C / SIGTERM stop serving at once (Prefect shuts the runner down)
-        serve_curate(config_path, cron=cron, interval=interval, runs=runs, name=name)
+        serve_curate(args.config, cron=args.cron, interval=args.interval, runs=runs, name=args.name)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments.parser().parse_args(argv)
-    _offline_defaults()
+    # Models come from installed packages or local paths only; never reach for a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     for name in SECRET_ENV:  # storage credentials: masked in every message and log line
         if os.environ.get(name):
             register_secret(os.environ[name])
     try:
         with ending.signals():
             if args.command in FLOW_COMMANDS:
-                lifecycle.api_defaults()  # before Prefect reads its settings
-            code = _command(args)
+                lifecycle.prefect_defaults()
+            code = COMMANDS[args.command](args)
             ending.check()  # a signal swallowed where it landed still ends the command as interrupted
             return code
     except BaseException as exc:
@@ -111,18 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def _command(args: argparse.Namespace) -> int:
-    if args.command == "validate":
-        return validate(args.config)
-    if args.command == "report":
-        return report(args.run_dir)
-    if args.command == "train":
-        return train(args.config, args.data, resume=not args.no_resume)
-    if args.command == "all":
-        return run_all(args.config, args.out, not args.no_progress, resume=not args.no_resume, fresh=args.fresh)
-    if args.command == "serve":
-        return serve(args.config, args.cron, args.interval, args.runs, args.name)
-    return run(args.config, args.out, progress=not args.no_progress, fresh=args.fresh)
+COMMANDS = {
+    "run": run, "train": train, "all": run_all, "serve": serve,
+    "validate": lambda args: validate(args.config), "report": lambda args: report(args.run_dir),
+}
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from curation.core.rundirs import run_folder
 from curation.core.stats import RunFailed
 from curation.curate import curate
 from flows import lifecycle
-from flows.artifacts import keys, progress_shown, publish_run
+from flows.artifacts import key, progress_shown, publish_run
 from schemas.base import ConfigError, StageFailed
 
 
@@ -62,9 +62,10 @@ def step_task(call: Call, checkpoint: Checkpoint, progress_key: str | None = Non
             return _stopped(exc)
 
 
-def _stopped(exc: StageFailed) -> Failed:
-    """A stage that could not do its job: the task ends Failed with its message, without a
-    traceback and without a retry (the cause is outside; the rerun resumes from the cache)."""
+def _stopped(exc: Exception) -> Failed:
+    """A stage that could not do its job, or a run that cannot go on: the task or flow ends Failed
+    with its message, without a traceback and without a retry (the cause is outside; the rerun
+    resumes from the cache)."""
     get_run_logger().error(str(exc))
     return Failed(message=str(exc), data=exc)
 
@@ -109,7 +110,7 @@ def _around(out: Path, fresh: bool, stem: str, steps: list[str]) -> Around:
             state = call_task.with_options(**options)(call, out, return_state=True)
         else:
             options = {**_options(call.checkpoint, fresh), "retries": int(call.retry), "retry_delay_seconds": 5}
-            progress_key = keys(stem)["jury_progress"] if call.name == "jury" else None
+            progress_key = key(stem, "jury_progress") if call.name == "jury" else None
             state = step_task.with_options(**options)(call, call.checkpoint, progress_key, return_state=True)
         result = _done(state)
         steps.append(call.name)
@@ -139,10 +140,7 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
                 if outcome.stats is None:  # a refresh with no new inputs
                     return {"stages": [], "totals": {"ingested": 0, "generated": 0, "kept": 0, "rejected": 0}, "seconds": 0.0}
                 artifacts_task(out, stem)
-        except ConfigError as exc:  # found before any work
-            logger.error(str(exc))
-            return Failed(message=str(exc), data=exc)
-        except RunFailed as exc:  # an input mostly rejected: stop before any stage works on the rest
+        except (ConfigError, RunFailed) as exc:  # found before any work; an input mostly rejected
             return _stopped(exc)
         except StageFailed as exc:  # logged where it was raised
             return Failed(message=str(exc), data=exc)
@@ -150,8 +148,6 @@ def curate_flow(config_path: str, out_dir: str, progress: bool = True, fresh: bo
             message = ending.mark_interrupted(out, ending.interrupted_by(exc), steps[-1] if steps else None)
             logger.warning(message)
             return Cancelled(message=message)
-    if outcome.failure is not None:
-        # A failed state carrying the error, not a raise: the run stops, named, without a traceback.
-        logger.error(str(outcome.failure))
-        return Failed(message=str(outcome.failure), data=outcome.failure)
+    if outcome.failure is not None:  # a failed state carrying the error: the run stops, named, without a traceback
+        return _stopped(outcome.failure)
     return outcome.stats.model_dump(mode="json", by_alias=True)

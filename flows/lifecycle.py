@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 from functools import partial
 from types import SimpleNamespace
 
-from curation.core.ending import api_unreachable, disk_refusal
+from curation.core.ending import api_unreachable, die_with_parent, disk_refusal
 
 EXIT_API = 5  # the Prefect API stopped answering
-API_DEFAULTS = {"PREFECT_CLIENT_MAX_RETRIES": "2", "PREFECT_API_REQUEST_TIMEOUT": "20"}
+PREFECT_DEFAULTS = {  # set unless the user set them, before Prefect reads its settings
+    # Bounded retries: a Prefect API that is gone is said so in seconds, not minutes
+    # (Prefect's defaults: 5 retries with 2-32 s back-off, 60 s per request).
+    "PREFECT_CLIENT_MAX_RETRIES": "2",
+    "PREFECT_API_REQUEST_TIMEOUT": "20",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # the embedded server takes 15-25 s here
+    # Offline by design; its start-up write also races the embedded server's SQLite database.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "curation",  # the stages log through `curation.*`: show them in Prefect
+}
 
 
 # --- what Prefect logs about them -----------------------------------------------------------------
@@ -60,10 +68,8 @@ def quiet_expected_tracebacks() -> None:
 # --- the Prefect API --------------------------------------------------------------------------------
 
 
-def api_defaults() -> None:
-    """Bounded retries: a Prefect API that is gone is said so in seconds, not minutes
-    (Prefect's defaults: 5 retries with 2-32 s back-off, 60 s per request)."""
-    for name, value in API_DEFAULTS.items():
+def prefect_defaults() -> None:
+    for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
 
@@ -74,16 +80,6 @@ def api_url() -> str:
 
 
 # --- the embedded Prefect server ----------------------------------------------------------------------
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the server's process before it starts: the kernel sends it SIGTERM when this
-    process ends, however it ends (prctl PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(0)
 
 
 def watch_embedded_server() -> None:
@@ -102,7 +98,7 @@ def watch_embedded_server() -> None:
             # Prefect builds the command line; only the way it is started changes, in this call only.
             popen = partial(subprocess.Popen, start_new_session=True)
             if sys.platform == "linux":
-                popen = partial(popen, preexec_fn=partial(_die_with_parent, os.getpid()))
+                popen = partial(popen, preexec_fn=partial(die_with_parent, os.getpid()))
             module_subprocess = prefect_server.subprocess
             prefect_server.subprocess = SimpleNamespace(Popen=popen)  # type: ignore[assignment]
             try:

@@ -84,16 +84,11 @@ def train_one(
     if data is not None:
         out = variant_dir(Path(run_dir), name)
         cfg, work, variant, key_prefix = cfg.ablation_config(), out / "data", (out, data.digest), f"train-{stem}-ablation-{name}-"
+    stage_step = functools.partial(stage_task, key_prefix=key_prefix)
+    judge_step = functools.partial(judge_task, config, progress)
     return train_candidate(
-        cfg,
-        name,
-        work,
-        resume,
-        stage_step=functools.partial(stage_task, key_prefix=key_prefix),
-        evaluate_step=evaluate_task,
-        judge_step=functools.partial(judge_task, config, progress),
-        info=get_run_logger().info,
-        variant=variant,
+        cfg, name, work, resume, stage_step=stage_step, evaluate_step=evaluate_task, judge_step=judge_step,
+        info=get_run_logger().info, variant=variant,
     )
 
 
@@ -129,31 +124,27 @@ def train_flow(config_path: str, run_dir: str, resume: bool = True, progress: bo
     checkpoints another machine uploaded) are pulled into a local staging folder, and train/
     and the report pushed back (train/best, a link, stays local: summary.json names the winner)."""
     with pulled_run(run_dir, push=("train", "report.html")) as local:
-        return _train(config_path, local, resume, progress)
-
-
-def _train(config_path: str, run_dir: str, resume: bool, progress: bool) -> TrainSummary | State:
-    config: CurateConfig = load_config(config_path)
-    if config.train is None:
-        raise TrainingInputError(f"{config_path}: no `train:` section")
-    cfg, out = config.train, Path(run_dir)
-    try:
-        check_stages(cfg, out, unwritten_sets(out, cfg.sets_needed()))  # with the export's reasons
+        config: CurateConfig = load_config(config_path)
+        if config.train is None:
+            raise TrainingInputError(f"{config_path}: no `train:` section")
+        cfg, out = config.train, Path(local)
+        try:
+            check_stages(cfg, out, unwritten_sets(out, cfg.sets_needed()))  # with the export's reasons
+            if cfg.ablation is not None:
+                check_variants(cfg, {name: variant_dir(out, name) / "data" for name in write_variants(out, cfg.ablation)})
+        except TrainingInputError as exc:  # a failed state, not a raise: the run stops, named, without a traceback
+            get_run_logger().error(str(exc))
+            return Failed(message=str(exc), data=exc)
+        results = {
+            name: candidate_flow(config_path, local, name, None, resume, progress) for name in cfg.candidate_configs()
+        }
+        summary = summarize(cfg, out, results)
+        publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
         if cfg.ablation is not None:
-            check_variants(cfg, {name: variant_dir(out, name) / "data" for name in write_variants(out, cfg.ablation)})
-    except TrainingInputError as exc:  # a failed state, not a raise: the run stops, named, without a traceback
-        get_run_logger().error(str(exc))
-        return Failed(message=str(exc), data=exc)
-    results = {
-        name: candidate_flow(config_path, run_dir, name, None, resume, progress) for name in cfg.candidate_configs()
-    }
-    summary = summarize(cfg, out, results)
-    publish_leaderboard(summary.leaderboard, config_path, cfg.select_by)
-    if cfg.ablation is not None:
-        ablation(config_path, cfg, run_dir, resume, progress, results)
-    if (out / "stats.json").is_file():
-        write_report(out)
-    return summary
+            ablation(config_path, cfg, local, resume, progress, results)
+        if (out / "stats.json").is_file():
+            write_report(out)
+        return summary
 
 
 def publish_leaderboard(board: list[LeaderboardRow], config_path: str, select_by: Sequence[str]) -> None:

@@ -10,6 +10,8 @@
 
 - An API that stops answering (the Prefect API): recognised here (`api_unreachable`), then one
   line and `exit_now`, skipping the at-exit work.
+- A helper process (the embedded Prefect server) ends with this one, however this one ends
+  (`die_with_parent`).
 
 What Prefect adds (its client's retries, the embedded server, its logging): flows/lifecycle.py.
 """
@@ -192,3 +194,13 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child process before it starts its work: the kernel sends it SIGTERM when `parent`
+    ends, however it ends, kill -9 included (prctl PR_SET_PDEATHSIG; Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
