@@ -153,7 +153,9 @@ def main() -> None:
     for name, v in summary["variants"].items():
         tuned = v["result"]["errors"]["tuned"]
         counts = {**tuned["counts"], "placeholder": placeholders(trained_in(run, name, v))[0]}
-        rates = {c: (k, [round(x, 3) for x in wilson_interval(k, tuned["answers"])]) for c, k in counts.items()}
+        # No interval (None) for a variant without answers to rate
+        rates = {c: (k, [round(x, 3) for x in ci] if (ci := wilson_interval(k, tuned["answers"])) else None)
+                 for c, k in counts.items()}
         table[name] = {"train_rows": v["data"]["train_rows"], "eval_loss": v["result"]["metrics"]["eval_loss"],
                        "answers": tuned["answers"], "errors": rates, "seconds": v["result"]["seconds"]}
         cells = " | ".join(f"{rates[c][0]}/{tuned['answers']} {rates[c][1]}" for c in shown)

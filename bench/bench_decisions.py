@@ -91,6 +91,7 @@ def _item_of(source: str, where: dict[str, str]) -> str:
 
 def judge(name: str, items: list[dict]) -> dict[str, dict]:
     """Run the rule on the items; per item id: removed (bool) and the reasons / what changed."""
+    from bench.stage_output import frame
     from curation.filters.stage import build_filter_stage
     from curation.ingest.collect import ingest
     from curation.pii import build_pii_stage
@@ -102,20 +103,21 @@ def judge(name: str, items: list[dict]) -> dict[str, dict]:
         inputs, where = _inputs(items, folder, spec.get("txt_split"))
         read = ingest(inputs, progress=False, base=folder)
         if read.rejected.height:
-            raise SystemExit(f"{name}: ingest rejected {read.rejected.height} rows: {read.rejected['reason'].to_list()[:5]}")
+            reasons = frame(read.rejected)["reason"].to_list()[:5]
+            raise SystemExit(f"{name}: ingest rejected {read.rejected.height} rows: {reasons}")
         records = read.records
     outcome: dict[str, dict] = defaultdict(lambda: {"removed": False, "reasons": []})
     if "pii" in spec:
         result = build_pii_stage(PiiConfig(**spec["pii"]))(records)
         by_id = {it["id"]: it for it in items}
-        for row in result.kept.iter_rows(named=True):
+        for row in frame(result.kept).iter_rows(named=True):
             it = by_id[_item_of(row["source"], where)]
             outcome[it["id"]] = _pii_outcome(it, row["text"])
         return dict(outcome)
     # Each set measures its own rule: a check on by default in every filters section (placeholders)
     # is off unless the set names it.
     result = build_filter_stage(Filters(**{"placeholders": None, **spec["filters"]}))(records)
-    for row in result.rejected.select("source", "reason").iter_rows(named=True):
+    for row in frame(result.rejected).select("source", "reason").iter_rows(named=True):
         if row["reason"] not in spec["reasons"]:
             raise SystemExit(f"{name}: unexpected reject reason {row['reason']!r} (expected {spec['reasons']})")
         got = outcome[_item_of(row["source"], where)]

@@ -74,9 +74,11 @@ def planted_corpus(n: int, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray, np.
 
 
 def _decontamination(n: int) -> dict:
+    from bench.stage_output import figures, frame
     from curation.decontamination.index import build_index
     from curation.decontamination.stage import build_decontamination_stage
     from schemas.config import Decontamination
+    from schemas.figures import DecontaminationFigures
 
     records, planted, _ = planted_corpus(n)
     cfg = Decontamination(benchmarks=[{"path": str(p)} for p in BENCHMARKS])
@@ -89,37 +91,42 @@ def _decontamination(n: int) -> dict:
         _, warm, _, _ = measured(lambda: build_index(cfg))
         stage = build_decontamination_stage(cfg, None)
         result, seconds, cpu, rss = measured(lambda: stage(records))
-    figures = result.figures.benchmarks
-    removed = result.rejected["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
-    extra = result.rejected.filter(~pl.Series(np.isin(removed, planted)))
+    by_benchmark = figures(result, DecontaminationFigures).benchmarks
+    rejected = frame(result.rejected)
+    removed = rejected["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
+    extra = rejected.filter(~pl.Series(np.isin(removed, planted)))
     return {"docs": n, "planted": len(planted), "planted_found": int(np.isin(planted, removed).sum()),
-            "removed": result.rejected.height, "not_planted": extra["detail"].head(12).to_list(), "seconds": round(seconds, 2),
+            "removed": rejected.height, "not_planted": extra["detail"].head(12).to_list(), "seconds": round(seconds, 2),
             "cpu": round(cpu, 2), "rss_mb": round(rss), "docs_per_s": round(n / seconds),
             "index_cold_s": round(cold, 2), "index_warm_s": round(warm, 2),
-            "benchmark_texts": sum(f.texts for f in figures.values()), "benchmarks": len(figures),
-            "by_benchmark": {k: v.benchmark_overlap for k, v in figures.items()}}
+            "benchmark_texts": sum(f.texts for f in by_benchmark.values()), "benchmarks": len(by_benchmark),
+            "by_benchmark": {k: v.benchmark_overlap for k, v in by_benchmark.items()}}
 
 
 def _pii(n: int) -> dict:
+    from bench.stage_output import figures, frame
     from curation.pii import build_pii_stage
     from schemas.config import PiiConfig
+    from schemas.figures import PiiFigures
 
     records, _, planted = planted_corpus(n)
     stage = build_pii_stage(PiiConfig())
     result, seconds, cpu, rss = measured(lambda: stage(records))
-    kept = result.kept
+    kept = frame(result.kept)
+    pii = figures(result, PiiFigures)
     marked = kept.filter(pl.col("meta").str.contains('"pii"'))["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
     texts = kept["text"].gather(planted.tolist())
     left = int(sum(texts.str.contains(v, literal=True).sum() for v in PII_VALUES.values()))
     return {"docs": n, "planted": len(planted), "planted_found": int(np.isin(planted, marked).sum()),
-            "planted_values_left": left, "found": result.figures.found,
-            "records_with_pii": result.figures.records_with_pii, "seconds": round(seconds, 2), "cpu": round(cpu, 2),
+            "planted_values_left": left, "found": pii.found,
+            "records_with_pii": pii.records_with_pii, "seconds": round(seconds, 2), "cpu": round(cpu, 2),
             "rss_mb": round(rss), "docs_per_s": round(n / seconds)}
 
 
 def _paraphrases(encoder: str) -> dict:
     from bench.corpus import to_records
     from bench.paraphrases import build
+    from bench.stage_output import frame
     from curation.decontamination.stage import build_decontamination_stage
     from schemas.config import Decontamination
 
@@ -144,7 +151,7 @@ def _paraphrases(encoder: str) -> dict:
         records = to_records(positives + hard + ordinary)
         stage = build_decontamination_stage(cfg, None)
         result, seconds, _, rss = measured(lambda: stage(records))
-    rejected = result.rejected
+    rejected = frame(result.rejected)
     row = rejected["id"].str.extract(r"(\d+)$").cast(pl.Int64).to_numpy()
     cosine = rejected["detail"].str.extract(r"cosine ([\d.]+)").cast(pl.Float64).fill_null(1.0).to_numpy()
     overlap = (rejected["reason"] == "benchmark_overlap").to_numpy()

@@ -39,6 +39,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from curation.jury.judge import JudgeItem, RubricJudge, load_rubric, render_conversation
 from curation.llm.cache import AnswerCache, CachedModel
 from curation.llm.local import LocalModel
+from curation.llm.types import ChatModel
 from curation.preference.pairwise import PairwiseJudge, position_stats
 from schemas.jury import Local
 
@@ -141,7 +142,9 @@ def main() -> None:
 
     local = LocalModel(Local(path=args.model, batch_size=args.batch_size, max_length=args.max_length))
     cache = AnswerCache(CACHE)
-    model = CachedModel(local, cache)
+    # CachedModel reads supports_* and usage through to its model (read-only properties), where the
+    # ChatModel protocol declares settable attributes: the product's protocol over-promises.
+    model: ChatModel = CachedModel(local, cache)  # type: ignore[assignment]
     load_before = [round(x, 2) for x in os.getloadavg()]
 
     scores: dict[str, dict[str, tuple[list, list]]] = {}
@@ -166,7 +169,7 @@ def main() -> None:
     timing: dict[str, dict] = {}
     for rubric in rubrics if args.time_sample else []:
         fresh = RubricJudge(rubric, local, load_rubric(rubric), max_chars=args.max_chars)
-        seconds = count = tokens = 0
+        seconds, count, tokens = 0.0, 0, 0
         for ds in datasets:
             pairs = data[ds]
             items = [JudgeItem(p, a) for p, a, _ in pairs] + [JudgeItem(p, b) for p, _, b in pairs]
@@ -216,7 +219,7 @@ def main() -> None:
     print(f"\nwritten {args.out}")
 
 
-def _pairwise(args: argparse.Namespace, model: CachedModel, local: LocalModel, data: dict, datasets: list[str]) -> dict:
+def _pairwise(args: argparse.Namespace, model: ChatModel, local: LocalModel, data: dict, datasets: list[str]) -> dict:
     rubric = load_rubric(args.pairwise)
     judge = PairwiseJudge("pairwise", model, rubric, max_chars=args.max_chars)
     result: dict = {}
@@ -233,7 +236,7 @@ def _pairwise(args: argparse.Namespace, model: CachedModel, local: LocalModel, d
         }
     if args.time_sample:
         fresh = PairwiseJudge("pairwise", local, rubric, max_chars=args.max_chars)
-        seconds = count = 0
+        seconds, count = 0.0, 0
         for ds in datasets:
             sample = data[ds][:: max(1, len(data[ds]) // args.time_sample)][: args.time_sample // 2]
             start = time.perf_counter()

@@ -138,8 +138,10 @@ def reference_client(base_url: str, requests: list[ChatRequest], concurrency: in
         for i in pending:
             writer.write(wire[i])
             headers = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", headers).group(1))
-            out[i] = Completion(text=(await reader.readexactly(length)).decode())
+            length = re.search(rb"(?i)content-length: *(\d+)", headers)
+            if length is None:  # a chunked reply: this raw client reads sized bodies only
+                raise RuntimeError(f"reply without Content-Length: {headers.decode(errors='replace')!r}")
+            out[i] = Completion(text=(await reader.readexactly(int(length.group(1)))).decode())
         writer.close()
 
     async def run() -> None:

@@ -23,6 +23,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from bench.stage_output import frame
 from curation.ingest import ingest
 from curation.jury.judge import RubricJudge, load_rubric
 from curation.jury.stage import judge_item
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--server-python", required=True, help="python of a venv with llama-cpp-python[server]")
     parser.add_argument("--records", type=int, default=20)
     args = parser.parse_args()
-    records = ingest([InputSpec(path=str(REPO / "data" / "sft"))], progress=False).records
+    records = frame(ingest([InputSpec(path=str(REPO / "data" / "sft"))], progress=False).records)
     items = [judge_item(r) for r in records.head(args.records).iter_rows(named=True)]
     port = free_port()
     server = start_server(args.server_python, port)

@@ -88,6 +88,7 @@ def scores(pairs: list[tuple[str, str]], encoders: dict[str, CachedEncoder]) -> 
     """Per contender, each pair's score: merged at threshold t when score >= t (-inf: never)."""
     from semhash import SemHash
 
+    from bench.bench_semantic import SemhashModel
     from curation.dedup.verify import different_task
 
     a, b = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -98,7 +99,7 @@ def scores(pairs: list[tuple[str, str]], encoders: dict[str, CachedEncoder]) -> 
         found = []
         for x, y in pairs:
             records = [{"id": "0", "text": x}, {"id": "1", "text": y}]
-            filtered = SemHash.from_records(records=records, columns=["text"], model=e).self_deduplicate(
+            filtered = SemHash.from_records(records=records, columns=["text"], model=SemhashModel(e.encode)).self_deduplicate(
                 threshold=SEMHASH_FLOOR).filtered
             found.append(filtered[0].score if filtered else -np.inf)
         peer[name] = np.array(found)
@@ -155,15 +156,17 @@ def _semhash_whole(texts: list[str], threshold: float) -> dict:
     """semhash on the stage's default encoder settings (the static model reading whole texts)."""
     from semhash import SemHash
 
+    from bench.bench_semantic import SemhashModel
     from bench.measure import measured
     from curation.dedup.encoders import load_encoder
 
-    model = load_encoder(STATIC, None)
-    model.encode(["warm up"])
+    encoder = load_encoder(STATIC, None)
+    encoder.encode(["warm up"])
+    model = SemhashModel(encoder.encode)
     records = [{"id": str(i), "text": text} for i, text in enumerate(texts)]
     result, seconds, _, _ = measured(
         lambda: SemHash.from_records(records=records, columns=["text"], model=model).self_deduplicate(threshold=threshold))
-    return {"seconds": seconds, "removed": len(result.filtered)}  # type: ignore[attr-defined]
+    return {"seconds": seconds, "removed": len(result.filtered)}
 
 
 def main() -> None:

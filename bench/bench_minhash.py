@@ -122,6 +122,7 @@ def _table(r: dict) -> str:
 
 
 def _run_stage(texts: list[str], which: str, cfg: dict, repeats: int) -> dict:
+    from bench.stage_output import frame
     from curation.dedup import build_exact_stage, build_minhash_stage
     from schemas.config import MinHashDedup
 
@@ -133,7 +134,7 @@ def _run_stage(texts: list[str], which: str, cfg: dict, repeats: int) -> dict:
     runs = [measured(lambda: build[which]()(records)) for _ in range(repeats)]
     result, memory = runs[0][0], runs[0][3]
     index = {doc_id: i for i, doc_id in enumerate(records["id"].to_list())}
-    rejected = result.rejected
+    rejected = frame(result.rejected)
     pairs = zip(rejected["id"].to_list(), rejected["duplicate_of"].to_list(), strict=True)
     return {
         "seconds": statistics.median(run[1] for run in runs),

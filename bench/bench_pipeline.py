@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -27,7 +28,7 @@ from bench.measure import in_fresh_process, measured
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The demo's filter and dedup settings, without the semantic stage.
-CONFIG = {
+CONFIG: dict[str, dict[str, Any]] = {
     "filters": {
         "length": {"min_words": 3, "max_words": 4000},
         "keywords": {"exclude": ["as an ai language model"], "refusals": True},
@@ -76,8 +77,9 @@ def _run_pipeline(path: str) -> list[dict]:
     config = CurateConfig.model_validate({"inputs": [{"path": path}], **CONFIG})
     measures: dict[str, tuple[float, float, float]] = {}
 
-    def measure(call: Call):
-        result, *measures[call.name] = measured(call.run)
+    def measure(call: Call) -> Any:
+        result, seconds, cpu, memory = measured(call.run)
+        measures[call.name] = (seconds, cpu, memory)
         return result
 
     stats = run_pipeline(config, Path(tempfile.mkdtemp()), in_memory=True, around=measure)
@@ -94,7 +96,7 @@ def _run_semantic(texts: list[str]) -> dict:
     load_encoder(cfg.model, cfg.max_seq_length)  # loading is not the stage's throughput
     records = to_records(texts)
     result, seconds, cpu, memory = measured(lambda: build_semantic_stage(cfg, progress=False)(records))
-    return _row("dedup_semantic", len(texts), result.kept.height, seconds, cpu, memory)  # type: ignore[union-attr]
+    return _row("dedup_semantic", len(texts), result.kept.height, seconds, cpu, memory)
 
 
 def _row(stage: str, rows_in: int, rows_out: int, seconds: float, cpu: float, memory: float) -> dict:

@@ -18,12 +18,13 @@ import yaml
 
 from curation.core.inputs import load_config
 from curation.core.run import run_pipeline
+from schemas.figures import DEDUP_FIGURES, PreferenceFigures
 
 DEDUP = {"exact": {}, "minhash": {"threshold": 0.8, "num_perm": 128, "ngram": 5},
          "semantic": {"threshold": 0.9, "view": "assistant"}}
 
 
-def pairs(input_path: Path, dedup: bool, work: Path) -> tuple[int, dict]:
+def pairs(input_path: Path, dedup: bool, work: Path) -> tuple[int, dict[str, tuple[int, int, int | None]]]:
     """Preference pairs built, and per dedup stage (records in, removed, siblings_protected)."""
     config = {"inputs": [{"path": str(input_path.resolve())}], "preference": {"ranking": "human"}}
     if dedup:
@@ -32,9 +33,12 @@ def pairs(input_path: Path, dedup: bool, work: Path) -> tuple[int, dict]:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     stats = run_pipeline(load_config(path), work / name, path)
-    stages = {s.stage: (s.rows_in, s.removed, s.figures.get("siblings_protected"))
-              for s in stats.stages if s.stage.startswith("dedup")}
-    return stats.stage("preference").figures["generated"], stages
+    stages = {s.stage: (s.rows_in, s.removed, s.figures.siblings_protected)
+              for s in stats.stages if isinstance(s.figures, DEDUP_FIGURES)}
+    preference = stats.figures(PreferenceFigures)
+    if preference is None:
+        raise SystemExit("the run has no preference stage")
+    return preference.generated, stages
 
 
 def main() -> None:

@@ -19,10 +19,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.bench_pipeline import CONFIG
 from bench.corpus import build_corpus, to_records
 from bench.measure import in_fresh_process, measured
+
+if TYPE_CHECKING:
+    from curation.core.engine import Engine
+    from curation.core.stage import Stage
+    from schemas.config import CurateConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = [("local", None), ("ray, 1 CPU", 1), ("ray, 2 CPUs", 2)]
@@ -63,6 +69,7 @@ def main() -> None:
 
 
 def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> dict:
+    from bench.stage_output import frame
     from curation.core.engine import LocalEngine, RayEngine
     from curation.dedup.encoders import load_encoder
     from curation.dedup.semantic import build_semantic_stage
@@ -70,6 +77,7 @@ def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> di
     from schemas.execution import ExecutionConfig
 
     texts = json.loads(Path(path).read_text())
+    engine: Engine
     if cpus is None:
         engine = LocalEngine()
     else:
@@ -86,35 +94,38 @@ def _run(path: str, cpus: int | None, batch_size: int, semantic_docs: int) -> di
     memory: dict[str, float] = {}
     for stage in _stages(config, engine):  # these stages alone, each on what the one before kept
         result, seconds[stage.name], _, memory[stage.name] = measured(lambda: stage(records))  # noqa: B023
-        records = result.kept  # type: ignore[attr-defined]
+        records = frame(result.kept)
     kept = records["id"].to_list()
     # Semantic dedup on its own sample, in ten partitions too. The model is loaded before the
     # clock starts: in this process (local), or in each Ray worker by a tiny run (one row a task).
     sample = to_records(texts[:semantic_docs])
+    assert config.dedup is not None and config.dedup.semantic is not None  # the config above sets both
     semantic_cfg = config.dedup.semantic
     if cpus is None:
         load_encoder(semantic_cfg.model, semantic_cfg.max_seq_length)
         semantic = build_semantic_stage(semantic_cfg, False, engine)
     else:
-        warm = RayEngine(ExecutionConfig(engine="ray", batch_size=1), progress=False)
-        build_semantic_stage(semantic_cfg, False, warm)(sample.head(4 * cpus))
+        one_row_tasks = RayEngine(ExecutionConfig(engine="ray", batch_size=1), progress=False)
+        build_semantic_stage(semantic_cfg, False, one_row_tasks)(sample.head(4 * cpus))
         every_tenth = ExecutionConfig(engine="ray", batch_size=max(1, semantic_docs // 10))
         semantic = build_semantic_stage(semantic_cfg, False, RayEngine(every_tenth, progress=False))
     start = time.perf_counter()
     result = semantic(sample)
     seconds[semantic.name] = time.perf_counter() - start
-    return {"seconds": seconds, "driver_peak_rss_growth_mb": memory, "kept": kept + result.kept["id"].to_list()}
+    return {"seconds": seconds, "driver_peak_rss_growth_mb": memory, "kept": kept + frame(result.kept)["id"].to_list()}
 
 
-def _stages(config, engine) -> list:
+def _stages(config: CurateConfig, engine: Engine) -> list[Stage]:
     from curation.dedup.exact import build_exact_stage
     from curation.dedup.minhash import build_minhash_stage
     from curation.filters import build_filter_stage
 
+    dedup = config.dedup
+    assert config.filters and dedup and dedup.exact and dedup.minhash  # CONFIG sets them all
     return [
         build_filter_stage(config.filters, engine),
-        build_exact_stage(config.dedup.exact, engine),
-        build_minhash_stage(config.dedup.minhash, False, engine),
+        build_exact_stage(dedup.exact, engine),
+        build_minhash_stage(dedup.minhash, False, engine),
     ]
 
 

@@ -34,11 +34,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.measure import in_fresh_process, measured
+
+if TYPE_CHECKING:
+    from model2vec import StaticModel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ENCODERS = ("minilm-static", "all-MiniLM-L6-v2")
@@ -48,11 +54,24 @@ F1_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 MAX_TOKENS = 128
 
 
+class SemhashModel:
+    """An encoder as semhash's `Encoder` protocol has it, `encode(inputs, **kwargs)`: semhash passes
+    a column's texts and no options; this project's encoders take a list of texts."""
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray]) -> None:
+        self._encode = encode
+
+    def encode(self, inputs: Sequence[Any] | Any, **kwargs: Any) -> np.ndarray:
+        return self._encode(list(inputs))
+
+
 def _ours(encoder: str, texts: list[str], thresholds: list[float], search: str = "auto", verify: bool = True) -> dict:
     from bench.corpus import to_records
+    from bench.stage_output import figures, frame
     from curation.dedup.encoders import load_encoder
     from curation.dedup.semantic import build_semantic_stage
     from schemas.config import SemanticDedup
+    from schemas.figures import SemanticFigures
 
     records = to_records(texts)
     # The encoder the stage loads (its settings are the cache key): loading stays outside the clock.
@@ -60,11 +79,12 @@ def _ours(encoder: str, texts: list[str], thresholds: list[float], search: str =
     out = {}
     for t in thresholds:
         stage = build_semantic_stage(SemanticDedup(threshold=t, model=encoder, search=search, verify=verify), progress=False)
-        result, seconds, cpu, rss = measured(lambda stage=stage: stage(records))
-        rejected = result.rejected  # type: ignore[attr-defined]
+        result, seconds, cpu, rss = measured(partial(stage, records))
+        rejected = frame(result.rejected)
         index = {f"doc-{i}": i for i in range(len(texts))}
         pairs = [[index[a], index[b]] for a, b in zip(rejected["id"], rejected["duplicate_of"], strict=True)]
-        out[str(t)] = {"seconds": seconds, "cpu": cpu, "rss_mb": rss, "pairs": pairs, "how": result.figures.search}  # type: ignore[attr-defined]
+        how = figures(result, SemanticFigures).search
+        out[str(t)] = {"seconds": seconds, "cpu": cpu, "rss_mb": rss, "pairs": pairs, "how": how}
     return out
 
 
@@ -80,24 +100,29 @@ def _semhash(encoder: str, texts: list[str], thresholds: list[float]) -> dict:
             return SemHash.from_records(records=records, columns=["text"], model=model).self_deduplicate(threshold=t)
 
         result, seconds, cpu, rss = measured(run)
-        pairs = [[int(d.record["id"]), int(d.duplicate_of["id"])] for d in result.filtered]  # type: ignore[attr-defined]
+        pairs = [[int(d.record["id"]), int(d.duplicate_of["id"])] for d in result.filtered]
         out[str(t)] = {"seconds": seconds, "cpu": cpu, "rss_mb": rss, "pairs": pairs}
     return out
 
 
-def _peer_model(encoder: str):
+def _peer_model(encoder: str) -> SemhashModel:
     """The encoder semhash gets: this project's own (the same vectors as the stage), or, for
     UNCENTRED, the distilled model2vec model without the common direction removed."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if encoder == UNCENTRED:
-        from model2vec import StaticModel
-
-        from schemas.bundled import minilm_static_dir
-
-        return StaticModel.from_pretrained(minilm_static_dir())
+        return SemhashModel(_uncentred().encode)
     from curation.dedup.encoders import load_encoder
 
-    return load_encoder(encoder, MAX_TOKENS)
+    return SemhashModel(load_encoder(encoder, MAX_TOKENS).encode)
+
+
+def _uncentred() -> StaticModel:
+    """The distilled model2vec model as model2vec loads it (UNCENTRED)."""
+    from model2vec import StaticModel
+
+    from schemas.bundled import minilm_static_dir
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return StaticModel.from_pretrained(minilm_static_dir())
 
 
 def _exhaustive(encoder: str, texts: list[str], threshold: float) -> dict:
@@ -118,7 +143,7 @@ def _planted(encoder: str, n: int, thresholds: list[float], seed: int) -> dict:
     corpus = build_corpus(n, seed=seed)
     planted = set(corpus.pairs["b"].to_list())
     if encoder == UNCENTRED:
-        vectors = np.asarray(_peer_model(encoder).encode(corpus.texts, max_length=MAX_TOKENS), np.float32)
+        vectors = np.asarray(_uncentred().encode(corpus.texts, max_length=MAX_TOKENS), np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     else:
         from curation.dedup.encoders import load_encoder

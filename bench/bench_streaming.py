@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE_DOCS = 100_000
 STAGES = ("ingest", "filters", "dedup_exact", "dedup_minhash", "write_run")
-SEMANTIC = {"dedup": {"semantic": {}}}  # the defaults: the static encoder, 128 tokens, threshold 0.9
+SEMANTIC: dict[str, Any] = {"dedup": {"semantic": {}}}  # the defaults: the static encoder, 128 tokens, threshold 0.9
 
 
 def main() -> None:

@@ -84,8 +84,8 @@ def _train(stage: str, quantization: str, steps: int, rows: int) -> dict:
     return {
         "stage": stage,
         "quantization": quantization,
-        "steps": outcome.steps,  # type: ignore[attr-defined]
-        "tokens_per_second": outcome.tokens_per_second,  # type: ignore[attr-defined]
+        "steps": outcome.steps,
+        "tokens_per_second": outcome.tokens_per_second,
         "seconds": seconds,
         "peak_rss_mb": memory,
     }
@@ -131,10 +131,9 @@ def _estimates() -> dict[str, tuple[float, float]]:
             vocab_size=vocab,
         )
         shape = model_shape(config, lora)
-        out[name] = tuple(
-            estimate_gpu_memory_gb(shape, q, seq_len=512, batch=1, grad_checkpointing=True)["total"]
-            for q in ("none", "4bit")
-        )
+        full, four_bit = (estimate_gpu_memory_gb(shape, q, seq_len=512, batch=1, grad_checkpointing=True)["total"]
+                          for q in ("none", "4bit"))
+        out[name] = (full, four_bit)
     return out
 
 

@@ -57,7 +57,7 @@ def origin(source: tuple[str, str, str], path: str, where: str = "") -> str:
 
 def item(rule: str, reason: str, label: str, origin_: str, group: str, *, prompt: str | None = None,
          answer: str | None = None, text: str | None = None, **extra) -> dict:
-    out = {"rule": rule, "reason": reason, "label": label, "group": group, "origin": origin_}
+    out: dict[str, str | None] = {"rule": rule, "reason": reason, "label": label, "group": group, "origin": origin_}
     if text is not None:
         out["text"] = text
     else:
@@ -765,7 +765,9 @@ def _cut(answer: str, rng: random.Random, by: str) -> str | None:
 
 def _complete_group(prompt: str, answer: str) -> str | None:
     """What kind of near miss a complete answer is, by how it ends (None: an ordinary one)."""
-    last = LAST_LINE.search(answer.rstrip()).group(1).strip()
+    found = LAST_LINE.search(answer.rstrip())
+    assert found is not None  # the pattern matches every string (at worst empty, at its end)
+    last = found.group(1).strip()
     if answer.rstrip().endswith(("```", "~~~")):
         return "closed_code_block"
     if len(answer.split()) <= 3:
@@ -799,7 +801,7 @@ def truncated_set(rng: random.Random) -> list[dict]:
         "code": [(o, p, a) for o, p, a in strong if a.count("```") >= 2 and len(a) <= MAX_CHARS],
         "toolformer": teacher,
     }
-    removes = []
+    removes: list[dict] = []
     for pool, n in (("en", 90), ("other_lang", 60), ("zh", 40), ("toolformer", 20)):
         for by in ("word", "char"):
             for o, p, a in rng.sample(pools[pool], min(len(pools[pool]), 3 * n)):

@@ -87,7 +87,9 @@ def _build(size: str, tokenizer_dir: Path, out: Path) -> tuple[Path, int]:
     config.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+        # transformers declares PreTrainedModel.to with functools.wraps(Module.to): typeshed's wraps
+        # keeps the unbound signature, so mypy takes the dtype for `self`.
+        model = LlamaForCausalLM(config).to(torch.bfloat16)  # type: ignore[arg-type]
     n_params = model.num_parameters()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

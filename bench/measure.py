@@ -14,9 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def in_fresh_process(fn: Callable[..., dict], *args) -> dict:
+def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
 
@@ -26,7 +29,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measured(call: Callable[[], object]) -> tuple[object, float, float, float]:
+def measured(call: Callable[[], T]) -> tuple[T, float, float, float]:
     """call()'s result, wall seconds, CPU seconds and peak RSS growth in MB."""
     page = os.sysconf("SC_PAGE_SIZE")
 

@@ -11,7 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 # Lint first (pyproject's [tool.ruff]): a style or bug-pattern finding fails like a test.
 .venv/bin/ruff check .
-# Then the type checker on schemas curation flows training (pyproject's [tool.mypy]: its files and strictness).
+# Then the type checker on schemas curation flows training bench (pyproject's [tool.mypy]: its files and strictness).
 .venv/bin/mypy
 # Real data: tests/fixtures (shipped); files the repository may not ship are read from
 # ../shared/data (CURATE_SHARED_DATA=folder elsewhere). Missing, those tests skip with their reason
