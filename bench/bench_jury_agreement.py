@@ -142,9 +142,7 @@ def main() -> None:
 
     local = LocalModel(Local(path=args.model, batch_size=args.batch_size, max_length=args.max_length))
     cache = AnswerCache(CACHE)
-    # CachedModel reads supports_* and usage through to its model (read-only properties), where the
-    # ChatModel protocol declares settable attributes: the product's protocol over-promises.
-    model: ChatModel = CachedModel(local, cache)  # type: ignore[assignment]
+    model: ChatModel = CachedModel(local, cache)
     load_before = [round(x, 2) for x in os.getloadavg()]
 
     scores: dict[str, dict[str, tuple[list, list]]] = {}

@@ -95,9 +95,16 @@ OnDone = Callable[[int, Completion], None]
 class ChatModel(Protocol):
     # Stable and secret-free: part of the cache key and shown in reports.
     identity: str
-    supports_json_schema: bool
-    supports_logprobs: bool
-    usage: Usage
+
+    # Read-only: a wrapper (curation/llm/cache.py's CachedModel) answers them from the model it wraps.
+    @property
+    def supports_json_schema(self) -> bool: ...
+
+    @property
+    def supports_logprobs(self) -> bool: ...
+
+    @property
+    def usage(self) -> Usage: ...
 
     def complete(
         self, requests: Sequence[ChatRequest], on_done: OnDone | None = None, progress: str | None = None
