@@ -28,7 +28,7 @@ Scored on MRPC test and the minimal pairs (SICK TEST only for the default: the m
 SICK's train split): the current default (static cosine, then the verify veto; bench_meaning's
 contender), the cross-encoder alone, the cross-encoder after the veto, and the cascade the stage
 would run (static cosine >= a candidate threshold, the veto, then the cross-encoder). Writes
-bench/results/cross_encoder.json and prints a markdown table.
+bench/results/cross_encoder_<settings>.json and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ def main() -> None:
                                            "same_kept_apart": round(float(1 - merged[minimal_truth].mean()), 3)}
     result["loadavg_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cross_encoder.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"cross_encoder_{tag}.json").write_text(json.dumps(result, indent=2))
     report(result)
 
 
