@@ -167,7 +167,7 @@ class ScoreCache:
         if name not in self.scores or len(self.scores[name]) != len(pairs):
             self.scores[name] = scorer(pairs)
             self.path.parent.mkdir(exist_ok=True)
-            np.savez(self.path, **self.scores)
+            np.savez(self.path, **self.scores)  # type: ignore[arg-type]  # numpy's stub: a **dict could hold allow_pickle
         return self.scores[name]
 
 
