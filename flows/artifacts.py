@@ -49,8 +49,8 @@ def publish_run(run_dir: Path, config_stem: str) -> list[str]:
     published = [key(config_stem, "summary")]
     create_markdown_artifact(summary_markdown(stats, run_dir), key=published[0], description=f"curate funnel: {run_dir}")
     for name, (rows, description) in tables(stats, run_dir).items():
-        create_table_artifact(rows, key=key(config_stem, name), description=description)
         published.append(key(config_stem, name))
+        create_table_artifact(rows, key=published[-1], description=description)
     if report.is_file():
         link = key(config_stem, "report")
         create_link_artifact(report.resolve().as_uri(), link_text=str(report), key=link, description="HTML quality report")

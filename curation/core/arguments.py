@@ -28,11 +28,12 @@ FRESH_HELP = "ignore the checkpoints in --out and recompute every stage"
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curate", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help=f"curate: {steps_line()}")
-    run.add_argument("config", type=Path)
-    run.add_argument("--out", type=as_path, help=OUT_HELP)
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    run.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    curating = argparse.ArgumentParser(add_help=False)  # what `run` and `all` share
+    curating.add_argument("config", type=Path)
+    curating.add_argument("--out", type=as_path, help=OUT_HELP)
+    curating.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    curating.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    commands.add_parser("run", parents=[curating], help=f"curate: {steps_line()}")
     train = commands.add_parser("train", help="SFT, then DPO (per train.method) on a curated run")
     train.add_argument("config", type=Path)
     train.add_argument(
@@ -41,11 +42,7 @@ def parser() -> argparse.ArgumentParser:
         " (default: the latest run under runs/ beside CONFIG made from this very config file)",
     )
     train.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
-    everything = commands.add_parser("all", help="curate, then train: one command")
-    everything.add_argument("config", type=Path)
-    everything.add_argument("--out", type=as_path, help=OUT_HELP)
-    everything.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    everything.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    everything = commands.add_parser("all", parents=[curating], help="curate, then train: one command")
     everything.add_argument("--no-resume", action="store_true", help="start training over")
     validate = commands.add_parser("validate", help="check a config and its inputs, run nothing")
     validate.add_argument("config", type=Path)
