@@ -55,6 +55,7 @@ BLOCK_ROWS = 4096  # embeddings searched and resolved at a time
 READ_ROWS = 16_384  # embeddings read from the file at a time when many rows are read in order
 SHARED_MIN_RECORDS = 3  # a line must be in at least this many records to count as shared
 SHARED_SAMPLE_ROWS = 10_000  # shared lines are counted in the first this many records
+TRIANGLE_ROWS = 256  # rows of the block-triangular product in greedy_duplicates
 VERIFY_PAIRS = 32_768  # removals whose pair texts are read at a time to verify them (~40 MB)
 
 
@@ -280,13 +281,17 @@ def greedy_duplicates(
     n = len(embeddings)
     kept_as, sim, kept = np.arange(n), np.zeros(n, np.float32), np.ones(n, bool)
     prior = np.full(n, -np.inf, np.float32) if outside is None else outside
-    block = max(1, BLOCK_SIMILARITIES // max(n, 1))
+    # Row chunks against the rows up to their end only: the lower triangle of the square, about
+    # half its products, and only the chunk's own square needs masking (measured 2-3x faster
+    # than the whole square at 4,096 rows).
+    block = max(1, min(TRIANGLE_ROWS, BLOCK_SIMILARITIES // max(n, 1)))
     for lo in range(0, n, block):
-        sims = embeddings[lo : lo + block] @ embeddings[: lo + block].T
-        sims[np.arange(sims.shape[1]) >= np.arange(lo, lo + len(sims))[:, None]] = -1  # only earlier rows
+        hi = min(lo + block, n)
+        sims = embeddings[lo:hi] @ embeddings[:hi].T
+        sims[:, lo:hi][np.triu_indices(hi - lo)] = -1  # only earlier rows
         # Rows without any match stay kept; the others take their closest kept match (ties:
         # the earlier one, so an outside match first).
-        for offset in np.flatnonzero((sims >= threshold).any(axis=1) | (prior[lo : lo + len(sims)] >= threshold)):
+        for offset in np.flatnonzero((sims.max(axis=1) >= threshold) | (prior[lo:hi] >= threshold)):
             i = lo + offset
             candidates = np.where(kept[:i], sims[offset, :i], -np.inf)
             best = int(candidates.argmax()) if i else 0
