@@ -223,7 +223,7 @@ def main() -> None:
     from bench.corpus import build_corpus
 
     started = time.perf_counter()
-    result: dict = {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "variants": {}}
+    result: dict = {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in os.getloadavg()], "variants": {}}
     sets = pair_sets(args)
     texts = [t for s in sets.values() for pair in s.pairs for t in pair]
     corpus = build_corpus(PLANTED_DOCS, seed=args.seed)
@@ -246,7 +246,7 @@ def main() -> None:
     test = result["variants"][choice]["MRPC test"]["veto"]["best_f1"]
     result["selected on MRPC train + SICK"] = {"variant": choice, "MRPC test best F1": test, f"reaches {TARGET}": test >= TARGET}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    result["loadavg_after"] = os.getloadavg()
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     report(result)
