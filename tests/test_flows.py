@@ -225,6 +225,10 @@ def test_a_served_schedule_runs_the_flow_and_shows_its_stages_and_artifacts(
             served.kill()
             served.wait()
         log.close()
+    # Stopped serving, its schedule is paused and the runs it booked ahead are gone (Prefect's
+    # own pause on shutdown was cut short by the signal: they stayed, Late, a run every 5 s).
+    assert read_deployment(prefect_server, "curate/served-check").paused
+    assert not deployment_runs(prefect_server, deployment.id, StateType.SCHEDULED)
     written = [p for p in runs.glob("Served Check-*") if (p / "stats.json").is_file()]
     assert written and all(p.name != "Served Check-{time}" for p in written)
     assert len(written) >= len(completed)  # each its own folder, also runs started in the same second
@@ -445,6 +449,7 @@ def test_a_served_schedule_runs_one_refresh_at_a_time_and_skips_the_ticks_in_bet
     output = log.read_text()
     assert "at most 1 run at a time; a tick while one runs is skipped" in output
     assert code == 130 and curate_lines(output)[-1] == "curate: interrupted by SIGINT: stopped serving", output[-3000:]
+    assert read_deployment(prefect_server, "curate/tick").paused  # no runs booked every second after it
     assert (published / "LATEST").read_text().strip() == "v0001"
     # Ticks that found nothing new (or were stopped before any work) leave no folder behind.
     folders = list(runs.iterdir())
