@@ -535,10 +535,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-def start_on_the_embedded_server(tmp_path: Path, server: FakeOpenAI, **extra) -> tuple[subprocess.Popen, Path]:
+def start_on_the_embedded_server(
+    tmp_path: Path, server: FakeOpenAI, env: dict[str, str] | None = None, **extra
+) -> tuple[subprocess.Popen, Path]:
     """`curate run` without PREFECT_API_URL (Prefect starts its embedded server), judging 200
     records (~15 s of jury to be stopped in): (the process, its output file)."""
-    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": None}
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": None, **(env or {})}
     log = tmp_path / "output.txt"
     config = jury_config(tmp_path, server, n=200, **extra)
     return curate_process(["run", str(config), "--out", str(tmp_path / "run"), "--no-progress"], env, log, group=True), log
@@ -549,9 +551,13 @@ def test_the_embedded_server_ends_with_the_command_and_a_lost_one_ends_the_run(t
     """Three commands on embedded servers at once (a server's start is most of each one's time).
     SIGTERM to one's process group and kill -9 to another take their servers with them (the server
     is in a session of its own; after kill -9 the kernel tells it: PR_SET_PDEATHSIG). The third
-    loses its server mid-run: the work needs no API, so it publishes, then ends with one line, exit 5."""
+    loses its server mid-run: the work needs no API, so it publishes, then ends with one line, exit 5.
+    Its client retries once, not curate's default twice (a user's setting is kept): each call to the
+    dead API (the jury's progress, the artifacts, the flow's end) waits out 2 + 4 s of back-off
+    otherwise, ~30 s of this test; one retry still bridges a blip of the loaded server before the kill."""
     published = tmp_path / "api" / "published"
-    cases = {"term": {}, "kill": {}, "api": {"publish": {"dir": str(published)}}}
+    cases = {"term": {}, "kill": {},
+             "api": {"publish": {"dir": str(published)}, "env": {"PREFECT_CLIENT_MAX_RETRIES": "1"}}}
     servers = {name: FakeOpenAI().__enter__() for name in cases}
     try:
         started = {}
@@ -564,6 +570,7 @@ def test_the_embedded_server_ends_with_the_command_and_a_lost_one_ends_the_run(t
             (embedded[name],) = children(run.pid, b"prefect.server.api.server:create_app")
             if name == "api":
                 os.kill(embedded[name], signal.SIGKILL)  # the API is gone mid-run
+                servers[name].latency = 0  # the rest of its jury (kept slow to be stopped in) at once
             else:
                 os.killpg(run.pid, signal.SIGTERM if name == "term" else signal.SIGKILL)
         codes = {name: run.wait(timeout=180) for name, (run, _) in started.items()}
