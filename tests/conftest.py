@@ -25,6 +25,12 @@ SHARED_DATA = Path(os.environ.get("CURATE_SHARED_DATA") or REPO.parent / "shared
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# xdist workers share the cores: each takes its share of torch / BLAS threads (commands the tests
+# start inherit it). Two workers of two threads each on 2 cores oversubscribe them: a thread waits at
+# every kernel's barrier for one not scheduled (the whole suite 507 s, one thread per worker 411 s).
+# Set before torch or numpy is imported (neither is by the imports above).
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(workers))))
 # Prefect binds its console log handler to sys.stderr when `prefect.main` is first imported
 # (`import prefect` alone is lazy): imported above, at collection, it writes into pytest's
 # session-wide capture, never into one test's capsys stream (closed when that test ends, which
