@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,7 +138,6 @@ def _exhaustive(encoder: str, texts: list[str], threshold: float) -> dict:
 def _planted(encoder: str, n: int, thresholds: list[float], seed: int) -> dict:
     """Planted copies found and other (distinct-document) removals per threshold, exhaustive walk."""
     from bench.corpus import build_corpus
-    from curation.dedup.semantic import greedy_duplicates
 
     corpus = build_corpus(n, seed=seed)
     planted = set(corpus.pairs["b"].to_list())
@@ -149,11 +148,19 @@ def _planted(encoder: str, n: int, thresholds: list[float], seed: int) -> dict:
         from curation.dedup.encoders import load_encoder
 
         vectors = load_encoder(encoder, MAX_TOKENS).encode(corpus.texts)
+    return {t: {"planted_found": found, "planted": len(planted), "other": other}
+            for t, (found, other) in planted_removals(vectors, planted, thresholds).items()}
+
+
+def planted_removals(vectors: np.ndarray, planted: set[int], thresholds: Iterable[float]) -> dict[str, tuple[int, int]]:
+    """Per threshold: (planted copies removed, other removals) of the stage's exhaustive greedy walk."""
+    from curation.dedup.semantic import greedy_duplicates
+
     out = {}
     for t in thresholds:
         kept_as, _ = greedy_duplicates(vectors, t)
-        removed = set(np.flatnonzero(kept_as != np.arange(n)).tolist())
-        out[str(t)] = {"planted_found": len(removed & planted), "planted": len(planted), "other": len(removed - planted)}
+        removed = set(np.flatnonzero(kept_as != np.arange(len(vectors))).tolist())
+        out[str(t)] = (len(removed & planted), len(removed - planted))
     return out
 
 

@@ -93,16 +93,13 @@ def raw_distillation(scratch: Path, pooling: str) -> Path:
 
 def reference_counts(raw_folder: Path) -> np.ndarray:
     """Token counts of the demo corpus's running text, which the common direction is weighted by
-    (schemas.bundled counts them the same way when it centres the default)."""
+    (as schemas.bundled counts them when it centres the default)."""
     from model2vec import StaticModel
 
-    from schemas.bundled import reference_texts
+    from schemas.bundled import reference_texts, reference_token_counts
 
     model = StaticModel.from_pretrained(raw_folder)
-    counts = np.zeros(len(model.embedding))
-    for encoding in model.tokenizer.encode_batch(reference_texts(), add_special_tokens=False):
-        np.add.at(counts, encoding.ids, 1)
-    return counts
+    return reference_token_counts(model.tokenizer, len(model.embedding), reference_texts())
 
 
 def build(variant: Variant, raw_folder: Path, counts: np.ndarray, folder: Path) -> Path:
@@ -164,14 +161,9 @@ def cosines(vectors: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.
 
 def planted(vectors: np.ndarray, copies: set[int]) -> dict[str, list[int]]:
     """Per threshold: [planted copies removed, other removals] of the stage's greedy walk."""
-    from curation.dedup.semantic import greedy_duplicates
+    from bench.bench_semantic import planted_removals
 
-    out = {}
-    for t in PLANTED_THRESHOLDS:
-        kept_as, _ = greedy_duplicates(vectors, t)
-        removed = set(np.flatnonzero(kept_as != np.arange(len(vectors))).tolist())
-        out[str(t)] = [len(removed & copies), len(removed - copies)]
-    return out
+    return {t: list(counts) for t, counts in planted_removals(vectors, copies, PLANTED_THRESHOLDS).items()}
 
 
 def score(sets: dict[str, PairSet], vectors: dict[str, np.ndarray]) -> tuple[dict, np.ndarray]:

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from schemas.base import ConfigError
 
@@ -152,9 +153,7 @@ def _distil_minilm(target: Path) -> None:
     # each (normalised) text vector, which brings them back to the transformer's range
     # (BENCHMARKS, semantic dedup). Rows in float32: numpy averages float16 slowly.
     model.embedding = np.asarray(model.embedding, np.float32)
-    counts = np.zeros(len(model.embedding))
-    for encoding in model.tokenizer.encode_batch(reference, add_special_tokens=False):
-        np.add.at(counts, encoding.ids, 1)
+    counts = reference_token_counts(model.tokenizer, len(model.embedding), reference)
     common = (counts @ model.embedding / counts.sum()).astype(np.float32)
 
     def write(folder: Path) -> None:
@@ -162,6 +161,17 @@ def _distil_minilm(target: Path) -> None:
         np.save(folder / COMMON_DIRECTION, common)
 
     _publish_folder(target, write)
+
+
+def reference_token_counts(tokenizer: Any, vocabulary: int, texts: list[str]) -> Any:
+    """How often each token id occurs in `texts` (the reference texts): the weights of the common
+    direction a static model's rows are centred on."""
+    import numpy as np
+
+    counts = np.zeros(vocabulary)
+    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False):
+        np.add.at(counts, encoding.ids, 1)
+    return counts
 
 
 def reference_texts(chunk: int = 2000) -> list[str]:
